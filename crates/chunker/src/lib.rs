@@ -217,7 +217,11 @@ mod tests {
         let data = pseudo(100_000, 3);
         let lens = c.split(&data);
         assert_eq!(lens.iter().sum::<usize>(), data.len());
-        assert!(lens[..lens.len() - 1].iter().all(|&n| (64..=1024).contains(&n)));
+        assert!(
+            lens[..lens.len() - 1]
+                .iter()
+                .all(|&n| (64..=1024).contains(&n))
+        );
         let mut s = StreamChunker::new(&c, &data[..]);
         let mut got = Vec::new();
         while let Some(ch) = s.next_chunk().unwrap() {

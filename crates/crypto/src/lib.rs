@@ -303,8 +303,8 @@ pub fn passphrase_key(pass: &[u8], salt: &[u8; 16], p: KdfParams) -> Result<Seal
     if p.m_kib > 4 * 1024 * 1024 || p.t > 64 || p.p > 64 {
         return Err(Error::Kdf(format!("{p:?} is beyond the accepted maximum")));
     }
-    let params = argon2::Params::new(p.m_kib, p.t, p.p, Some(32))
-        .map_err(|e| Error::Kdf(e.to_string()))?;
+    let params =
+        argon2::Params::new(p.m_kib, p.t, p.p, Some(32)).map_err(|e| Error::Kdf(e.to_string()))?;
     let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = [0u8; 32];
     a.hash_password_into(pass, salt, &mut out)

@@ -73,7 +73,9 @@ impl BlobHeader {
     /// Encodes the header; these bytes are also the AEAD associated data.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.u8(self.kind as u8).id(&self.id).varint(self.refs.len() as u64);
+        w.u8(self.kind as u8)
+            .id(&self.id)
+            .varint(self.refs.len() as u64);
         for r in &self.refs {
             w.id(r);
         }

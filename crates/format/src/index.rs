@@ -37,7 +37,10 @@ pub fn encode(packs: &[IndexPack]) -> Vec<u8> {
 /// Decodes an index file.
 pub fn decode(data: &[u8]) -> Result<Vec<IndexPack>> {
     let mut r = Reader::new(data, "index file");
-    if r.take(8).map_err(|_| Error::BadMagic { what: "index file" })? != INDEX_MAGIC {
+    if r.take(8)
+        .map_err(|_| Error::BadMagic { what: "index file" })?
+        != INDEX_MAGIC
+    {
         return Err(Error::BadMagic { what: "index file" });
     }
     let n = r.len(32 + 1 + 16 + 104)?;

@@ -250,7 +250,10 @@ impl Node {
         if !have_name || !valid_name(&n.name) {
             return Err(invalid(
                 W,
-                format!("unsafe or missing name {:?}", String::from_utf8_lossy(&n.name)),
+                format!(
+                    "unsafe or missing name {:?}",
+                    String::from_utf8_lossy(&n.name)
+                ),
             ));
         }
         if n.node_type() == NodeType::Dir && n.subtree.is_none() {
@@ -261,7 +264,8 @@ impl Node {
 }
 
 fn u32_field(v: &[u8]) -> Result<u32> {
-    u32::try_from(field_u64(v, "tree node")?).map_err(|_| invalid("tree node", "value over 32 bits"))
+    u32::try_from(field_u64(v, "tree node")?)
+        .map_err(|_| invalid("tree node", "value over 32 bits"))
 }
 
 fn nsec_field(v: &[u8]) -> Result<u32> {
@@ -347,13 +351,26 @@ mod tests {
             any::<u32>(),
             any::<i64>(),
             0u32..1_000_000_000,
-            proptest::collection::vec((proptest::collection::vec(any::<u8>(), 1..10), proptest::collection::vec(any::<u8>(), 0..10)), 0..3),
+            proptest::collection::vec(
+                (
+                    proptest::collection::vec(any::<u8>(), 1..10),
+                    proptest::collection::vec(any::<u8>(), 0..10),
+                ),
+                0..3,
+            ),
             proptest::collection::vec(any::<[u8; 32]>(), 0..4),
             any::<bool>(),
         )
             .prop_map(|(name, mode, uid, sec, nsec, xattrs, content, link)| {
-                let name: Vec<u8> = name.into_iter().map(|b| if b == b'/' { b'x' } else { b }).collect();
-                let name = if name == b"." || name == b".." { b"n".to_vec() } else { name };
+                let name: Vec<u8> = name
+                    .into_iter()
+                    .map(|b| if b == b'/' { b'x' } else { b })
+                    .collect();
+                let name = if name == b"." || name == b".." {
+                    b"n".to_vec()
+                } else {
+                    name
+                };
                 Node {
                     name,
                     kind: Some(NodeType::File),

@@ -1,0 +1,42 @@
+//! One module per verb.
+
+mod backup;
+mod check;
+mod diff;
+mod init;
+mod key;
+mod ls;
+mod restore;
+mod snapshots;
+mod stats;
+
+use anyhow::Result;
+
+use crate::args::{Cli, Command};
+use crate::ctx::Ctx;
+
+/// Runs a parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    let ctx = Ctx { g: cli.global };
+    match cli.command {
+        Command::Init => init::run(&ctx),
+        Command::Backup(a) => backup::run(&ctx, a),
+        Command::Snapshots(a) => snapshots::run(&ctx, a),
+        Command::Ls(a) => ls::run(&ctx, a),
+        Command::Diff(a) => diff::run(&ctx, a),
+        Command::Restore(a) => restore::run(&ctx, a),
+        Command::Check(a) => check::run(&ctx, a),
+        Command::Key(k) => key::run(&ctx, k),
+        Command::Stats(a) => stats::run(&ctx, a),
+    }
+}
+
+/// Loads snapshots and resolves a selector.
+pub fn resolve(
+    repo: &cairn_repo::Repo,
+    spec: &str,
+    group: Option<&str>,
+) -> Result<cairn_repo::SnapshotInfo> {
+    let (list, _) = cairn_repo::Repo::list_snapshots(&**repo.storage())?;
+    Ok(cairn_repo::select_snapshot(&list, spec, group)?.clone())
+}

@@ -1,0 +1,111 @@
+use std::sync::Arc;
+
+use anyhow::Result;
+use cairn_engine::archiver::{BackupOptions, BackupSummary, Progress, backup};
+
+use crate::args::BackupArgs;
+use crate::ctx::{Ctx, hostname};
+use crate::exit;
+use crate::output::{Bar, cancel_flag, size};
+
+pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<i32> {
+    let mut repo = match ctx.open() {
+        Err(e)
+            if ctx.is_default_repo()
+                && matches!(
+                    e.downcast_ref::<cairn_repo::Error>(),
+                    Some(cairn_repo::Error::NotARepository(_))
+                ) =>
+        {
+            super::init::create(ctx)?
+        }
+        r => r?,
+    };
+    let opts = BackupOptions {
+        paths: a.paths,
+        excludes: a.exclude,
+        exclude_files: a.exclude_file,
+        exclude_caches: a.exclude_caches,
+        one_file_system: a.one_file_system,
+        tags: a.tag,
+        group: a.group,
+        dry_run: a.dry_run,
+        cache_dir: (!a.no_cache).then(|| ctx.cache_dir(&repo)),
+        command: std::env::args().collect(),
+        hostname: a.host.unwrap_or_else(hostname),
+        threads: 0,
+        pack_size: a.pack_size.unwrap_or(0),
+        scan: ctx.progress(),
+    };
+    let progress = Arc::new(Progress::default());
+    let cancel = cancel_flag();
+    let bar = Bar::start(progress.clone(), "backup", ctx.progress());
+    let res = backup(&mut repo, &opts, &progress, &cancel);
+    bar.finish();
+    let s = res?;
+    if ctx.g.json {
+        crate::output::json(&s)?;
+    } else if !ctx.g.quiet {
+        print_summary(&s, a.dry_run);
+    }
+    for w in &s.warnings {
+        if !ctx.g.json {
+            eprintln!("warning: {}: {}", w.path, w.message);
+        }
+    }
+    Ok(if s.warnings.is_empty() {
+        exit::OK
+    } else {
+        exit::WARNINGS
+    })
+}
+
+fn print_summary(s: &BackupSummary, dry_run: bool) {
+    match &s.snapshot {
+        Some(id) => println!("snapshot {} saved (group {})", &id[..8], s.group),
+        None if dry_run => println!("dry run: nothing was written (group {})", s.group),
+        None => {}
+    }
+    println!(
+        "  files:     {} new, {} changed, {} unchanged; {} dirs, {} other",
+        s.new_files, s.changed_files, s.unchanged_files, s.dirs, s.others
+    );
+    println!(
+        "  read:      {} of {} in the snapshot",
+        size(s.bytes_read),
+        size(s.total_bytes)
+    );
+    if dry_run {
+        println!(
+            "  would add: {} before compression",
+            size(s.raw_bytes_added)
+        );
+    } else {
+        println!(
+            "  added:     {} stored ({} before compression) in {} blobs, {} packs",
+            size(s.bytes_added),
+            size(s.raw_bytes_added),
+            s.blobs_added,
+            s.packs_added
+        );
+    }
+    if s.packs_recovered > 0 {
+        println!(
+            "  resumed:   {} packs from an interrupted run were reused",
+            s.packs_recovered
+        );
+    }
+    let rate = if s.duration_secs > 0.0 {
+        s.bytes_read as f64 / s.duration_secs
+    } else {
+        0.0
+    };
+    println!(
+        "  duration:  {:.1} s ({}/s read)",
+        s.duration_secs,
+        size(rate as u64)
+    );
+    if !s.warnings.is_empty() {
+        println!("  warnings:  {} (listed on stderr)", s.warnings.len());
+    }
+}

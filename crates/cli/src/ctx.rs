@@ -1,0 +1,173 @@
+//! Where the repository is and how to open it: defaults, passphrases,
+//! key files.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use cairn_repo::{KeySource, Repo};
+use cairn_storage::{LocalStorage, Storage};
+
+use crate::args::Global;
+
+/// Shared state of one command run.
+pub struct Ctx {
+    pub g: Global,
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+fn xdg(var: &str, fallback: &str) -> PathBuf {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| home().join(fallback))
+}
+
+impl Ctx {
+    /// The repository location as given, or the default one.
+    pub fn repo_location(&self) -> String {
+        match &self.g.repo {
+            Some(r) => r.clone(),
+            None => default_repo().display().to_string(),
+        }
+    }
+
+    /// Whether no repository was named (the default one is used).
+    pub fn is_default_repo(&self) -> bool {
+        self.g.repo.is_none()
+    }
+
+    /// The storage behind the location.
+    pub fn storage(&self) -> Result<Arc<dyn Storage>> {
+        let loc = self.repo_location();
+        if let Some((scheme, _)) = loc.split_once("://") {
+            bail!(
+                "repository {loc}: the {scheme}:// transport is not available in this version of cairn; use a local directory path"
+            );
+        }
+        Ok(Arc::new(LocalStorage::new(PathBuf::from(loc))))
+    }
+
+    /// The passphrase from --password-file or $CAIRN_PASSWORD, if any.
+    pub fn given_passphrase(&self) -> Result<Option<Vec<u8>>> {
+        if let Some(f) = &self.g.password_file {
+            let s = std::fs::read(f)
+                .with_context(|| format!("cannot read password file {}", f.display()))?;
+            return Ok(Some(trim_newline(s)));
+        }
+        if let Some(p) = std::env::var_os("CAIRN_PASSWORD") {
+            return Ok(Some(p.into_encoded_bytes()));
+        }
+        Ok(None)
+    }
+
+    /// Asks on the terminal, when there is one.
+    pub fn prompt(&self, what: &str, confirm: bool) -> Result<Option<Vec<u8>>> {
+        if !std::io::stdin().is_terminal() {
+            return Ok(None);
+        }
+        let p = rpassword::prompt_password(format!("{what}: "))?;
+        if confirm {
+            let again = rpassword::prompt_password("enter it again: ")?;
+            if again != p {
+                bail!("the passphrases do not match; nothing was changed");
+            }
+        }
+        Ok(Some(p.into_bytes()))
+    }
+
+    /// Opens the repository with whatever key is available.
+    pub fn open(&self) -> Result<Repo> {
+        let storage = self.storage()?;
+        let config = cairn_repo::read_config(&*storage)?;
+        let id = hex::encode(config.repo_id);
+        let source = if let Some(k) = &self.g.key_file {
+            KeySource::File {
+                path: k.clone(),
+                passphrase: self.given_passphrase()?,
+            }
+        } else if let Some(p) = self.given_passphrase()? {
+            KeySource::Passphrase(p)
+        } else if default_key_path(&id).exists() {
+            KeySource::File {
+                path: default_key_path(&id),
+                passphrase: None,
+            }
+        } else if let Some(p) = self.prompt("repository passphrase", false)? {
+            KeySource::Passphrase(p)
+        } else {
+            bail!(
+                "the repository at {} needs a key: set CAIRN_PASSWORD, use --password-file, or --key-file",
+                storage.location()
+            );
+        };
+        Ok(Repo::open(storage, &source)?)
+    }
+
+    /// Where this repository's local cache lives.
+    pub fn cache_dir(&self, repo: &Repo) -> PathBuf {
+        xdg("XDG_CACHE_HOME", ".cache")
+            .join("cairn")
+            .join(repo.id_hex())
+    }
+
+    /// Whether to draw progress bars.
+    pub fn progress(&self) -> bool {
+        !self.g.json && !self.g.quiet && !self.g.no_progress && std::io::stderr().is_terminal()
+    }
+}
+
+/// `$XDG_DATA_HOME/cairn/repo`.
+pub fn default_repo() -> PathBuf {
+    xdg("XDG_DATA_HOME", ".local/share")
+        .join("cairn")
+        .join("repo")
+}
+
+/// Where an owner key without passphrase is kept.
+pub fn default_key_path(repo_id: &str) -> PathBuf {
+    xdg("XDG_CONFIG_HOME", ".config")
+        .join("cairn")
+        .join("keys")
+        .join(format!("{repo_id}.key"))
+}
+
+/// The directory the unprotected key of a new repository goes to.
+pub fn key_dir() -> PathBuf {
+    xdg("XDG_CONFIG_HOME", ".config").join("cairn").join("keys")
+}
+
+fn trim_newline(mut s: Vec<u8>) -> Vec<u8> {
+    while s.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
+        s.pop();
+    }
+    s
+}
+
+/// Reads a new passphrase from a file, the environment, or a prompt.
+pub fn read_new_passphrase(ctx: &Ctx, file: Option<&Path>) -> Result<Option<Vec<u8>>> {
+    if let Some(f) = file {
+        let s = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+        return Ok(Some(trim_newline(s)));
+    }
+    if let Some(p) = std::env::var_os("CAIRN_NEW_PASSWORD") {
+        return Ok(Some(p.into_encoded_bytes()));
+    }
+    ctx.prompt("new passphrase", true)
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}

@@ -1,0 +1,20 @@
+//! `cairn`: the command-line front end. Each verb lives in `cmd/<verb>.rs`
+//! and turns flags into one library call; nothing here decides anything
+//! about the repository.
+
+mod args;
+mod cmd;
+mod ctx;
+mod exit;
+mod output;
+
+use clap::Parser;
+
+fn main() {
+    let args = args::Cli::parse();
+    let code = match cmd::run(args) {
+        Ok(code) => code,
+        Err(e) => exit::report(&e),
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,178 @@
+//! Rendering for people: sizes, times, progress bars, tables.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use cairn_engine::archiver::Progress;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// `1.5 GiB`.
+pub fn size(n: u64) -> String {
+    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+/// `2026-11-24 01:02:03` (UTC) from ns since the epoch.
+pub fn time(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    let (y, m, d) = civil(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// RFC 3339 UTC, for JSON.
+pub fn rfc3339(ns: i64) -> String {
+    let t = time(ns);
+    format!("{}T{}Z", &t[..10], &t[11..])
+}
+
+/// Days since 1970-01-01 to (year, month, day); Howard Hinnant's algorithm.
+fn civil(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// A progress bar fed from engine counters by a background thread.
+pub struct Bar {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Bar {
+    /// Starts drawing; `label` is e.g. "backup".
+    pub fn start(progress: Arc<Progress>, label: &'static str, enabled: bool) -> Bar {
+        let stop = Arc::new(AtomicBool::new(false));
+        if !enabled {
+            return Bar { stop, handle: None };
+        }
+        let s2 = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            pb.set_style(
+                ProgressStyle::with_template(
+                    "{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}\n{msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            pb.set_prefix(label);
+            let start = std::time::Instant::now();
+            while !s2.load(Ordering::Relaxed) {
+                let files = progress.files.load(Ordering::Relaxed);
+                let bytes = progress.bytes.load(Ordering::Relaxed);
+                if progress.scan_done.load(Ordering::Relaxed)
+                    || progress.total_bytes.load(Ordering::Relaxed) > 0
+                {
+                    pb.set_length(progress.total_bytes.load(Ordering::Relaxed).max(bytes));
+                }
+                pb.set_position(bytes);
+                let total_files = progress.total_files.load(Ordering::Relaxed);
+                let cur = progress
+                    .current
+                    .lock()
+                    .map(|c| c.clone())
+                    .unwrap_or_default();
+                let added = progress.added.load(Ordering::Relaxed);
+                let files_s = if total_files > 0 {
+                    format!("{files}/{total_files} files")
+                } else {
+                    format!("{files} files")
+                };
+                let _ = start;
+                pb.set_message(format!(
+                    "{files_s}, {} added  {}",
+                    size(added),
+                    shorten(&cur, 60)
+                ));
+                std::thread::sleep(Duration::from_millis(150));
+            }
+            pb.finish_and_clear();
+        });
+        Bar {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops and erases the bar.
+    pub fn finish(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn shorten(s: &str, n: usize) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    if chars.len() <= n {
+        s.to_string()
+    } else {
+        let tail: String = chars[chars.len() - (n - 1)..].iter().collect();
+        format!("…{tail}")
+    }
+}
+
+/// Prints a JSON document on stdout.
+pub fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// A Ctrl-C flag: the first SIGINT/SIGTERM asks for a clean stop, a second
+/// one exits at once.
+pub fn cancel_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone());
+        let _ = signal_hook::flag::register(sig, flag.clone());
+    }
+    flag
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates() {
+        assert_eq!(super::time(0), "1970-01-01 00:00:00");
+        assert_eq!(
+            super::time(1_700_000_000_000_000_000),
+            "2023-11-14 22:13:20"
+        );
+        assert_eq!(super::size(1536), "1.5 KiB");
+    }
+}

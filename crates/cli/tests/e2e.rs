@@ -1,0 +1,8 @@
+//! End-to-end tests: they run the real `cairn` binary against real
+//! directories. One test binary; modules by theme.
+
+#[path = "e2e/util.rs"]
+mod util;
+
+#[path = "e2e/roundtrip.rs"]
+mod roundtrip;

@@ -1,0 +1,824 @@
+//! The backup pipeline.
+//!
+//! ```text
+//! walk ─ stat ─ files cache? ─┬─ hit: reuse chunk IDs
+//!                             └─ read ─ chunk ─ hash ─ dedup ─┐
+//!                                          seal workers (N) ◄─┘ compress + encrypt
+//!                                                     └─► pack sink ─► packs + index
+//! ```
+//!
+//! The walk, chunking and keyed hashing run on the calling thread, so chunk
+//! IDs (and thus trees) are known in order without waiting on anyone.
+//! Only new blobs go to the seal workers, over bounded channels: memory is
+//! bounded by what is in flight (a few chunks), not by the source size.
+//! One sink thread appends sealed blobs to packs and writes an index file
+//! every few packs, so an interrupted run loses at most the pack being
+//! filled. The snapshot is written last, after every pack and index file
+//! is durable.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::{File, Metadata};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use cairn_chunker::{Cutter, Params, StreamChunker};
+use cairn_format::Id;
+use cairn_format::blob::BlobKind;
+use cairn_format::index::IndexPack;
+use cairn_format::snapshot::{Body, Envelope};
+use cairn_format::tree::{Node, NodeType, Tree};
+use cairn_repo::{Repo, SealedBlob, WriteStats, write_index_file};
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::exclude::Excluder;
+use crate::filescache::{FilesCache, Lookup};
+use crate::meta::{Names, capture};
+use crate::{Error, Result, Warning, display_path};
+
+/// What to back up and how.
+#[derive(Clone, Debug, Default)]
+pub struct BackupOptions {
+    /// Source paths (made absolute).
+    pub paths: Vec<PathBuf>,
+    /// Gitignore-style exclude patterns.
+    pub excludes: Vec<String>,
+    /// Files of exclude patterns.
+    pub exclude_files: Vec<PathBuf>,
+    /// Skip contents of directories tagged with CACHEDIR.TAG.
+    pub exclude_caches: bool,
+    /// Do not cross into other filesystems.
+    pub one_file_system: bool,
+    /// Tags for the snapshot.
+    pub tags: Vec<String>,
+    /// Group; default `host:path[,path]`.
+    pub group: Option<String>,
+    /// Read and chunk, but write nothing.
+    pub dry_run: bool,
+    /// Directory of the files cache for this repository.
+    pub cache_dir: Option<PathBuf>,
+    /// Command line, recorded in the snapshot.
+    pub command: Vec<String>,
+    /// Host name recorded in the snapshot.
+    pub hostname: String,
+    /// Seal worker threads (0 = number of cores).
+    pub threads: usize,
+    /// Pack size target in bytes (0 = default).
+    pub pack_size: u64,
+    /// Count the source first so progress can show totals and an ETA.
+    pub scan: bool,
+}
+
+/// Live counters for a progress display.
+#[derive(Default, Debug)]
+pub struct Progress {
+    /// Files done.
+    pub files: AtomicU64,
+    /// Bytes of files done (read or reused).
+    pub bytes: AtomicU64,
+    /// Bytes written to the repository.
+    pub added: AtomicU64,
+    /// Files found by the scan.
+    pub total_files: AtomicU64,
+    /// Bytes found by the scan.
+    pub total_bytes: AtomicU64,
+    /// The scan finished.
+    pub scan_done: AtomicBool,
+    /// File being read.
+    pub current: Mutex<String>,
+}
+
+/// What a backup did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct BackupSummary {
+    /// Snapshot written (none for a dry run).
+    pub snapshot: Option<String>,
+    /// Group of the snapshot.
+    pub group: String,
+    /// Files read for the first time.
+    pub new_files: u64,
+    /// Files read again because they changed.
+    pub changed_files: u64,
+    /// Files reused from the files cache.
+    pub unchanged_files: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Other entries (symlinks, devices, FIFOs).
+    pub others: u64,
+    /// Sum of file sizes in the snapshot.
+    pub total_bytes: u64,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Blobs added after deduplication.
+    pub blobs_added: u64,
+    /// Bytes added to the repository (compressed, sealed).
+    pub bytes_added: u64,
+    /// Plaintext bytes of the blobs added.
+    pub raw_bytes_added: u64,
+    /// Packs written.
+    pub packs_added: u64,
+    /// Packs from interrupted runs that were indexed and reused.
+    pub packs_recovered: u64,
+    /// Wall time in seconds.
+    pub duration_secs: f64,
+    /// Entries skipped or read inconsistently.
+    pub warnings: Vec<Warning>,
+}
+
+enum Job {
+    Blob {
+        kind: BlobKind,
+        id: Id,
+        refs: Vec<Id>,
+        data: Vec<u8>,
+    },
+}
+
+/// Shared failure slot: the first fatal error stops everyone.
+#[derive(Default)]
+struct Failure(Mutex<Option<Error>>);
+
+impl Failure {
+    fn set(&self, e: Error) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            *g = Some(e);
+        }
+    }
+    fn take(&self) -> Option<Error> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+    fn is_set(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+}
+
+/// Runs a backup. `cancel` stops it cleanly (no snapshot; uploaded data is
+/// kept for the rerun).
+pub fn backup(
+    repo: &mut Repo,
+    opts: &BackupOptions,
+    progress: &Progress,
+    cancel: &AtomicBool,
+) -> Result<BackupSummary> {
+    let start = Instant::now();
+    let started_ns = cairn_repo::now_ns();
+    let paths = normalize_paths(&opts.paths)?;
+    let excluder = Excluder::new(&opts.excludes, &opts.exclude_files, opts.exclude_caches)?;
+    let mut summary = BackupSummary {
+        group: opts.group.clone().unwrap_or_else(|| {
+            let ps: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            format!("{}:{}", opts.hostname, ps.join(","))
+        }),
+        ..BackupSummary::default()
+    };
+    if !opts.dry_run {
+        summary.packs_recovered = repo.recover_unindexed()? as u64;
+    }
+    let cfg = repo.config().clone();
+    let cutter = Cutter::new(
+        Params {
+            min: cfg.chunk_min as usize,
+            avg: cfg.chunk_avg as usize,
+            max: cfg.chunk_max as usize,
+        },
+        repo.keys().dedup.chunker_seed(),
+    );
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    } else {
+        opts.threads
+    };
+    let cache_path = opts.cache_dir.as_ref().map(|d| {
+        let h = cairn_crypto::plain_hash(summary.group.as_bytes());
+        d.join(format!("files-{}", hex::encode(&h[..8])))
+    });
+    let session = repo.new_session()?;
+    let failure = Failure::default();
+    let (job_tx, job_rx) = bounded::<Job>(threads);
+    let (sealed_tx, sealed_rx) = bounded::<SealedBlob>(threads);
+    let pack_size = opts.pack_size;
+    let repo_ref: &Repo = repo;
+
+    let (walk_result, sink_result) = std::thread::scope(|s| {
+        if opts.scan {
+            let paths = paths.clone();
+            let ex = &excluder;
+            s.spawn(move || scan(&paths, ex, opts.one_file_system, progress, cancel));
+        }
+        for _ in 0..threads {
+            let rx = job_rx.clone();
+            let tx = sealed_tx.clone();
+            let mut sealer = repo_ref.sealer(&session);
+            let failure = &failure;
+            s.spawn(move || seal_worker(&mut sealer, rx, tx, failure));
+        }
+        drop(job_rx);
+        drop(sealed_tx);
+        let sink = {
+            let failure = &failure;
+            let session = &session;
+            s.spawn(move || {
+                let mut sink = repo_ref.sink(session);
+                if pack_size > 0 {
+                    sink = sink.with_target(pack_size);
+                }
+                run_sink(repo_ref, sink, sealed_rx, progress, failure)
+            })
+        };
+        let mut w = Walker {
+            repo: repo_ref,
+            cutter: &cutter,
+            excluder: &excluder,
+            opts,
+            jobs: if opts.dry_run { None } else { Some(job_tx) },
+            pending: HashSet::new(),
+            cache: cache_path
+                .as_deref()
+                .map(|p| FilesCache::open(p, !opts.dry_run)),
+            names: Names::default(),
+            summary: &mut summary,
+            progress,
+            cancel,
+            failure: &failure,
+            root_dev: 0,
+        };
+        let walked = w.walk_roots(&paths);
+        let cache = w.cache.take();
+        drop(w);
+        let sunk = sink
+            .join()
+            .unwrap_or_else(|_| Err(Error::Input("internal error: pack writer panicked".into())));
+        (walked.map(|root| (root, cache)), sunk)
+    });
+    if let Some(e) = failure.take() {
+        return Err(e);
+    }
+    let (packs, stats) = sink_result?;
+    repo.note_indexed(&packs);
+    let (root, cache) = walk_result?;
+    if cancel.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted);
+    }
+    summary.blobs_added = stats.blobs;
+    summary.bytes_added = stats.bytes;
+    summary.packs_added = stats.packs;
+    summary.duration_secs = start.elapsed().as_secs_f64();
+    if opts.dry_run {
+        return Ok(summary);
+    }
+    let (snaps, _) = Repo::list_snapshots(&**repo.storage())?;
+    let parent = snaps
+        .iter()
+        .rev()
+        .find(|s| s.envelope.group == summary.group)
+        .map(|s| s.id);
+    let env = Envelope {
+        time_ns: started_ns,
+        group: summary.group.clone(),
+        tags: opts.tags.clone(),
+        root,
+        parent,
+        files: summary.new_files + summary.changed_files + summary.unchanged_files,
+        dirs: summary.dirs,
+        bytes: summary.total_bytes,
+        added_bytes: summary.bytes_added,
+        ..Envelope::default()
+    };
+    let body = Body {
+        hostname: opts.hostname.clone(),
+        username: std::env::var("USER").unwrap_or_default(),
+        paths: paths
+            .iter()
+            .map(|p| p.as_os_str().as_bytes().to_vec())
+            .collect(),
+        command: opts.command.clone(),
+        excludes: excluder.patterns().to_vec(),
+        program: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+        new_files: summary.new_files,
+        changed_files: summary.changed_files,
+        unchanged_files: summary.unchanged_files,
+        bytes_read: summary.bytes_read,
+        duration_ms: start.elapsed().as_millis() as u64,
+        errors: summary.warnings.len() as u64,
+        unknown: Vec::new(),
+    };
+    let id = repo.commit_snapshot(&env, &body, &session)?;
+    if let Some(c) = cache {
+        c.commit();
+    }
+    summary.snapshot = Some(id.to_hex());
+    summary.duration_secs = start.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if paths.is_empty() {
+        return Err(Error::Input(
+            "nothing to back up: give at least one path".into(),
+        ));
+    }
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        let abs = std::path::absolute(p)
+            .map_err(|e| Error::Input(format!("cannot resolve {}: {e}", p.display())))?;
+        // Resolve symlinks in the parents, not in the last component: a
+        // symlink given as a source is backed up as a symlink.
+        let parent = abs.parent().map(|d| d.canonicalize()).transpose();
+        let abs = match (parent, abs.file_name()) {
+            (Ok(Some(d)), Some(n)) => d.join(n),
+            (Ok(_), _) => abs.clone(),
+            (Err(e), _) => {
+                return Err(Error::Input(format!(
+                    "source {} does not exist ({e}); check the path, or whether its disk is mounted",
+                    p.display()
+                )));
+            }
+        };
+        if let Err(e) = std::fs::symlink_metadata(&abs) {
+            return Err(Error::Input(format!(
+                "source {} cannot be read: {e}; check the path, or whether its disk is mounted",
+                p.display()
+            )));
+        }
+        out.push(abs);
+    }
+    out.sort_by(|a, b| {
+        crate::filescache::cmp_paths(a.as_os_str().as_bytes(), b.as_os_str().as_bytes())
+    });
+    out.dedup();
+    // A path inside another source adds nothing.
+    let mut kept: Vec<PathBuf> = Vec::new();
+    for p in out {
+        if !kept.iter().any(|k| p.starts_with(k)) {
+            kept.push(p);
+        }
+    }
+    Ok(kept)
+}
+
+fn seal_worker(
+    sealer: &mut cairn_repo::BlobSealer,
+    rx: Receiver<Job>,
+    tx: Sender<SealedBlob>,
+    failure: &Failure,
+) {
+    for job in rx {
+        let Job::Blob {
+            kind,
+            id,
+            refs,
+            data,
+        } = job;
+        match sealer.seal(kind, id, refs, &data) {
+            Ok(b) => {
+                if tx.send(b).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                failure.set(e.into());
+                return;
+            }
+        }
+    }
+}
+
+/// Packs published but not yet in an index file are indexed in groups of
+/// this many, bounding what a crash forgets to a few packs (which the next
+/// run recovers from their trailers anyway).
+const INDEX_EVERY: usize = 4;
+
+fn run_sink(
+    repo: &Repo,
+    mut sink: cairn_repo::PackSink,
+    rx: Receiver<SealedBlob>,
+    progress: &Progress,
+    failure: &Failure,
+) -> Result<(Vec<IndexPack>, WriteStats)> {
+    let mut all = Vec::new();
+    let mut pending: Vec<IndexPack> = Vec::new();
+    let storage = repo.storage();
+    let mut step = || -> Result<()> {
+        for blob in rx.iter() {
+            let len = blob.record.len() as u64;
+            if let Some(p) = sink.add(blob)? {
+                pending.push(p);
+                if pending.len() >= INDEX_EVERY {
+                    write_index_file(&**storage, &pending)?;
+                    all.append(&mut pending);
+                }
+            }
+            progress.added.fetch_add(len, Ordering::Relaxed);
+        }
+        if failure.is_set() {
+            return Ok(());
+        }
+        if let Some(p) = sink.finish_pack()? {
+            pending.push(p);
+        }
+        if !pending.is_empty() {
+            write_index_file(&**storage, &pending)?;
+            all.append(&mut pending);
+        }
+        Ok(())
+    };
+    match step() {
+        Ok(()) => Ok((all, sink.stats())),
+        Err(e) => {
+            // Stop the producers: dropping the receiver makes their sends fail.
+            failure.set(e);
+            Ok((all, sink.stats()))
+        }
+    }
+}
+
+fn scan(paths: &[PathBuf], ex: &Excluder, one_fs: bool, p: &Progress, cancel: &AtomicBool) {
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    let root_devs: Vec<u64> = paths
+        .iter()
+        .filter_map(|p| std::fs::symlink_metadata(p).ok().map(|m| m.dev()))
+        .collect();
+    while let Some(path) = stack.pop() {
+        if cancel.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(md) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if md.is_dir() {
+            if one_fs && !root_devs.contains(&md.dev()) {
+                continue;
+            }
+            if ex.is_tagged_cache(&path) {
+                continue;
+            }
+            if let Ok(rd) = std::fs::read_dir(&path) {
+                for e in rd.flatten() {
+                    let child = e.path();
+                    let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                    if !ex.excluded(&child, is_dir) {
+                        stack.push(child);
+                    }
+                }
+            }
+        } else if md.is_file() {
+            p.total_files.fetch_add(1, Ordering::Relaxed);
+            p.total_bytes.fetch_add(md.size(), Ordering::Relaxed);
+        }
+    }
+    p.scan_done.store(true, Ordering::Relaxed);
+}
+
+struct Walker<'a> {
+    repo: &'a Repo,
+    cutter: &'a Cutter,
+    excluder: &'a Excluder,
+    opts: &'a BackupOptions,
+    jobs: Option<Sender<Job>>,
+    pending: HashSet<Id>,
+    cache: Option<FilesCache>,
+    names: Names,
+    summary: &'a mut BackupSummary,
+    progress: &'a Progress,
+    cancel: &'a AtomicBool,
+    failure: &'a Failure,
+    root_dev: u64,
+}
+
+/// A virtual directory level above the sources: `/`, `/home`, ...
+struct Level {
+    children: Vec<(OsString, Option<PathBuf>)>,
+}
+
+impl Walker<'_> {
+    fn warn(&mut self, path: &Path, message: impl Into<String>) {
+        self.summary.warnings.push(Warning {
+            path: path.display().to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn stopped(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed) || self.failure.is_set()
+    }
+
+    fn check_stop(&self) -> Result<()> {
+        if self.failure.is_set() {
+            // The real error is in the failure slot; this only unwinds.
+            return Err(Error::Interrupted);
+        }
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        Ok(())
+    }
+
+    /// Builds the root tree: ancestors of the sources as directories, so a
+    /// restore recreates absolute paths under its target.
+    fn walk_roots(&mut self, paths: &[PathBuf]) -> Result<Id> {
+        let r = self.walk_level(Path::new("/"), paths);
+        if let Some(tx) = self.jobs.take() {
+            drop(tx);
+        }
+        r
+    }
+
+    fn walk_level(&mut self, here: &Path, paths: &[PathBuf]) -> Result<Id> {
+        // Group the sources by their next component below `here`.
+        let mut level = Level {
+            children: Vec::new(),
+        };
+        for p in paths {
+            let rel = p.strip_prefix(here).unwrap_or(p);
+            let Some(first) = rel.components().next() else {
+                continue;
+            };
+            let name = first.as_os_str().to_os_string();
+            let full = here.join(&name);
+            let is_source = &full == p;
+            match level.children.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, src)) => {
+                    if is_source {
+                        *src = Some(full);
+                    }
+                }
+                None => level
+                    .children
+                    .push((name, if is_source { Some(full) } else { None })),
+            }
+        }
+        level
+            .children
+            .sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let mut nodes = Vec::new();
+        for (name, src) in level.children {
+            let full = here.join(&name);
+            match src {
+                Some(path) => {
+                    let md = std::fs::symlink_metadata(&path).map_err(|e| Error::Io {
+                        op: "stat",
+                        path: path.clone(),
+                        source: e,
+                    })?;
+                    self.root_dev = md.dev();
+                    if let Some(n) = self.entry(&path, name.as_bytes(), md)? {
+                        nodes.push(n);
+                    }
+                }
+                None => {
+                    let below: Vec<PathBuf> = paths
+                        .iter()
+                        .filter(|p| p.starts_with(&full))
+                        .cloned()
+                        .collect();
+                    let md = std::fs::symlink_metadata(&full).map_err(|e| Error::Io {
+                        op: "stat",
+                        path: full.clone(),
+                        source: e,
+                    })?;
+                    let mut n =
+                        capture(&full, name.as_bytes(), &md, &mut self.names).map_err(|e| {
+                            Error::Io {
+                                op: "read metadata of",
+                                path: full.clone(),
+                                source: e,
+                            }
+                        })?;
+                    n.subtree = Some(self.walk_level(&full, &below)?);
+                    nodes.push(n);
+                }
+            }
+        }
+        self.finish_tree(Tree { nodes })
+    }
+
+    /// Backs up one entry; `None` when it was skipped with a warning.
+    fn entry(&mut self, path: &Path, name: &[u8], md: Metadata) -> Result<Option<Node>> {
+        self.check_stop()?;
+        let mut node = match capture(path, name, &md, &mut self.names) {
+            Ok(n) => n,
+            Err(e) => {
+                self.warn(path, format!("skipped: {e}"));
+                return Ok(None);
+            }
+        };
+        match node.node_type() {
+            NodeType::Dir => {
+                self.summary.dirs += 1;
+                let crosses = self.opts.one_file_system && md.dev() != self.root_dev;
+                node.subtree = Some(if crosses {
+                    self.finish_tree(Tree::default())?
+                } else {
+                    match self.dir(path) {
+                        Ok(id) => id,
+                        Err(Error::Io { source, .. }) => {
+                            self.warn(path, format!("directory skipped: {source}"));
+                            return Ok(None);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                });
+            }
+            NodeType::File => match self.file(path, &md) {
+                Ok(Some((content, size))) => {
+                    node.content = content;
+                    node.size = size;
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(e),
+            },
+            _ => self.summary.others += 1,
+        }
+        Ok(Some(node))
+    }
+
+    fn dir(&mut self, path: &Path) -> Result<Id> {
+        let io = |e| Error::Io {
+            op: "read directory",
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let mut names: Vec<OsString> = Vec::new();
+        for e in std::fs::read_dir(path).map_err(io)? {
+            names.push(e.map_err(io)?.file_name());
+        }
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let tagged = self.excluder.is_tagged_cache(path);
+        let mut nodes = Vec::with_capacity(names.len());
+        for name in names {
+            if tagged && name.as_bytes() != b"CACHEDIR.TAG" {
+                continue;
+            }
+            let child = path.join(&name);
+            let md = match std::fs::symlink_metadata(&child) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.warn(&child, "vanished during the backup");
+                    continue;
+                }
+                Err(e) => {
+                    self.warn(&child, format!("skipped: {e}"));
+                    continue;
+                }
+            };
+            if self.excluder.excluded(&child, md.is_dir()) {
+                continue;
+            }
+            if let Some(n) = self.entry(&child, name.as_bytes(), md)? {
+                nodes.push(n);
+            }
+        }
+        self.finish_tree(Tree { nodes })
+    }
+
+    /// Reads a file (unless the files cache vouches for it); returns its
+    /// chunk IDs and size, or `None` when it was skipped.
+    fn file(&mut self, path: &Path, md: &Metadata) -> Result<Option<(Vec<Id>, u64)>> {
+        let pbytes = path.as_os_str().as_bytes();
+        let lookup = match &mut self.cache {
+            Some(c) => c.lookup(pbytes, md),
+            None => Lookup::New,
+        };
+        let known = matches!(lookup, Lookup::Changed | Lookup::Hit(_));
+        if let Lookup::Hit(ids) = lookup
+            && ids
+                .iter()
+                .all(|id| self.repo.index().contains(id) || self.pending.contains(id))
+        {
+            self.summary.unchanged_files += 1;
+            self.summary.total_bytes += md.size();
+            if let Some(c) = &mut self.cache {
+                c.record(pbytes, md, &ids);
+            }
+            self.progress.files.fetch_add(1, Ordering::Relaxed);
+            self.progress.bytes.fetch_add(md.size(), Ordering::Relaxed);
+            return Ok(Some((ids, md.size())));
+        }
+        if let Ok(mut cur) = self.progress.current.lock() {
+            cur.clear();
+            cur.push_str(&display_path(pbytes));
+        }
+        let f = match open_noatime(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.warn(path, "vanished during the backup");
+                return Ok(None);
+            }
+            Err(e) => {
+                self.warn(path, format!("skipped: {e}"));
+                return Ok(None);
+            }
+        };
+        let mut chunker = StreamChunker::new(self.cutter, f);
+        let mut content = Vec::new();
+        let mut size = 0u64;
+        loop {
+            if self.stopped() {
+                self.check_stop()?;
+            }
+            let chunk = match chunker.next_chunk() {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    self.warn(path, format!("read failed, file skipped: {e}"));
+                    return Ok(None);
+                }
+            };
+            let id = self.repo.blob_id(chunk);
+            size += chunk.len() as u64;
+            self.progress
+                .bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if !self.repo.index().contains(&id) && self.pending.insert(id) {
+                self.summary.raw_bytes_added += chunk.len() as u64;
+                if let Some(tx) = &self.jobs {
+                    let job = Job::Blob {
+                        kind: BlobKind::Chunk,
+                        id,
+                        refs: Vec::new(),
+                        data: chunk.to_vec(),
+                    };
+                    if tx.send(job).is_err() {
+                        self.check_stop()?;
+                        return Err(Error::Interrupted);
+                    }
+                }
+            }
+            content.push(id);
+        }
+        let f = chunker.into_inner();
+        self.summary.bytes_read += size;
+        self.summary.total_bytes += size;
+        self.progress.files.fetch_add(1, Ordering::Relaxed);
+        if known {
+            self.summary.changed_files += 1;
+        } else {
+            self.summary.new_files += 1;
+        }
+        let after = f.metadata().ok();
+        let changed = after.as_ref().is_none_or(|a| {
+            a.size() != size
+                || a.mtime() != md.mtime()
+                || a.mtime_nsec() != md.mtime_nsec()
+                || a.ctime() != md.ctime()
+                || a.ctime_nsec() != md.ctime_nsec()
+        });
+        if changed {
+            self.warn(
+                path,
+                "changed while being read: the snapshot holds the bytes read, which may mix old and new contents",
+            );
+        } else if let Some(c) = &mut self.cache {
+            c.record(pbytes, md, &content);
+        }
+        Ok(Some((content, size)))
+    }
+
+    fn finish_tree(&mut self, tree: Tree) -> Result<Id> {
+        let data = tree.encode();
+        let id = self.repo.blob_id(&data);
+        if !self.repo.index().contains(&id) && self.pending.insert(id) {
+            self.summary.raw_bytes_added += data.len() as u64;
+            if let Some(tx) = &self.jobs {
+                let job = Job::Blob {
+                    kind: BlobKind::Tree,
+                    id,
+                    refs: tree.refs(),
+                    data,
+                };
+                if tx.send(job).is_err() {
+                    self.check_stop()?;
+                    return Err(Error::Interrupted);
+                }
+            }
+        }
+        Ok(id)
+    }
+}
+
+/// Opens a file for reading without updating its access time where the
+/// kernel allows it (owner or root), falling back to a plain open.
+fn open_noatime(path: &Path) -> std::io::Result<File> {
+    const O_NOATIME: i32 = 0o1000000;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NOATIME)
+        .open(path)
+    {
+        Ok(f) => Ok(f),
+        Err(e) if e.raw_os_error() == Some(1) => File::open(path),
+        Err(e) => Err(e),
+    }
+}
+
+/// Turns an OS string into raw bytes (helper for callers).
+pub fn os_bytes(s: OsString) -> Vec<u8> {
+    s.into_vec()
+}

@@ -1,0 +1,362 @@
+//! Verifying a repository.
+//!
+//! Without `--read-data`: every indexed pack exists with the indexed size,
+//! every snapshot decodes, every tree reachable from a snapshot opens and
+//! authenticates, and every blob they reference is indexed. With it: every
+//! pack is read in full, its bytes must hash to its name, and every blob
+//! in it must authenticate and hash to its ID. Damage is then traced to
+//! each snapshot and path it affects.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use cairn_format::Id;
+use cairn_format::tree::NodeType;
+use cairn_repo::{Location, Repo};
+use cairn_storage::Kind;
+
+use crate::archiver::Progress;
+use crate::walk::join;
+use crate::{Result, display_path};
+
+/// What to verify.
+#[derive(Clone, Debug, Default)]
+pub struct CheckOptions {
+    /// Read and authenticate every blob.
+    pub read_data: bool,
+    /// Reader threads (0 = cores).
+    pub threads: usize,
+}
+
+/// A path that damage makes unrestorable.
+#[derive(Clone, Debug, serde::Serialize, PartialEq, Eq)]
+pub struct Affected {
+    /// Snapshot ID.
+    pub snapshot: String,
+    /// Path inside it.
+    pub path: String,
+    /// The damaged or missing blob.
+    pub blob: String,
+}
+
+/// The outcome of a check.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CheckReport {
+    /// Snapshots checked.
+    pub snapshots: usize,
+    /// Trees checked.
+    pub trees: usize,
+    /// Packs listed in the index.
+    pub packs: usize,
+    /// Packs read in full.
+    pub packs_read: usize,
+    /// Blobs authenticated.
+    pub blobs_read: usize,
+    /// Structural or data errors found.
+    pub errors: Vec<String>,
+    /// Harmless findings (packs left by interrupted runs).
+    pub notes: Vec<String>,
+    /// Damaged or missing blobs.
+    pub damaged_blobs: Vec<String>,
+    /// Paths that cannot be restored intact.
+    pub affected: Vec<Affected>,
+}
+
+impl CheckReport {
+    /// Whether nothing is wrong.
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// Checks the repository.
+pub fn check(
+    repo: &Repo,
+    opts: &CheckOptions,
+    progress: &Progress,
+    cancel: &AtomicBool,
+) -> Result<CheckReport> {
+    repo.require_owner("check contents")?;
+    let mut rep = CheckReport::default();
+    let mut damaged: HashMap<Id, String> = HashMap::new();
+    rep.errors.extend(repo.index_problems().iter().cloned());
+
+    // Packs: listed vs indexed.
+    let listed: HashMap<String, u64> = repo
+        .storage()
+        .list(Kind::Pack)?
+        .into_iter()
+        .map(|o| (o.name, o.size))
+        .collect();
+    let index = repo.index();
+    rep.packs = index.packs().len();
+    let mut bad_packs: HashSet<u32> = HashSet::new();
+    for (pos, p) in index.packs().iter().enumerate() {
+        match listed.get(&p.id.to_hex()) {
+            None => {
+                rep.errors.push(format!("pack {} is missing", p.id));
+                bad_packs.insert(pos as u32);
+            }
+            Some(&size) if size != p.size => {
+                rep.errors.push(format!(
+                    "pack {} is {size} bytes, the index says {} (truncated or replaced)",
+                    p.id, p.size
+                ));
+                bad_packs.insert(pos as u32);
+            }
+            _ => {}
+        }
+    }
+    for name in listed.keys() {
+        if Id::from_hex(name).is_none_or(|id| !index.has_pack(&id)) {
+            rep.notes.push(format!(
+                "pack {name} is not indexed (left by an interrupted backup; the next backup indexes it)"
+            ));
+        }
+    }
+    if !bad_packs.is_empty() {
+        for (id, loc) in index.iter() {
+            if bad_packs.contains(&loc.pack) {
+                damaged.insert(*id, format!("in damaged pack {}", index.pack(loc.pack).id));
+            }
+        }
+    }
+
+    // Data: read every pack in full.
+    if opts.read_data {
+        read_packs(
+            repo,
+            opts,
+            progress,
+            cancel,
+            &bad_packs,
+            &mut rep,
+            &mut damaged,
+        )?;
+    }
+
+    // Snapshots and trees.
+    let (snaps, bad) = Repo::list_snapshots(&**repo.storage())?;
+    rep.errors.extend(bad);
+    rep.snapshots = snaps.len();
+    let mut seen: HashSet<Id> = HashSet::new();
+    let mut reader = repo.reader();
+    for s in &snaps {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(crate::Error::Interrupted);
+        }
+        let mut stack = vec![(s.envelope.root, b"/".to_vec())];
+        while let Some((tree, path)) = stack.pop() {
+            if !seen.insert(tree) {
+                continue;
+            }
+            let t = match reader.load_tree(&tree) {
+                Ok(t) => t,
+                Err(e) if e.is_integrity() => {
+                    damaged.entry(tree).or_insert_with(|| e.to_string());
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            rep.trees += 1;
+            for n in &t.nodes {
+                let p = join(&path, &n.name);
+                if let Some(sub) = n.subtree {
+                    stack.push((sub, p));
+                } else if n.node_type() == NodeType::File {
+                    for id in &n.content {
+                        if !index.contains(id) {
+                            damaged
+                                .entry(*id)
+                                .or_insert_with(|| "missing from the index".into());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    if !damaged.is_empty() {
+        let mut d: Vec<_> = damaged.iter().collect();
+        d.sort();
+        for (id, why) in d {
+            rep.damaged_blobs.push(format!("{id}: {why}"));
+        }
+        rep.errors
+            .push(format!("{} blobs are damaged or missing", damaged.len()));
+        for s in &snaps {
+            trace(repo, &s.envelope.root, &s.id, &damaged, &mut rep.affected);
+        }
+    }
+    Ok(rep)
+}
+
+/// Lists every path of snapshot `snap` that uses a damaged blob.
+fn trace(
+    repo: &Repo,
+    root: &Id,
+    snap: &Id,
+    damaged: &HashMap<Id, String>,
+    out: &mut Vec<Affected>,
+) {
+    let mut reader = repo.reader();
+    let mut stack = vec![(*root, b"/".to_vec())];
+    let mut add = |path: &[u8], blob: &Id| {
+        out.push(Affected {
+            snapshot: snap.to_hex(),
+            path: display_path(path),
+            blob: blob.to_hex(),
+        })
+    };
+    while let Some((tree, path)) = stack.pop() {
+        if damaged.contains_key(&tree) {
+            add(&path, &tree);
+            continue;
+        }
+        let Ok(t) = reader.load_tree(&tree) else {
+            continue;
+        };
+        for n in &t.nodes {
+            let p = join(&path, &n.name);
+            if let Some(sub) = n.subtree {
+                stack.push((sub, p));
+            } else if let Some(bad) = n.content.iter().find(|id| damaged.contains_key(id)) {
+                add(&p, bad);
+            }
+        }
+    }
+}
+
+const WINDOW: u64 = 8 << 20;
+
+/// Errors, damaged blobs, packs read, blobs authenticated.
+type Found = (Vec<String>, Vec<(Id, String)>, usize, usize);
+
+fn read_packs(
+    repo: &Repo,
+    opts: &CheckOptions,
+    progress: &Progress,
+    cancel: &AtomicBool,
+    bad_packs: &HashSet<u32>,
+    rep: &mut CheckReport,
+    damaged: &mut HashMap<Id, String>,
+) -> Result<()> {
+    let index = repo.index();
+    let mut by_pack: Vec<Vec<(Id, Location)>> = vec![Vec::new(); index.packs().len()];
+    for (id, loc) in index.iter() {
+        by_pack[loc.pack as usize].push((*id, *loc));
+    }
+    for v in &mut by_pack {
+        v.sort_by_key(|e| e.1.offset);
+    }
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    } else {
+        opts.threads
+    };
+    let next = AtomicUsize::new(0);
+    let found: Mutex<Found> = Mutex::new((Vec::new(), Vec::new(), 0, 0));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= by_pack.len() || cancel.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    if bad_packs.contains(&(i as u32)) {
+                        continue;
+                    }
+                    let r = check_pack(repo, i as u32, &by_pack[i], progress);
+                    let mut f = found.lock().unwrap_or_else(|p| p.into_inner());
+                    f.0.extend(r.0);
+                    f.1.extend(r.1);
+                    f.2 += 1;
+                    f.3 += r.2;
+                }
+            });
+        }
+    });
+    let (errs, bad, packs, blobs) = found.into_inner().unwrap_or_else(|p| p.into_inner());
+    rep.errors.extend(errs);
+    for (id, why) in bad {
+        damaged.entry(id).or_insert(why);
+    }
+    rep.packs_read = packs;
+    rep.blobs_read = blobs;
+    Ok(())
+}
+
+/// Streams one pack: hashes all of it, authenticates every blob.
+fn check_pack(
+    repo: &Repo,
+    pos: u32,
+    entries: &[(Id, Location)],
+    progress: &Progress,
+) -> (Vec<String>, Vec<(Id, String)>, usize) {
+    let info = repo.index().pack(pos);
+    let name = info.id.to_hex();
+    let storage = repo.storage();
+    let mut errors = Vec::new();
+    let mut bad = Vec::new();
+    let mut hasher = cairn_crypto::PlainHasher::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut buf_start = 0u64;
+    let mut at = 0u64;
+    let mut ei = 0;
+    let mut ok_blobs = 0;
+    while at < info.size {
+        let n = WINDOW.min(info.size - at);
+        let data = match storage.get_range(Kind::Pack, &name, at, n) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(format!("pack {name}: {e}"));
+                for (id, _) in &entries[ei..] {
+                    bad.push((*id, format!("unreadable pack {name}")));
+                }
+                return (errors, bad, ok_blobs);
+            }
+        };
+        hasher.update(&data);
+        buf.extend_from_slice(&data);
+        at += n;
+        progress.bytes.fetch_add(n, Ordering::Relaxed);
+        while ei < entries.len() {
+            let (id, loc) = &entries[ei];
+            let end = loc.offset + u64::from(loc.length);
+            if end > at {
+                break;
+            }
+            if loc.offset < buf_start {
+                bad.push((*id, format!("overlaps another blob in pack {name}")));
+                ei += 1;
+                continue;
+            }
+            let a = (loc.offset - buf_start) as usize;
+            let rec = &buf[a..a + loc.length as usize];
+            match repo.decode_blob(id, loc, rec) {
+                Ok(_) => ok_blobs += 1,
+                Err(e) => bad.push((*id, e.to_string())),
+            }
+            ei += 1;
+        }
+        let keep_from = entries.get(ei).map(|e| e.1.offset).unwrap_or(at).min(at);
+        if keep_from > buf_start {
+            buf.drain(..(keep_from - buf_start) as usize);
+            buf_start = keep_from;
+        }
+    }
+    for (id, _) in &entries[ei..] {
+        bad.push((*id, format!("beyond the end of pack {name}")));
+    }
+    if Id(hasher.finalize()) != info.id {
+        errors.push(format!(
+            "pack {name}: contents do not match its name (bit rot or tampering)"
+        ));
+    }
+    progress.files.fetch_add(1, Ordering::Relaxed);
+    (errors, bad, ok_blobs)
+}

@@ -1,0 +1,44 @@
+use std::path::PathBuf;
+
+/// Why an engine operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The repository layer failed.
+    #[error(transparent)]
+    Repo(#[from] cairn_repo::Error),
+    /// The user asked for something impossible (missing path, bad pattern).
+    #[error("{0}")]
+    Input(String),
+    /// The run was stopped (Ctrl-C); what was written is kept for the rerun.
+    #[error(
+        "interrupted: no snapshot was written; data already uploaded is kept and the next run reuses it"
+    )]
+    Interrupted,
+    /// A local I/O error that stops the run.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl From<cairn_storage::Error> for Error {
+    fn from(e: cairn_storage::Error) -> Self {
+        Error::Repo(e.into())
+    }
+}
+
+impl Error {
+    /// Whether the failure means damaged repository data.
+    pub fn is_integrity(&self) -> bool {
+        matches!(self, Error::Repo(e) if e.is_integrity())
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,259 @@
+//! The source-side files cache.
+//!
+//! Maps a file's path and `(inode, size, mtime, ctime)` to the chunk IDs
+//! of its contents, so an unchanged file is never read again and nothing
+//! has to be decrypted from the repository: a put-only source, which cannot
+//! read its own old snapshots, is as fast as the owner.
+//!
+//! The cache is a stream of records in walk order (depth first, names
+//! sorted, compared component by component). A backup reads the previous
+//! stream in lockstep with its walk and writes the next one beside it, so
+//! memory stays constant however many files there are. It is replaced only
+//! after the snapshot is committed. Losing or damaging it costs time only.
+
+use std::cmp::Ordering;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use cairn_format::Id;
+use cairn_format::wire::{Reader, Writer};
+
+const MAGIC: &[u8; 8] = b"CAIRNFC1";
+
+/// Orders paths the way the walk visits them: component by component.
+pub fn cmp_paths(a: &[u8], b: &[u8]) -> Ordering {
+    let key = |c: u8| if c == b'/' { 0u8 } else { c };
+    a.iter().map(|&c| key(c)).cmp(b.iter().map(|&c| key(c)))
+}
+
+/// What the cache knows about a file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// Unchanged since the last backup: these are its chunks.
+    Hit(Vec<Id>),
+    /// Known, but changed.
+    Changed,
+    /// Not in the cache.
+    New,
+}
+
+#[derive(Debug)]
+struct Record {
+    path: Vec<u8>,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    content: Vec<Id>,
+}
+
+impl Record {
+    fn encode(&self, w: &mut Writer) {
+        w.bytes(&self.path)
+            .varint(self.ino)
+            .varint(self.size)
+            .svarint(self.mtime.0)
+            .svarint(self.mtime.1)
+            .svarint(self.ctime.0)
+            .svarint(self.ctime.1)
+            .varint(self.content.len() as u64);
+        for id in &self.content {
+            w.id(id);
+        }
+    }
+    fn decode(b: &[u8]) -> Option<Record> {
+        let mut r = Reader::new(b, "files cache");
+        let path = r.bytes().ok()?.to_vec();
+        let ino = r.varint().ok()?;
+        let size = r.varint().ok()?;
+        let mtime = (r.svarint().ok()?, r.svarint().ok()?);
+        let ctime = (r.svarint().ok()?, r.svarint().ok()?);
+        let n = r.len(32).ok()?;
+        let content = (0..n).map(|_| r.id()).collect::<Result<Vec<_>, _>>().ok()?;
+        Some(Record {
+            path,
+            ino,
+            size,
+            mtime,
+            ctime,
+            content,
+        })
+    }
+}
+
+/// A files cache being read (previous run) and written (this run).
+pub struct FilesCache {
+    old: Option<BufReader<File>>,
+    next: Option<Record>,
+    new: Option<(BufWriter<File>, PathBuf)>,
+    path: PathBuf,
+    buf: Vec<u8>,
+    w: Writer,
+}
+
+impl FilesCache {
+    /// Opens the cache at `path` for lookups and starts writing its
+    /// successor. A missing or unreadable cache behaves as empty.
+    pub fn open(path: &Path, write: bool) -> FilesCache {
+        let mut old = File::open(path)
+            .ok()
+            .map(|f| BufReader::with_capacity(256 << 10, f));
+        if let Some(r) = &mut old {
+            let mut m = [0u8; 8];
+            if r.read_exact(&mut m).is_err() || &m != MAGIC {
+                old = None;
+            }
+        }
+        let new = if write {
+            path.parent()
+                .and_then(|d| std::fs::create_dir_all(d).ok())
+                .and_then(|_| {
+                    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                    File::create(&tmp).ok().map(|f| {
+                        let mut w = BufWriter::with_capacity(256 << 10, f);
+                        let _ = w.write_all(MAGIC);
+                        (w, tmp)
+                    })
+                })
+        } else {
+            None
+        };
+        let mut c = FilesCache {
+            old,
+            next: None,
+            new,
+            path: path.to_path_buf(),
+            buf: Vec::new(),
+            w: Writer::new(),
+        };
+        c.advance();
+        c
+    }
+
+    fn advance(&mut self) {
+        self.next = None;
+        let Some(r) = &mut self.old else { return };
+        let mut len = [0u8; 4];
+        if r.read_exact(&mut len).is_err() {
+            self.old = None;
+            return;
+        }
+        let n = u32::from_le_bytes(len) as usize;
+        self.buf.resize(n, 0);
+        if r.read_exact(&mut self.buf).is_err() {
+            self.old = None;
+            return;
+        }
+        match Record::decode(&self.buf) {
+            Some(rec) => self.next = Some(rec),
+            None => self.old = None,
+        }
+    }
+
+    /// Looks a file up; calls must come in walk order.
+    pub fn lookup(&mut self, path: &[u8], md: &std::fs::Metadata) -> Lookup {
+        loop {
+            let Some(rec) = &self.next else {
+                return Lookup::New;
+            };
+            match cmp_paths(&rec.path, path) {
+                Ordering::Less => self.advance(),
+                Ordering::Greater => return Lookup::New,
+                Ordering::Equal => {
+                    let hit = rec.ino == md.ino()
+                        && rec.size == md.size()
+                        && rec.mtime == (md.mtime(), md.mtime_nsec())
+                        && rec.ctime == (md.ctime(), md.ctime_nsec());
+                    let out = if hit {
+                        Lookup::Hit(rec.content.clone())
+                    } else {
+                        Lookup::Changed
+                    };
+                    self.advance();
+                    return out;
+                }
+            }
+        }
+    }
+
+    /// Records a file read (or reused) in this run.
+    pub fn record(&mut self, path: &[u8], md: &std::fs::Metadata, content: &[Id]) {
+        let Some((w, _)) = &mut self.new else { return };
+        let rec = Record {
+            path: path.to_vec(),
+            ino: md.ino(),
+            size: md.size(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+            content: content.to_vec(),
+        };
+        self.w.buf.clear();
+        rec.encode(&mut self.w);
+        let ok = w
+            .write_all(&(self.w.buf.len() as u32).to_le_bytes())
+            .is_ok()
+            && w.write_all(&self.w.buf).is_ok();
+        if !ok {
+            self.abandon();
+        }
+    }
+
+    /// Replaces the old cache with the one written in this run.
+    pub fn commit(mut self) {
+        if let Some((mut w, tmp)) = self.new.take() {
+            if w.flush().is_ok() && std::fs::rename(&tmp, &self.path).is_ok() {
+                return;
+            }
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
+    /// Drops the cache being written (the backup did not complete).
+    pub fn abandon(&mut self) {
+        if let Some((_, tmp)) = self.new.take() {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+impl Drop for FilesCache {
+    fn drop(&mut self) {
+        self.abandon();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walk_order() {
+        assert_eq!(cmp_paths(b"/a/b", b"/a.txt"), Ordering::Less);
+        assert_eq!(cmp_paths(b"/a", b"/a/b"), Ordering::Less);
+        assert_eq!(cmp_paths(b"/b", b"/a/z"), Ordering::Greater);
+    }
+
+    #[test]
+    fn hit_changed_new() {
+        let d = tempfile::tempdir().unwrap();
+        let f1 = d.path().join("f1");
+        let f2 = d.path().join("f2");
+        std::fs::write(&f1, b"1").unwrap();
+        std::fs::write(&f2, b"2").unwrap();
+        let cp = d.path().join("cache/files");
+        let (m1, m2) = (f1.metadata().unwrap(), f2.metadata().unwrap());
+        let mut c = FilesCache::open(&cp, true);
+        c.record(b"/x/f1", &m1, &[Id([1; 32])]);
+        c.record(b"/x/f2", &m2, &[Id([2; 32])]);
+        c.commit();
+        std::fs::write(&f2, b"22").unwrap();
+        let m2b = f2.metadata().unwrap();
+        let mut c = FilesCache::open(&cp, false);
+        assert_eq!(c.lookup(b"/x/f0", &m1), Lookup::New);
+        assert_eq!(c.lookup(b"/x/f1", &m1), Lookup::Hit(vec![Id([1; 32])]));
+        assert_eq!(c.lookup(b"/x/f2", &m2b), Lookup::Changed);
+        assert_eq!(c.lookup(b"/x/f3", &m2b), Lookup::New);
+    }
+}

@@ -1,0 +1,29 @@
+//! What Cairn does with a repository: back up, restore, check, list, diff.
+//!
+//! Each operation is one function taking options and returning a summary;
+//! the CLI renders those summaries and the daemon will schedule them.
+
+pub mod archiver;
+pub mod checker;
+mod error;
+pub mod exclude;
+pub mod filescache;
+pub mod meta;
+pub mod restorer;
+pub mod walk;
+
+pub use error::{Error, Result};
+
+/// A problem with one entry that did not stop the run (exit code 1).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Warning {
+    /// The entry concerned.
+    pub path: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Renders raw path bytes for people (lossy for non-UTF-8 names).
+pub fn display_path(p: &[u8]) -> String {
+    String::from_utf8_lossy(p).into_owned()
+}

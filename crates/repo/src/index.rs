@@ -1,0 +1,173 @@
+//! The in-memory view of the repository's index files.
+//!
+//! Entries loaded from index files live in one sorted vector (about 52
+//! bytes per blob, no per-entry allocation); blobs added during this run go
+//! to a small hash map that is merged in when it grows, so lookups stay
+//! `O(log n)` and memory stays proportional to the number of blobs.
+
+use std::collections::HashMap;
+
+use cairn_format::Id;
+use cairn_format::blob::BlobKind;
+use cairn_format::index::IndexPack;
+use cairn_format::pack::WRAPPED_LEN;
+
+/// A pack as the index knows it.
+#[derive(Clone, Debug)]
+pub struct PackInfo {
+    /// Pack name.
+    pub id: Id,
+    /// Length in bytes.
+    pub size: u64,
+    /// Session key ID of its blobs.
+    pub key_id: [u8; 16],
+    /// Session key wrapped to the owner.
+    pub wrapped: [u8; WRAPPED_LEN],
+    /// Number of blobs.
+    pub blobs: u32,
+}
+
+/// Where a blob is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// Position of the pack in [`Index::packs`].
+    pub pack: u32,
+    /// Offset of the record in the pack.
+    pub offset: u64,
+    /// Record length.
+    pub length: u32,
+    /// Plaintext length.
+    pub raw_len: u32,
+    /// Blob kind.
+    pub kind: BlobKind,
+}
+
+/// Blob ID to location, over every index file loaded.
+#[derive(Default, Debug)]
+pub struct Index {
+    packs: Vec<PackInfo>,
+    pack_pos: HashMap<Id, u32>,
+    sorted: Vec<(Id, Location)>,
+    recent: HashMap<Id, Location>,
+}
+
+const MERGE_AT: usize = 1 << 16;
+
+impl Index {
+    /// An empty index.
+    pub fn new() -> Self {
+        Index::default()
+    }
+
+    /// Adds the packs of one index file. Returns the number of packs that
+    /// were new.
+    pub fn add_packs(&mut self, packs: &[IndexPack]) -> usize {
+        let mut added = 0;
+        for p in packs {
+            if self.pack_pos.contains_key(&p.pack) {
+                continue;
+            }
+            let pos = self.packs.len() as u32;
+            self.packs.push(PackInfo {
+                id: p.pack,
+                size: p.size,
+                key_id: p.trailer.key_id,
+                wrapped: p.trailer.wrapped,
+                blobs: p.trailer.entries.len() as u32,
+            });
+            self.pack_pos.insert(p.pack, pos);
+            for e in &p.trailer.entries {
+                self.recent.entry(e.id).or_insert(Location {
+                    pack: pos,
+                    offset: e.offset,
+                    length: e.length,
+                    raw_len: e.raw_len,
+                    kind: e.kind,
+                });
+            }
+            added += 1;
+        }
+        if self.recent.len() >= MERGE_AT {
+            self.merge();
+        }
+        added
+    }
+
+    /// Folds the recent map into the sorted vector.
+    pub fn merge(&mut self) {
+        if self.recent.is_empty() {
+            return;
+        }
+        let mut add: Vec<(Id, Location)> = self.recent.drain().collect();
+        add.sort_unstable_by_key(|a| a.0);
+        let old = std::mem::take(&mut self.sorted);
+        let mut out = Vec::with_capacity(old.len() + add.len());
+        let (mut i, mut j) = (0, 0);
+        while i < old.len() && j < add.len() {
+            match old[i].0.cmp(&add[j].0) {
+                std::cmp::Ordering::Less => {
+                    out.push(old[i]);
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    out.push(add[j]);
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    out.push(old[i]);
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        out.extend_from_slice(&old[i..]);
+        out.extend_from_slice(&add[j..]);
+        self.sorted = out;
+    }
+
+    /// Where a blob is, if indexed.
+    pub fn get(&self, id: &Id) -> Option<Location> {
+        if let Ok(i) = self.sorted.binary_search_by(|e| e.0.cmp(id)) {
+            return Some(self.sorted[i].1);
+        }
+        self.recent.get(id).copied()
+    }
+
+    /// Whether a blob is indexed.
+    pub fn contains(&self, id: &Id) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Whether a pack is listed.
+    pub fn has_pack(&self, id: &Id) -> bool {
+        self.pack_pos.contains_key(id)
+    }
+
+    /// Every pack known.
+    pub fn packs(&self) -> &[PackInfo] {
+        &self.packs
+    }
+
+    /// Pack info by position.
+    pub fn pack(&self, pos: u32) -> &PackInfo {
+        &self.packs[pos as usize]
+    }
+
+    /// Number of distinct blobs.
+    pub fn len(&self) -> usize {
+        self.sorted.len() + self.recent.len()
+    }
+
+    /// Whether no blob is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every blob, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Id, &Location)> {
+        self.sorted
+            .iter()
+            .map(|(i, l)| (i, l))
+            .chain(self.recent.iter())
+    }
+}

@@ -1,0 +1,37 @@
+//! A Cairn repository over any [`cairn_storage::Storage`].
+//!
+//! This crate knows the rules that keep a repository consistent: packs are
+//! published before the index files that list them, and index files before
+//! the snapshot that needs them, so a snapshot is visible only when
+//! everything it references is durable. Backups never lock: everything
+//! they write has a fresh, content-derived name.
+
+mod blobs;
+mod error;
+mod index;
+pub mod keys;
+mod packer;
+mod repo;
+pub mod snapshots;
+
+pub use blobs::{BlobSealer, SealedBlob};
+pub use error::{Error, Result};
+pub use index::{Index, Location, PackInfo};
+pub use keys::{KeyMaterial, KeySource};
+pub use packer::{PackSink, WriteStats};
+pub use repo::{
+    BlobReader, InitOptions, Repo, Session, init_options, read_config, read_pack_trailer,
+    write_index_file,
+};
+pub use snapshots::{SnapshotInfo, select_snapshot};
+
+pub use cairn_format::blob::BlobKind;
+pub use cairn_format::{Id, Result as FormatResult};
+
+/// Current time in ns since the Unix epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,171 @@
+//! Appending sealed blobs into pack files.
+//!
+//! A pack is streamed to a staging file while it fills (memory stays at one
+//! buffered writer, whatever the pack size), hashed as it is written, and
+//! published under the hash of its bytes once the trailer is appended and
+//! the file is fsynced. A crash before publication leaves only a staging
+//! file, which a later run removes; a crash after leaves a complete pack
+//! that the next backup finds (`Repo::recover_unindexed`) and reuses.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cairn_crypto::PlainHasher;
+use cairn_format::Id;
+use cairn_format::index::IndexPack;
+use cairn_format::pack::{PACK_MAGIC, PackEntry, PackTrailer, WRAPPED_LEN};
+use cairn_storage::{Kind, Storage};
+
+use crate::{Error, Result, SealedBlob};
+
+/// Packs are closed at this size: large enough that a repository of a few
+/// TiB has tens of thousands of packs, small enough to stage on a board.
+pub const PACK_TARGET: u64 = 32 << 20;
+
+/// Counters of what a sink wrote.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteStats {
+    /// Blobs appended.
+    pub blobs: u64,
+    /// Record bytes appended.
+    pub bytes: u64,
+    /// Packs published.
+    pub packs: u64,
+}
+
+struct OpenPack {
+    file: BufWriter<File>,
+    path: PathBuf,
+    hasher: PlainHasher,
+    entries: Vec<PackEntry>,
+    len: u64,
+    published: bool,
+}
+
+impl Drop for OpenPack {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Writes sealed blobs into packs under one session key.
+pub struct PackSink {
+    storage: Arc<dyn Storage>,
+    key_id: [u8; 16],
+    wrapped: [u8; WRAPPED_LEN],
+    target: u64,
+    current: Option<OpenPack>,
+    stats: WriteStats,
+}
+
+impl PackSink {
+    /// A sink for blobs sealed with the session key `key_id`.
+    pub fn new(storage: Arc<dyn Storage>, key_id: [u8; 16], wrapped: [u8; WRAPPED_LEN]) -> Self {
+        PackSink {
+            storage,
+            key_id,
+            wrapped,
+            target: PACK_TARGET,
+            current: None,
+            stats: WriteStats::default(),
+        }
+    }
+
+    /// Overrides the pack size (tests use small packs).
+    pub fn with_target(mut self, target: u64) -> Self {
+        self.target = target;
+        self
+    }
+
+    /// What was written so far.
+    pub fn stats(&self) -> WriteStats {
+        self.stats
+    }
+
+    fn open(&mut self) -> Result<&mut OpenPack> {
+        if self.current.is_none() {
+            let dir = self.storage.staging_dir()?;
+            let path = dir.join(format!(
+                "pack-{}-{}.tmp",
+                std::process::id(),
+                hex::encode(cairn_crypto::random::<8>()?)
+            ));
+            let f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| cairn_storage::Error::io("create", &path, e))?;
+            let mut p = OpenPack {
+                file: BufWriter::with_capacity(1 << 20, f),
+                path,
+                hasher: PlainHasher::new(),
+                entries: Vec::new(),
+                len: 0,
+                published: false,
+            };
+            write(&mut p, PACK_MAGIC)?;
+            self.current = Some(p);
+        }
+        Ok(self.current.as_mut().expect("just opened"))
+    }
+
+    /// Appends a blob; returns a pack when this blob completed one.
+    pub fn add(&mut self, blob: SealedBlob) -> Result<Option<IndexPack>> {
+        let p = self.open()?;
+        let length = u32::try_from(blob.record.len())
+            .map_err(|_| Error::corrupt("blob", "record over 4 GiB"))?;
+        p.entries.push(PackEntry {
+            kind: blob.kind,
+            id: blob.id,
+            offset: p.len,
+            length,
+            raw_len: blob.raw_len,
+        });
+        write(p, &blob.record)?;
+        let full = p.len >= self.target;
+        self.stats.blobs += 1;
+        self.stats.bytes += u64::from(length);
+        if full {
+            return self.finish_pack();
+        }
+        Ok(None)
+    }
+
+    /// Closes and publishes the open pack, if any.
+    pub fn finish_pack(&mut self) -> Result<Option<IndexPack>> {
+        let Some(mut p) = self.current.take() else {
+            return Ok(None);
+        };
+        let trailer = PackTrailer {
+            key_id: self.key_id,
+            wrapped: self.wrapped,
+            entries: std::mem::take(&mut p.entries),
+        };
+        write(&mut p, &trailer.encode_tail())?;
+        p.file
+            .flush()
+            .map_err(|e| cairn_storage::Error::io("write", &p.path, e))?;
+        let id = Id(p.hasher.finalize());
+        self.storage.put_file(Kind::Pack, &id.to_hex(), &p.path)?;
+        p.published = true;
+        self.stats.packs += 1;
+        Ok(Some(IndexPack {
+            pack: id,
+            size: p.len,
+            trailer,
+        }))
+    }
+}
+
+fn write(p: &mut OpenPack, data: &[u8]) -> Result<()> {
+    p.file
+        .write_all(data)
+        .map_err(|e| cairn_storage::Error::io("write", &p.path, e))?;
+    p.hasher.update(data);
+    p.len += data.len() as u64;
+    Ok(())
+}

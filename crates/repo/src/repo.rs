@@ -1,0 +1,586 @@
+//! Opening, reading and writing a repository.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use cairn_crypto::{KdfParams, SealKey};
+use cairn_format::blob::BlobKind;
+use cairn_format::config::Config;
+use cairn_format::index::IndexPack;
+use cairn_format::keyfile::{KeyFile, Role};
+use cairn_format::pack::{PACK_MAGIC, TAIL_FIXED, WRAPPED_LEN, decode_trailer_at, trailer_len};
+use cairn_format::snapshot::{Body, Envelope};
+use cairn_format::tree::Tree;
+use cairn_format::{Id, index};
+use cairn_storage::{Kind, Storage};
+
+use crate::blobs::open_record;
+use crate::index::{Index, Location, PackInfo};
+use crate::keys::{KeyMaterial, KeySource, Unlock, read_key_file, unlock, write_key_file};
+use crate::snapshots::SnapshotInfo;
+use crate::{BlobSealer, Error, PackSink, Result};
+
+/// How a new repository is set up.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// Passphrase protecting the owner key stored in the repository.
+    pub passphrase: Option<Vec<u8>>,
+    /// Directory where the owner key is written, as `<repo-id>.key`,
+    /// when there is no passphrase.
+    pub key_dir: Option<PathBuf>,
+    /// Who creates it, e.g. `alice@laptop`.
+    pub label: String,
+    /// Chunk size bounds (min, avg, max).
+    pub chunk: (u32, u32, u32),
+    /// Argon2id cost.
+    pub kdf: KdfParams,
+}
+
+/// Default [`InitOptions`]: 256 KiB / 1 MiB / 4 MiB chunks.
+pub fn init_options() -> InitOptions {
+    InitOptions {
+        passphrase: None,
+        key_dir: None,
+        label: String::new(),
+        chunk: (256 << 10, 1 << 20, 4 << 20),
+        kdf: KdfParams::default(),
+    }
+}
+
+/// A backup's session key: seals its blobs, wrapped to the owner.
+#[derive(Clone)]
+pub struct Session {
+    /// The key.
+    pub key: SealKey,
+    /// Its public ID.
+    pub key_id: [u8; 16],
+    /// Wrapped to the owner's public key.
+    pub wrapped: [u8; WRAPPED_LEN],
+}
+
+/// An open repository.
+pub struct Repo {
+    storage: Arc<dyn Storage>,
+    config: Config,
+    keys: KeyMaterial,
+    index: Index,
+    index_problems: Vec<String>,
+    session_keys: Mutex<HashMap<[u8; 16], SealKey>>,
+}
+
+impl std::fmt::Debug for Repo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Repo({})", self.storage.location())
+    }
+}
+
+/// Reads and decodes the config, without any key.
+pub fn read_config(storage: &dyn Storage) -> Result<Config> {
+    let data = match storage.get(Kind::Config, "config") {
+        Ok(d) => d,
+        Err(e) if e.is_not_found() => return Err(Error::NotARepository(storage.location())),
+        Err(e) => return Err(e.into()),
+    };
+    Config::decode(&data).map_err(|e| match e {
+        cairn_format::Error::UnsupportedVersion { .. } => Error::Format(e),
+        e => Error::corrupt("config", e),
+    })
+}
+
+impl Repo {
+    /// Creates a repository and its owner key.
+    pub fn init(storage: Arc<dyn Storage>, opts: &InitOptions) -> Result<Repo> {
+        match storage.get(Kind::Config, "config") {
+            Ok(_) => return Err(Error::AlreadyInitialized(storage.location())),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        if opts.passphrase.is_none() && opts.key_dir.is_none() {
+            return Err(Error::NoKey(
+                "a new repository needs a passphrase or a key file path".into(),
+            ));
+        }
+        storage.prepare()?;
+        let repo_id = cairn_crypto::random::<16>()?;
+        let mut keys = KeyMaterial::generate_owner()?;
+        let kf = keys.to_keyfile(repo_id, opts.passphrase.as_deref(), &opts.label, opts.kdf)?;
+        match &opts.passphrase {
+            Some(_) => {
+                let name = hex::encode(cairn_crypto::random::<16>()?);
+                storage.put(Kind::Key, &name, &kf.encode())?;
+                keys.name = Some(name);
+            }
+            None => {
+                let dir = opts.key_dir.as_deref().expect("checked");
+                write_key_file(&dir.join(format!("{}.key", hex::encode(repo_id))), &kf)?
+            }
+        }
+        let (min, avg, max) = opts.chunk;
+        let config = Config::new(repo_id, min, avg, max, crate::now_ns());
+        // The config is written last: a crash before leaves no repository.
+        storage.put(Kind::Config, "config", &config.encode())?;
+        Ok(Repo {
+            storage,
+            config,
+            keys,
+            index: Index::new(),
+            index_problems: Vec::new(),
+            session_keys: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Opens a repository with a key and loads its index.
+    pub fn open(storage: Arc<dyn Storage>, source: &KeySource) -> Result<Repo> {
+        let config = read_config(&*storage)?;
+        let keys = open_key(&*storage, &config, source)?;
+        let mut repo = Repo {
+            storage,
+            config,
+            keys,
+            index: Index::new(),
+            index_problems: Vec::new(),
+            session_keys: Mutex::new(HashMap::new()),
+        };
+        repo.load_index()?;
+        Ok(repo)
+    }
+
+    /// The storage underneath.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// The key in use.
+    pub fn keys(&self) -> &KeyMaterial {
+        &self.keys
+    }
+    /// The loaded index.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+    /// Index files that could not be read, for `check`.
+    pub fn index_problems(&self) -> &[String] {
+        &self.index_problems
+    }
+    /// Repository ID as hex (names the local cache).
+    pub fn id_hex(&self) -> String {
+        hex::encode(self.config.repo_id)
+    }
+    /// Content ID of a plaintext blob under this repository's dedup key.
+    pub fn blob_id(&self, data: &[u8]) -> Id {
+        Id(self.keys.dedup.id(data))
+    }
+
+    fn load_index(&mut self) -> Result<()> {
+        for obj in self.storage.list(Kind::Index)? {
+            let parsed = self
+                .storage
+                .get(Kind::Index, &obj.name)
+                .map_err(|e| e.to_string())
+                .and_then(|d| index::decode(&d).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(packs) => {
+                    self.index.add_packs(&packs);
+                }
+                Err(e) => self
+                    .index_problems
+                    .push(format!("index file {}: {e}", obj.name)),
+            }
+        }
+        self.index.merge();
+        Ok(())
+    }
+
+    /// Finds packs that no index file lists (left by an interrupted backup),
+    /// reads their trailers, and indexes them so their blobs are reused
+    /// instead of uploaded again. Returns the number of packs recovered.
+    pub fn recover_unindexed(&mut self) -> Result<usize> {
+        let mut found = Vec::new();
+        for obj in self.storage.list(Kind::Pack)? {
+            let Some(id) = Id::from_hex(&obj.name) else {
+                continue;
+            };
+            if self.index.has_pack(&id) {
+                continue;
+            }
+            if let Ok(p) = read_pack_trailer(&*self.storage, &id, obj.size) {
+                found.push(p);
+            }
+        }
+        if found.is_empty() {
+            return Ok(0);
+        }
+        let n = found.len();
+        self.write_index(found)?;
+        Ok(n)
+    }
+
+    /// Writes one index file listing `packs` and adds them to the index.
+    pub fn write_index(&mut self, packs: Vec<IndexPack>) -> Result<()> {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        write_index_file(&*self.storage, &packs)?;
+        self.index.add_packs(&packs);
+        Ok(())
+    }
+
+    /// Adds packs that someone else already wrote an index file for.
+    pub fn note_indexed(&mut self, packs: &[IndexPack]) {
+        self.index.add_packs(packs);
+    }
+
+    /// Starts a backup session: a fresh key wrapped to the owner.
+    pub fn new_session(&self) -> Result<Session> {
+        let key = SealKey::generate()?;
+        Ok(Session {
+            key_id: key.key_id(),
+            wrapped: self.keys.owner_public.wrap(&key)?,
+            key,
+        })
+    }
+
+    /// A pack sink for a session.
+    pub fn sink(&self, s: &Session) -> PackSink {
+        PackSink::new(self.storage.clone(), s.key_id, s.wrapped)
+    }
+
+    /// A blob sealer for a session.
+    pub fn sealer(&self, s: &Session) -> BlobSealer {
+        BlobSealer::new(s.key.clone())
+    }
+
+    /// Writes a snapshot. Call only once every pack and index file it needs
+    /// is durable: the snapshot file is what makes a backup visible.
+    pub fn commit_snapshot(&self, env: &Envelope, body: &Body, s: &Session) -> Result<Id> {
+        let mut env = env.clone();
+        env.key_id = s.key_id;
+        env.wrapped = Some(s.wrapped);
+        let mut bytes = env.encode_header();
+        let sealed = s.key.seal(&bytes, &body.encode())?;
+        bytes.extend_from_slice(&sealed);
+        let id = Id(cairn_crypto::plain_hash(&bytes));
+        self.storage.put(Kind::Snapshot, &id.to_hex(), &bytes)?;
+        Ok(id)
+    }
+
+    /// Every snapshot's envelope (no key needed). Unreadable snapshot files
+    /// are returned as errors in the second list.
+    pub fn list_snapshots(storage: &dyn Storage) -> Result<(Vec<SnapshotInfo>, Vec<String>)> {
+        let mut out = Vec::new();
+        let mut bad = Vec::new();
+        for obj in storage.list(Kind::Snapshot)? {
+            let Some(id) = Id::from_hex(&obj.name) else {
+                continue;
+            };
+            match storage.get(Kind::Snapshot, &obj.name) {
+                Ok(d) => match cairn_format::snapshot::decode(&d) {
+                    Ok(f) => out.push(SnapshotInfo {
+                        id,
+                        envelope: f.envelope,
+                    }),
+                    Err(e) => bad.push(format!("snapshot {}: {e}", obj.name)),
+                },
+                Err(e) => bad.push(format!("snapshot {}: {e}", obj.name)),
+            }
+        }
+        out.sort_by_key(|s| (s.envelope.time_ns, s.id));
+        Ok((out, bad))
+    }
+
+    /// Decrypts a snapshot's body (owner only).
+    pub fn snapshot_body(&self, id: &Id) -> Result<Body> {
+        let owner = self.keys.require_owner("read snapshot details")?;
+        let data = self.storage.get(Kind::Snapshot, &id.to_hex())?;
+        let obj = || format!("snapshot {}", id.short());
+        if Id(cairn_crypto::plain_hash(&data)) != *id {
+            return Err(Error::corrupt(obj(), "contents do not match its name"));
+        }
+        let f = cairn_format::snapshot::decode(&data).map_err(|e| Error::corrupt(obj(), e))?;
+        let wrapped = f
+            .envelope
+            .wrapped
+            .ok_or_else(|| Error::corrupt(obj(), "no wrapped key"))?;
+        let key = owner
+            .unwrap(&wrapped)
+            .map_err(|e| Error::corrupt(obj(), e))?;
+        let plain = key
+            .open(f.aad, f.sealed_body)
+            .map_err(|e| Error::corrupt(obj(), e))?;
+        Body::decode(&plain).map_err(|e| Error::corrupt(obj(), e))
+    }
+
+    fn session_key(&self, pack: &PackInfo) -> Result<SealKey> {
+        let mut cache = self.session_keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(k) = cache.get(&pack.key_id) {
+            return Ok(k.clone());
+        }
+        let owner = self.keys.require_owner("read stored data")?;
+        let obj = || format!("session key of pack {}", pack.id.short());
+        let key = owner
+            .unwrap(&pack.wrapped)
+            .map_err(|e| Error::corrupt(obj(), e))?;
+        if key.key_id() != pack.key_id {
+            return Err(Error::corrupt(obj(), "key does not match its ID"));
+        }
+        cache.insert(pack.key_id, key.clone());
+        Ok(key)
+    }
+
+    /// Authenticates and decodes a record read from a pack at `loc`:
+    /// checks the header, opens the seal, decompresses, verifies the keyed
+    /// hash and, for trees, that the visible references match the contents.
+    pub fn decode_blob(
+        &self,
+        id: &Id,
+        loc: &Location,
+        record: &[u8],
+    ) -> Result<(BlobKind, Vec<u8>)> {
+        let pack = self.index.pack(loc.pack);
+        let obj = || format!("blob {} in pack {}", id.short(), pack.id.short());
+        let key = self.session_key(pack)?;
+        let (kind, refs, plain) = open_record(record, id, &key, loc.raw_len, obj)?;
+        if kind != loc.kind {
+            return Err(Error::corrupt(obj(), "kind differs from the index"));
+        }
+        if self.blob_id(&plain) != *id {
+            return Err(Error::corrupt(obj(), "contents do not match the blob ID"));
+        }
+        if kind == BlobKind::Tree {
+            let t = Tree::decode(&plain).map_err(|e| Error::corrupt(obj(), e))?;
+            if t.refs() != refs {
+                return Err(Error::corrupt(
+                    obj(),
+                    "visible references differ from the tree",
+                ));
+            }
+        }
+        Ok((kind, plain))
+    }
+
+    /// A reader with its own read-ahead window (one per thread).
+    pub fn reader(&self) -> BlobReader<'_> {
+        BlobReader {
+            repo: self,
+            window: None,
+        }
+    }
+
+    /// Loads and decodes a tree.
+    pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        self.reader().load_tree(id)
+    }
+
+    /// Owner key check for anything that reads contents.
+    pub fn require_owner(&self, action: &'static str) -> Result<()> {
+        self.keys.require_owner(action).map(|_| ())
+    }
+
+    /// The role of the key in use.
+    pub fn role(&self) -> Role {
+        self.keys.role
+    }
+
+    /// Stores a new key file in the repository.
+    pub fn add_key(&self, km: &KeyMaterial, passphrase: &[u8], label: &str) -> Result<String> {
+        let kf = km.to_keyfile(
+            self.config.repo_id,
+            Some(passphrase),
+            label,
+            KdfParams::default(),
+        )?;
+        let name = hex::encode(cairn_crypto::random::<16>()?);
+        self.storage.put(Kind::Key, &name, &kf.encode())?;
+        Ok(name)
+    }
+
+    /// Every key file stored in the repository.
+    pub fn list_keys(&self) -> Result<Vec<(String, Option<KeyFile>)>> {
+        let mut out = Vec::new();
+        for obj in self.storage.list(Kind::Key)? {
+            let kf = self
+                .storage
+                .get(Kind::Key, &obj.name)
+                .ok()
+                .and_then(|d| KeyFile::decode(&d).ok());
+            out.push((obj.name, kf));
+        }
+        Ok(out)
+    }
+
+    /// Builds a key file for export or for a put-only source.
+    pub fn export_keyfile(
+        &self,
+        km: &KeyMaterial,
+        passphrase: Option<&[u8]>,
+        label: &str,
+    ) -> Result<KeyFile> {
+        km.to_keyfile(self.config.repo_id, passphrase, label, KdfParams::default())
+    }
+}
+
+/// Reads a pack's trailer from storage (two small range reads).
+pub fn read_pack_trailer(storage: &dyn Storage, id: &Id, size: u64) -> Result<IndexPack> {
+    let obj = || format!("pack {}", id.short());
+    let min = (PACK_MAGIC.len() + TAIL_FIXED) as u64;
+    if size < min {
+        return Err(Error::corrupt(obj(), "shorter than an empty pack"));
+    }
+    let name = id.to_hex();
+    let tail = storage.get_range(
+        Kind::Pack,
+        &name,
+        size - TAIL_FIXED as u64,
+        TAIL_FIXED as u64,
+    )?;
+    let tl = u64::from(trailer_len(&tail).map_err(|e| Error::corrupt(obj(), e))?);
+    if tl > size - min {
+        return Err(Error::corrupt(obj(), "trailer length exceeds the pack"));
+    }
+    let start = size - TAIL_FIXED as u64 - tl;
+    let body = storage.get_range(Kind::Pack, &name, start, tl)?;
+    let trailer = decode_trailer_at(&body, 0, body.len()).map_err(|e| Error::corrupt(obj(), e))?;
+    trailer
+        .check_layout(start)
+        .map_err(|e| Error::corrupt(obj(), e))?;
+    Ok(IndexPack {
+        pack: *id,
+        size,
+        trailer,
+    })
+}
+
+/// Writes an index file for `packs`; its name is the hash of its bytes.
+pub fn write_index_file(storage: &dyn Storage, packs: &[IndexPack]) -> Result<Id> {
+    let bytes = index::encode(packs);
+    let id = Id(cairn_crypto::plain_hash(&bytes));
+    storage.put(Kind::Index, &id.to_hex(), &bytes)?;
+    Ok(id)
+}
+
+fn open_key(storage: &dyn Storage, config: &Config, source: &KeySource) -> Result<KeyMaterial> {
+    match source {
+        KeySource::File { path, passphrase } => {
+            let kf = read_key_file(path)?;
+            if kf.repo_id != config.repo_id {
+                return Err(Error::NoKey(format!(
+                    "key file {} belongs to another repository ({}), not {}",
+                    path.display(),
+                    hex::encode(kf.repo_id),
+                    storage.location()
+                )));
+            }
+            match unlock(&kf, passphrase.as_deref()) {
+                Ok(k) => Ok(k),
+                Err(Unlock::WrongPassphrase) if passphrase.is_none() => Err(Error::NoKey(format!(
+                    "key file {} is protected by a passphrase: set CAIRN_PASSWORD or use --password-file",
+                    path.display()
+                ))),
+                Err(Unlock::WrongPassphrase) => Err(Error::WrongPassphrase(format!(
+                    "{} (key file {})",
+                    storage.location(),
+                    path.display()
+                ))),
+                Err(Unlock::Bad(e)) => Err(e),
+            }
+        }
+        KeySource::Passphrase(p) => {
+            let mut tried = 0;
+            for obj in storage.list(Kind::Key)? {
+                let Ok(data) = storage.get(Kind::Key, &obj.name) else {
+                    continue;
+                };
+                let Ok(kf) = KeyFile::decode(&data) else {
+                    continue;
+                };
+                if kf.repo_id != config.repo_id {
+                    continue;
+                }
+                tried += 1;
+                match unlock(&kf, Some(p)) {
+                    Ok(mut k) => {
+                        k.name = Some(obj.name);
+                        return Ok(k);
+                    }
+                    Err(Unlock::WrongPassphrase) => {}
+                    Err(Unlock::Bad(e)) => return Err(e),
+                }
+            }
+            if tried == 0 {
+                return Err(Error::NoKey(format!(
+                    "the repository at {} keeps no passphrase-protected key: open it with --key-file (the key was written when it was created, see `cairn key export`)",
+                    storage.location()
+                )));
+            }
+            Err(Error::WrongPassphrase(storage.location()))
+        }
+    }
+}
+
+/// Reads blobs, keeping a read-ahead window so that reading blobs in the
+/// order they were written (as restore does) costs one read per window.
+pub struct BlobReader<'r> {
+    repo: &'r Repo,
+    window: Option<(u32, u64, Vec<u8>)>,
+}
+
+const WINDOW: u64 = 8 << 20;
+
+impl BlobReader<'_> {
+    fn record(&mut self, loc: &Location) -> Result<Vec<u8>> {
+        let pack = self.repo.index.pack(loc.pack);
+        let end = loc.offset + u64::from(loc.length);
+        if let Some((p, start, buf)) = &self.window
+            && *p == loc.pack
+            && loc.offset >= *start
+            && end <= start + buf.len() as u64
+        {
+            let a = (loc.offset - start) as usize;
+            return Ok(buf[a..a + loc.length as usize].to_vec());
+        }
+        let sequential = matches!(&self.window, Some((p, start, buf)) if *p == loc.pack && loc.offset >= *start + buf.len() as u64 / 2);
+        let name = pack.id.to_hex();
+        let st = &self.repo.storage;
+        if sequential || loc.length < 64 << 10 {
+            let want = (u64::from(loc.length))
+                .max(WINDOW)
+                .min(pack.size - loc.offset);
+            let buf = st.get_range(Kind::Pack, &name, loc.offset, want)?;
+            let rec = buf[..loc.length as usize].to_vec();
+            self.window = Some((loc.pack, loc.offset, buf));
+            return Ok(rec);
+        }
+        Ok(st.get_range(Kind::Pack, &name, loc.offset, u64::from(loc.length))?)
+    }
+
+    /// Loads, authenticates and decompresses a blob; verifies that its
+    /// plaintext hashes to `id`.
+    pub fn load(&mut self, id: &Id) -> Result<(BlobKind, Vec<u8>)> {
+        let loc = self.repo.index.get(id).ok_or(Error::MissingBlob(*id))?;
+        let pack = self.repo.index.pack(loc.pack);
+        let obj = || format!("blob {} in pack {}", id.short(), pack.id.short());
+        let record = self.record(&loc).map_err(|e| match e {
+            Error::Storage(cairn_storage::Error::Short { .. }) => {
+                Error::corrupt(obj(), "pack is truncated")
+            }
+            Error::Storage(cairn_storage::Error::NotFound { .. }) => {
+                Error::corrupt(obj(), "pack is missing")
+            }
+            e => e,
+        })?;
+        self.repo.decode_blob(id, &loc, &record)
+    }
+
+    /// Loads a tree blob.
+    pub fn load_tree(&mut self, id: &Id) -> Result<Tree> {
+        let (kind, plain) = self.load(id)?;
+        if kind != BlobKind::Tree {
+            return Err(Error::corrupt(format!("blob {}", id.short()), "not a tree"));
+        }
+        Tree::decode(&plain).map_err(|e| Error::corrupt(format!("tree {}", id.short()), e))
+    }
+}

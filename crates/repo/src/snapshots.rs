@@ -1,0 +1,58 @@
+//! Listing snapshots and resolving `latest`, ID prefixes and groups.
+
+use cairn_format::Id;
+use cairn_format::snapshot::Envelope;
+
+use crate::{Error, Result};
+
+/// A snapshot as listed: its name and plaintext envelope.
+#[derive(Clone, Debug)]
+pub struct SnapshotInfo {
+    /// Snapshot ID (BLAKE3 of the file).
+    pub id: Id,
+    /// The plaintext envelope.
+    pub envelope: Envelope,
+}
+
+/// Resolves `latest`, an ID prefix, or `latest` within `group`.
+pub fn select_snapshot<'a>(
+    list: &'a [SnapshotInfo],
+    spec: &str,
+    group: Option<&str>,
+) -> Result<&'a SnapshotInfo> {
+    let in_group = |s: &&SnapshotInfo| group.is_none_or(|g| s.envelope.group == g);
+    if spec == "latest" {
+        return list
+            .iter()
+            .filter(in_group)
+            .max_by_key(|s| (s.envelope.time_ns, s.id))
+            .ok_or_else(|| {
+                Error::Snapshot(match group {
+                    Some(g) => format!(
+                        "no snapshot in group {g:?}; `cairn snapshots` lists the groups there are"
+                    ),
+                    None => "the repository has no snapshots yet; run `cairn backup` first".into(),
+                })
+            });
+    }
+    let spec_l = spec.to_ascii_lowercase();
+    if spec_l.is_empty() || !spec_l.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::Snapshot(format!(
+            "{spec:?} is not a snapshot: give `latest` or a hex ID prefix from `cairn snapshots`"
+        )));
+    }
+    let m: Vec<_> = list
+        .iter()
+        .filter(in_group)
+        .filter(|s| s.id.to_hex().starts_with(&spec_l))
+        .collect();
+    match m.len() {
+        0 => Err(Error::Snapshot(format!(
+            "no snapshot matches {spec:?}; `cairn snapshots` lists them"
+        ))),
+        1 => Ok(m[0]),
+        n => Err(Error::Snapshot(format!(
+            "{n} snapshots match {spec:?}; give more digits"
+        ))),
+    }
+}

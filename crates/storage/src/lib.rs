@@ -1,0 +1,115 @@
+//! Where a repository's objects live.
+//!
+//! The [`Storage`] trait is deliberately small (get, get a range, create,
+//! list, delete) so that a local directory, an S3 bucket and the Cairn
+//! server can all implement it. Objects are never overwritten: `put`
+//! creates or, for content-addressed kinds whose name is the hash of their
+//! bytes, accepts an existing object of that name as already written.
+
+mod error;
+mod local;
+mod memory;
+
+pub use error::{Error, Result};
+pub use local::LocalStorage;
+pub use memory::MemoryStorage;
+
+use std::path::Path;
+
+/// The kinds of objects in a repository; each lives in its own namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// The single `config` object.
+    Config,
+    /// Key files.
+    Key,
+    /// Pack files.
+    Pack,
+    /// Index files.
+    Index,
+    /// Snapshot files.
+    Snapshot,
+    /// Lease files.
+    Lock,
+}
+
+impl Kind {
+    /// Directory name of the kind in a local repository.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Kind::Config => "",
+            Kind::Key => "keys",
+            Kind::Pack => "data",
+            Kind::Index => "index",
+            Kind::Snapshot => "snapshots",
+            Kind::Lock => "locks",
+        }
+    }
+
+    /// Whether names of this kind are the hash of their bytes, so an
+    /// existing object of the same name already holds the same bytes.
+    pub fn content_addressed(self) -> bool {
+        matches!(self, Kind::Pack | Kind::Index | Kind::Snapshot)
+    }
+}
+
+/// A listed object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Object name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A place that stores repository objects.
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// Human-readable location, for messages.
+    fn location(&self) -> String;
+    /// Reads a whole object.
+    fn get(&self, kind: Kind, name: &str) -> Result<Vec<u8>>;
+    /// Reads `len` bytes at `offset`; fails if the object is shorter.
+    fn get_range(&self, kind: Kind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// Size of an object.
+    fn size(&self, kind: Kind, name: &str) -> Result<u64>;
+    /// Creates an object atomically and durably. Never overwrites: returns
+    /// [`Error::AlreadyExists`] unless the kind is content-addressed.
+    fn put(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()>;
+    /// Like [`Storage::put`], taking the bytes from a staged local file,
+    /// which is consumed.
+    fn put_file(&self, kind: Kind, name: &str, file: &Path) -> Result<()>;
+    /// Lists every object of a kind.
+    fn list(&self, kind: Kind) -> Result<Vec<ObjectInfo>>;
+    /// Deletes an object; deleting a missing object is not an error.
+    fn delete(&self, kind: Kind, name: &str) -> Result<()>;
+    /// A local directory for staging files before `put_file`, on the same
+    /// filesystem where possible so that publishing is a rename.
+    fn staging_dir(&self) -> Result<std::path::PathBuf>;
+    /// Prepares an empty location for a new repository (directories on a
+    /// local disk); refuses a location that holds something else.
+    fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Checks an object name: hex or `[a-z0-9-]`, no separators, bounded.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// A random name for temporary files.
+pub(crate) fn temp_name() -> String {
+    let mut b = [0u8; 12];
+    if getrandom::fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b[..12].copy_from_slice(&t.to_le_bytes()[..12]);
+    }
+    format!("{}-{}.tmp", std::process::id(), hex::encode(b))
+}

@@ -1,0 +1,303 @@
+//! A repository in a local directory.
+//!
+//! Writes are atomic and durable: bytes go to `tmp/`, are fsynced, then
+//! moved into place with `renameat2(RENAME_NOREPLACE)` (falling back to
+//! `link` + `unlink` where the filesystem lacks it) and the directory is
+//! fsynced. A crash leaves at most a stray file in `tmp/`, never a partial
+//! object under its final name.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{CWD, RenameFlags, renameat_with};
+
+use crate::{Error, Kind, ObjectInfo, Result, Storage, temp_name, valid_name};
+
+/// A repository stored in a directory.
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+impl LocalStorage {
+    /// Opens a directory as storage; does not create anything.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStorage { root: root.into() }
+    }
+
+    /// The repository directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates the directory layout of a new repository.
+    pub fn create_layout(&self) -> Result<()> {
+        for d in ["keys", "data", "index", "snapshots", "locks", "tmp"] {
+            let p = self.root.join(d);
+            fs::create_dir_all(&p).map_err(|e| Error::io("create directory", &p, e))?;
+        }
+        for i in 0..256 {
+            let p = self.root.join("data").join(format!("{i:02x}"));
+            fs::create_dir_all(&p).map_err(|e| Error::io("create directory", &p, e))?;
+        }
+        sync_dir(&self.root)
+    }
+
+    /// Removes stale files from `tmp/` left by crashed runs, older than
+    /// `min_age` so that a concurrent writer's staging files survive.
+    pub fn clean_staging(&self, min_age: std::time::Duration) {
+        let Ok(rd) = fs::read_dir(self.root.join("tmp")) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= min_age);
+            if old {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+
+    fn path(&self, kind: Kind, name: &str) -> Result<PathBuf> {
+        if kind == Kind::Config {
+            return Ok(self.root.join("config"));
+        }
+        if !valid_name(name) {
+            return Err(Error::InvalidName(name.to_string()));
+        }
+        let dir = self.root.join(kind.dir());
+        Ok(if kind == Kind::Pack {
+            dir.join(name.get(..2).unwrap_or("00")).join(name)
+        } else {
+            dir.join(name)
+        })
+    }
+
+    fn not_found(&self, kind: Kind, name: &str) -> Error {
+        Error::NotFound {
+            kind,
+            name: name.to_string(),
+            location: self.location(),
+        }
+    }
+
+    fn open(&self, kind: Kind, name: &str) -> Result<(File, PathBuf)> {
+        let p = self.path(kind, name)?;
+        match File::open(&p) {
+            Ok(f) => Ok((f, p)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(self.not_found(kind, name)),
+            Err(e) => Err(Error::io("open", &p, e)),
+        }
+    }
+
+    /// Moves a durable staged file to its final name without overwriting.
+    fn publish(&self, kind: Kind, name: &str, staged: &Path) -> Result<()> {
+        let dest = self.path(kind, name)?;
+        if let Some(parent) = dest.parent()
+            && !parent.exists()
+        {
+            fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
+        }
+        let res = match renameat_with(CWD, staged, CWD, &dest, RenameFlags::NOREPLACE) {
+            Ok(()) => Ok(()),
+            Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+                // The filesystem lacks RENAME_NOREPLACE: link is create-only too.
+                match fs::hard_link(staged, &dest) {
+                    Ok(()) => {
+                        let _ = fs::remove_file(staged);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(io::Error::from_raw_os_error(e.raw_os_error())),
+        };
+        match res {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let _ = fs::remove_file(staged);
+                if !kind.content_addressed() {
+                    return Err(Error::AlreadyExists {
+                        kind,
+                        name: name.to_string(),
+                    });
+                }
+            }
+            Err(e) => {
+                let _ = fs::remove_file(staged);
+                return Err(Error::io("publish", &dest, e));
+            }
+        }
+        sync_dir(dest.parent().unwrap_or(&self.root))
+    }
+}
+
+/// Fsyncs a directory so that a rename in it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    let f = File::open(dir).map_err(|e| Error::io("open directory", dir, e))?;
+    f.sync_all()
+        .map_err(|e| Error::io("sync directory", dir, e))
+}
+
+impl Storage for LocalStorage {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn get(&self, kind: Kind, name: &str) -> Result<Vec<u8>> {
+        let (mut f, p) = self.open(kind, name)?;
+        let mut v = Vec::new();
+        f.read_to_end(&mut v)
+            .map_err(|e| Error::io("read", &p, e))?;
+        Ok(v)
+    }
+
+    fn get_range(&self, kind: Kind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let (mut f, p) = self.open(kind, name)?;
+        let size = f.metadata().map_err(|e| Error::io("stat", &p, e))?.len();
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(Error::Short {
+                kind,
+                name: name.to_string(),
+            });
+        }
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| Error::io("seek", &p, e))?;
+        let mut v = vec![0; len as usize];
+        f.read_exact(&mut v).map_err(|e| Error::io("read", &p, e))?;
+        Ok(v)
+    }
+
+    fn size(&self, kind: Kind, name: &str) -> Result<u64> {
+        let p = self.path(kind, name)?;
+        match fs::metadata(&p) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(self.not_found(kind, name)),
+            Err(e) => Err(Error::io("stat", &p, e)),
+        }
+    }
+
+    fn put(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
+        let staged = self.staging_dir()?.join(temp_name());
+        let write = || -> io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&staged)?;
+            f.write_all(data)?;
+            f.sync_all()
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&staged);
+            return Err(Error::io("write", &staged, e));
+        }
+        self.publish(kind, name, &staged)
+    }
+
+    fn put_file(&self, kind: Kind, name: &str, file: &Path) -> Result<()> {
+        File::open(file)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io("sync", file, e))?;
+        self.publish(kind, name, file)
+    }
+
+    fn list(&self, kind: Kind) -> Result<Vec<ObjectInfo>> {
+        let dir = self.root.join(kind.dir());
+        let mut out = Vec::new();
+        let mut dirs = vec![dir.clone()];
+        if kind == Kind::Pack {
+            dirs.clear();
+            for e in fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
+                let e = e.map_err(|e| Error::io("list", &dir, e))?;
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    dirs.push(e.path());
+                }
+            }
+        }
+        for d in dirs {
+            for e in fs::read_dir(&d).map_err(|e| Error::io("list", &d, e))? {
+                let e = e.map_err(|e| Error::io("list", &d, e))?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !valid_name(&name) {
+                    continue;
+                }
+                let m = e
+                    .metadata()
+                    .map_err(|err| Error::io("stat", e.path(), err))?;
+                if m.is_file() {
+                    out.push(ObjectInfo {
+                        name,
+                        size: m.len(),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn delete(&self, kind: Kind, name: &str) -> Result<()> {
+        let p = self.path(kind, name)?;
+        match fs::remove_file(&p) {
+            Ok(()) => sync_dir(p.parent().unwrap_or(&self.root)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("delete", &p, e)),
+        }
+    }
+
+    fn prepare(&self) -> Result<()> {
+        if let Ok(mut rd) = fs::read_dir(&self.root)
+            && rd.next().is_some()
+            && !self.root.join("config").exists()
+        {
+            return Err(Error::NotEmpty {
+                path: self.root.clone(),
+            });
+        }
+        self.create_layout()
+    }
+
+    fn staging_dir(&self) -> Result<PathBuf> {
+        let p = self.root.join("tmp");
+        if !p.is_dir() {
+            fs::create_dir_all(&p).map_err(|e| Error::io("create directory", &p, e))?;
+        }
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_list_delete() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStorage::new(d.path());
+        s.create_layout().unwrap();
+        s.put(Kind::Pack, "abcd", b"hello").unwrap();
+        s.put(Kind::Pack, "abcd", b"hello").unwrap();
+        assert_eq!(s.get(Kind::Pack, "abcd").unwrap(), b"hello");
+        assert_eq!(s.get_range(Kind::Pack, "abcd", 1, 3).unwrap(), b"ell");
+        assert!(matches!(
+            s.get_range(Kind::Pack, "abcd", 3, 3),
+            Err(Error::Short { .. })
+        ));
+        s.put(Kind::Key, "k1", b"x").unwrap();
+        assert!(matches!(
+            s.put(Kind::Key, "k1", b"y"),
+            Err(Error::AlreadyExists { .. })
+        ));
+        assert_eq!(s.get(Kind::Key, "k1").unwrap(), b"x");
+        assert_eq!(s.list(Kind::Pack).unwrap()[0].name, "abcd");
+        s.delete(Kind::Pack, "abcd").unwrap();
+        assert!(s.get(Kind::Pack, "abcd").unwrap_err().is_not_found());
+        assert!(s.get(Kind::Pack, "../config").is_err());
+        assert_eq!(fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
+    }
+}
