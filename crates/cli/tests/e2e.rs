@@ -6,3 +6,12 @@ mod util;
 
 #[path = "e2e/roundtrip.rs"]
 mod roundtrip;
+
+#[path = "e2e/fidelity.rs"]
+mod fidelity;
+
+#[path = "e2e/features.rs"]
+mod features;
+
+#[path = "e2e/safety.rs"]
+mod safety;

@@ -298,9 +298,11 @@ impl Default for KdfParams {
     }
 }
 
-/// Stretches a passphrase into a sealing key.
+/// Stretches a passphrase into a sealing key. Costs above 256 MiB are
+/// refused: opening tries every key file, and a planted key file must not
+/// be able to exhaust a small board's memory.
 pub fn passphrase_key(pass: &[u8], salt: &[u8; 16], p: KdfParams) -> Result<SealKey> {
-    if p.m_kib > 4 * 1024 * 1024 || p.t > 64 || p.p > 64 {
+    if p.m_kib > 256 * 1024 || p.t > 64 || p.p > 64 {
         return Err(Error::Kdf(format!("{p:?} is beyond the accepted maximum")));
     }
     let params =

@@ -157,6 +157,10 @@ impl Failure {
     }
 }
 
+/// Staging files untouched for this long belong to a dead process (a live
+/// writer appends to its pack file continuously).
+const STALE_STAGING_SECS: u64 = 3600;
+
 /// Runs a backup. `cancel` stops it cleanly (no snapshot; uploaded data is
 /// kept for the rerun).
 pub fn backup(
@@ -177,6 +181,8 @@ pub fn backup(
         ..BackupSummary::default()
     };
     if !opts.dry_run {
+        repo.storage()
+            .clean_staging(std::time::Duration::from_secs(STALE_STAGING_SECS));
         summary.packs_recovered = repo.recover_unindexed()? as u64;
     }
     let cfg = repo.config().clone();

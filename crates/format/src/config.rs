@@ -104,6 +104,20 @@ impl Config {
         if c.major == 0 || !id {
             return Err(invalid(W, "missing version or repository id"));
         }
+        let (min, avg, max) = (c.chunk_min, c.chunk_avg, c.chunk_max);
+        let sane = (64..=avg).contains(&min)
+            && avg.is_power_of_two()
+            && avg >= 256
+            && avg <= max
+            && max <= 1 << 28
+            && min % 2 == 0
+            && max % 2 == 0;
+        if !sane {
+            return Err(invalid(
+                W,
+                format!("chunk sizes {min}/{avg}/{max} are out of range"),
+            ));
+        }
         Ok(c)
     }
 }

@@ -163,6 +163,9 @@ impl Node {
             (tag::ATIME_SEC, tag::ATIME_NSEC, self.atime),
             (tag::CTIME_SEC, tag::CTIME_NSEC, self.ctime),
         ] {
+            if ts == tag::ATIME_SEC && t == Time::default() {
+                continue;
+            }
             w.field_i64(ts, t.sec);
             w.field_u64(tn, u64::from(t.nsec));
         }
@@ -183,9 +186,6 @@ impl Node {
             x.varint(dev).varint(ino);
             w.field(tag::LINK, &x.buf);
         }
-        if self.nlink != 0 {
-            w.field_u64(tag::NLINK, self.nlink);
-        }
         if !self.content.is_empty() {
             let mut ids = Vec::with_capacity(self.content.len() * 32);
             for id in &self.content {
@@ -195,6 +195,9 @@ impl Node {
         }
         if let Some(s) = &self.subtree {
             w.field(tag::SUBTREE, &s.0);
+        }
+        if self.nlink != 0 {
+            w.field_u64(tag::NLINK, self.nlink);
         }
         for (t, v) in &self.unknown {
             w.field(*t, v);

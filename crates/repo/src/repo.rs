@@ -308,6 +308,9 @@ impl Repo {
         let key = owner
             .unwrap(&wrapped)
             .map_err(|e| Error::corrupt(obj(), e))?;
+        if key.key_id() != f.envelope.key_id {
+            return Err(Error::corrupt(obj(), "session key does not match its ID"));
+        }
         let plain = key
             .open(f.aad, f.sealed_body)
             .map_err(|e| Error::corrupt(obj(), e))?;
@@ -541,6 +544,12 @@ impl BlobReader<'_> {
         {
             let a = (loc.offset - start) as usize;
             return Ok(buf[a..a + loc.length as usize].to_vec());
+        }
+        if end > pack.size {
+            return Err(Error::corrupt(
+                format!("index entry for pack {}", pack.id.short()),
+                "points beyond the end of the pack",
+            ));
         }
         let sequential = matches!(&self.window, Some((p, start, buf)) if *p == loc.pack && loc.offset >= *start + buf.len() as u64 / 2);
         let name = pack.id.to_hex();

@@ -90,6 +90,11 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn prepare(&self) -> Result<()> {
         Ok(())
     }
+    /// Removes staging files that crashed runs left, when they have not
+    /// been touched for `min_age` (a live writer's files are younger).
+    fn clean_staging(&self, min_age: std::time::Duration) {
+        let _ = min_age;
+    }
 }
 
 /// Checks an object name: hex or `[a-z0-9-]`, no separators, bounded.

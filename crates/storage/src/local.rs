@@ -44,9 +44,7 @@ impl LocalStorage {
         sync_dir(&self.root)
     }
 
-    /// Removes stale files from `tmp/` left by crashed runs, older than
-    /// `min_age` so that a concurrent writer's staging files survive.
-    pub fn clean_staging(&self, min_age: std::time::Duration) {
+    fn clean_staging_dir(&self, min_age: std::time::Duration) {
         let Ok(rd) = fs::read_dir(self.root.join("tmp")) else {
             return;
         };
@@ -251,15 +249,23 @@ impl Storage for LocalStorage {
     }
 
     fn prepare(&self) -> Result<()> {
-        if let Ok(mut rd) = fs::read_dir(&self.root)
-            && rd.next().is_some()
-            && !self.root.join("config").exists()
-        {
+        // A directory holding only our (empty) layout is what a crashed
+        // `init` leaves; anything else is someone's data.
+        let layout = ["keys", "data", "index", "snapshots", "locks", "tmp"];
+        let foreign = fs::read_dir(&self.root).ok().is_some_and(|rd| {
+            rd.flatten()
+                .any(|e| !layout.contains(&e.file_name().to_string_lossy().as_ref()))
+        });
+        if foreign && !self.root.join("config").exists() {
             return Err(Error::NotEmpty {
                 path: self.root.clone(),
             });
         }
         self.create_layout()
+    }
+
+    fn clean_staging(&self, min_age: std::time::Duration) {
+        self.clean_staging_dir(min_age)
     }
 
     fn staging_dir(&self) -> Result<PathBuf> {

@@ -220,10 +220,8 @@ pub fn compare_trees(src: &Path, dst: &Path, check_owner: bool) -> Vec<String> {
                 xattrs(&dp).keys().collect::<Vec<_>>()
             ));
         }
-        if ft.is_char_device() || ft.is_block_device() {
-            if m.rdev() != n.rdev() {
-                diffs.push(format!("rdev {name}"));
-            }
+        if (ft.is_char_device() || ft.is_block_device()) && m.rdev() != n.rdev() {
+            diffs.push(format!("rdev {name}"));
         }
         if ft.is_file() {
             if m.len() != n.len() {
