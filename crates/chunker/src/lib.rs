@@ -130,10 +130,16 @@ pub struct StreamChunker<'c, R> {
 impl<'c, R: Read> StreamChunker<'c, R> {
     /// Wraps `reader`; the buffer is allocated lazily on first use.
     pub fn new(cutter: &'c Cutter, reader: R) -> Self {
+        Self::with_buffer(cutter, reader, Vec::new())
+    }
+
+    /// Wraps `reader`, reusing `buf` (from [`StreamChunker::into_parts`]):
+    /// a backup of many files allocates and zeroes its buffer once.
+    pub fn with_buffer(cutter: &'c Cutter, reader: R, buf: Vec<u8>) -> Self {
         StreamChunker {
             cutter,
             reader,
-            buf: Vec::new(),
+            buf,
             start: 0,
             end: 0,
             eof: false,
@@ -158,7 +164,7 @@ impl<'c, R: Read> StreamChunker<'c, R> {
 
     fn fill(&mut self) -> io::Result<()> {
         let max = self.cutter.params.max;
-        if self.buf.is_empty() {
+        if self.buf.len() != 2 * max {
             self.buf = vec![0; 2 * max];
         }
         if self.start > 0 {
@@ -183,6 +189,11 @@ impl<'c, R: Read> StreamChunker<'c, R> {
     /// Gives back the reader.
     pub fn into_inner(self) -> R {
         self.reader
+    }
+
+    /// Gives back the reader and the buffer, for reuse.
+    pub fn into_parts(self) -> (R, Vec<u8>) {
+        (self.reader, self.buf)
     }
 }
 

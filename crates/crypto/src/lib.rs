@@ -166,11 +166,53 @@ impl SealKey {
         Ok(())
     }
 
+    /// Seals in place: `buf[at..at + NONCE_LEN]` receives a fresh nonce,
+    /// `buf[at + NONCE_LEN..]` (the plaintext) is encrypted where it lies,
+    /// and the tag is appended. `buf[..aad_len]` is the associated data.
+    /// Avoids copying large payloads (the backup's hot path).
+    pub fn seal_in_place(&self, buf: &mut Vec<u8>, aad_len: usize, at: usize) -> Result<()> {
+        assert!(
+            aad_len <= at && at + NONCE_LEN <= buf.len(),
+            "seal_in_place layout"
+        );
+        let nonce: [u8; NONCE_LEN] = random()?;
+        buf[at..at + NONCE_LEN].copy_from_slice(&nonce);
+        let (head, tail) = buf.split_at_mut(at + NONCE_LEN);
+        let cipher = XChaCha20Poly1305::new(&self.0.into());
+        let tag = cipher
+            .encrypt_inout_detached(&XNonce::from(nonce), &head[..aad_len], tail.into())
+            .map_err(|_| Error::Auth)?;
+        buf.extend_from_slice(tag.as_slice());
+        Ok(())
+    }
+
     /// Seals into a new vector.
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
         self.seal_into(aad, plaintext, &mut out)?;
         Ok(out)
+    }
+
+    /// Opens into `out` (replacing its contents), reusing its allocation.
+    pub fn open_into(&self, aad: &[u8], sealed: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(Error::Truncated(sealed.len()));
+        }
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+        out.clear();
+        out.extend_from_slice(ct);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().expect("nonce length");
+        let tag: [u8; TAG_LEN] = tag.try_into().expect("tag length");
+        let cipher = XChaCha20Poly1305::new(&self.0.into());
+        cipher
+            .decrypt_inout_detached(
+                &XNonce::from(nonce),
+                aad,
+                out.as_mut_slice().into(),
+                &Tag::from(tag),
+            )
+            .map_err(|_| Error::Auth)
     }
 
     /// Opens `nonce || ciphertext || tag`, checking it against `aad`.
@@ -339,6 +381,16 @@ mod tests {
         assert_eq!(k.open(b"a", &s).unwrap(), b"hello");
         assert_eq!(k.open(b"b", &s).unwrap_err(), Error::Auth);
         assert_eq!(k.open(b"a", &s[..10]).unwrap_err(), Error::Truncated(10));
+    }
+
+    #[test]
+    fn in_place_matches_open() {
+        let k = SealKey::generate().unwrap();
+        let mut buf = b"HEADER".to_vec();
+        buf.extend_from_slice(&[0; NONCE_LEN]);
+        buf.extend_from_slice(b"payload");
+        k.seal_in_place(&mut buf, 6, 6).unwrap();
+        assert_eq!(k.open(b"HEADER", &buf[6..]).unwrap(), b"payload");
     }
 
     #[test]

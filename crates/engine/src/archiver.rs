@@ -243,7 +243,8 @@ pub fn backup(
             cutter: &cutter,
             excluder: &excluder,
             opts,
-            jobs: if opts.dry_run { None } else { Some(job_tx) },
+            // A dry run drops the sender here, so the workers end at once.
+            jobs: Some(job_tx).filter(|_| !opts.dry_run),
             pending: HashSet::new(),
             cache: cache_path
                 .as_deref()
@@ -254,6 +255,8 @@ pub fn backup(
             cancel,
             failure: &failure,
             root_dev: 0,
+            chunk_buf: Vec::new(),
+            zero_ids: std::collections::HashMap::new(),
         };
         let walked = w.walk_roots(&paths);
         let cache = w.cache.take();
@@ -335,17 +338,17 @@ fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         let abs = std::path::absolute(p)
             .map_err(|e| Error::Input(format!("cannot resolve {}: {e}", p.display())))?;
         // Resolve symlinks in the parents, not in the last component: a
-        // symlink given as a source is backed up as a symlink.
-        let parent = abs.parent().map(|d| d.canonicalize()).transpose();
-        let abs = match (parent, abs.file_name()) {
-            (Ok(Some(d)), Some(n)) => d.join(n),
-            (Ok(_), _) => abs.clone(),
-            (Err(e), _) => {
-                return Err(Error::Input(format!(
-                    "source {} does not exist ({e}); check the path, or whether its disk is mounted",
-                    p.display()
-                )));
-            }
+        // symlink given as a source is backed up as a symlink. A path
+        // ending in `.` or `..` has no last component to keep: resolve it.
+        let missing = |e: std::io::Error| {
+            Error::Input(format!(
+                "source {} does not exist ({e}); check the path, or whether its disk is mounted",
+                p.display()
+            ))
+        };
+        let abs = match (abs.parent(), abs.file_name()) {
+            (Some(d), Some(n)) => d.canonicalize().map_err(missing)?.join(n),
+            _ => abs.canonicalize().map_err(missing)?,
         };
         if let Err(e) = std::fs::symlink_metadata(&abs) {
             return Err(Error::Input(format!(
@@ -496,6 +499,8 @@ struct Walker<'a> {
     cancel: &'a AtomicBool,
     failure: &'a Failure,
     root_dev: u64,
+    chunk_buf: Vec<u8>,
+    zero_ids: std::collections::HashMap<usize, Id>,
 }
 
 /// A virtual directory level above the sources: `/`, `/home`, ...
@@ -722,7 +727,8 @@ impl Walker<'_> {
                 return Ok(None);
             }
         };
-        let mut chunker = StreamChunker::new(self.cutter, f);
+        let mut chunker =
+            StreamChunker::with_buffer(self.cutter, f, std::mem::take(&mut self.chunk_buf));
         let mut content = Vec::new();
         let mut size = 0u64;
         loop {
@@ -737,7 +743,17 @@ impl Walker<'_> {
                     return Ok(None);
                 }
             };
-            let id = self.repo.blob_id(chunk);
+            let id = if is_zero(chunk) {
+                // Sparse files and disk images hold long runs of zeros:
+                // their chunk IDs are computed once per length.
+                let repo = self.repo;
+                *self
+                    .zero_ids
+                    .entry(chunk.len())
+                    .or_insert_with(|| repo.blob_id(chunk))
+            } else {
+                self.repo.blob_id(chunk)
+            };
             size += chunk.len() as u64;
             self.progress
                 .bytes
@@ -759,7 +775,8 @@ impl Walker<'_> {
             }
             content.push(id);
         }
-        let f = chunker.into_inner();
+        let (f, buf) = chunker.into_parts();
+        self.chunk_buf = buf;
         self.summary.bytes_read += size;
         self.summary.total_bytes += size;
         self.progress.files.fetch_add(1, Ordering::Relaxed);
@@ -807,6 +824,14 @@ impl Walker<'_> {
         }
         Ok(id)
     }
+}
+
+/// Whether a chunk is all zeros; stops at the first non-zero block.
+fn is_zero(data: &[u8]) -> bool {
+    data.len() >= 4096
+        && data
+            .chunks(256)
+            .all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
 }
 
 /// Opens a file for reading without updating its access time where the

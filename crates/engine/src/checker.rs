@@ -228,7 +228,7 @@ fn trace(
     }
 }
 
-const WINDOW: u64 = 8 << 20;
+const WINDOW: u64 = 2 << 20;
 
 /// Errors, damaged blobs, packs read, blobs authenticated.
 type Found = (Vec<String>, Vec<(Id, String)>, usize, usize);
@@ -290,7 +290,9 @@ fn read_packs(
     Ok(())
 }
 
-/// Streams one pack: hashes all of it, authenticates every blob.
+/// Streams one pack: hashes all of it, authenticates every blob. Reads
+/// go in windows cut at record boundaries, so one buffer of about
+/// [`WINDOW`] (or one record, if larger) is all a thread holds.
 fn check_pack(
     repo: &Repo,
     pos: u32,
@@ -303,50 +305,56 @@ fn check_pack(
     let mut errors = Vec::new();
     let mut bad = Vec::new();
     let mut hasher = cairn_crypto::PlainHasher::new();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut buf_start = 0u64;
     let mut at = 0u64;
     let mut ei = 0;
     let mut ok_blobs = 0;
+    let mut buf = Vec::new();
+    let mut scratch = Vec::new();
+    let mut plain = Vec::new();
     while at < info.size {
-        let n = WINDOW.min(info.size - at);
-        let data = match storage.get_range(Kind::Pack, &name, at, n) {
-            Ok(d) => d,
-            Err(e) => {
-                errors.push(format!("pack {name}: {e}"));
-                for (id, _) in &entries[ei..] {
-                    bad.push((*id, format!("unreadable pack {name}")));
-                }
-                return (errors, bad, ok_blobs);
-            }
-        };
-        hasher.update(&data);
-        buf.extend_from_slice(&data);
-        at += n;
-        progress.bytes.fetch_add(n, Ordering::Relaxed);
-        while ei < entries.len() {
-            let (id, loc) = &entries[ei];
-            let end = loc.offset + u64::from(loc.length);
-            if end > at {
+        // Extend the window over whole records while it stays small.
+        let mut end = at;
+        let mut last = ei;
+        while last < entries.len() {
+            let e = &entries[last].1;
+            let e_end = e.offset + u64::from(e.length);
+            if e.offset < at || e_end > info.size || (end > at && e_end - at > WINDOW) {
                 break;
             }
-            if loc.offset < buf_start {
-                bad.push((*id, format!("overlaps another blob in pack {name}")));
-                ei += 1;
-                continue;
+            end = e_end;
+            last += 1;
+        }
+        if last == ei {
+            // No (more) records fit: read up to a window of what is left
+            // (the trailer, or bytes the index does not describe).
+            end = (at + WINDOW).min(info.size);
+        }
+        if let Err(e) = storage.get_range_into(Kind::Pack, &name, at, end - at, &mut buf) {
+            errors.push(format!("pack {name}: {e}"));
+            for (id, _) in &entries[ei..] {
+                bad.push((*id, format!("unreadable pack {name}")));
             }
-            let a = (loc.offset - buf_start) as usize;
+            return (errors, bad, ok_blobs);
+        }
+        hasher.update(&buf);
+        for (id, loc) in &entries[ei..last] {
+            let a = (loc.offset - at) as usize;
             let rec = &buf[a..a + loc.length as usize];
-            match repo.decode_blob(id, loc, rec) {
+            match repo.decode_blob_into(id, loc, rec, &mut scratch, &mut plain) {
                 Ok(_) => ok_blobs += 1,
                 Err(e) => bad.push((*id, e.to_string())),
             }
-            ei += 1;
         }
-        let keep_from = entries.get(ei).map(|e| e.1.offset).unwrap_or(at).min(at);
-        if keep_from > buf_start {
-            buf.drain(..(keep_from - buf_start) as usize);
-            buf_start = keep_from;
+        progress.bytes.fetch_add(end - at, Ordering::Relaxed);
+        ei = last;
+        at = end;
+        // Records that overlap what was already read are damaged indexes.
+        while ei < entries.len() && entries[ei].1.offset < at {
+            bad.push((
+                entries[ei].0,
+                format!("overlaps another blob in pack {name}"),
+            ));
+            ei += 1;
         }
     }
     for (id, _) in &entries[ei..] {

@@ -157,9 +157,10 @@ pub struct ApplyOutcome {
     pub xattr_failed: bool,
 }
 
-/// Applies owner, mode, xattrs and times to a restored entry. Order
-/// matters: chown clears setuid bits, so mode comes after it, and times
-/// come last because setting xattrs touches ctime only.
+/// Applies owner, xattrs, mode and times to a restored entry. Order
+/// matters: chown clears setuid bits, so mode comes after it; xattrs come
+/// before the mode because writing them needs write permission on a
+/// read-only file when not root; times come last.
 pub fn apply(path: &Path, n: &Node, as_root: bool) -> io::Result<ApplyOutcome> {
     let mut out = ApplyOutcome::default();
     let kind = n.node_type();
@@ -174,9 +175,6 @@ pub fn apply(path: &Path, n: &Node, as_root: bool) -> io::Result<ApplyOutcome> {
         }
         Err(e) => return Err(e.into()),
     }
-    if kind != NodeType::Symlink {
-        rustix::fs::chmodat(CWD, path, Mode::from_raw_mode(n.mode), AtFlags::empty())?;
-    }
     for (k, v) in &n.xattrs {
         if let Err(e) = rustix::fs::lsetxattr(path, OsStr::from_bytes(k), v, XattrFlags::empty()) {
             if e == rustix::io::Errno::PERM
@@ -189,6 +187,9 @@ pub fn apply(path: &Path, n: &Node, as_root: bool) -> io::Result<ApplyOutcome> {
                 return Err(e.into());
             }
         }
+    }
+    if kind != NodeType::Symlink {
+        rustix::fs::chmodat(CWD, path, Mode::from_raw_mode(n.mode), AtFlags::empty())?;
     }
     set_times(path, n)?;
     Ok(out)

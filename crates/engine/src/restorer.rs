@@ -154,12 +154,21 @@ pub fn restore(
             let shared = &shared;
             s.spawn(move || {
                 let mut reader = repo.reader();
+                let mut data = Vec::new();
                 for batch in rx {
                     for (dest, node) in batch {
                         if cancel.load(Ordering::Relaxed) {
                             return;
                         }
-                        restore_file(&mut reader, &dest, &node, as_root, shared, progress);
+                        restore_file(
+                            &mut reader,
+                            &dest,
+                            &node,
+                            as_root,
+                            shared,
+                            progress,
+                            &mut data,
+                        );
                     }
                 }
             });
@@ -404,8 +413,9 @@ fn restore_file(
     as_root: bool,
     shared: &Shared,
     progress: &Progress,
+    data: &mut Vec<u8>,
 ) {
-    match write_file(reader, dest, n, progress) {
+    match write_file(reader, dest, n, progress, data) {
         Ok(()) => {
             shared.with(|s| {
                 s.files += 1;
@@ -433,25 +443,25 @@ fn write_file(
     dest: &Path,
     n: &Node,
     progress: &Progress,
+    data: &mut Vec<u8>,
 ) -> Result<()> {
     let io = |op, e| Error::Io {
         op,
         path: dest.to_path_buf(),
         source: e,
     };
-    if std::fs::symlink_metadata(dest).is_ok_and(|m| !m.is_file()) {
-        remove_existing(dest);
-    }
+    // Never write through what is already there: an existing file may be
+    // a hard link to, or a symlink towards, something outside the target.
+    remove_existing(dest);
     let mut f: File = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .open(dest)
         .map_err(|e| io("create", e))?;
     let mut pos = 0u64;
     let mut hole = false;
     for id in &n.content {
-        let (kind, data) = reader.load(id)?;
+        let kind = reader.load_into(id, data)?;
         if kind != BlobKind::Chunk {
             return Err(Error::Repo(cairn_repo::Error::MissingBlob(*id)));
         }

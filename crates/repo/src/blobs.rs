@@ -33,6 +33,7 @@ pub struct SealedBlob {
 pub struct BlobSealer {
     key: SealKey,
     zstd: zstd::bulk::Compressor<'static>,
+    scratch: Vec<u8>,
 }
 
 impl Clone for BlobSealer {
@@ -47,10 +48,29 @@ impl BlobSealer {
         BlobSealer {
             key,
             zstd: zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("zstd context"),
+            scratch: Vec::new(),
         }
     }
 
-    /// Compresses where it pays, seals, and builds the record.
+    /// Whether compressing a sample of `plain` pays: incompressible data
+    /// (media, archives, encrypted files) skips the full zstd pass.
+    fn worth_compressing(&mut self, plain: &[u8]) -> bool {
+        if plain.len() < 64 {
+            return false;
+        }
+        if plain.len() <= 2 * SAMPLE {
+            return true;
+        }
+        self.scratch
+            .resize(zstd::zstd_safe::compress_bound(SAMPLE), 0);
+        self.zstd
+            .compress_to_buffer(&plain[..SAMPLE], &mut self.scratch[..])
+            .is_ok_and(|n| n < SAMPLE - SAMPLE / 16)
+    }
+
+    /// Compresses where it pays, seals, and builds the record in a single
+    /// buffer: `header | sealed_len | nonce | payload | tag`, with the
+    /// payload compressed into place and encrypted where it lies.
     pub fn seal(
         &mut self,
         kind: BlobKind,
@@ -58,37 +78,36 @@ impl BlobSealer {
         refs: Vec<Id>,
         plain: &[u8],
     ) -> Result<SealedBlob> {
-        let mut payload = Vec::with_capacity(plain.len() + 1);
-        let worth_trying = plain.len() >= 64
-            && (plain.len() <= 2 * SAMPLE
-                || self
-                    .zstd
-                    .compress(&plain[..SAMPLE])
-                    .is_ok_and(|c| c.len() < SAMPLE - SAMPLE / 16));
-        let compressed = if worth_trying {
-            self.zstd
-                .compress(plain)
-                .ok()
-                .filter(|c| c.len() < plain.len() - plain.len() / 32)
-        } else {
-            None
-        };
-        match compressed {
-            Some(c) => {
-                payload.push(Compression::Zstd as u8);
-                payload.extend_from_slice(&c);
-            }
-            None => {
-                payload.push(Compression::None as u8);
-                payload.extend_from_slice(plain);
+        let header = BlobHeader { kind, id, refs };
+        let mut record = header.encode();
+        let aad_len = record.len();
+        record.extend_from_slice(&[0u8; 4]);
+        let nonce_at = record.len();
+        record.extend_from_slice(&[0u8; cairn_crypto::NONCE_LEN]);
+        let payload_at = record.len();
+        let mut stored = false;
+        if self.worth_compressing(plain) {
+            let bound = zstd::zstd_safe::compress_bound(plain.len());
+            record.resize(payload_at + 1 + bound, 0);
+            if let Ok(n) = self
+                .zstd
+                .compress_to_buffer(plain, &mut record[payload_at + 1..])
+                && n < plain.len() - plain.len() / 32
+            {
+                record[payload_at] = Compression::Zstd as u8;
+                record.truncate(payload_at + 1 + n);
+                stored = true;
             }
         }
-        let header = BlobHeader { kind, id, refs };
-        let aad = header.encode();
-        let sealed = self.key.seal(&aad, &payload)?;
-        let mut record = aad;
-        record.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        record.extend_from_slice(&sealed);
+        if !stored {
+            record.truncate(payload_at);
+            record.reserve(1 + plain.len() + cairn_crypto::TAG_LEN);
+            record.push(Compression::None as u8);
+            record.extend_from_slice(plain);
+        }
+        self.key.seal_in_place(&mut record, aad_len, nonce_at)?;
+        let sealed_len = (record.len() - nonce_at) as u32;
+        record[aad_len..aad_len + 4].copy_from_slice(&sealed_len.to_le_bytes());
         Ok(SealedBlob {
             kind,
             id,
@@ -98,15 +117,19 @@ impl BlobSealer {
     }
 }
 
-/// Opens a record read from a pack: checks the header names `want`, opens
-/// the seal, decompresses. The caller verifies the keyed hash.
+/// Opens a record read from a pack into `out`: checks the header names
+/// `want`, opens the seal, decompresses. The caller verifies the keyed
+/// hash. `scratch` holds the decrypted payload; both buffers are reused
+/// across calls, so the restore and check loops do not allocate per blob.
 pub fn open_record(
     record: &[u8],
     want: &Id,
     key: &SealKey,
     raw_len: u32,
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
     object: impl Fn() -> String,
-) -> Result<(BlobKind, Vec<Id>, Vec<u8>)> {
+) -> Result<(BlobKind, Vec<Id>)> {
     let rec = decode_record(record).map_err(|e| Error::corrupt(object(), e))?;
     if rec.header.id != *want {
         return Err(Error::corrupt(
@@ -114,28 +137,47 @@ pub fn open_record(
             format!("record holds blob {} instead", rec.header.id.short()),
         ));
     }
-    let payload = key
-        .open(rec.aad, rec.sealed)
+    key.open_into(rec.aad, rec.sealed, scratch)
         .map_err(|e| Error::corrupt(object(), e))?;
-    let (&comp, body) = payload
+    let (&comp, body) = scratch
         .split_first()
         .ok_or_else(|| Error::corrupt(object(), "empty payload"))?;
-    let plain = match Compression::from_u8(comp).map_err(|e| Error::corrupt(object(), e))? {
-        Compression::None => body.to_vec(),
+    out.clear();
+    match Compression::from_u8(comp).map_err(|e| Error::corrupt(object(), e))? {
+        Compression::None => out.extend_from_slice(body),
         Compression::Zstd => {
-            use std::io::Read;
-            let mut out = Vec::with_capacity((raw_len as usize).min(16 << 20));
-            zstd::stream::read::Decoder::new(body)
-                .and_then(|d| d.take(u64::from(raw_len) + 1).read_to_end(&mut out))
-                .map_err(|e| Error::corrupt(object(), format!("zstd: {e}")))?;
-            out
+            // The length comes from the index: never trust it for more
+            // than a bound, and check it exactly afterwards.
+            out.reserve((raw_len as usize).min(MAX_BLOB));
+            if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(body)
+                && n != u64::from(raw_len)
+            {
+                return Err(Error::corrupt(
+                    object(),
+                    format!("payload frame holds {n} bytes, index says {raw_len}"),
+                ));
+            }
+            DCTX.with(|d| match &mut *d.borrow_mut() {
+                Some(d) => d.decompress_to_buffer(body, out),
+                None => Err(std::io::Error::other("no zstd context")),
+            })
+            .map_err(|e| Error::corrupt(object(), format!("zstd: {e}")))?;
         }
-    };
-    if plain.len() != raw_len as usize {
+    }
+    if out.len() != raw_len as usize {
         return Err(Error::corrupt(
             object(),
-            format!("payload is {} bytes, index says {raw_len}", plain.len()),
+            format!("payload is {} bytes, index says {raw_len}", out.len()),
         ));
     }
-    Ok((rec.header.kind, rec.header.refs, plain))
+    Ok((rec.header.kind, rec.header.refs))
 }
+
+thread_local! {
+    /// One decompression context per thread, reused for every blob.
+    static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        std::cell::RefCell::new(zstd::bulk::Decompressor::new().ok());
+}
+
+/// Largest plaintext a blob may have (trees of huge directories included).
+pub const MAX_BLOB: usize = 1 << 30;

@@ -177,11 +177,21 @@ impl Repo {
 
     fn load_index(&mut self) -> Result<()> {
         for obj in self.storage.list(Kind::Index)? {
+            // An index file is named by the hash of its bytes: one that does
+            // not match is damaged even if it still decodes, and is not used
+            // (the next backup re-indexes its packs from their trailers).
             let parsed = self
                 .storage
                 .get(Kind::Index, &obj.name)
                 .map_err(|e| e.to_string())
-                .and_then(|d| index::decode(&d).map_err(|e| e.to_string()));
+                .and_then(|d| {
+                    if Id(cairn_crypto::plain_hash(&d)).to_hex() != obj.name {
+                        return Err(
+                            "contents do not match its name (damaged); the next backup re-indexes its packs from their trailers".to_string(),
+                        );
+                    }
+                    index::decode(&d).map_err(|e| e.to_string())
+                });
             match parsed {
                 Ok(packs) => {
                     self.index.add_packs(&packs);
@@ -343,18 +353,44 @@ impl Repo {
         loc: &Location,
         record: &[u8],
     ) -> Result<(BlobKind, Vec<u8>)> {
+        self.decode_blob_with(id, loc, record, &mut Vec::new())
+    }
+
+    /// [`Repo::decode_blob`] with a reusable scratch buffer.
+    pub fn decode_blob_with(
+        &self,
+        id: &Id,
+        loc: &Location,
+        record: &[u8],
+        scratch: &mut Vec<u8>,
+    ) -> Result<(BlobKind, Vec<u8>)> {
+        let mut out = Vec::new();
+        let kind = self.decode_blob_into(id, loc, record, scratch, &mut out)?;
+        Ok((kind, out))
+    }
+
+    /// Decodes into `out`, reusing both buffers (the check and restore
+    /// loops call this once per blob).
+    pub fn decode_blob_into(
+        &self,
+        id: &Id,
+        loc: &Location,
+        record: &[u8],
+        scratch: &mut Vec<u8>,
+        plain: &mut Vec<u8>,
+    ) -> Result<BlobKind> {
         let pack = self.index.pack(loc.pack);
         let obj = || format!("blob {} in pack {}", id.short(), pack.id.short());
         let key = self.session_key(pack)?;
-        let (kind, refs, plain) = open_record(record, id, &key, loc.raw_len, obj)?;
+        let (kind, refs) = open_record(record, id, &key, loc.raw_len, scratch, plain, obj)?;
         if kind != loc.kind {
             return Err(Error::corrupt(obj(), "kind differs from the index"));
         }
-        if self.blob_id(&plain) != *id {
+        if self.blob_id(plain) != *id {
             return Err(Error::corrupt(obj(), "contents do not match the blob ID"));
         }
         if kind == BlobKind::Tree {
-            let t = Tree::decode(&plain).map_err(|e| Error::corrupt(obj(), e))?;
+            let t = Tree::decode(plain).map_err(|e| Error::corrupt(obj(), e))?;
             if t.refs() != refs {
                 return Err(Error::corrupt(
                     obj(),
@@ -362,7 +398,7 @@ impl Repo {
                 ));
             }
         }
-        Ok((kind, plain))
+        Ok(kind)
     }
 
     /// A reader with its own read-ahead window (one per thread).
@@ -370,6 +406,8 @@ impl Repo {
         BlobReader {
             repo: self,
             window: None,
+            buf: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -526,53 +564,71 @@ fn open_key(storage: &dyn Storage, config: &Config, source: &KeySource) -> Resul
 
 /// Reads blobs, keeping a read-ahead window so that reading blobs in the
 /// order they were written (as restore does) costs one read per window.
+/// Buffers are reused across blobs.
 pub struct BlobReader<'r> {
     repo: &'r Repo,
-    window: Option<(u32, u64, Vec<u8>)>,
+    /// Pack position, start offset and bytes of the current window.
+    window: Option<(u32, u64)>,
+    buf: Vec<u8>,
+    scratch: Vec<u8>,
 }
 
-const WINDOW: u64 = 8 << 20;
+const WINDOW: u64 = 4 << 20;
 
 impl BlobReader<'_> {
-    fn record(&mut self, loc: &Location) -> Result<Vec<u8>> {
+    /// The bytes of a record, from the window or a fresh read.
+    fn record(&mut self, loc: &Location) -> Result<(usize, usize)> {
         let pack = self.repo.index.pack(loc.pack);
         let end = loc.offset + u64::from(loc.length);
-        if let Some((p, start, buf)) = &self.window
-            && *p == loc.pack
-            && loc.offset >= *start
-            && end <= start + buf.len() as u64
-        {
-            let a = (loc.offset - start) as usize;
-            return Ok(buf[a..a + loc.length as usize].to_vec());
-        }
         if end > pack.size {
             return Err(Error::corrupt(
                 format!("index entry for pack {}", pack.id.short()),
                 "points beyond the end of the pack",
             ));
         }
-        let sequential = matches!(&self.window, Some((p, start, buf)) if *p == loc.pack && loc.offset >= *start + buf.len() as u64 / 2);
-        let name = pack.id.to_hex();
-        let st = &self.repo.storage;
-        if sequential || loc.length < 64 << 10 {
-            let want = (u64::from(loc.length))
-                .max(WINDOW)
-                .min(pack.size - loc.offset);
-            let buf = st.get_range(Kind::Pack, &name, loc.offset, want)?;
-            let rec = buf[..loc.length as usize].to_vec();
-            self.window = Some((loc.pack, loc.offset, buf));
-            return Ok(rec);
+        if let Some((p, start)) = self.window
+            && p == loc.pack
+            && loc.offset >= start
+            && end <= start + self.buf.len() as u64
+        {
+            let a = (loc.offset - start) as usize;
+            return Ok((a, a + loc.length as usize));
         }
-        Ok(st.get_range(Kind::Pack, &name, loc.offset, u64::from(loc.length))?)
+        let sequential = matches!(self.window, Some((p, start)) if p == loc.pack && loc.offset >= start + self.buf.len() as u64 / 2);
+        let want = if sequential || loc.length < 64 << 10 {
+            u64::from(loc.length)
+                .max(WINDOW)
+                .min(pack.size - loc.offset)
+        } else {
+            u64::from(loc.length)
+        };
+        self.window = None;
+        self.repo.storage.get_range_into(
+            Kind::Pack,
+            &pack.id.to_hex(),
+            loc.offset,
+            want,
+            &mut self.buf,
+        )?;
+        self.window = Some((loc.pack, loc.offset));
+        Ok((0, loc.length as usize))
     }
 
     /// Loads, authenticates and decompresses a blob; verifies that its
     /// plaintext hashes to `id`.
     pub fn load(&mut self, id: &Id) -> Result<(BlobKind, Vec<u8>)> {
-        let loc = self.repo.index.get(id).ok_or(Error::MissingBlob(*id))?;
-        let pack = self.repo.index.pack(loc.pack);
+        let mut out = Vec::new();
+        let kind = self.load_into(id, &mut out)?;
+        Ok((kind, out))
+    }
+
+    /// [`BlobReader::load`] into a reused buffer.
+    pub fn load_into(&mut self, id: &Id, out: &mut Vec<u8>) -> Result<BlobKind> {
+        let repo = self.repo;
+        let loc = repo.index.get(id).ok_or(Error::MissingBlob(*id))?;
+        let pack = repo.index.pack(loc.pack);
         let obj = || format!("blob {} in pack {}", id.short(), pack.id.short());
-        let record = self.record(&loc).map_err(|e| match e {
+        let (a, b) = self.record(&loc).map_err(|e| match e {
             Error::Storage(cairn_storage::Error::Short { .. }) => {
                 Error::corrupt(obj(), "pack is truncated")
             }
@@ -581,7 +637,7 @@ impl BlobReader<'_> {
             }
             e => e,
         })?;
-        self.repo.decode_blob(id, &loc, &record)
+        repo.decode_blob_into(id, &loc, &self.buf[a..b], &mut self.scratch, out)
     }
 
     /// Loads a tree blob.

@@ -70,6 +70,19 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn get(&self, kind: Kind, name: &str) -> Result<Vec<u8>>;
     /// Reads `len` bytes at `offset`; fails if the object is shorter.
     fn get_range(&self, kind: Kind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// Like [`Storage::get_range`], into a caller's buffer (replacing its
+    /// contents), so hot loops reuse one allocation.
+    fn get_range_into(
+        &self,
+        kind: Kind,
+        name: &str,
+        offset: u64,
+        len: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        *buf = self.get_range(kind, name, offset, len)?;
+        Ok(())
+    }
     /// Size of an object.
     fn size(&self, kind: Kind, name: &str) -> Result<u64>;
     /// Creates an object atomically and durably. Never overwrites: returns

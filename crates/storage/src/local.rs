@@ -156,6 +156,19 @@ impl Storage for LocalStorage {
     }
 
     fn get_range(&self, kind: Kind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut v = Vec::new();
+        self.get_range_into(kind, name, offset, len, &mut v)?;
+        Ok(v)
+    }
+
+    fn get_range_into(
+        &self,
+        kind: Kind,
+        name: &str,
+        offset: u64,
+        len: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
         let (mut f, p) = self.open(kind, name)?;
         let size = f.metadata().map_err(|e| Error::io("stat", &p, e))?.len();
         if offset.checked_add(len).is_none_or(|end| end > size) {
@@ -166,9 +179,20 @@ impl Storage for LocalStorage {
         }
         f.seek(SeekFrom::Start(offset))
             .map_err(|e| Error::io("seek", &p, e))?;
-        let mut v = vec![0; len as usize];
-        f.read_exact(&mut v).map_err(|e| Error::io("read", &p, e))?;
-        Ok(v)
+        buf.clear();
+        buf.reserve(len as usize);
+        // `read_to_end` fills spare capacity without zeroing it first.
+        let n = f
+            .take(len)
+            .read_to_end(buf)
+            .map_err(|e| Error::io("read", &p, e))?;
+        if n as u64 != len {
+            return Err(Error::Short {
+                kind,
+                name: name.to_string(),
+            });
+        }
+        Ok(())
     }
 
     fn size(&self, kind: Kind, name: &str) -> Result<u64> {

@@ -288,3 +288,152 @@ pub fn pseudo(n: usize, seed: u64) -> Vec<u8> {
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
+
+// ---------------------------------------------------------------------------
+// Helpers for fidelity.rs and features.rs (appended; keep this block
+// separate from the shared harness above).
+// ---------------------------------------------------------------------------
+
+/// Sets a path's access and modification times (seconds, nanoseconds)
+/// without following a symlink.
+pub fn set_mtime(p: &Path, sec: i64, nsec: u32) {
+    let t = rustix::fs::Timespec {
+        tv_sec: sec,
+        tv_nsec: nsec.into(),
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        p,
+        &rustix::fs::Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap_or_else(|e| panic!("utimensat {}: {e}", p.display()));
+}
+
+/// Parses a command's stdout as one JSON document.
+pub fn json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"))
+}
+
+/// Every entry below `root` (not `root` itself), as `/`-joined relative
+/// paths (lossy for non-UTF-8 names), directories included.
+pub fn entries_below(root: &Path) -> std::collections::BTreeSet<String> {
+    walk(root)
+        .into_keys()
+        .filter(|k| !k.is_empty())
+        .map(|k| String::from_utf8_lossy(&k).into_owned())
+        .collect()
+}
+
+/// Every file below `dir` (recursively), relative to it.
+pub fn files_below(dir: &Path) -> std::collections::BTreeSet<PathBuf> {
+    if !dir.exists() {
+        return Default::default();
+    }
+    walk(dir)
+        .into_iter()
+        .filter(|(_, m)| !m.is_dir())
+        .map(|(k, _)| PathBuf::from(OsStr::from_bytes(&k)))
+        .collect()
+}
+
+/// Copies a tree with all its metadata (`cp -a`), to keep a source state.
+pub fn copy_tree(src: &Path, dst: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .expect("spawn cp");
+    assert!(st.success(), "cp -a {} {}", src.display(), dst.display());
+}
+
+/// Makes every directory below `root` writable by its owner, so that a
+/// non-root test can delete trees holding read-only directories.
+pub fn make_writable(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for (rel, m) in walk(root) {
+        if m.is_dir() {
+            let p = root.join(OsStr::from_bytes(&rel));
+            let _ = std::fs::set_permissions(
+                &p,
+                std::fs::Permissions::from_mode((m.mode() & 0o7777) | 0o700),
+            );
+        }
+    }
+}
+
+/// Whether a program can be found on PATH.
+pub fn have(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|d| {
+            std::fs::metadata(d.join(program)).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// Runs a prepared command, killing it after `limit`: for commands that
+/// might hang. A killed command returns code -1 and says so in stderr.
+pub fn run_limited(mut c: Command, limit: std::time::Duration) -> Run {
+    use std::io::Read;
+    use std::process::Stdio;
+    let cmdline = format!("{c:?}");
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let start = std::time::Instant::now();
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if start.elapsed() > limit {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().expect("wait");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let stdout = String::from_utf8_lossy(&t_out.join().unwrap()).into_owned();
+    let mut stderr = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
+    if timed_out {
+        stderr.push_str(&format!("\n[killed: still running after {limit:?}]"));
+    }
+    Run {
+        code: if timed_out {
+            -1
+        } else {
+            status.code().unwrap_or(-1)
+        },
+        stdout,
+        stderr,
+        cmdline,
+    }
+}
+
+impl Env {
+    /// Like [`Env::run`], but kills cairn after `secs` seconds.
+    pub fn run_limited(&self, args: &[&str], secs: u64) -> Run {
+        let mut c = self.cmd();
+        c.arg("--repo").arg(&self.repo).args(args);
+        run_limited(c, std::time::Duration::from_secs(secs))
+    }
+}
