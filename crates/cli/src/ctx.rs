@@ -107,7 +107,22 @@ impl Ctx {
                 storage.location()
             );
         };
-        Ok(Repo::open(storage, &source)?)
+        match Repo::open(storage.clone(), &source) {
+            // A repository made without passphrase keeps its key in the
+            // default key file: use it even when a passphrase is set.
+            Err(cairn_repo::Error::NoKey(_))
+                if matches!(source, KeySource::Passphrase(_)) && default_key_path(&id).exists() =>
+            {
+                Ok(Repo::open(
+                    storage,
+                    &KeySource::File {
+                        path: default_key_path(&id),
+                        passphrase: None,
+                    },
+                )?)
+            }
+            r => Ok(r?),
+        }
     }
 
     /// Where this repository's local cache lives.

@@ -15,3 +15,6 @@ mod features;
 
 #[path = "e2e/safety.rs"]
 mod safety;
+
+#[path = "e2e/fixture.rs"]
+mod fixture;

@@ -161,6 +161,11 @@ impl Failure {
 /// writer appends to its pack file continuously).
 const STALE_STAGING_SECS: u64 = 3600;
 
+/// Files modified this close to the start of a backup are not trusted to
+/// the files cache: file timestamps come from a coarse clock (one kernel
+/// tick, at most 10 ms).
+const RACY_NS: i64 = 20_000_000;
+
 /// Runs a backup. `cancel` stops it cleanly (no snapshot; uploaded data is
 /// kept for the rerun).
 pub fn backup(
@@ -256,6 +261,7 @@ pub fn backup(
             failure: &failure,
             root_dev: 0,
             chunk_buf: Vec::new(),
+            racy_before: started_ns - RACY_NS,
             zero_ids: std::collections::HashMap::new(),
         };
         let walked = w.walk_roots(&paths);
@@ -500,6 +506,7 @@ struct Walker<'a> {
     failure: &'a Failure,
     root_dev: u64,
     chunk_buf: Vec<u8>,
+    racy_before: i64,
     zero_ids: std::collections::HashMap<usize, Id>,
 }
 
@@ -697,7 +704,10 @@ impl Walker<'_> {
             Some(c) => c.lookup(pbytes, md),
             None => Lookup::New,
         };
-        let known = matches!(lookup, Lookup::Changed | Lookup::Hit(_));
+        let previous = match &lookup {
+            Lookup::Changed(ids) | Lookup::Hit(ids) => Some(ids.clone()),
+            Lookup::New => None,
+        };
         if let Lookup::Hit(ids) = lookup
             && ids
                 .iter()
@@ -780,10 +790,10 @@ impl Walker<'_> {
         self.summary.bytes_read += size;
         self.summary.total_bytes += size;
         self.progress.files.fetch_add(1, Ordering::Relaxed);
-        if known {
-            self.summary.changed_files += 1;
-        } else {
-            self.summary.new_files += 1;
+        match &previous {
+            Some(old) if *old == content => self.summary.unchanged_files += 1,
+            Some(_) => self.summary.changed_files += 1,
+            None => self.summary.new_files += 1,
         }
         let after = f.metadata().ok();
         let changed = after.as_ref().is_none_or(|a| {
@@ -799,7 +809,16 @@ impl Walker<'_> {
                 "changed while being read: the snapshot holds the bytes read, which may mix old and new contents",
             );
         } else if let Some(c) = &mut self.cache {
-            c.record(pbytes, md, &content);
+            // A file modified just before the backup started (within the
+            // kernel's coarse timestamp tick) could change again without
+            // its mtime moving: the next run reads it again, as git does
+            // with racily clean files.
+            let mtime = (md.mtime() as i128) * 1_000_000_000 + (md.mtime_nsec() as i128);
+            if mtime < self.racy_before as i128 {
+                c.record(pbytes, md, &content);
+            } else {
+                c.record_untrusted(pbytes, md, &content);
+            }
         }
         Ok(Some((content, size)))
     }

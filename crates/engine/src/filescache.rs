@@ -33,8 +33,8 @@ pub fn cmp_paths(a: &[u8], b: &[u8]) -> Ordering {
 pub enum Lookup {
     /// Unchanged since the last backup: these are its chunks.
     Hit(Vec<Id>),
-    /// Known, but changed.
-    Changed,
+    /// Known, but changed (or not trusted): these were its chunks.
+    Changed(Vec<Id>),
     /// Not in the cache.
     New,
 }
@@ -169,7 +169,7 @@ impl FilesCache {
                     let out = if hit {
                         Lookup::Hit(rec.content.clone())
                     } else {
-                        Lookup::Changed
+                        Lookup::Changed(rec.content.clone())
                     };
                     self.advance();
                     return out;
@@ -180,12 +180,27 @@ impl FilesCache {
 
     /// Records a file read (or reused) in this run.
     pub fn record(&mut self, path: &[u8], md: &std::fs::Metadata, content: &[Id]) {
+        self.write(path, md, content, false);
+    }
+
+    /// Records a file that must be read again next time (its mtime is too
+    /// recent to prove it unchanged); its chunks let the next run tell
+    /// whether it really changed.
+    pub fn record_untrusted(&mut self, path: &[u8], md: &std::fs::Metadata, content: &[Id]) {
+        self.write(path, md, content, true);
+    }
+
+    fn write(&mut self, path: &[u8], md: &std::fs::Metadata, content: &[Id], untrusted: bool) {
         let Some((w, _)) = &mut self.new else { return };
         let rec = Record {
             path: path.to_vec(),
             ino: md.ino(),
             size: md.size(),
-            mtime: (md.mtime(), md.mtime_nsec()),
+            mtime: if untrusted {
+                (i64::MIN, 0)
+            } else {
+                (md.mtime(), md.mtime_nsec())
+            },
             ctime: (md.ctime(), md.ctime_nsec()),
             content: content.to_vec(),
         };
@@ -253,7 +268,21 @@ mod tests {
         let mut c = FilesCache::open(&cp, false);
         assert_eq!(c.lookup(b"/x/f0", &m1), Lookup::New);
         assert_eq!(c.lookup(b"/x/f1", &m1), Lookup::Hit(vec![Id([1; 32])]));
-        assert_eq!(c.lookup(b"/x/f2", &m2b), Lookup::Changed);
+        assert_eq!(c.lookup(b"/x/f2", &m2b), Lookup::Changed(vec![Id([2; 32])]));
         assert_eq!(c.lookup(b"/x/f3", &m2b), Lookup::New);
+    }
+
+    #[test]
+    fn untrusted_entries_are_read_again() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        std::fs::write(&f, b"1").unwrap();
+        let m = f.metadata().unwrap();
+        let cp = d.path().join("files");
+        let mut c = FilesCache::open(&cp, true);
+        c.record_untrusted(b"/f", &m, &[Id([1; 32])]);
+        c.commit();
+        let mut c = FilesCache::open(&cp, false);
+        assert_eq!(c.lookup(b"/f", &m), Lookup::Changed(vec![Id([1; 32])]));
     }
 }

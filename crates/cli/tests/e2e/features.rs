@@ -300,7 +300,6 @@ fn features_one_file_system() {
 }
 
 #[test]
-#[ignore = "bug: `cairn backup --dry-run` never finishes (the unused job sender keeps the seal workers waiting)"]
 fn features_dry_run_writes_nothing() {
     let env = Env::new();
     let src = env.path("src");
@@ -938,7 +937,6 @@ fn features_source_paths() {
 }
 
 #[test]
-#[ignore = "bug: `cairn backup ..` stores a tree entry named \"..\"; the snapshot cannot be listed or restored (exit 3)"]
 fn features_backup_of_parent_directory_path() {
     let env = Env::new();
     let src = env.path("src");

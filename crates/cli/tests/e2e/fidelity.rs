@@ -662,7 +662,6 @@ fn fidelity_unprivileged_restore_reports_owners() {
 }
 
 #[test]
-#[ignore = "bug: restoring as non-root drops user.* xattrs of read-only files (meta::apply sets mode before xattrs)"]
 fn fidelity_unprivileged_restore_keeps_xattrs_of_read_only_files() {
     let env = Env::new();
     let src = env.path("src");
@@ -725,7 +724,6 @@ fn fidelity_restore_over_existing_tree() {
 }
 
 #[test]
-#[ignore = "bug: restore writes through an existing hard link at the destination into a file outside it"]
 fn fidelity_restore_does_not_write_through_hard_links() {
     let env = Env::new();
     let src = env.path("src");
