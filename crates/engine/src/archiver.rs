@@ -32,7 +32,7 @@ use cairn_format::blob::BlobKind;
 use cairn_format::index::IndexPack;
 use cairn_format::snapshot::{Body, Envelope};
 use cairn_format::tree::{Node, NodeType, Tree};
-use cairn_repo::{Repo, SealedBlob, WriteStats, write_index_file};
+use cairn_repo::{Repo, SealedBlob, StagedPack, WriteStats, write_index_file};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::exclude::Excluder;
@@ -236,11 +236,13 @@ pub fn backup(
             let failure = &failure;
             let session = &session;
             s.spawn(move || {
-                let mut sink = repo_ref.sink(session);
+                let mut data = repo_ref.sink(session);
+                let mut trees = repo_ref.sink(session);
                 if pack_size > 0 {
-                    sink = sink.with_target(pack_size);
+                    data = data.with_target(pack_size);
+                    trees = trees.with_target(pack_size);
                 }
-                run_sink(repo_ref, sink, sealed_rx, progress, failure)
+                run_sink(repo_ref, data, trees, sealed_rx, progress, failure)
             })
         };
         let mut w = Walker {
@@ -410,49 +412,99 @@ fn seal_worker(
 /// run recovers from their trailers anyway).
 const INDEX_EVERY: usize = 4;
 
+/// Trees go to packs of their own: listing, diffing and restoring walk
+/// every tree first, and finding them together in a few packs makes that a
+/// handful of reads instead of one per directory.
+///
+/// Finished packs are published (fsync, rename) and indexed by a separate
+/// thread, so the pipeline keeps filling the next pack while the disk
+/// syncs the last one; at most [`PUBLISH_QUEUE`] staged packs wait.
 fn run_sink(
     repo: &Repo,
-    mut sink: cairn_repo::PackSink,
+    mut data: cairn_repo::PackSink,
+    mut trees: cairn_repo::PackSink,
     rx: Receiver<SealedBlob>,
     progress: &Progress,
     failure: &Failure,
 ) -> Result<(Vec<IndexPack>, WriteStats)> {
-    let mut all = Vec::new();
-    let mut pending: Vec<IndexPack> = Vec::new();
     let storage = repo.storage();
-    let mut step = || -> Result<()> {
-        for blob in rx.iter() {
-            let len = blob.record.len() as u64;
-            if let Some(p) = sink.add(blob)? {
-                pending.push(p);
+    let (pub_tx, pub_rx) = bounded::<StagedPack>(PUBLISH_QUEUE);
+    let all = std::thread::scope(|s| {
+        let publisher = s.spawn(move || -> Result<Vec<IndexPack>> {
+            let mut all = Vec::new();
+            let mut pending: Vec<IndexPack> = Vec::new();
+            for staged in pub_rx {
+                pending.push(staged.publish()?);
                 if pending.len() >= INDEX_EVERY {
                     write_index_file(&**storage, &pending)?;
                     all.append(&mut pending);
                 }
             }
-            progress.added.fetch_add(len, Ordering::Relaxed);
-        }
-        if failure.is_set() {
-            return Ok(());
-        }
-        if let Some(p) = sink.finish_pack()? {
-            pending.push(p);
-        }
-        if !pending.is_empty() {
-            write_index_file(&**storage, &pending)?;
-            all.append(&mut pending);
-        }
-        Ok(())
-    };
-    match step() {
-        Ok(()) => Ok((all, sink.stats())),
-        Err(e) => {
+            if !pending.is_empty() {
+                write_index_file(&**storage, &pending)?;
+                all.append(&mut pending);
+            }
+            Ok(all)
+        });
+        let mut step = || -> Result<()> {
+            for blob in rx.iter() {
+                let len = blob.record.len() as u64;
+                let sink = if blob.kind == BlobKind::Tree {
+                    &mut trees
+                } else {
+                    &mut data
+                };
+                if let Some(p) = sink.add(blob)?
+                    && pub_tx.send(p).is_err()
+                {
+                    // The publisher failed; its error is reported below.
+                    return Ok(());
+                }
+                progress.added.fetch_add(len, Ordering::Relaxed);
+            }
+            if failure.is_set() {
+                return Ok(());
+            }
+            for sink in [&mut data, &mut trees] {
+                if let Some(p) = sink.finish_pack()?
+                    && pub_tx.send(p).is_err()
+                {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        };
+        let r = step();
+        drop(pub_tx);
+        if let Err(e) = r {
             // Stop the producers: dropping the receiver makes their sends fail.
             failure.set(e);
-            Ok((all, sink.stats()))
         }
-    }
+        match publisher.join() {
+            Ok(Ok(all)) => all,
+            Ok(Err(e)) => {
+                failure.set(e.into());
+                Vec::new()
+            }
+            Err(_) => {
+                failure.set(Error::Input(
+                    "internal error: pack publisher panicked".into(),
+                ));
+                Vec::new()
+            }
+        }
+    });
+    let (d, t) = (data.stats(), trees.stats());
+    let stats = WriteStats {
+        blobs: d.blobs + t.blobs,
+        bytes: d.bytes + t.bytes,
+        packs: d.packs + t.packs,
+    };
+    Ok((all, stats))
 }
+
+/// Staged packs waiting for the publisher (disk space, not memory).
+const PUBLISH_QUEUE: usize = 2;
 
 fn scan(paths: &[PathBuf], ex: &Excluder, one_fs: bool, p: &Progress, cancel: &AtomicBool) {
     let mut stack: Vec<PathBuf> = paths.to_vec();

@@ -42,7 +42,7 @@ pub struct RestoreOptions {
     pub includes: Vec<String>,
     /// Skip paths matching these patterns.
     pub excludes: Vec<String>,
-    /// Worker threads (0 = cores + 1).
+    /// Worker threads (0 = one per core).
     pub threads: usize,
 }
 
@@ -130,8 +130,8 @@ pub fn restore(
     };
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism()
-            .map(|n| n.get() + 1)
-            .unwrap_or(3)
+            .map(|n| n.get())
+            .unwrap_or(2)
     } else {
         opts.threads
     };

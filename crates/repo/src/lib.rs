@@ -18,7 +18,7 @@ pub use blobs::{BlobSealer, SealedBlob};
 pub use error::{Error, Result};
 pub use index::{Index, Location, PackInfo};
 pub use keys::{KeyMaterial, KeySource};
-pub use packer::{PackSink, WriteStats};
+pub use packer::{PackSink, StagedPack, WriteStats};
 pub use repo::{
     BlobReader, InitOptions, Repo, Session, init_options, read_config, read_pack_trailer,
     write_index_file,

@@ -113,8 +113,9 @@ impl PackSink {
         Ok(self.current.as_mut().expect("just opened"))
     }
 
-    /// Appends a blob; returns a pack when this blob completed one.
-    pub fn add(&mut self, blob: SealedBlob) -> Result<Option<IndexPack>> {
+    /// Appends a blob; returns a pack, complete on disk but not yet
+    /// published, when this blob filled one.
+    pub fn add(&mut self, blob: SealedBlob) -> Result<Option<StagedPack>> {
         let p = self.open()?;
         let length = u32::try_from(blob.record.len())
             .map_err(|_| Error::corrupt("blob", "record over 4 GiB"))?;
@@ -135,8 +136,10 @@ impl PackSink {
         Ok(None)
     }
 
-    /// Closes and publishes the open pack, if any.
-    pub fn finish_pack(&mut self) -> Result<Option<IndexPack>> {
+    /// Closes the open pack, if any: appends the trailer and flushes. The
+    /// result must still be published ([`StagedPack::publish`]), which a
+    /// separate thread can do while this sink fills the next pack.
+    pub fn finish_pack(&mut self) -> Result<Option<StagedPack>> {
         let Some(mut p) = self.current.take() else {
             return Ok(None);
         };
@@ -150,14 +153,58 @@ impl PackSink {
             .flush()
             .map_err(|e| cairn_storage::Error::io("write", &p.path, e))?;
         let id = Id(p.hasher.finalize());
-        self.storage.put_file(Kind::Pack, &id.to_hex(), &p.path)?;
-        p.published = true;
         self.stats.packs += 1;
-        Ok(Some(IndexPack {
-            pack: id,
-            size: p.len,
-            trailer,
+        // Ownership of the staging file moves to the staged pack.
+        p.published = true;
+        Ok(Some(StagedPack {
+            storage: self.storage.clone(),
+            path: p.path.clone(),
+            done: false,
+            pack: IndexPack {
+                pack: id,
+                size: p.len,
+                trailer,
+            },
         }))
+    }
+}
+
+/// A complete pack in the staging area, waiting to be published.
+pub struct StagedPack {
+    storage: Arc<dyn Storage>,
+    path: PathBuf,
+    done: bool,
+    /// The pack as an index file will list it.
+    pub pack: IndexPack,
+}
+
+impl StagedPack {
+    /// Makes the pack durable and visible under its name (fsync, rename,
+    /// fsync of the directory). Only then may an index file list it.
+    pub fn publish(mut self) -> Result<IndexPack> {
+        self.storage
+            .put_file(Kind::Pack, &self.pack.pack.to_hex(), &self.path)?;
+        self.done = true;
+        Ok(std::mem::replace(
+            &mut self.pack,
+            IndexPack {
+                pack: Id::default(),
+                size: 0,
+                trailer: PackTrailer {
+                    key_id: [0; 16],
+                    wrapped: [0; WRAPPED_LEN],
+                    entries: Vec::new(),
+                },
+            },
+        ))
+    }
+}
+
+impl Drop for StagedPack {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
