@@ -483,7 +483,7 @@ fn run_sink(
         match publisher.join() {
             Ok(Ok(all)) => all,
             Ok(Err(e)) => {
-                failure.set(e.into());
+                failure.set(e);
                 Vec::new()
             }
             Err(_) => {
