@@ -95,6 +95,9 @@ pub struct BackupArgs {
     /// Ignore the files cache (read every file).
     #[arg(long)]
     pub no_cache: bool,
+    /// zstd level for new data: 1 (fastest) to 19 (smallest), 0 = none.
+    #[arg(long, default_value_t = cairn_repo::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub compression: i32,
 }
 
 #[derive(Args, Debug)]

@@ -6,11 +6,13 @@ mod args;
 mod cmd;
 mod ctx;
 mod exit;
+mod malloc;
 mod output;
 
 use clap::Parser;
 
 fn main() {
+    malloc::fix_threshold();
     let args = args::Cli::parse();
     let code = match cmd::run(args) {
         Ok(code) => code,

@@ -41,7 +41,7 @@ use crate::meta::{Names, capture};
 use crate::{Error, Result, Warning, display_path};
 
 /// What to back up and how.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct BackupOptions {
     /// Source paths (made absolute).
     pub paths: Vec<PathBuf>,
@@ -71,6 +71,30 @@ pub struct BackupOptions {
     pub pack_size: u64,
     /// Count the source first so progress can show totals and an ETA.
     pub scan: bool,
+    /// zstd level (0 = store uncompressed).
+    pub compression: i32,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            paths: Vec::new(),
+            excludes: Vec::new(),
+            exclude_files: Vec::new(),
+            exclude_caches: false,
+            one_file_system: false,
+            tags: Vec::new(),
+            group: None,
+            dry_run: false,
+            cache_dir: None,
+            command: Vec::new(),
+            hostname: String::new(),
+            threads: 0,
+            pack_size: 0,
+            scan: false,
+            compression: cairn_repo::DEFAULT_LEVEL,
+        }
+    }
 }
 
 /// Live counters for a progress display.
@@ -226,7 +250,7 @@ pub fn backup(
         for _ in 0..threads {
             let rx = job_rx.clone();
             let tx = sealed_tx.clone();
-            let mut sealer = repo_ref.sealer(&session);
+            let mut sealer = repo_ref.sealer(&session, opts.compression);
             let failure = &failure;
             s.spawn(move || seal_worker(&mut sealer, rx, tx, failure));
         }

@@ -195,6 +195,48 @@ pub fn apply(path: &Path, n: &Node, as_root: bool) -> io::Result<ApplyOutcome> {
     Ok(out)
 }
 
+/// [`apply`] for a regular file that is open for writing: the same steps
+/// through the descriptor, which spares the kernel resolving a long path
+/// four times per file (a restore of many small files is mostly this).
+pub fn apply_file(f: &std::fs::File, n: &Node, as_root: bool) -> io::Result<ApplyOutcome> {
+    let mut out = ApplyOutcome::default();
+    let uid = rustix::fs::Uid::from_raw(n.uid);
+    let gid = rustix::fs::Gid::from_raw(n.gid);
+    let me = (rustix::process::geteuid(), rustix::process::getegid());
+    if me != (uid, gid) {
+        match rustix::fs::fchown(f, Some(uid), Some(gid)) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::PERM) if !as_root => {
+                out.owner_failed = true;
+                let _ = rustix::fs::fchown(f, None, Some(gid));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for (k, v) in &n.xattrs {
+        if let Err(e) = rustix::fs::fsetxattr(f, OsStr::from_bytes(k), v, XattrFlags::empty()) {
+            if e == rustix::io::Errno::PERM || e == rustix::io::Errno::ACCESS || unsupported(e) {
+                out.xattr_failed = true;
+            } else {
+                return Err(e.into());
+            }
+        }
+    }
+    rustix::fs::fchmod(f, Mode::from_raw_mode(n.mode))?;
+    let t = Timespec {
+        tv_sec: n.mtime.sec,
+        tv_nsec: i64::from(n.mtime.nsec) as _,
+    };
+    rustix::fs::futimens(
+        f,
+        &Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+    )?;
+    Ok(out)
+}
+
 /// Sets mtime (and atime to the same value) without following symlinks.
 pub fn set_times(path: &Path, n: &Node) -> io::Result<()> {
     let t = Timespec {

@@ -3,7 +3,9 @@
 //! The calling thread walks the trees, creates directories, symlinks and
 //! special files, and hands regular files to worker threads in batches of
 //! consecutive files, so each worker reads packs roughly in the order they
-//! were written and its read-ahead window serves many small files.
+//! were written and its read-ahead window serves many small files. Large
+//! files are cut into parts written in parallel at their offsets, so one
+//! big file does not leave the other cores idle.
 //! Every chunk is authenticated before a byte of it is written; a file
 //! whose data is damaged is removed rather than left with wrong bytes.
 //! Runs of zeros become holes, so sparse files stay sparse. Directory
@@ -12,11 +14,11 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use cairn_format::Id;
@@ -27,7 +29,7 @@ use crossbeam_channel::bounded;
 use ignore::gitignore::Gitignore;
 
 use crate::archiver::Progress;
-use crate::meta::{ApplyOutcome, apply, is_root, make_special};
+use crate::meta::{ApplyOutcome, apply, apply_file, is_root, make_special};
 use crate::walk::{find, join, root_node};
 use crate::{Error, Result, Warning};
 
@@ -97,7 +99,7 @@ impl Shared {
     }
 }
 
-type Batch = Vec<(PathBuf, Node)>;
+type Batch = Vec<Part>;
 
 /// Restores the tree `root` of a snapshot.
 pub fn restore(
@@ -137,6 +139,8 @@ pub fn restore(
     };
     let (tx, rx) = bounded::<Batch>(threads);
     let mut plan = Plan {
+        index: repo.index(),
+        fresh_dirs: std::collections::HashSet::new(),
         includes: includes.as_ref(),
         excludes: excludes.as_ref(),
         dirs: Vec::new(),
@@ -153,22 +157,17 @@ pub fn restore(
             let rx = rx.clone();
             let shared = &shared;
             s.spawn(move || {
-                let mut reader = repo.reader();
-                let mut data = Vec::new();
+                let mut w = Worker {
+                    reader: repo.reader(),
+                    data: Vec::new(),
+                    holds: None,
+                };
                 for batch in rx {
-                    for (dest, node) in batch {
+                    for part in batch {
                         if cancel.load(Ordering::Relaxed) {
                             return;
                         }
-                        restore_file(
-                            &mut reader,
-                            &dest,
-                            &node,
-                            as_root,
-                            shared,
-                            progress,
-                            &mut data,
-                        );
+                        restore_part(&mut w, part, as_root, shared, progress);
                     }
                 }
             });
@@ -223,6 +222,9 @@ pub fn restore(
 }
 
 struct Plan<'a> {
+    index: &'a cairn_repo::Index,
+    /// Directories this restore created (empty when made).
+    fresh_dirs: std::collections::HashSet<PathBuf>,
     includes: Option<&'a Gitignore>,
     excludes: Option<&'a Gitignore>,
     dirs: Vec<(PathBuf, Node)>,
@@ -237,6 +239,8 @@ struct Plan<'a> {
 
 const BATCH_BYTES: u64 = 8 << 20;
 const BATCH_FILES: usize = 256;
+/// Files larger than this are split between workers.
+const PART_BYTES: u64 = 16 << 20;
 
 impl Plan<'_> {
     fn wanted(&self, snap_path: &[u8], is_dir: bool) -> (bool, bool) {
@@ -315,7 +319,10 @@ impl Plan<'_> {
         if !take {
             return Ok(());
         }
-        if let Some(parent) = d.parent() {
+        // Without --include every directory was made on the way down.
+        if let Some(parent) = d.parent()
+            && self.includes.is_some()
+        {
             self.mkdir(parent)?;
         }
         match n.node_type() {
@@ -327,11 +334,7 @@ impl Plan<'_> {
                     }
                     self.first_link.insert(link, d.to_path_buf());
                 }
-                self.batch_bytes += n.size;
-                self.batch.push((d.to_path_buf(), n.clone()));
-                if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_FILES {
-                    self.flush(tx);
-                }
+                self.add_file(d, n, tx)?;
             }
             NodeType::Symlink => {
                 remove_existing(d);
@@ -358,6 +361,66 @@ impl Plan<'_> {
         Ok(())
     }
 
+    /// Queues a file, split into parts of about [`PART_BYTES`] so that
+    /// large files are written by every worker at once.
+    fn add_file(
+        &mut self,
+        d: &Path,
+        n: &Node,
+        tx: &crossbeam_channel::Sender<Batch>,
+    ) -> Result<()> {
+        let mut cuts = vec![(0usize, 0u64)];
+        let mut off = 0u64;
+        let mut since = 0u64;
+        for (i, id) in n.content.iter().enumerate() {
+            if since >= PART_BYTES {
+                cuts.push((i, off));
+                since = 0;
+            }
+            let len = self
+                .index
+                .get(id)
+                .map(|l| u64::from(l.raw_len))
+                .unwrap_or(0);
+            off += len;
+            since += len;
+        }
+        let split = cuts.len() > 1;
+        if split {
+            remove_existing(d);
+            let f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(d)
+                .and_then(|f| f.set_len(off));
+            if let Err(e) = f {
+                self.shared.warn(d, format!("not restored: {e}"));
+                return Ok(());
+            }
+        }
+        let job = Arc::new(FileJob {
+            dest: d.to_path_buf(),
+            node: n.clone(),
+            split,
+            fresh: self.fresh_dirs.contains(d.parent().unwrap_or(d)),
+            parts_left: AtomicUsize::new(cuts.len()),
+            failed: Mutex::new(None),
+        });
+        for (k, &(first, offset)) in cuts.iter().enumerate() {
+            let last = cuts.get(k + 1).map(|c| c.0).unwrap_or(n.content.len());
+            self.batch_bytes += cuts.get(k + 1).map(|c| c.1).unwrap_or(off) - offset;
+            self.batch.push(Part {
+                file: job.clone(),
+                chunks: first..last,
+                offset,
+            });
+            if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_FILES {
+                self.flush(tx);
+            }
+        }
+        Ok(())
+    }
+
     fn finish_special(&mut self, d: &Path, n: &Node) {
         self.shared.with(|s| s.others += 1);
         match apply(d, n, self.as_root) {
@@ -366,7 +429,10 @@ impl Plan<'_> {
         }
     }
 
-    fn mkdir(&self, d: &Path) -> Result<()> {
+    fn mkdir(&mut self, d: &Path) -> Result<()> {
+        if self.fresh_dirs.contains(d) {
+            return Ok(());
+        }
         match std::fs::symlink_metadata(d) {
             Ok(m) if m.is_dir() => return Ok(()),
             Ok(_) => remove_existing(d),
@@ -376,7 +442,9 @@ impl Plan<'_> {
             op: "create directory",
             path: d.to_path_buf(),
             source: e,
-        })
+        })?;
+        self.fresh_dirs.insert(d.to_path_buf());
+        Ok(())
     }
 
     fn flush(&mut self, tx: &crossbeam_channel::Sender<Batch>) {
@@ -406,27 +474,76 @@ fn remove_existing(d: &Path) {
     }
 }
 
-fn restore_file(
-    reader: &mut BlobReader<'_>,
-    dest: &Path,
-    n: &Node,
+/// A regular file being restored, possibly by several workers at once.
+struct FileJob {
+    dest: PathBuf,
+    node: Node,
+    /// Split files are created (at full length) by the walker; a file in
+    /// one part is created by the worker that writes it.
+    split: bool,
+    /// Created in a directory this restore made, so nothing is in the way.
+    fresh: bool,
+    parts_left: AtomicUsize,
+    failed: Mutex<Option<Error>>,
+}
+
+/// A run of consecutive chunks of one file, written at `offset`.
+struct Part {
+    file: Arc<FileJob>,
+    chunks: std::ops::Range<usize>,
+    offset: u64,
+}
+
+/// Per-worker state: the reader, a reused data buffer and the ID of the
+/// blob it holds (a sparse image repeats its zero chunk thousands of times;
+/// it is read and verified once).
+struct Worker<'r> {
+    reader: BlobReader<'r>,
+    data: Vec<u8>,
+    holds: Option<Id>,
+}
+
+fn restore_part(
+    w: &mut Worker<'_>,
+    part: Part,
     as_root: bool,
     shared: &Shared,
     progress: &Progress,
-    data: &mut Vec<u8>,
 ) {
-    match write_file(reader, dest, n, progress, data) {
-        Ok(()) => {
+    let file = &part.file;
+    let fd = match write_part(w, &part, progress) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let mut f = file.failed.lock().unwrap_or_else(|p| p.into_inner());
+            if f.is_none() {
+                *f = Some(e);
+            }
+            None
+        }
+    };
+    if file.parts_left.fetch_sub(1, Ordering::AcqRel) != 1 {
+        return;
+    }
+    // The last part to finish completes the file.
+    let dest = &file.dest;
+    let failed = file.failed.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match failed {
+        None => {
             shared.with(|s| {
                 s.files += 1;
-                s.bytes += n.size;
+                s.bytes += file.node.size;
             });
-            match apply(dest, n, as_root) {
+            progress.files.fetch_add(1, Ordering::Relaxed);
+            let applied = match &fd {
+                Some(f) => apply_file(f, &file.node, as_root),
+                None => apply(dest, &file.node, as_root),
+            };
+            match applied {
                 Ok(o) => shared.outcome(o),
                 Err(e) => shared.warn(dest, format!("metadata not applied: {e}")),
             }
         }
-        Err(e) => {
+        Some(e) => {
             let _ = std::fs::remove_file(dest);
             if e.is_integrity() {
                 shared.with(|s| s.damaged_files += 1);
@@ -438,56 +555,71 @@ fn restore_file(
     }
 }
 
-fn write_file(
-    reader: &mut BlobReader<'_>,
-    dest: &Path,
-    n: &Node,
-    progress: &Progress,
-    data: &mut Vec<u8>,
-) -> Result<()> {
+fn write_part(w: &mut Worker<'_>, part: &Part, progress: &Progress) -> Result<Option<File>> {
+    use std::os::unix::fs::FileExt;
+    let file = &part.file;
+    let dest = &file.dest;
     let io = |op, e| Error::Io {
         op,
         path: dest.to_path_buf(),
         source: e,
     };
-    // Never write through what is already there: an existing file may be
-    // a hard link to, or a symlink towards, something outside the target.
-    remove_existing(dest);
-    let mut f: File = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(dest)
-        .map_err(|e| io("create", e))?;
-    let mut pos = 0u64;
-    let mut hole = false;
-    for id in &n.content {
-        let kind = reader.load_into(id, data)?;
-        if kind != BlobKind::Chunk {
-            return Err(Error::Repo(cairn_repo::Error::MissingBlob(*id)));
+    if file.failed.lock().map(|f| f.is_some()).unwrap_or(true) {
+        return Ok(None);
+    }
+    let f: File = if file.split {
+        OpenOptions::new().write(true).open(dest)
+    } else {
+        // Never write through what is already there: an existing file may
+        // be a hard link to, or a symlink towards, something outside. A
+        // directory this restore created is known to be empty.
+        if !file.fresh {
+            remove_existing(dest);
         }
-        // Write non-zero 4 KiB blocks; skip zero blocks to leave holes.
+        OpenOptions::new().write(true).create_new(true).open(dest)
+    }
+    .map_err(|e| io("create", e))?;
+    let mut pos = part.offset;
+    let mut written = pos;
+    for id in &file.node.content[part.chunks.clone()] {
+        if w.holds != Some(*id) {
+            w.holds = None;
+            let kind = w.reader.load_into(id, &mut w.data)?;
+            if kind != BlobKind::Chunk {
+                return Err(Error::Repo(cairn_repo::Error::MissingBlob(*id)));
+            }
+            w.holds = Some(*id);
+        }
+        // Write runs of non-zero 4 KiB blocks; zero blocks stay holes.
+        let data = &w.data;
+        let mut run = 0;
         let mut off = 0;
         while off < data.len() {
             let end = (off + 4096).min(data.len());
-            let block = &data[off..end];
-            if block.len() == 4096 && block.iter().all(|&b| b == 0) {
-                hole = true;
-            } else {
-                if hole {
-                    f.seek(SeekFrom::Start(pos + off as u64))
-                        .map_err(|e| io("seek", e))?;
-                    hole = false;
+            if end - off == 4096 && data[off..end].iter().all(|&b| b == 0) {
+                if run < off {
+                    f.write_all_at(&data[run..off], pos + run as u64)
+                        .map_err(|e| io("write", e))?;
                 }
-                f.write_all(block).map_err(|e| io("write", e))?;
+                run = end;
             }
             off = end;
         }
+        if run < data.len() {
+            f.write_all_at(&data[run..], pos + run as u64)
+                .map_err(|e| io("write", e))?;
+        }
         pos += data.len() as u64;
+        if run < data.len() {
+            written = pos;
+        }
         progress
             .bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
     }
-    f.set_len(pos).map_err(|e| io("set length of", e))?;
-    progress.files.fetch_add(1, Ordering::Relaxed);
-    Ok(())
+    if !file.split && written != pos {
+        // The file ends in a hole: give it its full length.
+        f.set_len(pos).map_err(|e| io("set length of", e))?;
+    }
+    Ok(Some(f))
 }

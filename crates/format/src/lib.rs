@@ -24,3 +24,6 @@ pub const FORMAT_MAJOR: u32 = 1;
 /// Minor format version: additions an older reader of the same major can
 /// safely ignore (new optional fields).
 pub const FORMAT_MINOR: u32 = 0;
+
+#[cfg(test)]
+mod proptests;

@@ -10,8 +10,8 @@ use cairn_format::blob::{BlobHeader, BlobKind, Compression, decode_record};
 
 use crate::{Error, Result};
 
-/// zstd level: 3 is zstd's default and matches borg's `zstd,3`.
-const ZSTD_LEVEL: i32 = 3;
+/// Default zstd level: 3 is zstd's default and matches borg's `zstd,3`.
+pub const DEFAULT_LEVEL: i32 = 3;
 /// A chunk is tried on this sample first; if the sample does not shrink,
 /// the chunk is stored uncompressed and the full compression is skipped.
 const SAMPLE: usize = 64 * 1024;
@@ -32,22 +32,29 @@ pub struct SealedBlob {
 /// Compresses and seals blobs under one session key.
 pub struct BlobSealer {
     key: SealKey,
+    level: i32,
     zstd: zstd::bulk::Compressor<'static>,
     scratch: Vec<u8>,
 }
 
 impl Clone for BlobSealer {
     fn clone(&self) -> Self {
-        BlobSealer::new(self.key.clone())
+        BlobSealer::with_level(self.key.clone(), self.level)
     }
 }
 
 impl BlobSealer {
     /// A sealer for `key`.
     pub fn new(key: SealKey) -> Self {
+        Self::with_level(key, DEFAULT_LEVEL)
+    }
+
+    /// A sealer compressing at zstd `level` (0 stores everything as is).
+    pub fn with_level(key: SealKey, level: i32) -> Self {
         BlobSealer {
             key,
-            zstd: zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("zstd context"),
+            level,
+            zstd: zstd::bulk::Compressor::new(level.max(1)).expect("zstd context"),
             scratch: Vec::new(),
         }
     }
@@ -55,7 +62,7 @@ impl BlobSealer {
     /// Whether compressing a sample of `plain` pays: incompressible data
     /// (media, archives, encrypted files) skips the full zstd pass.
     fn worth_compressing(&mut self, plain: &[u8]) -> bool {
-        if plain.len() < 64 {
+        if plain.len() < 64 || self.level == 0 {
             return false;
         }
         if plain.len() <= 2 * SAMPLE {

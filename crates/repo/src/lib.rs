@@ -14,7 +14,7 @@ mod packer;
 mod repo;
 pub mod snapshots;
 
-pub use blobs::{BlobSealer, SealedBlob};
+pub use blobs::{BlobSealer, DEFAULT_LEVEL, SealedBlob};
 pub use error::{Error, Result};
 pub use index::{Index, Location, PackInfo};
 pub use keys::{KeyMaterial, KeySource};

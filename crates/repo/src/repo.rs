@@ -260,8 +260,8 @@ impl Repo {
     }
 
     /// A blob sealer for a session.
-    pub fn sealer(&self, s: &Session) -> BlobSealer {
-        BlobSealer::new(s.key.clone())
+    pub fn sealer(&self, s: &Session, level: i32) -> BlobSealer {
+        BlobSealer::with_level(s.key.clone(), level)
     }
 
     /// Writes a snapshot. Call only once every pack and index file it needs

@@ -36,6 +36,7 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<i32> {
         threads: 0,
         pack_size: a.pack_size.unwrap_or(0),
         scan: ctx.progress(),
+        compression: a.compression,
     };
     let progress = Arc::new(Progress::default());
     let cancel = cancel_flag();
