@@ -83,12 +83,12 @@ def main():
         f = facts(scen)
         if not f:
             continue
-        print("**%s**: repository bytes (final): " % scen + ", ".join(
-            "%s %.0f MiB" % (t, int(f[t].get("repo_bytes_final", 0)) / 1048576) for t in f))
+        line = "**%s**: repository bytes (final): " % scen + ", ".join(
+            "%s %.0f MiB" % (t, int(f[t].get("repo_bytes_final", 0)) / 1048576) for t in f)
         if "cairn" in f and "borg-zstd3" in f:
             a, b = int(f["cairn"].get("repo_bytes_final", 0)), int(f["borg-zstd3"].get("repo_bytes_final", 1))
-            print("; cairn/borg-zstd3 = %.3f (bar <= 1.05)" % (a / b))
-        print("; restores: " + ", ".join("%s %s" % (t, verify(scen, t)) for t in f) + "\n")
+            line += "; cairn/borg-zstd3 = %.3f (bar <= 1.05)" % (a / b)
+        print(line + ". Restores: " + ", ".join("%s %s" % (t, verify(scen, t)) for t in f) + ".\n")
     peak = []
     for scen in ("mixed", "small"):
         for (t, st), r in rows(scen).items():

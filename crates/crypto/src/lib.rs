@@ -217,24 +217,9 @@ impl SealKey {
 
     /// Opens `nonce || ciphertext || tag`, checking it against `aad`.
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
-        if sealed.len() < SEAL_OVERHEAD {
-            return Err(Error::Truncated(sealed.len()));
-        }
-        let (nonce, rest) = sealed.split_at(NONCE_LEN);
-        let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
-        let mut buf = ct.to_vec();
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().expect("nonce length");
-        let tag: [u8; TAG_LEN] = tag.try_into().expect("tag length");
-        let cipher = XChaCha20Poly1305::new(&self.0.into());
-        cipher
-            .decrypt_inout_detached(
-                &XNonce::from(nonce),
-                aad,
-                buf.as_mut_slice().into(),
-                &Tag::from(tag),
-            )
-            .map_err(|_| Error::Auth)?;
-        Ok(buf)
+        let mut out = Vec::new();
+        self.open_into(aad, sealed, &mut out)?;
+        Ok(out)
     }
 }
 

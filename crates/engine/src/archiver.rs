@@ -223,13 +223,7 @@ pub fn backup(
         },
         repo.keys().dedup.chunker_seed(),
     );
-    let threads = if opts.threads == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    } else {
-        opts.threads
-    };
+    let threads = crate::threads(opts.threads);
     let cache_path = opts.cache_dir.as_ref().map(|d| {
         let h = cairn_crypto::plain_hash(summary.group.as_bytes());
         d.join(format!("files-{}", hex::encode(&h[..8])))

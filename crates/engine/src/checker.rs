@@ -250,13 +250,7 @@ fn read_packs(
     for v in &mut by_pack {
         v.sort_by_key(|e| e.1.offset);
     }
-    let threads = if opts.threads == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    } else {
-        opts.threads
-    };
+    let threads = crate::threads(opts.threads);
     let next = AtomicUsize::new(0);
     let found: Mutex<Found> = Mutex::new((Vec::new(), Vec::new(), 0, 0));
     std::thread::scope(|s| {

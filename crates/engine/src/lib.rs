@@ -27,3 +27,13 @@ pub struct Warning {
 pub fn display_path(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
+
+/// Worker threads to use: `requested`, or one per core when 0.
+pub fn threads(requested: usize) -> usize {
+    if requested > 0 {
+        return requested;
+    }
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}

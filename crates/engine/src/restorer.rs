@@ -130,13 +130,7 @@ pub fn restore(
     let shared = Shared {
         summary: Mutex::new(RestoreSummary::default()),
     };
-    let threads = if opts.threads == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    } else {
-        opts.threads
-    };
+    let threads = crate::threads(opts.threads);
     let (tx, rx) = bounded::<Batch>(threads);
     let mut plan = Plan {
         index: repo.index(),
