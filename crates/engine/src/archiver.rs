@@ -295,8 +295,10 @@ pub fn backup(
     if let Some(e) = failure.take() {
         return Err(e);
     }
-    let (packs, stats) = sink_result?;
-    repo.note_indexed(&packs);
+    // This run's packs are in index files on disk; the in-memory index is
+    // not extended with them (a million new blobs would double the memory
+    // a backup needs), so `repo` must be reopened to read them.
+    let stats = sink_result?;
     let (root, cache) = walk_result?;
     if cancel.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
@@ -444,25 +446,23 @@ fn run_sink(
     rx: Receiver<SealedBlob>,
     progress: &Progress,
     failure: &Failure,
-) -> Result<(Vec<IndexPack>, WriteStats)> {
+) -> Result<WriteStats> {
     let storage = repo.storage();
     let (pub_tx, pub_rx) = bounded::<StagedPack>(PUBLISH_QUEUE);
-    let all = std::thread::scope(|s| {
-        let publisher = s.spawn(move || -> Result<Vec<IndexPack>> {
-            let mut all = Vec::new();
+    std::thread::scope(|s| {
+        let publisher = s.spawn(move || -> Result<()> {
             let mut pending: Vec<IndexPack> = Vec::new();
             for staged in pub_rx {
                 pending.push(staged.publish()?);
                 if pending.len() >= INDEX_EVERY {
                     write_index_file(&**storage, &pending)?;
-                    all.append(&mut pending);
+                    pending.clear();
                 }
             }
             if !pending.is_empty() {
                 write_index_file(&**storage, &pending)?;
-                all.append(&mut pending);
             }
-            Ok(all)
+            Ok(())
         });
         let mut step = || -> Result<()> {
             for blob in rx.iter() {
@@ -499,17 +499,11 @@ fn run_sink(
             failure.set(e);
         }
         match publisher.join() {
-            Ok(Ok(all)) => all,
-            Ok(Err(e)) => {
-                failure.set(e);
-                Vec::new()
-            }
-            Err(_) => {
-                failure.set(Error::Input(
-                    "internal error: pack publisher panicked".into(),
-                ));
-                Vec::new()
-            }
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failure.set(e),
+            Err(_) => failure.set(Error::Input(
+                "internal error: pack publisher panicked".into(),
+            )),
         }
     });
     let (d, t) = (data.stats(), trees.stats());
@@ -518,7 +512,7 @@ fn run_sink(
         bytes: d.bytes + t.bytes,
         packs: d.packs + t.packs,
     };
-    Ok((all, stats))
+    Ok(stats)
 }
 
 /// Staged packs waiting for the publisher (disk space, not memory).
@@ -567,7 +561,10 @@ struct Walker<'a> {
     excluder: &'a Excluder,
     opts: &'a BackupOptions,
     jobs: Option<Sender<Job>>,
-    pending: HashSet<Id>,
+    /// Blobs sent for writing in this run, by the first 128 bits of their
+    /// ID (half the memory of full IDs; a false match needs a 2^-64
+    /// coincidence among billions of blobs).
+    pending: HashSet<u128>,
     cache: Option<FilesCache>,
     names: Names,
     summary: &'a mut BackupSummary,
@@ -781,7 +778,7 @@ impl Walker<'_> {
         if let Lookup::Hit(ids) = lookup
             && ids
                 .iter()
-                .all(|id| self.repo.index().contains(id) || self.pending.contains(id))
+                .all(|id| self.repo.index().contains(id) || self.pending.contains(&short(id)))
         {
             self.summary.unchanged_files += 1;
             self.summary.total_bytes += md.size();
@@ -838,7 +835,7 @@ impl Walker<'_> {
             self.progress
                 .bytes
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            if !self.repo.index().contains(&id) && self.pending.insert(id) {
+            if !self.repo.index().contains(&id) && self.pending.insert(short(&id)) {
                 self.summary.raw_bytes_added += chunk.len() as u64;
                 if let Some(tx) = &self.jobs {
                     let job = Job::Blob {
@@ -896,7 +893,7 @@ impl Walker<'_> {
     fn finish_tree(&mut self, tree: Tree) -> Result<Id> {
         let data = tree.encode();
         let id = self.repo.blob_id(&data);
-        if !self.repo.index().contains(&id) && self.pending.insert(id) {
+        if !self.repo.index().contains(&id) && self.pending.insert(short(&id)) {
             self.summary.raw_bytes_added += data.len() as u64;
             if let Some(tx) = &self.jobs {
                 let job = Job::Blob {
@@ -913,6 +910,11 @@ impl Walker<'_> {
         }
         Ok(id)
     }
+}
+
+/// The first 128 bits of an ID, for the in-flight set.
+fn short(id: &Id) -> u128 {
+    u128::from_le_bytes(id.0[..16].try_into().expect("16 bytes"))
 }
 
 /// Whether a chunk is all zeros; stops at the first non-zero block.

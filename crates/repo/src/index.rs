@@ -93,6 +93,53 @@ impl Index {
         added
     }
 
+    /// Bulk loading, used when opening a repository: appends entries
+    /// unsorted to a vector reserved to its final size by the caller,
+    /// which then calls [`Index::finish_bulk`] once. This keeps a large
+    /// index at one allocation of its exact size instead of repeated
+    /// merges that briefly need twice the memory.
+    pub fn add_packs_bulk(&mut self, packs: &[IndexPack]) {
+        for p in packs {
+            if self.pack_pos.contains_key(&p.pack) {
+                continue;
+            }
+            let pos = self.packs.len() as u32;
+            self.packs.push(PackInfo {
+                id: p.pack,
+                size: p.size,
+                key_id: p.trailer.key_id,
+                wrapped: p.trailer.wrapped,
+                blobs: p.trailer.entries.len() as u32,
+            });
+            self.pack_pos.insert(p.pack, pos);
+            self.sorted.extend(p.trailer.entries.iter().map(|e| {
+                (
+                    e.id,
+                    Location {
+                        pack: pos,
+                        offset: e.offset,
+                        length: e.length,
+                        raw_len: e.raw_len,
+                        kind: e.kind,
+                    },
+                )
+            }));
+        }
+    }
+
+    /// Reserves room for `n` more bulk-loaded entries.
+    pub fn reserve(&mut self, n: usize) {
+        self.sorted.reserve_exact(n);
+    }
+
+    /// Sorts what [`Index::add_packs_bulk`] appended; the first location
+    /// of a blob stored twice wins.
+    pub fn finish_bulk(&mut self) {
+        self.sorted.sort_by_key(|e| e.0);
+        self.sorted.dedup_by_key(|e| e.0);
+        self.sorted.shrink_to_fit();
+    }
+
     /// Folds the recent map into the sorted vector.
     pub fn merge(&mut self) {
         if self.recent.is_empty() {

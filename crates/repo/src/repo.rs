@@ -176,33 +176,47 @@ impl Repo {
     }
 
     fn load_index(&mut self) -> Result<()> {
-        for obj in self.storage.list(Kind::Index)? {
-            // An index file is named by the hash of its bytes: one that does
-            // not match is damaged even if it still decodes, and is not used
-            // (the next backup re-indexes its packs from their trailers).
-            let parsed = self
-                .storage
-                .get(Kind::Index, &obj.name)
-                .map_err(|e| e.to_string())
-                .and_then(|d| {
-                    if Id(cairn_crypto::plain_hash(&d)).to_hex() != obj.name {
-                        return Err(
-                            "contents do not match its name (damaged); the next backup re-indexes its packs from their trailers".to_string(),
-                        );
-                    }
-                    index::decode(&d).map_err(|e| e.to_string())
-                });
-            match parsed {
+        let objs = self.storage.list(Kind::Index)?;
+        // Two passes: count the entries, then load them into one vector of
+        // exactly that size (index files are small; reading them twice
+        // costs far less than holding a million entries twice).
+        let mut total = 0usize;
+        let mut good = Vec::with_capacity(objs.len());
+        for obj in objs {
+            match self.read_index_file(&obj.name) {
                 Ok(packs) => {
-                    self.index.add_packs(&packs);
+                    total += packs.iter().map(|p| p.trailer.entries.len()).sum::<usize>();
+                    good.push(obj.name);
                 }
                 Err(e) => self
                     .index_problems
                     .push(format!("index file {}: {e}", obj.name)),
             }
         }
-        self.index.merge();
+        self.index.reserve(total);
+        for name in good {
+            match self.read_index_file(&name) {
+                Ok(packs) => self.index.add_packs_bulk(&packs),
+                Err(e) => self.index_problems.push(format!("index file {name}: {e}")),
+            }
+        }
+        self.index.finish_bulk();
         Ok(())
+    }
+
+    /// Reads, verifies against its name, and decodes one index file.
+    fn read_index_file(&self, name: &str) -> std::result::Result<Vec<IndexPack>, String> {
+        // An index file is named by the hash of its bytes: one that does
+        // not match is damaged even if it still decodes, and is not used
+        // (the next backup re-indexes its packs from their trailers).
+        let d = self
+            .storage
+            .get(Kind::Index, name)
+            .map_err(|e| e.to_string())?;
+        if Id(cairn_crypto::plain_hash(&d)).to_hex() != name {
+            return Err("contents do not match its name (damaged); the next backup re-indexes its packs from their trailers".to_string());
+        }
+        index::decode(&d).map_err(|e| e.to_string())
     }
 
     /// Finds packs that no index file lists (left by an interrupted backup),
