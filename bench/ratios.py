@@ -3,7 +3,10 @@
 ratio table of bench/results.md: Cairn against restic and borg, measured in
 the same run, with the issue's bars.
 
-  bench/ratios.py bench/peers > bench/results.md
+  bench/ratios.py bench/peers [bench/peers-200k bench/peers-1m] > bench/results.md
+
+The optional pair of directories holds Cairn-only runs on 200k and 1M small
+files (same binary, back to back) for the memory-scaling figure.
 """
 import csv
 import os
@@ -11,6 +14,7 @@ import sys
 
 OUT = sys.argv[1]
 RAW = os.path.join(OUT, "raw")
+SCALE = sys.argv[2:4] if len(sys.argv) >= 4 else None
 
 # (scenario, step, bar as a ratio to restic's wall time)
 BARS = [
@@ -97,6 +101,26 @@ def main():
     if peak:
         m = max(peak)
         print("Cairn's peak RSS over every step: %.0f MiB (%s %s); bar <= 64 MiB." % m)
+
+    if SCALE:
+        print("\n## Memory from 200k to 1M small files (Cairn only)\n")
+        print("| step | 200k s | 1M s | 200k RSS MiB | 1M RSS MiB | growth |")
+        print("|---|---|---|---|---|---|")
+        runs = []
+        for d in SCALE:
+            p = os.path.join(d, "raw", "small", "results.tsv")
+            with open(p) as f:
+                runs.append({r[2]: r for r in csv.reader(f, delimiter="\t") if r and r[1] == "cairn"})
+        peaks = [0, 0]
+        for st in ("backup-initial", "backup-nochange", "restore"):
+            a, b = runs[0].get(st), runs[1].get(st)
+            if not a or not b:
+                continue
+            ra, rb = int(a[6]) / 1024, int(b[6]) / 1024
+            peaks = [max(peaks[0], ra), max(peaks[1], rb)]
+            print("| %s | %.1f | %.1f | %.0f | %.0f | %+.0f%% |" % (st, float(a[3]), float(b[3]), ra, rb, 100 * (rb / ra - 1)))
+        print("\nPeak over the steps: %.0f MiB at 200k, %.0f MiB at 1M (%+.0f%%; bar < +25%%)." % (
+            peaks[0], peaks[1], 100 * (peaks[1] / peaks[0] - 1)))
 
 
 main()
