@@ -53,10 +53,37 @@ pub struct Index {
 
 const MERGE_AT: usize = 1 << 16;
 
+fn location(pack: u32, e: &cairn_format::pack::PackEntry) -> Location {
+    Location {
+        pack,
+        offset: e.offset,
+        length: e.length,
+        raw_len: e.raw_len,
+        kind: e.kind,
+    }
+}
+
 impl Index {
     /// An empty index.
     pub fn new() -> Self {
         Index::default()
+    }
+
+    /// Records a pack; `None` if it is known already.
+    fn register(&mut self, p: &IndexPack) -> Option<u32> {
+        if self.pack_pos.contains_key(&p.pack) {
+            return None;
+        }
+        let pos = self.packs.len() as u32;
+        self.packs.push(PackInfo {
+            id: p.pack,
+            size: p.size,
+            key_id: p.trailer.key_id,
+            wrapped: p.trailer.wrapped,
+            blobs: p.trailer.entries.len() as u32,
+        });
+        self.pack_pos.insert(p.pack, pos);
+        Some(pos)
     }
 
     /// Adds the packs of one index file. Returns the number of packs that
@@ -64,26 +91,11 @@ impl Index {
     pub fn add_packs(&mut self, packs: &[IndexPack]) -> usize {
         let mut added = 0;
         for p in packs {
-            if self.pack_pos.contains_key(&p.pack) {
+            let Some(pos) = self.register(p) else {
                 continue;
-            }
-            let pos = self.packs.len() as u32;
-            self.packs.push(PackInfo {
-                id: p.pack,
-                size: p.size,
-                key_id: p.trailer.key_id,
-                wrapped: p.trailer.wrapped,
-                blobs: p.trailer.entries.len() as u32,
-            });
-            self.pack_pos.insert(p.pack, pos);
+            };
             for e in &p.trailer.entries {
-                self.recent.entry(e.id).or_insert(Location {
-                    pack: pos,
-                    offset: e.offset,
-                    length: e.length,
-                    raw_len: e.raw_len,
-                    kind: e.kind,
-                });
+                self.recent.entry(e.id).or_insert(location(pos, e));
             }
             added += 1;
         }
@@ -100,30 +112,11 @@ impl Index {
     /// merges that briefly need twice the memory.
     pub fn add_packs_bulk(&mut self, packs: &[IndexPack]) {
         for p in packs {
-            if self.pack_pos.contains_key(&p.pack) {
+            let Some(pos) = self.register(p) else {
                 continue;
-            }
-            let pos = self.packs.len() as u32;
-            self.packs.push(PackInfo {
-                id: p.pack,
-                size: p.size,
-                key_id: p.trailer.key_id,
-                wrapped: p.trailer.wrapped,
-                blobs: p.trailer.entries.len() as u32,
-            });
-            self.pack_pos.insert(p.pack, pos);
-            self.sorted.extend(p.trailer.entries.iter().map(|e| {
-                (
-                    e.id,
-                    Location {
-                        pack: pos,
-                        offset: e.offset,
-                        length: e.length,
-                        raw_len: e.raw_len,
-                        kind: e.kind,
-                    },
-                )
-            }));
+            };
+            self.sorted
+                .extend(p.trailer.entries.iter().map(|e| (e.id, location(pos, e))));
         }
     }
 

@@ -120,28 +120,25 @@ impl Repo {
         let config = Config::new(repo_id, min, avg, max, crate::now_ns());
         // The config is written last: a crash before leaves no repository.
         storage.put(Kind::Config, "config", &config.encode())?;
-        Ok(Repo {
+        Ok(Repo::with(storage, config, keys))
+    }
+
+    fn with(storage: Arc<dyn Storage>, config: Config, keys: KeyMaterial) -> Repo {
+        Repo {
             storage,
             config,
             keys,
             index: Index::new(),
             index_problems: Vec::new(),
             session_keys: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// Opens a repository with a key and loads its index.
     pub fn open(storage: Arc<dyn Storage>, source: &KeySource) -> Result<Repo> {
         let config = read_config(&*storage)?;
         let keys = open_key(&*storage, &config, source)?;
-        let mut repo = Repo {
-            storage,
-            config,
-            keys,
-            index: Index::new(),
-            index_problems: Vec::new(),
-            session_keys: Mutex::new(HashMap::new()),
-        };
+        let mut repo = Repo::with(storage, config, keys);
         repo.load_index()?;
         Ok(repo)
     }
