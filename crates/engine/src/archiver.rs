@@ -19,7 +19,7 @@
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::{File, Metadata};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -938,9 +938,4 @@ fn open_noatime(path: &Path) -> std::io::Result<File> {
         Err(e) if e.raw_os_error() == Some(1) => File::open(path),
         Err(e) => Err(e),
     }
-}
-
-/// Turns an OS string into raw bytes (helper for callers).
-pub fn os_bytes(s: OsString) -> Vec<u8> {
-    s.into_vec()
 }

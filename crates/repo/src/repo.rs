@@ -250,11 +250,6 @@ impl Repo {
         Ok(())
     }
 
-    /// Adds packs that someone else already wrote an index file for.
-    pub fn note_indexed(&mut self, packs: &[IndexPack]) {
-        self.index.add_packs(packs);
-    }
-
     /// Starts a backup session: a fresh key wrapped to the owner.
     pub fn new_session(&self) -> Result<Session> {
         let key = SealKey::generate()?;
