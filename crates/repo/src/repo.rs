@@ -385,6 +385,20 @@ impl Repo {
         scratch: &mut Vec<u8>,
         plain: &mut Vec<u8>,
     ) -> Result<BlobKind> {
+        Ok(self.decode_checked(id, loc, record, scratch, plain)?.0)
+    }
+
+    /// The checks of [`Repo::decode_blob_into`]; a tree, which has to be
+    /// decoded to compare its references, is returned so that callers
+    /// wanting it do not decode it again.
+    fn decode_checked(
+        &self,
+        id: &Id,
+        loc: &Location,
+        record: &[u8],
+        scratch: &mut Vec<u8>,
+        plain: &mut Vec<u8>,
+    ) -> Result<(BlobKind, Option<Tree>)> {
         let pack = self.index.pack(loc.pack);
         let obj = || format!("blob {} in pack {}", id.short(), pack.id.short());
         let key = self.session_key(pack)?;
@@ -403,8 +417,9 @@ impl Repo {
                     "visible references differ from the tree",
                 ));
             }
+            return Ok((kind, Some(t)));
         }
-        Ok(kind)
+        Ok((kind, None))
     }
 
     /// A reader with its own read-ahead window (one per thread).
@@ -630,6 +645,10 @@ impl BlobReader<'_> {
 
     /// [`BlobReader::load`] into a reused buffer.
     pub fn load_into(&mut self, id: &Id, out: &mut Vec<u8>) -> Result<BlobKind> {
+        Ok(self.fetch(id, out)?.0)
+    }
+
+    fn fetch(&mut self, id: &Id, out: &mut Vec<u8>) -> Result<(BlobKind, Option<Tree>)> {
         let repo = self.repo;
         let loc = repo.index.get(id).ok_or(Error::MissingBlob(*id))?;
         let pack = repo.index.pack(loc.pack);
@@ -643,15 +662,14 @@ impl BlobReader<'_> {
             }
             e => e,
         })?;
-        repo.decode_blob_into(id, &loc, &self.buf[a..b], &mut self.scratch, out)
+        repo.decode_checked(id, &loc, &self.buf[a..b], &mut self.scratch, out)
     }
 
     /// Loads a tree blob.
     pub fn load_tree(&mut self, id: &Id) -> Result<Tree> {
-        let (kind, plain) = self.load(id)?;
-        if kind != BlobKind::Tree {
-            return Err(Error::corrupt(format!("blob {}", id.short()), "not a tree"));
+        match self.fetch(id, &mut Vec::new())? {
+            (_, Some(tree)) => Ok(tree),
+            _ => Err(Error::corrupt(format!("blob {}", id.short()), "not a tree")),
         }
-        Tree::decode(&plain).map_err(|e| Error::corrupt(format!("tree {}", id.short()), e))
     }
 }

@@ -77,15 +77,7 @@ fn features_incremental_backups() {
     env.ok(&["init"]);
 
     let s1 = backup_json(&env, &[s(&src)]);
-    assert_eq!(
-        (
-            u(&s1, "new_files"),
-            u(&s1, "changed_files"),
-            u(&s1, "unchanged_files")
-        ),
-        (4, 0, 0),
-        "{s1:#}"
-    );
+    assert_eq!(file_counts(&s1), (4, 0, 0), "{s1:#}");
     assert!(u(&s1, "blobs_added") > 0 && u(&s1, "bytes_added") > 0);
     assert!(s1["warnings"].as_array().unwrap().is_empty(), "{s1:#}");
     copy_tree(&src, &states.join("1"));
@@ -94,15 +86,7 @@ fn features_incremental_backups() {
     let before = ancestor_times(&src);
     let s2 = backup_json(&env, &[s(&src)]);
     let ancestors_moved = ancestor_times(&src) != before;
-    assert_eq!(
-        (
-            u(&s2, "new_files"),
-            u(&s2, "changed_files"),
-            u(&s2, "unchanged_files")
-        ),
-        (0, 0, 4),
-        "{s2:#}"
-    );
+    assert_eq!(file_counts(&s2), (0, 0, 4), "{s2:#}");
     assert_eq!(u(&s2, "bytes_read"), 0, "{s2:#}");
     if ancestors_moved {
         eprintln!("an ancestor of the source changed during the test: only its trees may be new");
@@ -129,15 +113,7 @@ fn features_incremental_backups() {
     std::fs::write(src.join("sub/c.txt"), c).unwrap();
     write(&src.join("e.txt"), b"epsilon");
     let s3 = backup_json(&env, &[s(&src)]);
-    assert_eq!(
-        (
-            u(&s3, "new_files"),
-            u(&s3, "changed_files"),
-            u(&s3, "unchanged_files")
-        ),
-        (1, 1, 3),
-        "{s3:#}"
-    );
+    assert_eq!(file_counts(&s3), (1, 1, 3), "{s3:#}");
     // Only the two small files were read.
     assert_eq!(u(&s3, "bytes_read"), 14 + 7, "{s3:#}");
     copy_tree(&src, &states.join("3"));
@@ -1001,4 +977,13 @@ fn features_put_only_key_with_passphrase() {
             .len(),
         1
     );
+}
+
+/// `(new, changed, unchanged)` file counts of a `backup --json` summary.
+fn file_counts(v: &serde_json::Value) -> (u64, u64, u64) {
+    (
+        u(v, "new_files"),
+        u(v, "changed_files"),
+        u(v, "unchanged_files"),
+    )
 }
