@@ -10,6 +10,7 @@ pub mod exclude;
 pub mod filescache;
 pub mod meta;
 pub mod restorer;
+mod source;
 pub mod walk;
 
 pub use error::{Error, Result};

@@ -8,7 +8,7 @@
 //! that the next backup finds (`Repo::recover_unindexed`) and reuses.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -35,8 +35,14 @@ pub struct WriteStats {
     pub packs: u64,
 }
 
+/// Bytes gathered before they are hashed and written: BLAKE3 only uses
+/// its SIMD paths on inputs spanning many 1 KiB chunks, and a pack of
+/// small files arrives a few KiB at a time.
+const WRITE_BUF: usize = 1 << 20;
+
 struct OpenPack {
-    file: BufWriter<File>,
+    file: File,
+    buf: Vec<u8>,
     path: PathBuf,
     hasher: PlainHasher,
     entries: Vec<PackEntry>,
@@ -100,7 +106,8 @@ impl PackSink {
                 .open(&path)
                 .map_err(|e| cairn_storage::Error::io("create", &path, e))?;
             let mut p = OpenPack {
-                file: BufWriter::with_capacity(1 << 20, f),
+                file: f,
+                buf: Vec::with_capacity(WRITE_BUF),
                 path,
                 hasher: PlainHasher::new(),
                 entries: Vec::new(),
@@ -114,8 +121,9 @@ impl PackSink {
     }
 
     /// Appends a blob; returns a pack, complete on disk but not yet
-    /// published, when this blob filled one.
-    pub fn add(&mut self, blob: SealedBlob) -> Result<Option<StagedPack>> {
+    /// published, when this blob filled one. The blob is borrowed so the
+    /// caller can reuse its record buffer.
+    pub fn add(&mut self, blob: &SealedBlob) -> Result<Option<StagedPack>> {
         let p = self.open()?;
         let length = u32::try_from(blob.record.len())
             .map_err(|_| Error::corrupt("blob", "record over 4 GiB"))?;
@@ -149,9 +157,7 @@ impl PackSink {
             entries: std::mem::take(&mut p.entries),
         };
         write(&mut p, &trailer.encode_tail())?;
-        p.file
-            .flush()
-            .map_err(|e| cairn_storage::Error::io("write", &p.path, e))?;
+        flush(&mut p)?;
         let id = Id(p.hasher.finalize());
         self.stats.packs += 1;
         // Ownership of the staging file moves to the staged pack.
@@ -209,10 +215,35 @@ impl Drop for StagedPack {
 }
 
 fn write(p: &mut OpenPack, data: &[u8]) -> Result<()> {
-    p.file
-        .write_all(data)
-        .map_err(|e| cairn_storage::Error::io("write", &p.path, e))?;
-    p.hasher.update(data);
     p.len += data.len() as u64;
+    if p.buf.len() + data.len() <= WRITE_BUF {
+        p.buf.extend_from_slice(data);
+        return Ok(());
+    }
+    flush(p)?;
+    if data.len() >= WRITE_BUF / 2 {
+        return put(&mut p.file, &mut p.hasher, &p.path, data);
+    }
+    p.buf.extend_from_slice(data);
+    Ok(())
+}
+
+fn flush(p: &mut OpenPack) -> Result<()> {
+    if !p.buf.is_empty() {
+        put(&mut p.file, &mut p.hasher, &p.path, &p.buf)?;
+        p.buf.clear();
+    }
+    Ok(())
+}
+
+fn put(
+    file: &mut File,
+    hasher: &mut PlainHasher,
+    path: &std::path::Path,
+    data: &[u8],
+) -> Result<()> {
+    file.write_all(data)
+        .map_err(|e| cairn_storage::Error::io("write", path, e))?;
+    hasher.update(data);
     Ok(())
 }

@@ -616,10 +616,18 @@ impl BlobReader<'_> {
             return Ok((a, a + loc.length as usize));
         }
         let sequential = matches!(self.window, Some((p, start)) if p == loc.pack && loc.offset >= start + self.buf.len() as u64 / 2);
+        // Reading forward (restore, check) gets a window ahead. A small
+        // record met out of order gets a window around it: trees are
+        // written children first, so a walk from the root goes backwards
+        // through the tree packs as often as forwards, and a window that
+        // only looked ahead would be read anew for nearly every tree.
+        let start = if sequential || loc.length >= 64 << 10 {
+            loc.offset
+        } else {
+            loc.offset.saturating_sub(WINDOW / 2)
+        };
         let want = if sequential || loc.length < 64 << 10 {
-            u64::from(loc.length)
-                .max(WINDOW)
-                .min(pack.size - loc.offset)
+            (start + WINDOW).max(end).min(pack.size) - start
         } else {
             u64::from(loc.length)
         };
@@ -627,12 +635,13 @@ impl BlobReader<'_> {
         self.repo.storage.get_range_into(
             Kind::Pack,
             &pack.id.to_hex(),
-            loc.offset,
+            start,
             want,
             &mut self.buf,
         )?;
-        self.window = Some((loc.pack, loc.offset));
-        Ok((0, loc.length as usize))
+        self.window = Some((loc.pack, start));
+        let a = (loc.offset - start) as usize;
+        Ok((a, a + loc.length as usize))
     }
 
     /// Loads, authenticates and decompresses a blob; verifies that its
