@@ -33,11 +33,14 @@ for t in "${targets[@]}"; do
     log="$work/logs/$t-$(date +%Y%m%dT%H%M%S).log"
     echo "== $t: ${secs}s, log $log"
     # -jobs=1 -workers=1: libFuzzer runs one child and writes its output to
-    # fuzz-0.log in the current directory, hence the cd.
+    # fuzz-0.log in the current directory, hence the cd. cargo fuzz passes
+    # its own -artifact_prefix first; the later one wins.
     (cd "$work/logs" && nice -n 19 cargo fuzz run --fuzz-dir "$fuzz_dir" "$t" "$work/corpus/$t" -- \
         -jobs=1 -workers=1 -max_total_time="$secs" -print_final_stats=1 \
-        -artifact_prefix="$work/artifacts/$t/") || status=1
+        -artifact_prefix="$work/artifacts/$t/" >"$log.cargo" 2>&1) || status=1
     mv "$work/logs/fuzz-0.log" "$log"
-    grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|==[0-9]+== ERROR|SUMMARY)|panicked at|Test unit written' "$log" || true
+    grep -E '^#[0-9]+ +DONE|^stat::number_of_executed_units|panicked at|Test unit written' "$log" || true
 done
+# cargo fuzz creates (empty, git-ignored) fuzz/artifacts/<target>/ dirs.
+rmdir "$fuzz_dir"/artifacts/* "$fuzz_dir/artifacts" 2>/dev/null || true
 exit $status

@@ -22,8 +22,8 @@ use std::fs::{File, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use cairn_chunker::{Cutter, Params, StreamChunker};
@@ -162,9 +162,84 @@ struct Plain {
     data: Vec<u8>,
 }
 
+/// A chunk of a large file, sent before it is hashed: the seal worker
+/// hashes it, decides whether it is new, and reports its ID on the ticket.
+struct Unhashed {
+    ticket: Arc<Ticket>,
+    idx: u32,
+    data: Vec<u8>,
+}
+
+/// What a seal worker is given.
+enum Work {
+    /// A blob whose ID is known and which is new.
+    Hashed(Plain),
+    /// A chunk still to hash and deduplicate.
+    Unhashed(Unhashed),
+}
+
 /// Blobs travel in batches: a channel hand-off per 4 KiB file costs more
 /// than sealing it (wake-ups, spinning), so small blobs go together.
-type Job = Vec<Plain>;
+type Job = Vec<Work>;
+
+/// Files at least this large have their chunks hashed by the seal workers
+/// instead of the walker, which then only reads and chunks them. Keyed
+/// hashing is a third of the walker's work; with the walker alone on the
+/// critical path while it reads data already stored, a large file is read
+/// at twice the speed. The walker waits for the file's IDs at its end, so
+/// small files, where that wait would cost more than the hashing, stay on
+/// the walker.
+const PARALLEL_FILE: u64 = 32 << 20;
+
+/// The chunk IDs of one large file, filled in by the seal workers.
+#[derive(Default)]
+struct Ticket {
+    ids: Mutex<Vec<(u32, Id)>>,
+    ready: std::sync::Condvar,
+}
+
+impl Ticket {
+    fn fulfil(&self, idx: u32, id: Id) {
+        self.ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((idx, id));
+        self.ready.notify_all();
+    }
+}
+
+/// Deduplication state shared by the walker and the seal workers.
+struct Dedup<'a> {
+    repo: &'a Repo,
+    /// Blobs sent for writing in this run, by the first 128 bits of their
+    /// ID (half the memory of full IDs; a false match needs a 2^-64
+    /// coincidence among billions of blobs).
+    pending: Mutex<HashSet<u128>>,
+    /// Plaintext bytes of new blobs found by the seal workers.
+    raw_added: AtomicU64,
+}
+
+impl Dedup<'_> {
+    /// Whether `id` is neither stored nor already sent; marks it sent.
+    fn is_new(&self, id: &Id) -> bool {
+        !self.repo.index().contains(id)
+            && self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(short(id))
+    }
+
+    /// Whether `id` is stored or sent in this run.
+    fn known(&self, id: &Id) -> bool {
+        self.repo.index().contains(id)
+            || self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&short(id))
+    }
+}
 
 /// A batch is sent once it holds this many bytes or blobs.
 const BATCH_BYTES: usize = 1 << 20;
@@ -277,6 +352,11 @@ pub fn backup(
     let (job_tx, job_rx) = bounded::<Job>(threads);
     let (sealed_tx, sealed_rx) = bounded::<Vec<SealedBlob>>(threads);
     let pool = Pool::default();
+    let dedup = Dedup {
+        repo,
+        pending: Mutex::new(HashSet::new()),
+        raw_added: AtomicU64::new(0),
+    };
     let pack_size = opts.pack_size;
     let repo_ref: &Repo = repo;
 
@@ -292,7 +372,8 @@ pub fn backup(
             let mut sealer = repo_ref.sealer(&session, opts.compression);
             let failure = &failure;
             let pool = &pool;
-            s.spawn(move || seal_worker(&mut sealer, rx, tx, pool, failure));
+            let dedup = &dedup;
+            s.spawn(move || seal_worker(&mut sealer, rx, tx, pool, dedup, failure));
         }
         drop(job_rx);
         drop(sealed_tx);
@@ -320,7 +401,7 @@ pub fn backup(
             batch: Vec::new(),
             batch_bytes: 0,
             pool: &pool,
-            pending: HashSet::new(),
+            dedup: &dedup,
             cache: cache_path
                 .as_deref()
                 .map(|p| FilesCache::open(p, !opts.dry_run)),
@@ -353,6 +434,7 @@ pub fn backup(
     if cancel.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
     }
+    summary.raw_bytes_added += dedup.raw_added.load(Ordering::Relaxed);
     summary.blobs_added = stats.blobs;
     summary.bytes_added = stats.bytes;
     summary.packs_added = stats.packs;
@@ -455,11 +537,37 @@ fn seal_worker(
     rx: Receiver<Job>,
     tx: Sender<Vec<SealedBlob>>,
     pool: &Pool,
+    dedup: &Dedup<'_>,
     failure: &Failure,
 ) {
     for job in rx {
-        let mut sealed = Vec::with_capacity(job.len());
-        for p in job {
+        // Hash first, so the walker waiting on a ticket is not held up by
+        // the sealing of the rest of the batch.
+        let mut new = Vec::with_capacity(job.len());
+        for w in job {
+            match w {
+                Work::Hashed(p) => new.push(p),
+                Work::Unhashed(u) => {
+                    let id = dedup.repo.blob_id(&u.data);
+                    u.ticket.fulfil(u.idx, id);
+                    if dedup.is_new(&id) {
+                        dedup
+                            .raw_added
+                            .fetch_add(u.data.len() as u64, Ordering::Relaxed);
+                        new.push(Plain {
+                            kind: BlobKind::Chunk,
+                            id,
+                            refs: Vec::new(),
+                            data: u.data,
+                        });
+                    } else {
+                        pool.give(u.data);
+                    }
+                }
+            }
+        }
+        let mut sealed = Vec::with_capacity(new.len());
+        for p in new {
             let record = pool.take(p.data.len() + 256);
             match sealer.seal_into(p.kind, p.id, p.refs, &p.data, record) {
                 Ok(b) => sealed.push(b),
@@ -470,7 +578,7 @@ fn seal_worker(
             }
             pool.give(p.data);
         }
-        if tx.send(sealed).is_err() {
+        if !sealed.is_empty() && tx.send(sealed).is_err() {
             return;
         }
     }
@@ -619,10 +727,7 @@ struct Walker<'a> {
     batch: Job,
     batch_bytes: usize,
     pool: &'a Pool,
-    /// Blobs sent for writing in this run, by the first 128 bits of their
-    /// ID (half the memory of full IDs; a false match needs a 2^-64
-    /// coincidence among billions of blobs).
-    pending: HashSet<u128>,
+    dedup: &'a Dedup<'a>,
     cache: Option<FilesCache>,
     names: Names,
     summary: &'a mut BackupSummary,
@@ -835,9 +940,7 @@ impl Walker<'_> {
             Lookup::New => None,
         };
         if let Lookup::Hit(ids) = lookup
-            && ids
-                .iter()
-                .all(|id| self.repo.index().contains(id) || self.pending.contains(&short(id)))
+            && ids.iter().all(|id| self.dedup.known(id))
         {
             self.summary.unchanged_files += 1;
             self.summary.total_bytes += md.size();
@@ -870,6 +973,9 @@ impl Walker<'_> {
         );
         let mut content = Vec::new();
         let mut size = 0u64;
+        let ticket = (self.jobs.is_some() && md.size() >= PARALLEL_FILE)
+            .then(|| Arc::new(Ticket::default()));
+        let mut sent = 0usize;
         loop {
             if self.stopped() {
                 self.check_stop()?;
@@ -882,6 +988,29 @@ impl Walker<'_> {
                     return Ok(None);
                 }
             };
+            if let Some(t) = &ticket
+                && !is_zero(chunk)
+            {
+                size += chunk.len() as u64;
+                self.progress
+                    .bytes
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                let mut data = self.pool.take(chunk.len());
+                data.extend_from_slice(chunk);
+                let idx = content.len() as u32;
+                content.push(Id::default());
+                sent += 1;
+                self.batch_bytes += data.len();
+                self.batch.push(Work::Unhashed(Unhashed {
+                    ticket: t.clone(),
+                    idx,
+                    data,
+                }));
+                if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_BLOBS {
+                    self.send_batch()?;
+                }
+                continue;
+            }
             let id = if is_zero(chunk) {
                 // Sparse files and disk images hold long runs of zeros:
                 // their chunk IDs are computed once per length.
@@ -897,7 +1026,7 @@ impl Walker<'_> {
             self.progress
                 .bytes
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            if !self.repo.index().contains(&id) && self.pending.insert(short(&id)) {
+            if self.dedup.is_new(&id) {
                 self.summary.raw_bytes_added += chunk.len() as u64;
                 if self.jobs.is_some() {
                     let mut data = self.pool.take(chunk.len());
@@ -914,6 +1043,10 @@ impl Walker<'_> {
         }
         let (f, buf) = chunker.into_parts();
         self.chunk_buf = buf;
+        if let Some(t) = &ticket {
+            self.send_batch()?;
+            self.await_ticket(t, sent, &mut content)?;
+        }
         self.summary.bytes_read += size;
         self.summary.total_bytes += size;
         self.progress.files.fetch_add(1, Ordering::Relaxed);
@@ -953,7 +1086,7 @@ impl Walker<'_> {
     fn finish_tree(&mut self, tree: Tree) -> Result<Id> {
         let data = tree.encode();
         let id = self.repo.blob_id(&data);
-        if !self.repo.index().contains(&id) && self.pending.insert(short(&id)) {
+        if self.dedup.is_new(&id) {
             self.summary.raw_bytes_added += data.len() as u64;
             if self.jobs.is_some() {
                 self.queue(Plain {
@@ -967,10 +1100,28 @@ impl Walker<'_> {
         Ok(id)
     }
 
+    /// Waits until the seal workers have hashed the `sent` chunks of a
+    /// large file, and puts their IDs in place.
+    fn await_ticket(&self, t: &Ticket, sent: usize, content: &mut [Id]) -> Result<()> {
+        let mut ids = t.ids.lock().unwrap_or_else(|p| p.into_inner());
+        while ids.len() < sent {
+            self.check_stop()?;
+            ids = t
+                .ready
+                .wait_timeout(ids, std::time::Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        for &(idx, id) in ids.iter() {
+            content[idx as usize] = id;
+        }
+        Ok(())
+    }
+
     /// Adds a new blob to the batch, sending the batch when it is full.
     fn queue(&mut self, p: Plain) -> Result<()> {
         self.batch_bytes += p.data.len();
-        self.batch.push(p);
+        self.batch.push(Work::Hashed(p));
         if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_BLOBS {
             self.send_batch()?;
         }
