@@ -399,6 +399,7 @@ impl Plan<'_> {
             fresh: self.fresh_dirs.contains(d.parent().unwrap_or(d)),
             parts_left: AtomicUsize::new(cuts.len()),
             failed: Mutex::new(None),
+            writing: Mutex::new(()),
         });
         for (k, &(first, offset)) in cuts.iter().enumerate() {
             let last = cuts.get(k + 1).map(|c| c.0).unwrap_or(n.content.len());
@@ -479,6 +480,11 @@ struct FileJob {
     fresh: bool,
     parts_left: AtomicUsize,
     failed: Mutex<Option<Error>>,
+    /// Held while writing to a split file. Two threads writing one file
+    /// contend for its inode lock in the kernel, which spins while the
+    /// other copies; this lock makes the second worker sleep instead, so
+    /// one decodes while the other writes.
+    writing: Mutex<()>,
 }
 
 /// A run of consecutive chunks of one file, written at `offset`.
@@ -585,6 +591,9 @@ fn write_part(w: &mut Worker<'_>, part: &Part, progress: &Progress) -> Result<Op
             w.holds = Some(*id);
         }
         // Write runs of non-zero 4 KiB blocks; zero blocks stay holes.
+        let _writing = file
+            .split
+            .then(|| file.writing.lock().unwrap_or_else(|p| p.into_inner()));
         let data = &w.data;
         let mut run = 0;
         let mut off = 0;
