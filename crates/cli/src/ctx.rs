@@ -107,18 +107,20 @@ impl Ctx {
                 storage.location()
             );
         };
-        match Repo::open(storage.clone(), &source) {
+        let limits = index_limits();
+        match Repo::open_with(storage.clone(), &source, limits.clone()) {
             // A repository made without passphrase keeps its key in the
             // default key file: use it even when a passphrase is set.
             Err(cairn_repo::Error::NoKey(_))
                 if matches!(source, KeySource::Passphrase(_)) && default_key_path(&id).exists() =>
             {
-                Ok(Repo::open(
+                Ok(Repo::open_with(
                     storage,
                     &KeySource::File {
                         path: default_key_path(&id),
                         passphrase: None,
                     },
+                    limits,
                 )?)
             }
             r => Ok(r?),
@@ -185,4 +187,23 @@ pub fn hostname() -> String {
         .filter(|s| !s.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// How much of the index stays in memory: past `CAIRN_INDEX_MEMORY` blobs
+/// (default 65536, about 3.5 MiB) it moves to a temporary file under the
+/// cache directory, which is on disk where `/tmp` may be RAM.
+fn index_limits() -> cairn_repo::TableLimits {
+    let mut l = cairn_repo::TableLimits::default();
+    if let Some(n) = std::env::var("CAIRN_INDEX_MEMORY")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        l.mem_entries = n;
+        l.run_entries = l.run_entries.min(n.max(1024));
+    }
+    let dir = xdg("XDG_CACHE_HOME", ".cache").join("cairn");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        l.dir = Some(dir);
+    }
+    l
 }

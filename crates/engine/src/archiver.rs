@@ -16,7 +16,6 @@
 //! filled. The snapshot is written last, after every pack and index file
 //! is durable.
 
-use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::{File, Metadata};
 use std::os::unix::ffi::OsStrExt;
@@ -32,7 +31,7 @@ use cairn_format::blob::BlobKind;
 use cairn_format::index::IndexPack;
 use cairn_format::snapshot::{Body, Envelope};
 use cairn_format::tree::{Node, NodeType, Tree};
-use cairn_repo::{Repo, SealedBlob, StagedPack, WriteStats, write_index_file};
+use cairn_repo::{Repo, SealedBlob, SpillSet, StagedPack, WriteStats, write_index_file};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::exclude::Excluder;
@@ -213,14 +212,17 @@ struct Dedup<'a> {
     repo: &'a Repo,
     /// Blobs sent for writing in this run, by the first 128 bits of their
     /// ID (half the memory of full IDs; a false match needs a 2^-64
-    /// coincidence among billions of blobs).
-    pending: Mutex<HashSet<u128>>,
+    /// coincidence among billions of blobs), spilled to disk past a few
+    /// MiB so a first backup of millions of files stays small.
+    pending: Mutex<SpillSet>,
     /// Plaintext bytes of new blobs found by the seal workers.
     raw_added: AtomicU64,
 }
 
 impl Dedup<'_> {
     /// Whether `id` is neither stored nor already sent; marks it sent.
+    /// If the spilled set cannot be read, the blob counts as new: storing
+    /// it twice wastes space, skipping it would lose it.
     fn is_new(&self, id: &Id) -> bool {
         !self.repo.index().contains(id)
             && self
@@ -228,16 +230,19 @@ impl Dedup<'_> {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(short(id))
+                .unwrap_or(true)
     }
 
-    /// Whether `id` is stored or sent in this run.
+    /// Whether `id` is stored or sent in this run (unknown when the
+    /// spilled set cannot be read: the file is then read again).
     fn known(&self, id: &Id) -> bool {
         self.repo.index().contains(id)
             || self
                 .pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .contains(&short(id))
+                .contains(short(id))
+                .unwrap_or(false)
     }
 }
 
@@ -354,7 +359,7 @@ pub fn backup(
     let pool = Pool::default();
     let dedup = Dedup {
         repo,
-        pending: Mutex::new(HashSet::new()),
+        pending: Mutex::new(SpillSet::new(repo.table_limits().clone())),
         raw_added: AtomicU64::new(0),
     };
     let pack_size = opts.pack_size;

@@ -116,11 +116,11 @@ pub fn check(
         }
     }
     if !bad_packs.is_empty() {
-        for (id, loc) in index.iter() {
+        index.scan(|id, loc| {
             if bad_packs.contains(&loc.pack) {
                 damaged.insert(*id, format!("in damaged pack {}", index.pack(loc.pack).id));
             }
-        }
+        })?;
     }
 
     // Data: read every pack in full.
@@ -244,9 +244,7 @@ fn read_packs(
 ) -> Result<()> {
     let index = repo.index();
     let mut by_pack: Vec<Vec<(Id, Location)>> = vec![Vec::new(); index.packs().len()];
-    for (id, loc) in index.iter() {
-        by_pack[loc.pack as usize].push((*id, *loc));
-    }
+    index.scan(|id, loc| by_pack[loc.pack as usize].push((*id, *loc)))?;
     for v in &mut by_pack {
         v.sort_by_key(|e| e.1.offset);
     }

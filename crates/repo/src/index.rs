@@ -1,9 +1,10 @@
 //! The in-memory view of the repository's index files.
 //!
-//! Entries loaded from index files live in one sorted vector (about 52
-//! bytes per blob, no per-entry allocation); blobs added during this run go
-//! to a small hash map that is merged in when it grows, so lookups stay
-//! `O(log n)` and memory stays proportional to the number of blobs.
+//! Entries loaded from index files live in one sorted [`Table`]: a vector
+//! for small repositories, a temporary file with fence keys for large ones
+//! (`table.rs`), so memory does not grow with the repository. Blobs added
+//! during this run go to a small hash map, merged into an in-memory table
+//! when it grows.
 
 use std::collections::HashMap;
 
@@ -11,6 +12,9 @@ use cairn_format::Id;
 use cairn_format::blob::BlobKind;
 use cairn_format::index::IndexPack;
 use cairn_format::pack::WRAPPED_LEN;
+
+use crate::Result;
+use crate::table::{Table, TableBuilder};
 
 /// A pack as the index knows it.
 #[derive(Clone, Debug)]
@@ -47,7 +51,7 @@ pub struct Location {
 pub struct Index {
     packs: Vec<PackInfo>,
     pack_pos: HashMap<Id, u32>,
-    sorted: Vec<(Id, Location)>,
+    table: Table,
     recent: HashMap<Id, Location>,
 }
 
@@ -105,42 +109,45 @@ impl Index {
         added
     }
 
-    /// Bulk loading, used when opening a repository: appends entries
-    /// unsorted to a vector reserved to its final size by the caller,
-    /// which then calls [`Index::finish_bulk`] once. This keeps a large
-    /// index at one allocation of its exact size instead of repeated
-    /// merges that briefly need twice the memory.
-    pub fn add_packs_bulk(&mut self, packs: &[IndexPack]) {
+    /// Bulk loading, used when opening a repository: registers the packs
+    /// and hands their entries to `b`; [`Index::finish_bulk`] then installs
+    /// the sorted table.
+    pub(crate) fn add_packs_bulk(
+        &mut self,
+        b: &mut TableBuilder,
+        packs: &[IndexPack],
+    ) -> Result<()> {
         for p in packs {
             let Some(pos) = self.register(p) else {
                 continue;
             };
-            self.sorted
-                .extend(p.trailer.entries.iter().map(|e| (e.id, location(pos, e))));
+            for e in &p.trailer.entries {
+                b.push(e.id, location(pos, e))?;
+            }
         }
+        Ok(())
     }
 
-    /// Reserves room for `n` more bulk-loaded entries.
-    pub fn reserve(&mut self, n: usize) {
-        self.sorted.reserve_exact(n);
-    }
-
-    /// Sorts what [`Index::add_packs_bulk`] appended; the first location
-    /// of a blob stored twice wins.
-    pub fn finish_bulk(&mut self) {
-        self.sorted.sort_by_key(|e| e.0);
-        self.sorted.dedup_by_key(|e| e.0);
-        self.sorted.shrink_to_fit();
+    /// Installs the table built from every bulk-loaded entry; the first
+    /// location of a blob stored twice wins.
+    pub(crate) fn finish_bulk(&mut self, b: TableBuilder) -> Result<()> {
+        self.table = b.finish()?;
+        Ok(())
     }
 
     /// Folds the recent map into the sorted vector.
+    /// A table on disk is left alone: only this run's additions stay in
+    /// the map, and a backup adds none.
     pub fn merge(&mut self) {
+        let Table::Mem(sorted) = &mut self.table else {
+            return;
+        };
         if self.recent.is_empty() {
             return;
         }
         let mut add: Vec<(Id, Location)> = self.recent.drain().collect();
         add.sort_unstable_by_key(|a| a.0);
-        let old = std::mem::take(&mut self.sorted);
+        let old = std::mem::take(sorted);
         let mut out = Vec::with_capacity(old.len() + add.len());
         let (mut i, mut j) = (0, 0);
         while i < old.len() && j < add.len() {
@@ -162,13 +169,13 @@ impl Index {
         }
         out.extend_from_slice(&old[i..]);
         out.extend_from_slice(&add[j..]);
-        self.sorted = out;
+        *sorted = out;
     }
 
     /// Where a blob is, if indexed.
     pub fn get(&self, id: &Id) -> Option<Location> {
-        if let Ok(i) = self.sorted.binary_search_by(|e| e.0.cmp(id)) {
-            return Some(self.sorted[i].1);
+        if let Some(l) = self.table.get(id) {
+            return Some(l);
         }
         self.recent.get(id).copied()
     }
@@ -195,7 +202,7 @@ impl Index {
 
     /// Number of distinct blobs.
     pub fn len(&self) -> usize {
-        self.sorted.len() + self.recent.len()
+        self.table.len() + self.recent.len()
     }
 
     /// Whether no blob is indexed.
@@ -203,11 +210,13 @@ impl Index {
         self.len() == 0
     }
 
-    /// Every blob, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Id, &Location)> {
-        self.sorted
-            .iter()
-            .map(|(i, l)| (i, l))
-            .chain(self.recent.iter())
+    /// Calls `f` on every blob, in no particular order (a large table is
+    /// streamed from its file, never loaded whole).
+    pub fn scan(&self, mut f: impl FnMut(&Id, &Location)) -> Result<()> {
+        self.table.scan(&mut f)?;
+        for (id, l) in &self.recent {
+            f(id, l);
+        }
+        Ok(())
     }
 }

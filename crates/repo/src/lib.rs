@@ -13,6 +13,7 @@ pub mod keys;
 mod packer;
 mod repo;
 pub mod snapshots;
+mod table;
 
 pub use blobs::{BlobSealer, DEFAULT_LEVEL, SealedBlob};
 pub use error::{Error, Result};
@@ -24,6 +25,7 @@ pub use repo::{
     write_index_file,
 };
 pub use snapshots::{SnapshotInfo, select_snapshot};
+pub use table::{SpillSet, TableLimits};
 
 pub use cairn_format::blob::BlobKind;
 pub use cairn_format::{Id, Result as FormatResult};

@@ -19,6 +19,7 @@ use crate::blobs::open_record;
 use crate::index::{Index, Location, PackInfo};
 use crate::keys::{KeyMaterial, KeySource, Unlock, read_key_file, unlock, write_key_file};
 use crate::snapshots::SnapshotInfo;
+use crate::table::{TableBuilder, TableLimits};
 use crate::{BlobSealer, Error, PackSink, Result};
 
 /// How a new repository is set up.
@@ -71,6 +72,7 @@ pub struct Repo {
     config: Config,
     keys: KeyMaterial,
     index: Index,
+    limits: TableLimits,
     index_problems: Vec<String>,
     session_keys: Mutex<HashMap<[u8; 16], SealKey>>,
 }
@@ -135,6 +137,7 @@ impl Repo {
             config,
             keys,
             index: Index::new(),
+            limits: TableLimits::default(),
             index_problems: Vec::new(),
             session_keys: Mutex::new(HashMap::new()),
         }
@@ -142,10 +145,22 @@ impl Repo {
 
     /// Opens a repository with a key and loads its index.
     pub fn open(storage: Arc<dyn Storage>, source: &KeySource) -> Result<Repo> {
+        Repo::open_with(storage, source, TableLimits::default())
+    }
+
+    /// [`Repo::open`] with limits on the index held in memory: past
+    /// `limits.mem_entries` blobs it moves to a temporary file in
+    /// `limits.dir`.
+    pub fn open_with(
+        storage: Arc<dyn Storage>,
+        source: &KeySource,
+        limits: TableLimits,
+    ) -> Result<Repo> {
         let config = read_config(&*storage)?;
         let keys = open_key(&*storage, &config, source)?;
         let mut repo = Repo::with(storage, config, keys);
-        repo.load_index()?;
+        repo.limits = limits.clone();
+        repo.load_index(limits)?;
         Ok(repo)
     }
 
@@ -165,6 +180,11 @@ impl Repo {
     pub fn index(&self) -> &Index {
         &self.index
     }
+    /// Limits on what the index, and sets of blob IDs built beside it,
+    /// hold in memory.
+    pub fn table_limits(&self) -> &TableLimits {
+        &self.limits
+    }
     /// Index files that could not be read, for `check`.
     pub fn index_problems(&self) -> &[String] {
         &self.index_problems
@@ -178,32 +198,18 @@ impl Repo {
         Id(self.keys.dedup.id(data))
     }
 
-    fn load_index(&mut self) -> Result<()> {
+    fn load_index(&mut self, limits: TableLimits) -> Result<()> {
         let objs = self.storage.list(Kind::Index)?;
-        // Two passes: count the entries, then load them into one vector of
-        // exactly that size (index files are small; reading them twice
-        // costs far less than holding a million entries twice).
-        let mut total = 0usize;
-        let mut good = Vec::with_capacity(objs.len());
+        let mut b = TableBuilder::new(limits);
         for obj in objs {
             match self.read_index_file(&obj.name) {
-                Ok(packs) => {
-                    total += packs.iter().map(|p| p.trailer.entries.len()).sum::<usize>();
-                    good.push(obj.name);
-                }
+                Ok(packs) => self.index.add_packs_bulk(&mut b, &packs)?,
                 Err(e) => self
                     .index_problems
                     .push(format!("index file {}: {e}", obj.name)),
             }
         }
-        self.index.reserve(total);
-        for name in good {
-            match self.read_index_file(&name) {
-                Ok(packs) => self.index.add_packs_bulk(&packs),
-                Err(e) => self.index_problems.push(format!("index file {name}: {e}")),
-            }
-        }
-        self.index.finish_bulk();
+        self.index.finish_bulk(b)?;
         Ok(())
     }
 

@@ -15,10 +15,10 @@ pub fn run(ctx: &Ctx, a: StatsArgs) -> Result<i32> {
     let index = repo.index();
     let stored: u64 = index.packs().iter().map(|p| p.size).sum();
     let (mut raw, mut blobs) = (0u64, 0u64);
-    for (_, loc) in index.iter() {
+    index.scan(|_, loc| {
         raw += u64::from(loc.raw_len);
         blobs += 1;
-    }
+    })?;
     let referenced: u64 = list.iter().map(|s| s.envelope.bytes).sum();
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     if ctx.g.json {

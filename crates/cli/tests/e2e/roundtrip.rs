@@ -72,3 +72,55 @@ fn large_files_hashed_in_parallel_roundtrip() {
     let diffs = compare_trees(&src, &restored(&dest2, &src), true);
     assert!(diffs.is_empty(), "{diffs:#?}");
 }
+
+/// With `CAIRN_INDEX_MEMORY` tiny, the index lives in a temporary file and
+/// the backup's set of sent blobs spills to disk: every command must
+/// behave exactly as with everything in memory, and leave no file behind.
+#[test]
+fn index_on_disk_roundtrip() {
+    let env = Env::new();
+    let src = env.path("src");
+    for d in 0..20 {
+        for f in 0..30 {
+            let p = src.join(format!("d{d:02}/f{f:02}"));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, pseudo(100 + d * 211 + f * 37, (d * 100 + f) as u64)).unwrap();
+        }
+    }
+    // Duplicates far apart in walk order must still be stored once.
+    std::fs::write(src.join("d00/dup"), pseudo(5000, 424242)).unwrap();
+    std::fs::write(src.join("d19/dup"), pseudo(5000, 424242)).unwrap();
+    let run_small = |args: &[&str]| {
+        let mut c = env.cmd();
+        c.env("CAIRN_INDEX_MEMORY", "8")
+            .arg("--repo")
+            .arg(&env.repo)
+            .args(args);
+        run(c).expect(0).stdout
+    };
+    run_small(&["init"]);
+    let v = json(&run_small(&["backup", "--json", s(&src)]));
+    // 601 distinct files and 21 trees (20 directories and src), plus the
+    // parents of src: the duplicate adds nothing.
+    let blobs = v["blobs_added"].as_u64().unwrap();
+    let levels = src.components().count() as u64 - 1;
+    assert_eq!(blobs, 601 + 21 + levels, "{v:#}");
+    // Unchanged files are recognised through the on-disk index.
+    let v = json(&run_small(&["backup", "--json", s(&src)]));
+    assert_eq!(v["unchanged_files"].as_u64(), Some(602), "{v:#}");
+    assert_eq!(v["blobs_added"].as_u64(), Some(0), "{v:#}");
+    let stats = json(&run_small(&["stats", "--json"]));
+    assert_eq!(stats["blobs"].as_u64(), Some(blobs), "{stats:#}");
+    run_small(&["check", "--read-data"]);
+    let dest = env.path("dest");
+    run_small(&["restore", "latest", s(&dest)]);
+    let diffs = compare_trees(&src, &restored(&dest, &src), true);
+    assert!(diffs.is_empty(), "{diffs:#?}");
+    let left: Vec<_> = std::fs::read_dir(env.home.join(".cache/cairn"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "temporary index files left: {left:?}");
+}

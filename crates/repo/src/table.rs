@@ -1,0 +1,557 @@
+//! The sorted blob table behind [`crate::Index`], in memory when small and
+//! in an unlinked temporary file when large.
+//!
+//! A repository of a million small files has a million blobs; held in
+//! memory at 56 bytes each, the index alone would be most of what a
+//! backup needs on a 256 MiB board. Past [`TableLimits::mem_entries`], the
+//! entries are sorted in runs of bounded size, merged into a file of
+//! fixed-size records, and looked up with `pread` through one 8-byte fence
+//! key per group of [`GROUP`] records: memory per blob drops to about a
+//! byte, and the records live in the page cache, where the kernel may
+//! drop them, instead of the process. The file is rebuilt from the index
+//! files by each process that opens the repository (a few hundred
+//! milliseconds per million blobs), so it can never disagree with them.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use cairn_format::Id;
+use cairn_format::blob::BlobKind;
+
+use crate::index::Location;
+use crate::{Error, Result};
+
+/// Bytes of one record: ID, pack, offset, length, raw length, kind, pad.
+const RECORD: usize = 56;
+/// Records per fence key.
+const GROUP: usize = 64;
+
+/// When the table leaves memory, and how large its sort runs are.
+#[derive(Clone, Debug)]
+pub struct TableLimits {
+    /// Entries kept in memory before the table moves to disk.
+    pub mem_entries: usize,
+    /// Entries sorted at once while building a table on disk.
+    pub run_entries: usize,
+    /// Directory for the table's temporary files (`None`: the system's).
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for TableLimits {
+    fn default() -> Self {
+        TableLimits {
+            mem_entries: 1 << 16,
+            run_entries: 1 << 16,
+            dir: None,
+        }
+    }
+}
+
+fn encode(id: &Id, l: &Location) -> [u8; RECORD] {
+    let mut r = [0u8; RECORD];
+    r[..32].copy_from_slice(&id.0);
+    r[32..36].copy_from_slice(&l.pack.to_le_bytes());
+    r[36..44].copy_from_slice(&l.offset.to_le_bytes());
+    r[44..48].copy_from_slice(&l.length.to_le_bytes());
+    r[48..52].copy_from_slice(&l.raw_len.to_le_bytes());
+    r[52] = l.kind as u8;
+    r
+}
+
+fn decode(r: &[u8]) -> Option<(Id, Location)> {
+    let u32_at = |a: usize| u32::from_le_bytes(r[a..a + 4].try_into().expect("4 bytes"));
+    let id = Id(r[..32].try_into().ok()?);
+    let loc = Location {
+        pack: u32_at(32),
+        offset: u64::from_le_bytes(r[36..44].try_into().ok()?),
+        length: u32_at(44),
+        raw_len: u32_at(48),
+        kind: BlobKind::from_u8(r[52]).ok()?,
+    };
+    Some((id, loc))
+}
+
+fn key_of(rec: &[u8; RECORD]) -> [u8; 32] {
+    rec[..32].try_into().expect("32 bytes")
+}
+
+fn prefix(id: &Id) -> u64 {
+    u64::from_be_bytes(id.0[..8].try_into().expect("8 bytes"))
+}
+
+fn temp(limits: &TableLimits) -> Result<File> {
+    let dir = limits.dir.clone().unwrap_or_else(std::env::temp_dir);
+    tempfile::tempfile_in(&dir)
+        .map_err(|e| Error::Storage(cairn_storage::Error::io("create", &dir, e)))
+}
+
+fn io_err(op: &'static str, e: std::io::Error) -> Error {
+    Error::Storage(cairn_storage::Error::io(
+        op,
+        std::path::Path::new("index table"),
+        e,
+    ))
+}
+
+/// Sorted entries, wherever they are.
+#[derive(Debug)]
+pub enum Table {
+    /// In memory.
+    Mem(Vec<(Id, Location)>),
+    /// In a temporary file.
+    Disk(DiskTable),
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table::Mem(Vec::new())
+    }
+}
+
+/// A table in an unlinked file, with its fence keys.
+#[derive(Debug)]
+pub struct DiskTable {
+    file: File,
+    len: usize,
+    fences: Vec<u64>,
+}
+
+impl Table {
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        match self {
+            Table::Mem(v) => v.len(),
+            Table::Disk(d) => d.len,
+        }
+    }
+
+    /// Location of `id`. An I/O error reading the table file counts as not
+    /// found: a backup then stores the blob again, a restore reports it.
+    pub fn get(&self, id: &Id) -> Option<Location> {
+        match self {
+            Table::Mem(v) => v.binary_search_by(|e| e.0.cmp(id)).ok().map(|i| v[i].1),
+            Table::Disk(d) => d.get(id),
+        }
+    }
+
+    /// Calls `f` on every entry, in ID order.
+    pub fn scan(&self, f: &mut dyn FnMut(&Id, &Location)) -> Result<()> {
+        match self {
+            Table::Mem(v) => {
+                for (id, l) in v {
+                    f(id, l);
+                }
+                Ok(())
+            }
+            Table::Disk(d) => d.scan(f),
+        }
+    }
+}
+
+impl DiskTable {
+    fn group(&self, g: usize, buf: &mut [u8; GROUP * RECORD]) -> Option<usize> {
+        let n = (self.len - g * GROUP).min(GROUP);
+        self.file
+            .read_exact_at(&mut buf[..n * RECORD], (g * GROUP * RECORD) as u64)
+            .ok()?;
+        Some(n)
+    }
+
+    fn get(&self, id: &Id) -> Option<Location> {
+        let key = prefix(id);
+        // The last group starting at or below the key holds it, unless
+        // IDs sharing its 8-byte prefix began in earlier groups.
+        let hi = self.fences.partition_point(|&f| f <= key);
+        if hi == 0 {
+            return None;
+        }
+        let lo = self.fences[..hi]
+            .partition_point(|&f| f < key)
+            .saturating_sub(1);
+        let mut buf = [0u8; GROUP * RECORD];
+        for g in (lo..hi).rev() {
+            let n = self.group(g, &mut buf)?;
+            let recs = &buf[..n * RECORD];
+            let (mut a, mut b) = (0usize, n);
+            while a < b {
+                let m = (a + b) / 2;
+                let rid = &recs[m * RECORD..m * RECORD + 32];
+                match rid.cmp(&id.0[..]) {
+                    std::cmp::Ordering::Less => a = m + 1,
+                    std::cmp::Ordering::Greater => b = m,
+                    std::cmp::Ordering::Equal => {
+                        return decode(&recs[m * RECORD..(m + 1) * RECORD]).map(|e| e.1);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn scan(&self, f: &mut dyn FnMut(&Id, &Location)) -> Result<()> {
+        let mut buf = [0u8; GROUP * RECORD];
+        for g in 0..self.fences.len() {
+            let n = self
+                .group(g, &mut buf)
+                .ok_or_else(|| io_err("read", std::io::Error::other("short read")))?;
+            for r in buf[..n * RECORD].chunks_exact(RECORD) {
+                let (id, l) =
+                    decode(r).ok_or_else(|| Error::corrupt("index table", "undecodable record"))?;
+                f(&id, &l);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Collects entries and produces a [`Table`], sorting in bounded runs.
+pub struct TableBuilder {
+    limits: TableLimits,
+    buf: Vec<(Id, Location)>,
+    runs: Vec<File>,
+}
+
+impl TableBuilder {
+    /// A builder with these limits.
+    pub fn new(limits: TableLimits) -> Self {
+        TableBuilder {
+            limits,
+            buf: Vec::new(),
+            runs: Vec::new(),
+        }
+    }
+
+    /// Adds an entry; the first entry of an ID wins.
+    pub fn push(&mut self, id: Id, loc: Location) -> Result<()> {
+        self.buf.push((id, loc));
+        if self.buf.len() >= self.limits.run_entries.max(1)
+            && (self.buf.len() > self.limits.mem_entries || !self.runs.is_empty())
+        {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    fn sort_buf(&mut self) {
+        // Stable, so among equal IDs the first added stays first.
+        self.buf.sort_by_key(|a| a.0);
+        self.buf.dedup_by(|later, first| later.0 == first.0);
+    }
+
+    fn spill(&mut self) -> Result<()> {
+        self.sort_buf();
+        let f = temp(&self.limits)?;
+        let mut w = BufWriter::with_capacity(64 << 10, f);
+        for (id, l) in &self.buf {
+            w.write_all(&encode(id, l))
+                .map_err(|e| io_err("write", e))?;
+        }
+        let f = w
+            .into_inner()
+            .map_err(|e| io_err("write", e.into_error()))?;
+        self.runs.push(f);
+        self.buf.clear();
+        self.buf.shrink_to(self.limits.run_entries);
+        Ok(())
+    }
+
+    /// The finished table.
+    pub fn finish(mut self) -> Result<Table> {
+        if self.runs.is_empty() && self.buf.len() <= self.limits.mem_entries {
+            self.sort_buf();
+            self.buf.shrink_to_fit();
+            return Ok(Table::Mem(self.buf));
+        }
+        if !self.buf.is_empty() {
+            self.spill()?;
+        }
+        self.buf = Vec::new();
+        let mut readers: Vec<BufReader<File>> = Vec::with_capacity(self.runs.len());
+        for mut f in std::mem::take(&mut self.runs) {
+            use std::io::Seek;
+            f.seek(std::io::SeekFrom::Start(0))
+                .map_err(|e| io_err("seek", e))?;
+            readers.push(BufReader::with_capacity(64 << 10, f));
+        }
+        let next = |r: &mut BufReader<File>| -> Result<Option<[u8; RECORD]>> {
+            let mut rec = [0u8; RECORD];
+            match r.read_exact(&mut rec) {
+                Ok(()) => Ok(Some(rec)),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+                Err(e) => Err(io_err("read", e)),
+            }
+        };
+        // Ties go to the earlier run, which holds the earlier entry.
+        let mut heap = BinaryHeap::new();
+        for (i, r) in readers.iter_mut().enumerate() {
+            if let Some(rec) = next(r)? {
+                heap.push(Reverse((key_of(&rec), i, rec)));
+            }
+        }
+        let out = temp(&self.limits)?;
+        let mut w = BufWriter::with_capacity(64 << 10, out);
+        let mut fences = Vec::new();
+        let mut len = 0usize;
+        let mut last: Option<[u8; 32]> = None;
+        while let Some(Reverse((key, i, rec))) = heap.pop() {
+            if let Some(r) = next(&mut readers[i])? {
+                heap.push(Reverse((key_of(&r), i, r)));
+            }
+            if last == Some(key) {
+                continue;
+            }
+            if len.is_multiple_of(GROUP) {
+                fences.push(u64::from_be_bytes(key[..8].try_into().expect("8 bytes")));
+            }
+            w.write_all(&rec).map_err(|e| io_err("write", e))?;
+            len += 1;
+            last = Some(key);
+        }
+        let file = w
+            .into_inner()
+            .map_err(|e| io_err("write", e.into_error()))?;
+        fences.shrink_to_fit();
+        Ok(Table::Disk(DiskTable { file, len, fences }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(n: u32) -> Location {
+        Location {
+            pack: n % 7,
+            offset: u64::from(n) * 1000,
+            length: n + 1,
+            raw_len: n + 2,
+            kind: if n.is_multiple_of(3) {
+                BlobKind::Tree
+            } else {
+                BlobKind::Chunk
+            },
+        }
+    }
+
+    fn id(n: u32) -> Id {
+        let mut b = *blake3::hash(&n.to_le_bytes()).as_bytes();
+        if n.is_multiple_of(50) {
+            // IDs sharing their 8-byte prefix, across group boundaries.
+            b[..8].copy_from_slice(&[7; 8]);
+        }
+        Id(b)
+    }
+
+    fn build(n: u32, limits: TableLimits) -> Table {
+        let mut b = TableBuilder::new(limits);
+        for i in 0..n {
+            b.push(id(i), loc(i)).unwrap();
+        }
+        // Duplicates added later lose.
+        for i in (0..n).step_by(13) {
+            b.push(id(i), loc(i + 1)).unwrap();
+        }
+        b.finish().unwrap()
+    }
+
+    #[test]
+    fn disk_table_finds_every_entry_and_nothing_else() {
+        let limits = TableLimits {
+            mem_entries: 100,
+            run_entries: 333,
+            dir: None,
+        };
+        let t = build(5000, limits);
+        assert!(matches!(t, Table::Disk(_)), "expected a disk table");
+        assert_eq!(t.len(), 5000);
+        for i in 0..5000 {
+            assert_eq!(t.get(&id(i)), Some(loc(i)), "entry {i}");
+        }
+        for i in 5000..6000 {
+            assert_eq!(t.get(&id(i)), None, "absent entry {i}");
+        }
+        let mut seen = Vec::new();
+        t.scan(&mut |id, _| seen.push(*id)).unwrap();
+        assert_eq!(seen.len(), 5000);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "scan is sorted");
+    }
+
+    #[test]
+    fn small_table_stays_in_memory_and_agrees() {
+        let t = build(90, TableLimits::default());
+        assert!(matches!(t, Table::Mem(_)));
+        for i in 0..90 {
+            assert_eq!(t.get(&id(i)), Some(loc(i)));
+        }
+        assert_eq!(t.get(&id(1000)), None);
+    }
+}
+
+/// Values per fence of a spilled run of [`SpillSet`].
+const SET_GROUP: usize = 256;
+/// Bloom filter bits per spilled value (about 1% false positives).
+const BLOOM_BITS: usize = 10;
+const BLOOM_HASHES: u64 = 7;
+
+/// A set of 128-bit ID prefixes that moves to disk as it grows: the blobs
+/// a backup has sent, which for a first backup of a million small files
+/// would otherwise be its largest allocation.
+///
+/// Values beyond [`TableLimits::mem_entries`] are spilled in sorted runs,
+/// each with fence keys and a Bloom filter in memory (under two bytes per
+/// value), so a lookup reads the disk only on a filter hit. The values are
+/// keyed hashes, uniformly distributed: the filter takes its bit positions
+/// straight from them.
+pub struct SpillSet {
+    limits: TableLimits,
+    mem: std::collections::HashSet<u128>,
+    runs: Vec<SetRun>,
+}
+
+struct SetRun {
+    file: File,
+    len: usize,
+    fences: Vec<u128>,
+    bloom: Vec<u64>,
+}
+
+impl SetRun {
+    fn bloom_bits(&self) -> u64 {
+        self.bloom.len() as u64 * 64
+    }
+
+    fn positions(x: u128, m: u64) -> impl Iterator<Item = u64> {
+        let h1 = x as u64;
+        let h2 = ((x >> 64) as u64) | 1;
+        (0..BLOOM_HASHES).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % m)
+    }
+
+    fn may_contain(&self, x: u128) -> bool {
+        let m = self.bloom_bits();
+        Self::positions(x, m).all(|p| self.bloom[(p / 64) as usize] & (1 << (p % 64)) != 0)
+    }
+
+    fn contains(&self, x: u128) -> Result<bool> {
+        if !self.may_contain(x) {
+            return Ok(false);
+        }
+        let g = self.fences.partition_point(|&f| f <= x);
+        if g == 0 {
+            return Ok(false);
+        }
+        let g = g - 1;
+        let n = (self.len - g * SET_GROUP).min(SET_GROUP);
+        let mut buf = [0u8; SET_GROUP * 16];
+        self.file
+            .read_exact_at(&mut buf[..n * 16], (g * SET_GROUP * 16) as u64)
+            .map_err(|e| io_err("read", e))?;
+        let vals = buf[..n * 16]
+            .chunks_exact(16)
+            .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")));
+        Ok(vals.into_iter().any(|v| v == x))
+    }
+}
+
+impl SpillSet {
+    /// An empty set with these limits.
+    pub fn new(limits: TableLimits) -> Self {
+        SpillSet {
+            limits,
+            mem: std::collections::HashSet::new(),
+            runs: Vec::new(),
+        }
+    }
+
+    /// Whether `x` is in the set.
+    pub fn contains(&self, x: u128) -> Result<bool> {
+        if self.mem.contains(&x) {
+            return Ok(true);
+        }
+        for r in &self.runs {
+            if r.contains(x)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Adds `x`; whether it was new.
+    pub fn insert(&mut self, x: u128) -> Result<bool> {
+        if self.contains(x)? {
+            return Ok(false);
+        }
+        self.mem.insert(x);
+        if self.mem.len() >= self.limits.mem_entries.max(1) {
+            self.spill()?;
+        }
+        Ok(true)
+    }
+
+    fn spill(&mut self) -> Result<()> {
+        let file = temp(&self.limits)?;
+        let mut vals: Vec<u128> = self.mem.drain().collect();
+        self.mem.shrink_to(self.limits.mem_entries);
+        vals.sort_unstable();
+        let words = (vals.len() * BLOOM_BITS).div_ceil(64).max(1);
+        let mut run = SetRun {
+            file,
+            len: vals.len(),
+            fences: Vec::with_capacity(vals.len().div_ceil(SET_GROUP)),
+            bloom: vec![0u64; words],
+        };
+        let m = run.bloom_bits();
+        let mut w = BufWriter::with_capacity(64 << 10, &run.file);
+        for (i, &v) in vals.iter().enumerate() {
+            if i.is_multiple_of(SET_GROUP) {
+                run.fences.push(v);
+            }
+            for p in SetRun::positions(v, m) {
+                run.bloom[(p / 64) as usize] |= 1 << (p % 64);
+            }
+            w.write_all(&v.to_le_bytes())
+                .map_err(|e| io_err("write", e))?;
+        }
+        w.flush().map_err(|e| io_err("write", e))?;
+        drop(w);
+        self.runs.push(run);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod set_tests {
+    use super::*;
+
+    fn val(n: u64) -> u128 {
+        u128::from_le_bytes(
+            blake3::hash(&n.to_le_bytes()).as_bytes()[..16]
+                .try_into()
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn spilled_set_keeps_every_value() {
+        let mut s = SpillSet::new(TableLimits {
+            mem_entries: 500,
+            run_entries: 500,
+            dir: None,
+        });
+        for n in 0..5000 {
+            assert!(s.insert(val(n)).unwrap(), "value {n} was new");
+        }
+        assert!(s.runs.len() >= 9, "the set spilled");
+        for n in 0..5000 {
+            assert!(s.contains(val(n)).unwrap(), "value {n} kept");
+            assert!(!s.insert(val(n)).unwrap(), "value {n} not new twice");
+        }
+        let false_hits = (5000..10_000)
+            .filter(|&n| s.contains(val(n)).unwrap())
+            .count();
+        assert_eq!(false_hits, 0, "values never added were found");
+    }
+}
