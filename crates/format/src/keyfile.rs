@@ -149,6 +149,7 @@ impl KeyFile {
                     let m_kib = small(&mut x)?;
                     let t = small(&mut x)?;
                     let p = small(&mut x)?;
+                    x.finish()?;
                     k.kdf = Some(Kdf { salt, m_kib, t, p });
                 }
                 tag::SECRET => k.secret = v.to_vec(),

@@ -262,6 +262,9 @@ impl Node {
         if n.node_type() == NodeType::Dir && n.subtree.is_none() {
             return Err(invalid(W, "directory without a subtree"));
         }
+        // A missing type means file: say so, so that the node re-encodes
+        // to what it decoded from (encoding always writes the type).
+        n.kind = Some(n.node_type());
         Ok(n)
     }
 }
@@ -418,6 +421,15 @@ mod tests {
             };
             assert!(Tree::decode(&t.encode()).is_err(), "{bad:?}");
         }
+    }
+
+    /// Found by the `tree` fuzz target: a node without a type field is a
+    /// file, and re-encodes to a tree that decodes the same.
+    #[test]
+    fn node_without_type_is_a_file_and_roundtrips() {
+        let t = Tree::decode(&[0x01, 0x01, 0x04, 0x01, 0x02, 0xff, 0xff]).unwrap();
+        assert_eq!(t.nodes[0].kind, Some(NodeType::File));
+        assert_eq!(Tree::decode(&t.encode()).unwrap(), t);
     }
 
     #[test]

@@ -125,13 +125,18 @@ impl<'a> Reader<'a> {
     pub fn u32le(&mut self) -> Result<u32> {
         Ok(u32::from_le_bytes(self.array()?))
     }
-    /// Unsigned LEB128 of at most 10 bytes.
+    /// Unsigned LEB128 of at most 10 bytes, in its shortest form: a longer
+    /// encoding of the same value would give one header, trailer or node
+    /// several byte strings, and so several hashes.
     pub fn varint(&mut self) -> Result<u64> {
         let mut v: u64 = 0;
         for i in 0..10 {
             let b = self.u8()?;
             if i == 9 && b > 1 {
                 return Err(invalid(self.what, "varint overflows 64 bits"));
+            }
+            if i > 0 && b == 0 {
+                return Err(invalid(self.what, "varint not in its shortest form"));
             }
             v |= u64::from(b & 0x7f) << (7 * i);
             if b & 0x80 == 0 {
@@ -244,5 +249,14 @@ mod tests {
         w.varint(u64::MAX);
         assert!(Reader::new(&w.buf, "t").bytes().is_err());
         assert!(Reader::new(&[0xff; 11], "t").varint().is_err());
+    }
+
+    /// Found by the `pack` fuzz target: `80 00` is a longer form of 0.
+    #[test]
+    fn varints_must_be_shortest() {
+        assert!(Reader::new(&[0x80, 0x00], "t").varint().is_err());
+        assert!(Reader::new(&[0xff, 0x80, 0x00], "t").varint().is_err());
+        assert_eq!(Reader::new(&[0x00], "t").varint().unwrap(), 0);
+        assert_eq!(Reader::new(&[0x80, 0x01], "t").varint().unwrap(), 128);
     }
 }
