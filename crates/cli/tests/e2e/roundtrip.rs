@@ -108,9 +108,12 @@ fn index_on_disk_roundtrip() {
     // Unchanged files are recognised through the on-disk index.
     let v = json(&run_small(&["backup", "--json", s(&src)]));
     assert_eq!(v["unchanged_files"].as_u64(), Some(602), "{v:#}");
-    assert_eq!(v["blobs_added"].as_u64(), Some(0), "{v:#}");
+    // Only trees of the source's parents may change (other tests create
+    // files in the temporary directory all the time).
+    let again = v["blobs_added"].as_u64().unwrap();
+    assert!(again <= levels, "{v:#}");
     let stats = json(&run_small(&["stats", "--json"]));
-    assert_eq!(stats["blobs"].as_u64(), Some(blobs), "{stats:#}");
+    assert_eq!(stats["blobs"].as_u64(), Some(blobs + again), "{stats:#}");
     run_small(&["check", "--read-data"]);
     let dest = env.path("dest");
     run_small(&["restore", "latest", s(&dest)]);
