@@ -1,8 +1,8 @@
 //! Single-core throughput of the backup hot path, stage by stage and
-//! together: chunk (FastCDC) → hash (keyed BLAKE3) → compress (zstd 3) →
-//! seal (XChaCha20-Poly1305). The archiver runs chunk + hash on one thread
-//! and compress + seal on the others, so twice the combined figure is the
-//! two-core ceiling a backup is measured against (see bench/results.md).
+//! together: chunk (FastCDC, the default sizes of a new repository) →
+//! hash (keyed BLAKE3) → compress (zstd at the default level) → seal
+//! (XChaCha20-Poly1305). Twice the combined figure is the two-core ceiling
+//! a backup is measured against (see bench/results.md).
 //!
 //! `cargo bench -p cairn-engine --bench pipeline`
 
@@ -53,7 +53,13 @@ fn corpus() -> Vec<u8> {
 fn bench(c: &mut Criterion) {
     let data = corpus();
     let dedup = DedupKey::from_bytes([7; 32]);
-    let cutter = Cutter::new(Params::default(), dedup.chunker_seed());
+    let (min, avg, max) = cairn_repo::init_options().chunk;
+    let params = Params {
+        min: min as usize,
+        avg: avg as usize,
+        max: max as usize,
+    };
+    let cutter = Cutter::new(params, dedup.chunker_seed());
     let lens = cutter.split(&data);
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Bytes(data.len() as u64));
