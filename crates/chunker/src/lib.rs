@@ -30,12 +30,14 @@ pub struct Params {
     pub max: usize,
 }
 
+/// The sizes a new repository gets (`cairn_repo::init_options`); each
+/// repository records its own in its config.
 impl Default for Params {
     fn default() -> Self {
         Params {
-            min: 256 * 1024,
-            avg: 1024 * 1024,
-            max: 4 * 1024 * 1024,
+            min: 128 * 1024,
+            avg: 512 * 1024,
+            max: 2 * 1024 * 1024,
         }
     }
 }
