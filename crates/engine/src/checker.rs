@@ -230,6 +230,10 @@ fn trace(
 
 const WINDOW: u64 = 2 << 20;
 
+/// Packs whose entries are gathered and checked together (a few MiB of
+/// entries at most).
+const PACKS_PER_ROUND: usize = 64;
+
 /// Errors, damaged blobs, packs read, blobs authenticated.
 type Found = (Vec<String>, Vec<(Id, String)>, usize, usize);
 
@@ -243,35 +247,50 @@ fn read_packs(
     damaged: &mut HashMap<Id, String>,
 ) -> Result<()> {
     let index = repo.index();
-    let mut by_pack: Vec<Vec<(Id, Location)>> = vec![Vec::new(); index.packs().len()];
-    index.scan(|id, loc| by_pack[loc.pack as usize].push((*id, *loc)))?;
-    for v in &mut by_pack {
-        v.sort_by_key(|e| e.1.offset);
-    }
     let threads = crate::threads(opts.threads);
-    let next = AtomicUsize::new(0);
     let found: Mutex<Found> = Mutex::new((Vec::new(), Vec::new(), 0, 0));
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= by_pack.len() || cancel.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    if bad_packs.contains(&(i as u32)) {
-                        continue;
-                    }
-                    let r = check_pack(repo, i as u32, &by_pack[i], progress);
-                    let mut f = found.lock().unwrap_or_else(|p| p.into_inner());
-                    f.0.extend(r.0);
-                    f.1.extend(r.1);
-                    f.2 += 1;
-                    f.3 += r.2;
-                }
-            });
+    let total = index.packs().len();
+    // Packs are checked a round at a time, each round collecting the
+    // entries of its packs in one pass over the index: memory holds the
+    // entries of a round's packs, not of the whole repository.
+    for first in (0..total).step_by(PACKS_PER_ROUND) {
+        if cancel.load(Ordering::Relaxed) {
+            break;
         }
-    });
+        let round = first..(first + PACKS_PER_ROUND).min(total);
+        let mut by_pack: Vec<Vec<(Id, Location)>> = vec![Vec::new(); round.len()];
+        index.scan(|id, loc| {
+            if round.contains(&(loc.pack as usize)) {
+                by_pack[loc.pack as usize - first].push((*id, *loc));
+            }
+        })?;
+        for v in &mut by_pack {
+            v.sort_by_key(|e| e.1.offset);
+        }
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    loop {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        if k >= by_pack.len() || cancel.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let i = (first + k) as u32;
+                        if bad_packs.contains(&i) {
+                            continue;
+                        }
+                        let r = check_pack(repo, i, &by_pack[k], progress);
+                        let mut f = found.lock().unwrap_or_else(|p| p.into_inner());
+                        f.0.extend(r.0);
+                        f.1.extend(r.1);
+                        f.2 += 1;
+                        f.3 += r.2;
+                    }
+                });
+            }
+        });
+    }
     let (errs, bad, packs, blobs) = found.into_inner().unwrap_or_else(|p| p.into_inner());
     rep.errors.extend(errs);
     for (id, why) in bad {
