@@ -127,3 +127,40 @@ fn index_on_disk_roundtrip() {
         .collect();
     assert!(left.is_empty(), "temporary index files left: {left:?}");
 }
+
+/// `check --read-data` works through the packs 64 at a time: damage in
+/// any round is found and traced to its file.
+#[test]
+fn check_finds_damage_across_pack_rounds() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..70u64 {
+        std::fs::write(src.join(format!("f{i:02}")), pseudo(1_100_000, 1000 + i)).unwrap();
+    }
+    env.ok(&["init"]);
+    env.ok(&["backup", "--pack-size", "1MiB", s(&src)]);
+    let data = env.repo.join("data");
+    let mut packs = files_below(&data)
+        .into_iter()
+        .map(|p| data.join(p))
+        .collect::<Vec<_>>();
+    packs.sort();
+    assert!(packs.len() > 64, "{} packs: not two rounds", packs.len());
+    // Damage every tenth pack: some land in each round.
+    for p in packs.iter().step_by(10) {
+        let mut b = std::fs::read(p).unwrap();
+        b[100] ^= 1;
+        std::fs::write(p, &b).unwrap();
+    }
+    let mut c = env.cmd();
+    c.arg("--repo")
+        .arg(&env.repo)
+        .args(["check", "--read-data", "--json"]);
+    let r = run(c).expect(3);
+    let v = json(&r.stdout);
+    assert_eq!(v["packs_read"].as_u64(), Some(packs.len() as u64), "{v:#}");
+    let damaged = v["damaged_blobs"].as_array().unwrap().len();
+    assert!(damaged >= packs.len().div_ceil(10), "{v:#}");
+    assert!(!v["affected"].as_array().unwrap().is_empty(), "{v:#}");
+}
