@@ -496,29 +496,96 @@ impl SpillSet {
         let mut vals: Vec<u128> = self.mem.drain().collect();
         self.mem.shrink_to(self.limits.mem_entries);
         vals.sort_unstable();
-        let words = (vals.len() * BLOOM_BITS).div_ceil(64).max(1);
-        let mut run = SetRun {
-            file,
-            len: vals.len(),
-            fences: Vec::with_capacity(vals.len().div_ceil(SET_GROUP)),
-            bloom: vec![0u64; words],
-        };
-        let m = run.bloom_bits();
-        let mut w = BufWriter::with_capacity(64 << 10, &run.file);
-        for (i, &v) in vals.iter().enumerate() {
-            if i.is_multiple_of(SET_GROUP) {
-                run.fences.push(v);
-            }
-            for p in SetRun::positions(v, m) {
-                run.bloom[(p / 64) as usize] |= 1 << (p % 64);
-            }
-            w.write_all(&v.to_le_bytes())
-                .map_err(|e| io_err("write", e))?;
+        let run = write_run(file, vals.len(), vals.into_iter().map(Ok))?;
+        self.runs.push(run);
+        if self.runs.len() >= MAX_RUNS {
+            self.compact()?;
         }
-        w.flush().map_err(|e| io_err("write", e))?;
-        drop(w);
+        Ok(())
+    }
+
+    /// Merges every run into one, so lookups and open files stay few
+    /// however many values a backup sends.
+    fn compact(&mut self) -> Result<()> {
+        let file = temp(&self.limits)?;
+        let len: usize = self.runs.iter().map(|r| r.len).sum();
+        let runs = std::mem::take(&mut self.runs);
+        for r in &runs {
+            use std::io::Seek;
+            (&r.file)
+                .seek(std::io::SeekFrom::Start(0))
+                .map_err(|e| io_err("seek", e))?;
+        }
+        let mut readers: Vec<(BufReader<&File>, usize)> = runs
+            .iter()
+            .map(|r| (BufReader::with_capacity(64 << 10, &r.file), r.len))
+            .collect();
+        let mut next = move |k: usize| -> Result<Option<u128>> {
+            let (r, left) = &mut readers[k];
+            if *left == 0 {
+                return Ok(None);
+            }
+            *left -= 1;
+            let mut b = [0u8; 16];
+            r.read_exact(&mut b).map_err(|e| io_err("read", e))?;
+            Ok(Some(u128::from_le_bytes(b)))
+        };
+        let mut heap = BinaryHeap::new();
+        for k in 0..runs.len() {
+            if let Some(v) = next(k)? {
+                heap.push(Reverse((v, k)));
+            }
+        }
+        let merged = std::iter::from_fn(|| {
+            let Reverse((v, k)) = heap.pop()?;
+            match next(k) {
+                Ok(Some(n)) => heap.push(Reverse((n, k))),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+            Some(Ok(v))
+        });
+        let run = write_run(file, len, merged)?;
         self.runs.push(run);
         Ok(())
+    }
+}
+
+/// Spilled runs kept before they are merged into one.
+const MAX_RUNS: usize = 8;
+
+/// Writes `len` sorted values as a run with its fences and Bloom filter.
+fn write_run(file: File, len: usize, vals: impl Iterator<Item = Result<u128>>) -> Result<SetRun> {
+    let words = (len * BLOOM_BITS).div_ceil(64).max(1);
+    let mut run = SetRun {
+        file,
+        len: 0,
+        fences: Vec::with_capacity(len.div_ceil(SET_GROUP)),
+        bloom: vec![0u64; words],
+    };
+    let m = run.bloom_bits();
+    let mut w = BufWriter::with_capacity(64 << 10, &run.file);
+    for v in vals {
+        let v = v?;
+        if run.len.is_multiple_of(SET_GROUP) {
+            run.fences.push(v);
+        }
+        for p in SetRun::positions(v, m) {
+            run.bloom[(p / 64) as usize] |= 1 << (p % 64);
+        }
+        w.write_all(&v.to_le_bytes())
+            .map_err(|e| io_err("write", e))?;
+        run.len += 1;
+    }
+    w.flush().map_err(|e| io_err("write", e))?;
+    drop(w);
+    Ok(run)
+}
+
+impl SpillSet {
+    #[cfg(test)]
+    fn runs(&self) -> usize {
+        self.runs.len()
     }
 }
 
@@ -544,7 +611,11 @@ mod set_tests {
         for n in 0..5000 {
             assert!(s.insert(val(n)).unwrap(), "value {n} was new");
         }
-        assert!(s.runs.len() >= 9, "the set spilled");
+        assert!(
+            (1..MAX_RUNS).contains(&s.runs()),
+            "the set spilled and its runs were merged: {} runs",
+            s.runs()
+        );
         for n in 0..5000 {
             assert!(s.contains(val(n)).unwrap(), "value {n} kept");
             assert!(!s.insert(val(n)).unwrap(), "value {n} not new twice");

@@ -66,6 +66,11 @@ impl Env {
             .env("XDG_CACHE_HOME", self.home.join(".cache"))
             .env("XDG_CONFIG_HOME", self.home.join(".config"))
             .env("CAIRN_PASSWORD", PASS);
+        // `CAIRN_INDEX_MEMORY=0 cargo nextest run` runs every test with
+        // the index and the in-flight set on disk.
+        if let Some(v) = std::env::var_os("CAIRN_INDEX_MEMORY") {
+            c.env("CAIRN_INDEX_MEMORY", v);
+        }
         c
     }
 
