@@ -256,6 +256,10 @@ impl TableBuilder {
         self.runs.push(f);
         self.buf.clear();
         self.buf.shrink_to(self.limits.run_entries);
+        if self.runs.len() >= MAX_TABLE_RUNS {
+            let (merged, _, _) = merge_runs(&self.limits, std::mem::take(&mut self.runs))?;
+            self.runs.push(merged);
+        }
         Ok(())
     }
 
@@ -270,53 +274,64 @@ impl TableBuilder {
             self.spill()?;
         }
         self.buf = Vec::new();
-        let mut readers: Vec<BufReader<File>> = Vec::with_capacity(self.runs.len());
-        for mut f in std::mem::take(&mut self.runs) {
-            use std::io::Seek;
-            f.seek(std::io::SeekFrom::Start(0))
-                .map_err(|e| io_err("seek", e))?;
-            readers.push(BufReader::with_capacity(64 << 10, f));
-        }
-        let next = |r: &mut BufReader<File>| -> Result<Option<[u8; RECORD]>> {
-            let mut rec = [0u8; RECORD];
-            match r.read_exact(&mut rec) {
-                Ok(()) => Ok(Some(rec)),
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
-                Err(e) => Err(io_err("read", e)),
-            }
-        };
-        // Ties go to the earlier run, which holds the earlier entry.
-        let mut heap = BinaryHeap::new();
-        for (i, r) in readers.iter_mut().enumerate() {
-            if let Some(rec) = next(r)? {
-                heap.push(Reverse((key_of(&rec), i, rec)));
-            }
-        }
-        let out = temp(&self.limits)?;
-        let mut w = BufWriter::with_capacity(64 << 10, out);
-        let mut fences = Vec::new();
-        let mut len = 0usize;
-        let mut last: Option<[u8; 32]> = None;
-        while let Some(Reverse((key, i, rec))) = heap.pop() {
-            if let Some(r) = next(&mut readers[i])? {
-                heap.push(Reverse((key_of(&r), i, r)));
-            }
-            if last == Some(key) {
-                continue;
-            }
-            if len.is_multiple_of(GROUP) {
-                fences.push(u64::from_be_bytes(key[..8].try_into().expect("8 bytes")));
-            }
-            w.write_all(&rec).map_err(|e| io_err("write", e))?;
-            len += 1;
-            last = Some(key);
-        }
-        let file = w
-            .into_inner()
-            .map_err(|e| io_err("write", e.into_error()))?;
-        fences.shrink_to_fit();
+        let (file, len, fences) = merge_runs(&self.limits, std::mem::take(&mut self.runs))?;
         Ok(Table::Disk(DiskTable { file, len, fences }))
     }
+}
+
+/// Sort runs kept open before they are merged into one (open files stay
+/// far below the usual limit of 1024, whatever the repository's size).
+const MAX_TABLE_RUNS: usize = 64;
+
+/// Merges sorted runs into one file, the first entry of an ID winning
+/// (ties go to the earlier run, which holds the earlier entry). Returns
+/// the file, its record count and its fence keys.
+fn merge_runs(limits: &TableLimits, runs: Vec<File>) -> Result<(File, usize, Vec<u64>)> {
+    let mut readers: Vec<BufReader<File>> = Vec::with_capacity(runs.len());
+    for mut f in runs {
+        use std::io::Seek;
+        f.seek(std::io::SeekFrom::Start(0))
+            .map_err(|e| io_err("seek", e))?;
+        readers.push(BufReader::with_capacity(64 << 10, f));
+    }
+    let next = |r: &mut BufReader<File>| -> Result<Option<[u8; RECORD]>> {
+        let mut rec = [0u8; RECORD];
+        match r.read_exact(&mut rec) {
+            Ok(()) => Ok(Some(rec)),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(io_err("read", e)),
+        }
+    };
+    let mut heap = BinaryHeap::new();
+    for (i, r) in readers.iter_mut().enumerate() {
+        if let Some(rec) = next(r)? {
+            heap.push(Reverse((key_of(&rec), i, rec)));
+        }
+    }
+    let out = temp(limits)?;
+    let mut w = BufWriter::with_capacity(64 << 10, out);
+    let mut fences = Vec::new();
+    let mut len = 0usize;
+    let mut last: Option<[u8; 32]> = None;
+    while let Some(Reverse((key, i, rec))) = heap.pop() {
+        if let Some(r) = next(&mut readers[i])? {
+            heap.push(Reverse((key_of(&r), i, r)));
+        }
+        if last == Some(key) {
+            continue;
+        }
+        if len.is_multiple_of(GROUP) {
+            fences.push(u64::from_be_bytes(key[..8].try_into().expect("8 bytes")));
+        }
+        w.write_all(&rec).map_err(|e| io_err("write", e))?;
+        len += 1;
+        last = Some(key);
+    }
+    let file = w
+        .into_inner()
+        .map_err(|e| io_err("write", e.into_error()))?;
+    fences.shrink_to_fit();
+    Ok((file, len, fences))
 }
 
 #[cfg(test)]
@@ -378,6 +393,22 @@ mod tests {
         t.scan(&mut |id, _| seen.push(*id)).unwrap();
         assert_eq!(seen.len(), 5000);
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "scan is sorted");
+    }
+
+    /// Many small runs: they are merged along the way, and the first
+    /// entry of an ID still wins.
+    #[test]
+    fn runs_merged_along_the_way_keep_first_entries() {
+        let limits = TableLimits {
+            mem_entries: 10,
+            run_entries: 20,
+            dir: None,
+        };
+        let t = build(5000, limits);
+        assert_eq!(t.len(), 5000);
+        for i in 0..5000 {
+            assert_eq!(t.get(&id(i)), Some(loc(i)), "entry {i}");
+        }
     }
 
     #[test]
