@@ -215,22 +215,27 @@ struct Dedup<'a> {
     /// coincidence among billions of blobs), spilled to disk past a few
     /// MiB so a first backup of millions of files stays small.
     pending: Mutex<SpillSet>,
-    /// Plaintext bytes of new blobs found by the seal workers.
+    /// Plaintext bytes of the new blobs, whoever found them.
     raw_added: AtomicU64,
 }
 
 impl Dedup<'_> {
-    /// Whether `id` is neither stored nor already sent; marks it sent.
-    /// If the spilled set cannot be read, the blob counts as new: storing
-    /// it twice wastes space, skipping it would lose it.
-    fn is_new(&self, id: &Id) -> bool {
-        !self.repo.index().contains(id)
+    /// Whether the blob `id` of `len` plaintext bytes is neither stored
+    /// nor already sent; marks it sent and counts its bytes. If the spilled
+    /// set cannot be read, the blob counts as new: storing it twice wastes
+    /// space, skipping it would lose it.
+    fn is_new(&self, id: &Id, len: usize) -> bool {
+        let new = !self.repo.index().contains(id)
             && self
                 .pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(short(id))
-                .unwrap_or(true)
+                .unwrap_or(true);
+        if new {
+            self.raw_added.fetch_add(len as u64, Ordering::Relaxed);
+        }
+        new
     }
 
     /// Whether `id` is stored or sent in this run (unknown when the
@@ -439,7 +444,7 @@ pub fn backup(
     if cancel.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
     }
-    summary.raw_bytes_added += dedup.raw_added.load(Ordering::Relaxed);
+    summary.raw_bytes_added = dedup.raw_added.load(Ordering::Relaxed);
     summary.blobs_added = stats.blobs;
     summary.bytes_added = stats.bytes;
     summary.packs_added = stats.packs;
@@ -555,10 +560,7 @@ fn seal_worker(
                 Work::Unhashed(u) => {
                     let id = dedup.repo.blob_id(&u.data);
                     u.ticket.fulfil(u.idx, id);
-                    if dedup.is_new(&id) {
-                        dedup
-                            .raw_added
-                            .fetch_add(u.data.len() as u64, Ordering::Relaxed);
+                    if dedup.is_new(&id, u.data.len()) {
                         new.push(Plain {
                             kind: BlobKind::Chunk,
                             id,
@@ -1031,18 +1033,16 @@ impl Walker<'_> {
             self.progress
                 .bytes
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            if self.dedup.is_new(&id) {
-                self.summary.raw_bytes_added += chunk.len() as u64;
-                if self.jobs.is_some() {
-                    let mut data = self.pool.take(chunk.len());
-                    data.extend_from_slice(chunk);
-                    self.queue(Plain {
-                        kind: BlobKind::Chunk,
-                        id,
-                        refs: Vec::new(),
-                        data,
-                    })?;
-                }
+            // Counted as new even in a dry run, which sends nothing.
+            if self.dedup.is_new(&id, chunk.len()) && self.jobs.is_some() {
+                let mut data = self.pool.take(chunk.len());
+                data.extend_from_slice(chunk);
+                self.queue(Plain {
+                    kind: BlobKind::Chunk,
+                    id,
+                    refs: Vec::new(),
+                    data,
+                })?;
             }
             content.push(id);
         }
@@ -1091,16 +1091,13 @@ impl Walker<'_> {
     fn finish_tree(&mut self, tree: Tree) -> Result<Id> {
         let data = tree.encode();
         let id = self.repo.blob_id(&data);
-        if self.dedup.is_new(&id) {
-            self.summary.raw_bytes_added += data.len() as u64;
-            if self.jobs.is_some() {
-                self.queue(Plain {
-                    kind: BlobKind::Tree,
-                    id,
-                    refs: tree.refs(),
-                    data,
-                })?;
-            }
+        if self.dedup.is_new(&id, data.len()) && self.jobs.is_some() {
+            self.queue(Plain {
+                kind: BlobKind::Tree,
+                id,
+                refs: tree.refs(),
+                data,
+            })?;
         }
         Ok(id)
     }

@@ -361,6 +361,14 @@ mod tests {
         Id(b)
     }
 
+    fn limits(mem_entries: usize, run_entries: usize) -> TableLimits {
+        TableLimits {
+            mem_entries,
+            run_entries,
+            dir: None,
+        }
+    }
+
     fn build(n: u32, limits: TableLimits) -> Table {
         let mut b = TableBuilder::new(limits);
         for i in 0..n {
@@ -375,12 +383,7 @@ mod tests {
 
     #[test]
     fn disk_table_finds_every_entry_and_nothing_else() {
-        let limits = TableLimits {
-            mem_entries: 100,
-            run_entries: 333,
-            dir: None,
-        };
-        let t = build(5000, limits);
+        let t = build(5000, limits(100, 333));
         assert!(matches!(t, Table::Disk(_)), "expected a disk table");
         assert_eq!(t.len(), 5000);
         for i in 0..5000 {
@@ -399,12 +402,7 @@ mod tests {
     /// entry of an ID still wins.
     #[test]
     fn runs_merged_along_the_way_keep_first_entries() {
-        let limits = TableLimits {
-            mem_entries: 10,
-            run_entries: 20,
-            dir: None,
-        };
-        let t = build(5000, limits);
+        let t = build(5000, limits(10, 20));
         assert_eq!(t.len(), 5000);
         for i in 0..5000 {
             assert_eq!(t.get(&id(i)), Some(loc(i)), "entry {i}");
