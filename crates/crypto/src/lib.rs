@@ -13,8 +13,7 @@
 //!
 //! The exact byte layouts are in `docs/format.md`, section "Cryptography".
 
-use chacha20poly1305::aead::{AeadInOut, KeyInit};
-use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
 use x25519_dalek::{PublicKey, StaticSecret};
 
 /// Nonce length of XChaCha20-Poly1305.
@@ -154,15 +153,11 @@ impl SealKey {
         let start = out.len();
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
-        let cipher = XChaCha20Poly1305::new(&self.0.into());
-        let tag = cipher
-            .encrypt_inout_detached(
-                &XNonce::from(nonce),
-                aad,
-                (&mut out[start + NONCE_LEN..]).into(),
-            )
+        let (key, n) = xchacha(&self.0, &nonce);
+        let tag = key
+            .seal_in_place_separate_tag(n, Aad::from(aad), &mut out[start + NONCE_LEN..])
             .map_err(|_| Error::Auth)?;
-        out.extend_from_slice(tag.as_slice());
+        out.extend_from_slice(tag.as_ref());
         Ok(())
     }
 
@@ -178,11 +173,11 @@ impl SealKey {
         let nonce: [u8; NONCE_LEN] = random()?;
         buf[at..at + NONCE_LEN].copy_from_slice(&nonce);
         let (head, tail) = buf.split_at_mut(at + NONCE_LEN);
-        let cipher = XChaCha20Poly1305::new(&self.0.into());
-        let tag = cipher
-            .encrypt_inout_detached(&XNonce::from(nonce), &head[..aad_len], tail.into())
+        let (key, n) = xchacha(&self.0, &nonce);
+        let tag = key
+            .seal_in_place_separate_tag(n, Aad::from(&head[..aad_len]), tail)
             .map_err(|_| Error::Auth)?;
-        buf.extend_from_slice(tag.as_slice());
+        buf.extend_from_slice(tag.as_ref());
         Ok(())
     }
 
@@ -204,15 +199,13 @@ impl SealKey {
         out.extend_from_slice(ct);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().expect("nonce length");
         let tag: [u8; TAG_LEN] = tag.try_into().expect("tag length");
-        let cipher = XChaCha20Poly1305::new(&self.0.into());
-        cipher
-            .decrypt_inout_detached(
-                &XNonce::from(nonce),
-                aad,
-                out.as_mut_slice().into(),
-                &Tag::from(tag),
-            )
-            .map_err(|_| Error::Auth)
+        let (key, n) = xchacha(&self.0, &nonce);
+        key.open_in_place_separate_tag(n, Aad::from(aad), Tag::from(tag), out, 0..)
+            .map(|_| ())
+            .map_err(|_| {
+                out.clear();
+                Error::Auth
+            })
     }
 
     /// Opens `nonce || ciphertext || tag`, checking it against `aad`.
@@ -221,6 +214,23 @@ impl SealKey {
         self.open_into(aad, sealed, &mut out)?;
         Ok(out)
     }
+}
+
+/// XChaCha20-Poly1305 as its definition builds it: HChaCha20 turns the key
+/// and the first 16 nonce bytes into a subkey, and the IETF
+/// ChaCha20-Poly1305 of RFC 8439 runs under that subkey with the nonce
+/// `0u32 || nonce[16..24]`. The bytes are those of any XChaCha20-Poly1305
+/// (a test checks them against RustCrypto's); ring's assembly for the
+/// inner AEAD is about twice as fast here as the portable Rust one, and
+/// sealing and opening are a large share of backup and restore time.
+fn xchacha(key: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> (LessSafeKey, Nonce) {
+    let first: [u8; 16] = nonce[..16].try_into().expect("16 bytes");
+    let sub = chacha20::hchacha::<chacha20::R20>(&(*key).into(), &first.into());
+    let key =
+        LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, sub.as_slice()).expect("32-byte key"));
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&nonce[16..]);
+    (key, Nonce::assume_unique_for_key(n))
 }
 
 /// The owner's public key: anyone holding it can wrap session keys.
@@ -400,5 +410,48 @@ mod tests {
             prop_assert_eq!(s.len(), data.len() + SEAL_OVERHEAD);
             prop_assert_eq!(k.open(&aad, &s).unwrap(), data);
         }
+
+        /// The HChaCha20 + ring construction is XChaCha20-Poly1305: its
+        /// output is byte for byte what RustCrypto's implementation makes
+        /// with the same nonce, and each opens what the other sealed.
+        #[test]
+        fn matches_reference_xchacha(data in proptest::collection::vec(any::<u8>(), 0..3000), aad in proptest::collection::vec(any::<u8>(), 0..64), key in any::<[u8; 32]>()) {
+            use chacha20poly1305::aead::{AeadInOut, KeyInit};
+            use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+            let k = SealKey::from_bytes(key);
+            let ours = k.seal(&aad, &data).unwrap();
+            let nonce: [u8; NONCE_LEN] = ours[..NONCE_LEN].try_into().unwrap();
+            let mut theirs = data.clone();
+            let tag = XChaCha20Poly1305::new(&key.into())
+                .encrypt_inout_detached(&XNonce::from(nonce), &aad, theirs.as_mut_slice().into())
+                .unwrap();
+            theirs.extend_from_slice(tag.as_slice());
+            prop_assert_eq!(&ours[NONCE_LEN..], &theirs[..]);
+            let mut again = nonce.to_vec();
+            again.extend_from_slice(&theirs);
+            prop_assert_eq!(k.open(&aad, &again).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn tampered_open_fails_and_leaves_nothing() {
+        let k = SealKey::generate().unwrap();
+        let mut s = k.seal(b"aad", b"secret payload").unwrap();
+        let last = s.len() - 1;
+        s[last] ^= 1;
+        let mut out = b"old".to_vec();
+        assert_eq!(k.open_into(b"aad", &s, &mut out), Err(Error::Auth));
+        assert!(
+            out.is_empty(),
+            "no unauthenticated plaintext is left behind"
+        );
+        assert_eq!(
+            k.open(b"aad", &k.seal(b"aad", b"x").unwrap()).unwrap(),
+            b"x"
+        );
+        assert_eq!(
+            k.open(b"other", &k.seal(b"aad", b"x").unwrap()),
+            Err(Error::Auth)
+        );
     }
 }

@@ -8,6 +8,10 @@
 //! big file does not leave the other cores idle.
 //! Every chunk is authenticated before a byte of it is written; a file
 //! whose data is damaged is removed rather than left with wrong bytes.
+//! A chunk met again (a copied file, a repeated segment) is read back from
+//! where this restore already wrote it rather than decoded a second time:
+//! its bytes were authenticated when first written, and a copy costs a
+//! small part of decrypting, decompressing and hashing it again.
 //! Runs of zeros become holes, so sparse files stay sparse. Directory
 //! metadata is applied last, deepest first, so restoring children does not
 //! disturb their parents' times and read-only directories can be filled.
@@ -61,6 +65,9 @@ pub struct RestoreSummary {
     pub hardlinks: u64,
     /// Bytes of file contents.
     pub bytes: u64,
+    /// Of those, bytes copied from chunks this restore had already written
+    /// (copies of files, repeated segments) instead of decoded again.
+    pub bytes_copied: u64,
     /// Entries whose owner could not be set (restoring as non-root).
     pub owners_not_applied: u64,
     /// Entries with extended attributes that could not be set.
@@ -75,7 +82,23 @@ pub struct RestoreSummary {
 
 struct Shared {
     summary: Mutex<RestoreSummary>,
+    seen: Mutex<HashMap<Id, Seen>>,
 }
+
+/// Where a chunk of this restore was written.
+struct Seen {
+    path: Arc<Path>,
+    offset: u64,
+    /// The chunk is all zeros, written as a hole: nothing to copy.
+    zero: bool,
+}
+
+/// Chunks smaller than this are decoded again rather than copied: opening
+/// the earlier file costs about as much as decoding a small chunk.
+const SEEN_MIN: usize = 64 << 10;
+/// Entries in the map of written chunks, about 100 bytes each; when full it
+/// starts again, so memory stays bounded on any restore.
+const SEEN_MAX: usize = 32 << 10;
 
 impl Shared {
     fn warn(&self, path: &Path, msg: String) {
@@ -129,6 +152,7 @@ pub fn restore(
     let as_root = is_root();
     let shared = Shared {
         summary: Mutex::new(RestoreSummary::default()),
+        seen: Mutex::new(HashMap::new()),
     };
     let threads = crate::threads(opts.threads);
     let (tx, rx) = bounded::<Batch>(threads);
@@ -155,6 +179,7 @@ pub fn restore(
                     reader: repo.reader(),
                     data: Vec::new(),
                     holds: None,
+                    zero: false,
                 };
                 for batch in rx {
                     for part in batch {
@@ -393,7 +418,7 @@ impl Plan<'_> {
             }
         }
         let job = Arc::new(FileJob {
-            dest: d.to_path_buf(),
+            dest: Arc::from(d),
             node: n.clone(),
             split,
             fresh: self.fresh_dirs.contains(d.parent().unwrap_or(d)),
@@ -471,7 +496,7 @@ fn remove_existing(d: &Path) {
 
 /// A regular file being restored, possibly by several workers at once.
 struct FileJob {
-    dest: PathBuf,
+    dest: Arc<Path>,
     node: Node,
     /// Split files are created (at full length) by the walker; a file in
     /// one part is created by the worker that writes it.
@@ -501,6 +526,74 @@ struct Worker<'r> {
     reader: BlobReader<'r>,
     data: Vec<u8>,
     holds: Option<Id>,
+    /// `data` is all zeros.
+    zero: bool,
+}
+
+impl Worker<'_> {
+    /// Puts the plaintext of chunk `id` in `data`: copied from where this
+    /// restore wrote it before, or else loaded and verified.
+    fn fill(&mut self, id: &Id, shared: &Shared) -> Result<Option<Seen>> {
+        if self.holds == Some(*id) {
+            return Ok(None);
+        }
+        self.holds = None;
+        let copy = shared
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .map(|s| (s.path.clone(), s.offset, s.zero));
+        if let Some((path, offset, zero)) = copy
+            && let Some(len) = self.reader.raw_len(id)
+        {
+            if zero {
+                self.data.clear();
+                self.data.resize(len as usize, 0);
+                self.zero = true;
+                self.holds = Some(*id);
+                return Ok(None);
+            }
+            if read_back(&path, offset, len as usize, &mut self.data).is_ok() {
+                self.zero = false;
+                self.holds = Some(*id);
+                shared.with(|s| s.bytes_copied += u64::from(len));
+                return Ok(None);
+            }
+        }
+        let kind = self.reader.load_into(id, &mut self.data)?;
+        if kind != BlobKind::Chunk {
+            return Err(Error::Repo(cairn_repo::Error::MissingBlob(*id)));
+        }
+        self.zero = is_zero(&self.data);
+        self.holds = Some(*id);
+        Ok((self.data.len() >= SEEN_MIN).then(|| Seen {
+            path: Arc::from(Path::new("")),
+            offset: 0,
+            zero: self.zero,
+        }))
+    }
+}
+
+/// Reads `len` bytes at `offset` of a file this restore wrote. Fails (and
+/// the chunk is decoded instead) if the file is gone or shorter, such as
+/// a file removed because another of its chunks was damaged.
+fn read_back(path: &Path, offset: u64, len: usize, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    buf.clear();
+    buf.resize(len, 0);
+    f.read_exact_at(buf, offset)
+}
+
+/// Whether a buffer holds only zeros, 16 bytes at a time.
+fn is_zero(data: &[u8]) -> bool {
+    let mut it = data.chunks_exact(16);
+    it.all(|c| u128::from_ne_bytes(c.try_into().expect("16 bytes")) == 0)
+        && it.remainder().iter().all(|&b| b == 0)
 }
 
 fn restore_part(
@@ -511,7 +604,7 @@ fn restore_part(
     progress: &Progress,
 ) {
     let file = &part.file;
-    let fd = match write_part(w, &part, progress) {
+    let fd = match write_part(w, &part, shared, progress) {
         Ok(fd) => fd,
         Err(e) => {
             let mut f = file.failed.lock().unwrap_or_else(|p| p.into_inner());
@@ -555,7 +648,12 @@ fn restore_part(
     }
 }
 
-fn write_part(w: &mut Worker<'_>, part: &Part, progress: &Progress) -> Result<Option<File>> {
+fn write_part(
+    w: &mut Worker<'_>,
+    part: &Part,
+    shared: &Shared,
+    progress: &Progress,
+) -> Result<Option<File>> {
     use std::os::unix::fs::FileExt;
     let file = &part.file;
     let dest = &file.dest;
@@ -582,21 +680,14 @@ fn write_part(w: &mut Worker<'_>, part: &Part, progress: &Progress) -> Result<Op
     let mut pos = part.offset;
     let mut written = pos;
     for id in &file.node.content[part.chunks.clone()] {
-        if w.holds != Some(*id) {
-            w.holds = None;
-            let kind = w.reader.load_into(id, &mut w.data)?;
-            if kind != BlobKind::Chunk {
-                return Err(Error::Repo(cairn_repo::Error::MissingBlob(*id)));
-            }
-            w.holds = Some(*id);
-        }
+        let fresh = w.fill(id, shared)?;
         // Write runs of non-zero 4 KiB blocks; zero blocks stay holes.
         let _writing = file
             .split
             .then(|| file.writing.lock().unwrap_or_else(|p| p.into_inner()));
         let data = &w.data;
-        let mut run = 0;
-        let mut off = 0;
+        let mut run = if w.zero { data.len() } else { 0 };
+        let mut off = run;
         while off < data.len() {
             let end = (off + 4096).min(data.len());
             if end - off == 4096 && data[off..end].iter().all(|&b| b == 0) {
@@ -612,6 +703,20 @@ fn write_part(w: &mut Worker<'_>, part: &Part, progress: &Progress) -> Result<Op
             f.write_all_at(&data[run..], pos + run as u64)
                 .map_err(|e| io("write", e))?;
         }
+        if let Some(seen) = fresh {
+            let mut map = shared.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if map.len() >= SEEN_MAX {
+                map.clear();
+            }
+            map.insert(
+                *id,
+                Seen {
+                    path: file.dest.clone(),
+                    offset: pos,
+                    ..seen
+                },
+            );
+        }
         pos += data.len() as u64;
         if run < data.len() {
             written = pos;
@@ -625,4 +730,35 @@ fn write_part(w: &mut Worker<'_>, part: &Part, progress: &Progress) -> Result<Op
         f.set_len(pos).map_err(|e| io("set length of", e))?;
     }
     Ok(Some(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_detection() {
+        assert!(is_zero(&[]));
+        assert!(is_zero(&[0; 4099]));
+        for at in [0, 15, 16, 4000, 4098] {
+            let mut b = vec![0u8; 4099];
+            b[at] = 1;
+            assert!(!is_zero(&b), "byte {at}");
+        }
+    }
+
+    #[test]
+    fn read_back_refuses_missing_short_and_symlinked_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"0123456789").unwrap();
+        let mut buf = Vec::new();
+        read_back(&f, 2, 5, &mut buf).unwrap();
+        assert_eq!(buf, b"23456");
+        assert!(read_back(&f, 8, 5, &mut buf).is_err(), "short file");
+        assert!(read_back(&dir.path().join("gone"), 0, 1, &mut buf).is_err());
+        let l = dir.path().join("l");
+        std::os::unix::fs::symlink(&f, &l).unwrap();
+        assert!(read_back(&l, 0, 1, &mut buf).is_err(), "symlink followed");
+    }
 }
