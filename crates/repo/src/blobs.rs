@@ -14,8 +14,11 @@ use crate::{Error, Result};
 /// 2 used a quarter less CPU than zstd's default of 3 for about 1% more
 /// stored bytes (`bench/results.md`, still within 2% of borg at level 3).
 pub const DEFAULT_LEVEL: i32 = 2;
-/// A chunk is tried on this sample first; if the sample does not shrink,
-/// the chunk is stored uncompressed and the full compression is skipped.
+/// A chunk larger than twice this is compressed as one frame whose first
+/// block holds only this much: if that block does not shrink, the chunk is
+/// stored as is and the rest of the frame is never compressed. Media,
+/// archives and encrypted files cost a 64 KiB trial; compressible chunks
+/// cost nothing extra, since the trial is the start of their frame.
 const SAMPLE: usize = 64 * 1024;
 
 /// A sealed blob ready to append to a pack.
@@ -35,8 +38,7 @@ pub struct SealedBlob {
 pub struct BlobSealer {
     key: SealKey,
     level: i32,
-    zstd: zstd::bulk::Compressor<'static>,
-    scratch: Vec<u8>,
+    zstd: zstd::zstd_safe::CCtx<'static>,
 }
 
 impl Clone for BlobSealer {
@@ -53,28 +55,56 @@ impl BlobSealer {
 
     /// A sealer compressing at zstd `level` (0 stores everything as is).
     pub fn with_level(key: SealKey, level: i32) -> Self {
-        BlobSealer {
-            key,
-            level,
-            zstd: zstd::bulk::Compressor::new(level.max(1)).expect("zstd context"),
-            scratch: Vec::new(),
+        let mut zstd = zstd::zstd_safe::CCtx::create();
+        zstd.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(level.max(1)))
+            .expect("zstd level");
+        BlobSealer { key, level, zstd }
+    }
+
+    /// Appends `plain` to `out` as one zstd frame, if that pays; returns
+    /// the frame's length (and leaves `out` as it was if not). Large inputs
+    /// are given up after their first [`SAMPLE`] bytes if those do not
+    /// shrink by a sixteenth. The frame is written into `out`'s spare
+    /// capacity, which is never zeroed first.
+    fn compress(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+        if plain.len() < 64 || self.level == 0 {
+            return None;
+        }
+        let start = out.len();
+        // Room for the tag too, so sealing does not move the record.
+        out.reserve(zstd::zstd_safe::compress_bound(plain.len()) + cairn_crypto::TAG_LEN);
+        let n = self.compress_frame(plain, out, start);
+        match n {
+            Some(n) if n < plain.len() - plain.len() / 32 => Some(n),
+            _ => {
+                out.truncate(start);
+                None
+            }
         }
     }
 
-    /// Whether compressing a sample of `plain` pays: incompressible data
-    /// (media, archives, encrypted files) skips the full zstd pass.
-    fn worth_compressing(&mut self, plain: &[u8]) -> bool {
-        if plain.len() < 64 || self.level == 0 {
-            return false;
+    fn compress_frame(&mut self, plain: &[u8], out: &mut Vec<u8>, start: usize) -> Option<usize> {
+        use zstd::zstd_safe::zstd_sys::ZSTD_EndDirective::{ZSTD_e_end, ZSTD_e_flush};
+        use zstd::zstd_safe::{InBuffer, OutBuffer, ResetDirective};
+        let z = &mut self.zstd;
+        // A frame abandoned earlier (or failed) leaves the session open.
+        z.reset(ResetDirective::SessionOnly).ok()?;
+        z.set_pledged_src_size(Some(plain.len() as u64)).ok()?;
+        let mut dst = OutBuffer::around_pos(out, start);
+        let mut rest = plain;
+        if plain.len() > 2 * SAMPLE {
+            let mut src = InBuffer::around(&plain[..SAMPLE]);
+            while z.compress_stream2(&mut dst, &mut src, ZSTD_e_flush).ok()? != 0
+                || src.pos() < SAMPLE
+            {}
+            if dst.pos() - start >= SAMPLE - SAMPLE / 16 {
+                return None;
+            }
+            rest = &plain[SAMPLE..];
         }
-        if plain.len() <= 2 * SAMPLE {
-            return true;
-        }
-        self.scratch
-            .resize(zstd::zstd_safe::compress_bound(SAMPLE), 0);
-        self.zstd
-            .compress_to_buffer(&plain[..SAMPLE], &mut self.scratch[..])
-            .is_ok_and(|n| n < SAMPLE - SAMPLE / 16)
+        let mut src = InBuffer::around(rest);
+        while z.compress_stream2(&mut dst, &mut src, ZSTD_e_end).ok()? != 0 {}
+        Some(dst.pos() - start)
     }
 
     /// Compresses where it pays, seals, and builds the record in a single
@@ -109,21 +139,8 @@ impl BlobSealer {
         let nonce_at = record.len();
         record.extend_from_slice(&[0u8; cairn_crypto::NONCE_LEN]);
         let payload_at = record.len();
-        let mut stored = false;
-        if self.worth_compressing(plain) {
-            let bound = zstd::zstd_safe::compress_bound(plain.len());
-            record.resize(payload_at + 1 + bound, 0);
-            if let Ok(n) = self
-                .zstd
-                .compress_to_buffer(plain, &mut record[payload_at + 1..])
-                && n < plain.len() - plain.len() / 32
-            {
-                record[payload_at] = Compression::Zstd as u8;
-                record.truncate(payload_at + 1 + n);
-                stored = true;
-            }
-        }
-        if !stored {
+        record.push(Compression::Zstd as u8);
+        if self.compress(plain, &mut record).is_none() {
             record.truncate(payload_at);
             record.reserve(1 + plain.len() + cairn_crypto::TAG_LEN);
             record.push(Compression::None as u8);
@@ -205,3 +222,85 @@ thread_local! {
 
 /// Largest plaintext a blob may have (trees of huge directories included).
 pub const MAX_BLOB: usize = 1 << 30;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn text(n: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(n);
+        let mut i = 0u64;
+        while v.len() < n {
+            v.extend_from_slice(format!("line {i} of a log that repeats itself\n").as_bytes());
+            i += 1;
+        }
+        v.truncate(n);
+        v
+    }
+
+    /// Seals, then opens the record back, and says how it was stored.
+    fn roundtrip(s: &mut BlobSealer, key: &SealKey, plain: &[u8]) -> Compression {
+        let id = Id([9; 32]);
+        let b = s.seal(BlobKind::Chunk, id, Vec::new(), plain).unwrap();
+        let (mut scratch, mut out) = (Vec::new(), Vec::new());
+        open_record(
+            &b.record,
+            &id,
+            key,
+            plain.len() as u32,
+            &mut scratch,
+            &mut out,
+            || "test".into(),
+        )
+        .unwrap();
+        assert_eq!(out, plain);
+        Compression::from_u8(scratch[0]).unwrap()
+    }
+
+    /// Large chunks are tried on their first 64 KiB, as the start of the
+    /// real frame: a random chunk is stored as is, a compressible one is
+    /// one valid frame (with its content size), and an abandoned frame
+    /// does not spoil the next one sealed by the same context.
+    #[test]
+    fn compression_is_chosen_per_chunk() {
+        let key = SealKey::from_bytes([3; 32]);
+        let mut s = BlobSealer::new(key.clone());
+        for round in 0..2 {
+            assert_eq!(
+                roundtrip(&mut s, &key, &random(600 << 10, round + 1)),
+                Compression::None
+            );
+            let t = text((600 << 10) + 17);
+            assert_eq!(roundtrip(&mut s, &key, &t), Compression::Zstd);
+            assert_eq!(
+                roundtrip(&mut s, &key, &random(100 << 10, 7)),
+                Compression::None
+            );
+            assert_eq!(roundtrip(&mut s, &key, &text(100 << 10)), Compression::Zstd);
+            assert_eq!(roundtrip(&mut s, &key, b"tiny"), Compression::None);
+            assert_eq!(roundtrip(&mut s, &key, &[]), Compression::None);
+        }
+        // Text after a random first 64 KiB: the trial decides, and the
+        // chunk is still stored correctly.
+        let mut mixed = random(64 << 10, 5);
+        mixed.extend(text(600 << 10));
+        roundtrip(&mut s, &key, &mixed);
+        let mut none = BlobSealer::with_level(key.clone(), 0);
+        assert_eq!(
+            roundtrip(&mut none, &key, &text(600 << 10)),
+            Compression::None
+        );
+    }
+}
