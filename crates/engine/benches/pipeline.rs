@@ -65,6 +65,24 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(data.len() as u64));
     g.sample_size(10);
     g.bench_function("chunk", |b| b.iter(|| cutter.split(&data).len()));
+    // The chunker as a backup drives it: reading a stream into its buffer.
+    // The buffer is reused across files, as in a backup.
+    let mut buf = Vec::new();
+    g.bench_function("chunk-stream", |b| {
+        b.iter(|| {
+            let mut s = cairn_chunker::StreamChunker::with_buffer(
+                &cutter,
+                &data[..],
+                std::mem::take(&mut buf),
+            );
+            let mut n = 0;
+            while let Some(c) = s.next_chunk().expect("read") {
+                n += c.len();
+            }
+            buf = s.into_parts().1;
+            n
+        })
+    });
     g.bench_function("hash", |b| {
         b.iter(|| {
             let mut off = 0;
