@@ -616,12 +616,16 @@ struct Window {
 }
 
 /// Bytes a window reads ahead.
-const WINDOW: u64 = 2 << 20;
+const WINDOW: u64 = 1 << 20;
 /// Windows a reader keeps. A backup seals with one packer per core, so
 /// consecutive files alternate between that many packs; with a single
 /// window a restore read each 2 MiB stretch again at every switch, ten
 /// times the repository's size on the benchmark corpus.
 const WINDOWS: usize = 4;
+/// Bytes the windows of one reader may hold together; past this the least
+/// recently used ones are freed, so large chunks read one by one do not
+/// leave four of them behind per thread.
+const WINDOW_BYTES: usize = 4 << 20;
 
 impl BlobReader<'_> {
     /// The window and byte range of a record, from memory or a fresh read.
@@ -687,6 +691,17 @@ impl BlobReader<'_> {
         self.repo
             .storage
             .get_range_into(Kind::Pack, &pack.id.to_hex(), start, want, &mut w.buf)?;
+        let mut held: usize = self.windows.iter().map(|w| w.buf.capacity()).sum();
+        while held > WINDOW_BYTES {
+            let Some(j) = (0..self.windows.len())
+                .filter(|&j| j != i && self.windows[j].buf.capacity() > 0)
+                .min_by_key(|&j| self.windows[j].used)
+            else {
+                break;
+            };
+            held -= self.windows[j].buf.capacity();
+            self.windows[j].buf = Vec::new();
+        }
         let a = (loc.offset - start) as usize;
         Ok((i, a, a + loc.length as usize))
     }
