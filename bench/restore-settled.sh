@@ -33,5 +33,10 @@ for tool in cairn restic; do
   /usr/bin/time -f "$tool restore: %e s wall, %U s user, %S s sys, %M KiB peak RSS" "${cmd[@]}" >/dev/null 2>"$w/$tool.time" || true
   tail -1 "$w/$tool.time"
 done
+python3 - "$w/cairn.time" "$w/restic.time" <<'PY'
+import sys
+wall = [float(open(p).read().splitlines()[-1].split()[2]) for p in sys.argv[1:]]
+print("cairn/restic = %.2f/%.2f = %.2f" % (wall[0], wall[1], wall[0] / wall[1]))
+PY
 python3 ../shared/bench/verify-restore.py "$corpus" "$w/r-cairn$corpus" | tail -1
 rm -rf "$w"
