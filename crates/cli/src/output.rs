@@ -27,14 +27,15 @@ pub fn size(n: u64) -> String {
 /// `2026-11-24 01:02:03` (UTC) from ns since the epoch.
 pub fn time(ns: i64) -> String {
     let secs = ns.div_euclid(1_000_000_000);
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    let (y, m, d) = civil(days);
+    let c = cairn_maint::retention::Civil::from_unix(secs, 0);
+    let rem = secs.rem_euclid(60);
     format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
+        "{:04}-{:02}-{:02} {:02}:{:02}:{rem:02}",
+        c.year,
+        c.month,
+        c.day,
+        c.hour,
+        secs.rem_euclid(3600) / 60
     )
 }
 
@@ -42,20 +43,6 @@ pub fn time(ns: i64) -> String {
 pub fn rfc3339(ns: i64) -> String {
     let t = time(ns);
     format!("{}T{}Z", &t[..10], &t[11..])
-}
-
-/// Days since 1970-01-01 to (year, month, day); Howard Hinnant's algorithm.
-fn civil(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// A progress bar fed from engine counters by a background thread.
@@ -174,5 +161,10 @@ mod tests {
             "2023-11-14 22:13:20"
         );
         assert_eq!(super::size(1536), "1.5 KiB");
+        assert_eq!(super::time(-1), "1969-12-31 23:59:59");
+        // 2024-02-29 13:05:09.5 UTC.
+        let ns = (1_709_164_800 + 13 * 3600 + 5 * 60 + 9) * 1_000_000_000 + 500_000_000;
+        assert_eq!(super::time(ns), "2024-02-29 13:05:09");
+        assert_eq!(super::rfc3339(ns), "2024-02-29T13:05:09Z");
     }
 }

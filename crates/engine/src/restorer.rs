@@ -532,10 +532,11 @@ struct Worker<'r> {
 
 impl Worker<'_> {
     /// Puts the plaintext of chunk `id` in `data`: copied from where this
-    /// restore wrote it before, or else loaded and verified.
-    fn fill(&mut self, id: &Id, shared: &Shared) -> Result<Option<Seen>> {
+    /// restore wrote it before, or else loaded and verified. Returns true
+    /// for a chunk decoded here that is large enough to be copied later.
+    fn fill(&mut self, id: &Id, shared: &Shared) -> Result<bool> {
         if self.holds == Some(*id) {
-            return Ok(None);
+            return Ok(false);
         }
         self.holds = None;
         let copy = shared
@@ -552,13 +553,13 @@ impl Worker<'_> {
                 self.data.resize(len as usize, 0);
                 self.zero = true;
                 self.holds = Some(*id);
-                return Ok(None);
+                return Ok(false);
             }
             if read_back(&path, offset, len as usize, &mut self.data).is_ok() {
                 self.zero = false;
                 self.holds = Some(*id);
                 shared.with(|s| s.bytes_copied += u64::from(len));
-                return Ok(None);
+                return Ok(false);
             }
         }
         let kind = self.reader.load_into(id, &mut self.data)?;
@@ -567,11 +568,7 @@ impl Worker<'_> {
         }
         self.zero = is_zero(&self.data);
         self.holds = Some(*id);
-        Ok((self.data.len() >= SEEN_MIN).then(|| Seen {
-            path: Arc::from(Path::new("")),
-            offset: 0,
-            zero: self.zero,
-        }))
+        Ok(self.data.len() >= SEEN_MIN)
     }
 }
 
@@ -703,7 +700,7 @@ fn write_part(
             f.write_all_at(&data[run..], pos + run as u64)
                 .map_err(|e| io("write", e))?;
         }
-        if let Some(seen) = fresh {
+        if fresh {
             let mut map = shared.seen.lock().unwrap_or_else(|p| p.into_inner());
             if map.len() >= SEEN_MAX {
                 map.clear();
@@ -713,7 +710,7 @@ fn write_part(
                 Seen {
                     path: file.dest.clone(),
                     offset: pos,
-                    ..seen
+                    zero: w.zero,
                 },
             );
         }

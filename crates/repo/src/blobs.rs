@@ -61,26 +61,24 @@ impl BlobSealer {
         BlobSealer { key, level, zstd }
     }
 
-    /// Appends `plain` to `out` as one zstd frame, if that pays; returns
-    /// the frame's length (and leaves `out` as it was if not). Large inputs
+    /// Appends `plain` to `out` as one zstd frame, if that pays (and leaves
+    /// `out` as it was if not). Large inputs
     /// are given up after their first [`SAMPLE`] bytes if those do not
     /// shrink by a sixteenth. The frame is written into `out`'s spare
     /// capacity, which is never zeroed first.
-    fn compress(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+    fn compress(&mut self, plain: &[u8], out: &mut Vec<u8>) -> bool {
         if plain.len() < 64 || self.level == 0 {
-            return None;
+            return false;
         }
         let start = out.len();
         // Room for the tag too, so sealing does not move the record.
         out.reserve(zstd::zstd_safe::compress_bound(plain.len()) + cairn_crypto::TAG_LEN);
         let n = self.compress_frame(plain, out, start);
-        match n {
-            Some(n) if n < plain.len() - plain.len() / 32 => Some(n),
-            _ => {
-                out.truncate(start);
-                None
-            }
+        let pays = n.is_some_and(|n| n < plain.len() - plain.len() / 32);
+        if !pays {
+            out.truncate(start);
         }
+        pays
     }
 
     fn compress_frame(&mut self, plain: &[u8], out: &mut Vec<u8>, start: usize) -> Option<usize> {
@@ -140,7 +138,7 @@ impl BlobSealer {
         record.extend_from_slice(&[0u8; cairn_crypto::NONCE_LEN]);
         let payload_at = record.len();
         record.push(Compression::Zstd as u8);
-        if self.compress(plain, &mut record).is_none() {
+        if !self.compress(plain, &mut record) {
             record.truncate(payload_at);
             record.reserve(1 + plain.len() + cairn_crypto::TAG_LEN);
             record.push(Compression::None as u8);
