@@ -58,6 +58,91 @@ pub enum Command {
     Key(KeyCommand),
     /// Show repository and snapshot sizes.
     Stats(StatsArgs),
+    /// Remove snapshots by a retention policy (or by ID). Needs no key.
+    Forget(ForgetArgs),
+    /// Collect data no snapshot needs, in two phases. Needs no key.
+    Prune(PruneArgs),
+    /// Keep snapshots out of every retention policy.
+    Protect(ProtectArgs),
+    /// Let retention policies reach protected snapshots again.
+    Unprotect(ProtectArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Snapshots to remove by ID prefix, instead of a policy.
+    pub snapshots: Vec<String>,
+    /// Keep the N newest snapshots of each group.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Likewise for days.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Likewise for ISO weeks.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Likewise for months.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Likewise for years.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every snapshot newer than this, counted from now (e.g. 30d, 12h, 1y).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub keep_within: Option<std::time::Duration>,
+    /// Keep every snapshot with this tag (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub keep_tag: Vec<String>,
+    /// Apply the policy to this group only (repeatable; default: every group).
+    #[arg(long)]
+    pub group: Vec<String>,
+    /// Allow the policy to remove every snapshot of a group.
+    #[arg(long)]
+    pub allow_empty: bool,
+    /// Show what would be removed, and why the rest is kept; remove nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Run a prune afterwards.
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub prune_opts: PruneOpts,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PruneOpts {
+    /// Repack packs whose unused share is above this (e.g. 10%).
+    #[arg(long, default_value = "10%", value_parser = parse_share)]
+    pub max_unused: f64,
+    /// How long unused packs wait before deletion; longer than any backup
+    /// runs (e.g. 6h, 30min, 0 when no backup can be running).
+    #[arg(long, default_value = "6h", value_parser = parse_duration)]
+    pub grace: std::time::Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Report what would be condemned, repacked and deleted; change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub opts: PruneOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct ProtectArgs {
+    /// Snapshots (ID prefix or `latest`).
+    #[arg(required = true)]
+    pub snapshots: Vec<String>,
+    /// Pick `latest` within this group.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Why (shown by `cairn snapshots`).
+    #[arg(long, default_value = "")]
+    pub note: String,
 }
 
 #[derive(Args, Debug)]
@@ -214,6 +299,71 @@ pub enum KeyCommand {
     },
 }
 
+/// Parses `90s`, `30min`, `12h`, `7d`, `2w`, `6mo`, `1y`, and sums like
+/// `1d12h`. A bare `m` is refused: restic reads it as months, others as
+/// minutes.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    if t == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let mut total: u64 = 0;
+    let mut rest = t;
+    if rest.is_empty() {
+        return Err("empty duration; use e.g. 30d, 12h or 90min".into());
+    }
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (num, after) = rest.split_at(split);
+        let ulen = after
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(ulen);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration like 30d, 12h or 90min"))?;
+        let secs = match unit {
+            "s" => 1,
+            "min" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            "w" => 7 * 86_400,
+            "mo" => 30 * 86_400,
+            "y" => 365 * 86_400,
+            "m" => {
+                return Err(format!("{s:?}: write `min` for minutes or `mo` for months"));
+            }
+            u => {
+                return Err(format!(
+                    "{s:?}: unknown unit {u:?}; use s, min, h, d, w, mo or y"
+                ));
+            }
+        };
+        total = n
+            .checked_mul(secs)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("{s:?} is too long"))?;
+        rest = next;
+    }
+    Ok(std::time::Duration::from_secs(total))
+}
+
+/// Parses `10%`, `0.1`, `5 %`.
+pub fn parse_share(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let v = match t.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+        None => t.parse::<f64>(),
+    }
+    .map_err(|_| format!("{s:?} is not a share like 10%"))?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err(format!("{s:?} must be between 0% and 100%"));
+    }
+    Ok(v)
+}
+
 /// Parses `32MiB`, `4M`, `1048576`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -230,4 +380,26 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         u => return Err(format!("unknown size unit {u:?}; use KiB, MiB or GiB")),
     };
     Ok(n * mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_and_shares() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1d12h"), Ok(Duration::from_secs(129_600)));
+        assert_eq!(parse_duration("30min"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("1y"), Ok(Duration::from_secs(365 * 86_400)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("5m").unwrap_err().contains("`min`"));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("d").is_err());
+        assert_eq!(parse_share("10%"), Ok(0.1));
+        assert_eq!(parse_share("0.25"), Ok(0.25));
+        assert!(parse_share("150%").is_err());
+    }
 }

@@ -3,9 +3,12 @@
 mod backup;
 mod check;
 mod diff;
+mod forget;
 mod init;
 mod key;
 mod ls;
+mod protect;
+mod prune;
 mod restore;
 mod snapshots;
 mod stats;
@@ -28,6 +31,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Check(a) => check::run(&ctx, a),
         Command::Key(k) => key::run(&ctx, k),
         Command::Stats(a) => stats::run(&ctx, a),
+        Command::Forget(a) => forget::run(&ctx, a),
+        Command::Prune(a) => prune::run(&ctx, a),
+        Command::Protect(a) => protect::run(&ctx, a, true),
+        Command::Unprotect(a) => protect::run(&ctx, a, false),
     }
 }
 

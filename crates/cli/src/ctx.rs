@@ -127,6 +127,45 @@ impl Ctx {
         }
     }
 
+    /// The storage of an existing repository for maintenance that needs no
+    /// key (forget, prune, protect). No key material is read unless one
+    /// is named or kept for this repository on this machine; then a
+    /// put-only key is refused, because a source must not decide what the
+    /// repository keeps.
+    pub fn open_keyless(&self, action: &'static str) -> Result<Arc<dyn Storage>> {
+        let storage = self.storage()?;
+        let config = cairn_repo::read_config(&*storage)?;
+        let path = match &self.g.key_file {
+            Some(k) => Some(k.clone()),
+            None => Some(default_key_path(&hex::encode(config.repo_id))).filter(|p| p.exists()),
+        };
+        if let Some(p) = path {
+            let kf = cairn_repo::keys::read_key_file(&p)?;
+            if kf.role == cairn_format::keyfile::Role::PutOnly {
+                bail!(
+                    "the key {} is put-only: a source cannot {action}. Run this on the backup box with the owner key, or with no key at all",
+                    p.display()
+                );
+            }
+        }
+        Ok(storage)
+    }
+
+    /// Who is running a maintenance job, for leases and garbage records.
+    pub fn holder(&self) -> String {
+        format!(
+            "{}@{} pid {}",
+            std::env::var("USER").unwrap_or_else(|_| "?".into()),
+            hostname(),
+            std::process::id()
+        )
+    }
+
+    /// Index memory limits, as for every command.
+    pub fn index_limits(&self) -> cairn_repo::TableLimits {
+        index_limits()
+    }
+
     /// Where this repository's local cache lives.
     pub fn cache_dir(&self, repo: &Repo) -> PathBuf {
         xdg("XDG_CACHE_HOME", ".cache")

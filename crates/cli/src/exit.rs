@@ -29,5 +29,7 @@ fn is_integrity(e: &anyhow::Error) -> bool {
             .is_some_and(|x| x.is_integrity())
             || c.downcast_ref::<cairn_repo::Error>()
                 .is_some_and(|x| x.is_integrity())
+            || c.downcast_ref::<cairn_maint::Error>()
+                .is_some_and(|x| x.is_integrity())
     })
 }

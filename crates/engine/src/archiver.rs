@@ -217,15 +217,50 @@ struct Dedup<'a> {
     pending: Mutex<SpillSet>,
     /// Plaintext bytes of the new blobs, whoever found them.
     raw_added: AtomicU64,
+    /// One bit per pack of the index: whether this run deduplicated
+    /// against it, for the commit check against concurrent prunes.
+    used: Vec<AtomicU64>,
 }
 
 impl Dedup<'_> {
+    /// Whether `id` is stored in a pack this run may deduplicate against
+    /// (never a condemned one); remembers the pack.
+    fn stored(&self, id: &Id) -> bool {
+        match self.repo.index().get_live(id) {
+            Some(l) => {
+                let p = l.pack as usize;
+                if let Some(w) = self.used.get(p / 64) {
+                    w.fetch_or(1 << (p % 64), Ordering::Relaxed);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Packs this run deduplicated against.
+    fn used_packs(&self) -> Vec<Id> {
+        let packs = self.repo.index().packs();
+        let mut out = Vec::new();
+        for (i, w) in self.used.iter().enumerate() {
+            let mut bits = w.load(Ordering::Relaxed);
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if let Some(p) = packs.get(i * 64 + b) {
+                    out.push(p.id);
+                }
+            }
+        }
+        out
+    }
+
     /// Whether the blob `id` of `len` plaintext bytes is neither stored
     /// nor already sent; marks it sent and counts its bytes. If the spilled
     /// set cannot be read, the blob counts as new: storing it twice wastes
     /// space, skipping it would lose it.
     fn is_new(&self, id: &Id, len: usize) -> bool {
-        let new = !self.repo.index().contains(id)
+        let new = !self.stored(id)
             && self
                 .pending
                 .lock()
@@ -241,7 +276,7 @@ impl Dedup<'_> {
     /// Whether `id` is stored or sent in this run (unknown when the
     /// spilled set cannot be read: the file is then read again).
     fn known(&self, id: &Id) -> bool {
-        self.repo.index().contains(id)
+        self.stored(id)
             || self
                 .pending
                 .lock()
@@ -366,6 +401,9 @@ pub fn backup(
         repo,
         pending: Mutex::new(SpillSet::new(repo.table_limits().clone())),
         raw_added: AtomicU64::new(0),
+        used: (0..repo.index().packs().len().div_ceil(64))
+            .map(|_| AtomicU64::new(0))
+            .collect(),
     };
     let pack_size = opts.pack_size;
     let repo_ref: &Repo = repo;
@@ -439,7 +477,7 @@ pub fn backup(
     // This run's packs are in index files on disk; the in-memory index is
     // not extended with them (a million new blobs would double the memory
     // a backup needs), so `repo` must be reopened to read them.
-    let stats = sink_result?;
+    let (stats, mut used_packs) = sink_result?;
     let (root, cache) = walk_result?;
     if cancel.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
@@ -488,6 +526,8 @@ pub fn backup(
         errors: summary.warnings.len() as u64,
         unknown: Vec::new(),
     };
+    used_packs.extend(dedup.used_packs());
+    cairn_repo::garbage::check_commit(&**repo.storage(), &repo.condemned().seen, &used_packs)?;
     let id = repo.commit_snapshot(&env, &body, &session)?;
     if let Some(c) = cache {
         c.commit();
@@ -611,14 +651,17 @@ fn run_sink(
     pool: &Pool,
     progress: &Progress,
     failure: &Failure,
-) -> Result<WriteStats> {
+) -> Result<(WriteStats, Vec<Id>)> {
     let storage = repo.storage();
     let (pub_tx, pub_rx) = bounded::<StagedPack>(PUBLISH_QUEUE);
-    std::thread::scope(|s| {
-        let publisher = s.spawn(move || -> Result<()> {
+    let published = std::thread::scope(|s| {
+        let publisher = s.spawn(move || -> Result<Vec<Id>> {
             let mut pending: Vec<IndexPack> = Vec::new();
+            let mut published = Vec::new();
             for staged in pub_rx {
-                pending.push(staged.publish()?);
+                let p = staged.publish()?;
+                published.push(p.pack);
+                pending.push(p);
                 if pending.len() >= INDEX_EVERY {
                     write_index_file(&**storage, &pending)?;
                     pending.clear();
@@ -627,7 +670,7 @@ fn run_sink(
             if !pending.is_empty() {
                 write_index_file(&**storage, &pending)?;
             }
-            Ok(())
+            Ok(published)
         });
         let mut step = || -> Result<()> {
             for batch in rx.iter() {
@@ -668,11 +711,17 @@ fn run_sink(
             failure.set(e);
         }
         match publisher.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => failure.set(e),
-            Err(_) => failure.set(Error::Input(
-                "internal error: pack publisher panicked".into(),
-            )),
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                failure.set(e);
+                Vec::new()
+            }
+            Err(_) => {
+                failure.set(Error::Input(
+                    "internal error: pack publisher panicked".into(),
+                ));
+                Vec::new()
+            }
         }
     });
     let (d, t) = (data.stats(), trees.stats());
@@ -681,7 +730,7 @@ fn run_sink(
         bytes: d.bytes + t.bytes,
         packs: d.packs + t.packs,
     };
-    Ok(stats)
+    Ok((stats, published))
 }
 
 /// Staged packs waiting for the publisher (disk space, not memory).

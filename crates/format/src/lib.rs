@@ -11,6 +11,7 @@ mod error;
 pub mod id;
 pub mod index;
 pub mod keyfile;
+pub mod maint;
 pub mod pack;
 pub mod snapshot;
 pub mod tree;
@@ -22,8 +23,9 @@ pub use id::Id;
 /// Major format version written by this build. Readers refuse a larger one.
 pub const FORMAT_MAJOR: u32 = 1;
 /// Minor format version: additions an older reader of the same major can
-/// safely ignore (new optional fields).
-pub const FORMAT_MINOR: u32 = 0;
+/// safely ignore (new optional fields, new object kinds). 1 added leases,
+/// garbage records and protection marks (`docs/format.md`, "Versions").
+pub const FORMAT_MINOR: u32 = 1;
 
 #[cfg(test)]
 mod proptests;

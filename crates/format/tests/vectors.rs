@@ -27,6 +27,7 @@ use cairn_format::blob::{BlobHeader, BlobKind, Compression, decode_record};
 use cairn_format::config::Config;
 use cairn_format::index::{self, IndexPack};
 use cairn_format::keyfile::{Kdf, KeyFile, Role, Secrets};
+use cairn_format::maint::{Garbage, Lease, Protection};
 use cairn_format::pack::{
     PACK_END_MAGIC, PACK_MAGIC, PackEntry, PackTrailer, TAIL_FIXED, WRAPPED_LEN,
     decode_pack_trailer, trailer_len,
@@ -898,6 +899,76 @@ fn v_index(cx: &mut Ctx, pack: IndexPack) {
 }
 
 // ---------------------------------------------------------------------------
+// Maintenance records.
+
+fn v_lease(cx: &mut Ctx) {
+    let l = Lease {
+        purpose: "prune".into(),
+        generation: 3,
+        holder: "root@backup-box pid 4242".into(),
+        taken_ns: T_BACKUP,
+        expires_ns: T_BACKUP + 600_000_000_000,
+    };
+    let bytes = l.encode();
+    let mut v = Vector::new(
+        "lease",
+        "Leases: generation 3 of the prune lease, held for 600 s. Its object\n\
+         name is locks/<purpose>-<generation as 20 digits>.",
+    );
+    v.put("purpose", text(&l.purpose))
+        .put("generation", lit(l.generation))
+        .put("holder", text(&l.holder))
+        .put("taken_ns", lit(l.taken_ns))
+        .put("expires_ns", lit(l.expires_ns))
+        .put("encoded", hex(&bytes))
+        .put("name", text(&l.name()));
+    let f = cx.settle(&v);
+    assert_eq!(Lease::decode(&f.bytes("encoded")).unwrap(), l);
+}
+
+fn v_garbage(cx: &mut Ctx, pack: Id) {
+    let g = Garbage {
+        created_ns: T_BACKUP,
+        not_before_ns: T_BACKUP + 6 * 3_600_000_000_000,
+        holder: "root@backup-box pid 4242".into(),
+        packs: vec![pack],
+    };
+    let bytes = g.encode();
+    let mut v = Vector::new(
+        "garbage",
+        "Garbage records: the pack of pack.txt condemned with a 6 h grace\n\
+         period. name is the unkeyed BLAKE3 of the record, its object name.",
+    );
+    v.put("created_ns", lit(g.created_ns))
+        .put("not_before_ns", lit(g.not_before_ns))
+        .put("holder", text(&g.holder))
+        .put("packs", lit(g.packs.len()))
+        .put("packs.0", hex(g.packs[0].0))
+        .put("encoded", hex(&bytes))
+        .put("name", hex(plain_hash(&bytes)));
+    let f = cx.settle(&v);
+    assert_eq!(Garbage::decode(&f.bytes("encoded")).unwrap(), g);
+}
+
+fn v_protect(cx: &mut Ctx) {
+    let p = Protection {
+        created_ns: T_BACKUP,
+        note: "tax records 2025".into(),
+    };
+    let bytes = p.encode();
+    let mut v = Vector::new(
+        "protect",
+        "Protection marks: the object protected/<snapshot ID> keeps that\n\
+         snapshot out of every retention policy.",
+    );
+    v.put("created_ns", lit(p.created_ns))
+        .put("note", text(&p.note))
+        .put("encoded", hex(&bytes));
+    let f = cx.settle(&v);
+    assert_eq!(Protection::decode(&f.bytes("encoded")).unwrap(), p);
+}
+
+// ---------------------------------------------------------------------------
 // Snapshots.
 
 fn sample_body() -> Body {
@@ -1085,7 +1156,11 @@ fn vectors() {
     );
     let pack = v_pack(&mut cx, wrapped, &[chunk, tree_rec]);
     let pack_size = pack.size;
+    let pack_id = pack.pack;
     v_index(&mut cx, pack);
+    v_lease(&mut cx);
+    v_garbage(&mut cx, pack_id);
+    v_protect(&mut cx);
     let body = v_snapshot_body(&mut cx);
     v_snapshot_envelope(&mut cx, wrapped, blob_id(&tree.encode()), pack_size, &body);
 

@@ -1,6 +1,15 @@
 //! Maintenance that the storage side runs without any key: it reads only
-//! plaintext (snapshot envelopes, pack trailers, index files), so a backup
-//! box can decide what to keep and collect garbage while holding nothing
-//! that reveals content (DESIGN.md, "The storage side needs no secret").
+//! plaintext (snapshot envelopes, pack trailers, index files, record
+//! headers), so a backup box can decide what to keep and collect garbage
+//! while holding nothing that reveals content (DESIGN.md, "The storage
+//! side needs no secret").
 
+mod error;
+pub mod forget;
+pub mod graph;
+pub mod lease;
+pub mod protect;
+pub mod prune;
 pub mod retention;
+
+pub use error::{Error, Result};

@@ -56,6 +56,12 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A backup's view of the repository is too old to commit safely.
+    #[error("{0}")]
+    Stale(String),
+    /// Another process holds a lease this operation needs.
+    #[error("{0}")]
+    Busy(String),
     /// Randomness or KDF failure.
     #[error(transparent)]
     Crypto(#[from] cairn_crypto::Error),

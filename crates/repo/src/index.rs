@@ -29,6 +29,9 @@ pub struct PackInfo {
     pub wrapped: [u8; WRAPPED_LEN],
     /// Number of blobs.
     pub blobs: u32,
+    /// Listed in a garbage record: readers may use its blobs, writers
+    /// must not deduplicate against them.
+    pub condemned: bool,
 }
 
 /// Where a blob is stored.
@@ -85,6 +88,7 @@ impl Index {
             key_id: p.trailer.key_id,
             wrapped: p.trailer.wrapped,
             blobs: p.trailer.entries.len() as u32,
+            condemned: false,
         });
         self.pack_pos.insert(p.pack, pos);
         Some(pos)
@@ -126,6 +130,13 @@ impl Index {
             }
         }
         Ok(())
+    }
+
+    /// Marks a registered pack as condemned (see [`PackInfo::condemned`]).
+    pub(crate) fn condemn(&mut self, pack: &Id) {
+        if let Some(&pos) = self.pack_pos.get(pack) {
+            self.packs[pos as usize].condemned = true;
+        }
     }
 
     /// Installs the table built from every bulk-loaded entry; the first
@@ -178,6 +189,40 @@ impl Index {
             return Some(l);
         }
         self.recent.get(id).copied()
+    }
+
+    /// Where a blob is, if a writer may deduplicate against it: never in
+    /// a condemned pack. Packs are loaded live ones first, so a blob with
+    /// a live copy is found there.
+    pub fn get_live(&self, id: &Id) -> Option<Location> {
+        self.get(id)
+            .filter(|l| !self.packs[l.pack as usize].condemned)
+    }
+
+    /// Position of a bulk-loaded blob in ID order, with its location: a
+    /// dense number for bitsets over every blob (garbage collection).
+    /// Blobs added after loading have none.
+    pub fn rank(&self, id: &Id) -> Option<(usize, Location)> {
+        self.table.rank(id)
+    }
+
+    /// Number of bulk-loaded blobs: ranks are below it.
+    pub fn ranked_len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Calls `f` on every bulk-loaded blob in rank order.
+    pub fn scan_ranked(&self, mut f: impl FnMut(usize, &Id, &Location)) -> Result<()> {
+        let mut i = 0;
+        self.table.scan(&mut |id, l| {
+            f(i, id, l);
+            i += 1;
+        })
+    }
+
+    /// Position of a pack in [`Index::packs`].
+    pub fn pack_pos(&self, id: &Id) -> Option<u32> {
+        self.pack_pos.get(id).copied()
     }
 
     /// Whether a blob is indexed.

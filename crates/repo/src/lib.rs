@@ -8,6 +8,7 @@
 
 mod blobs;
 mod error;
+pub mod garbage;
 mod index;
 pub mod keys;
 mod packer;
@@ -21,8 +22,8 @@ pub use index::{Index, Location, PackInfo};
 pub use keys::{KeyMaterial, KeySource};
 pub use packer::{PackSink, StagedPack, WriteStats};
 pub use repo::{
-    BlobReader, InitOptions, Repo, Session, init_options, read_config, read_pack_trailer,
-    write_index_file,
+    BlobReader, InitOptions, LoadedIndex, Repo, Session, init_options, load_index_tiered,
+    read_config, read_index_file, read_pack_trailer, write_index_file,
 };
 pub use snapshots::{SnapshotInfo, select_snapshot};
 pub use table::{SpillSet, TableLimits};

@@ -16,6 +16,7 @@ use cairn_format::{Id, index};
 use cairn_storage::{Kind, Storage};
 
 use crate::blobs::open_record;
+use crate::garbage::Condemned;
 use crate::index::{Index, Location, PackInfo};
 use crate::keys::{KeyMaterial, KeySource, Unlock, read_key_file, unlock, write_key_file};
 use crate::snapshots::SnapshotInfo;
@@ -74,6 +75,7 @@ pub struct Repo {
     index: Index,
     limits: TableLimits,
     index_problems: Vec<String>,
+    condemned: Condemned,
     session_keys: Mutex<HashMap<[u8; 16], SealKey>>,
 }
 
@@ -139,6 +141,7 @@ impl Repo {
             index: Index::new(),
             limits: TableLimits::default(),
             index_problems: Vec::new(),
+            condemned: Condemned::default(),
             session_keys: Mutex::new(HashMap::new()),
         }
     }
@@ -185,6 +188,10 @@ impl Repo {
     pub fn table_limits(&self) -> &TableLimits {
         &self.limits
     }
+    /// What the garbage records said when the repository was opened.
+    pub fn condemned(&self) -> &Condemned {
+        &self.condemned
+    }
     /// Index files that could not be read, for `check`.
     pub fn index_problems(&self) -> &[String] {
         &self.index_problems
@@ -199,33 +206,16 @@ impl Repo {
     }
 
     fn load_index(&mut self, limits: TableLimits) -> Result<()> {
-        let objs = self.storage.list(Kind::Index)?;
-        let mut b = TableBuilder::new(limits);
-        for obj in objs {
-            match self.read_index_file(&obj.name) {
-                Ok(packs) => self.index.add_packs_bulk(&mut b, &packs)?,
-                Err(e) => self
-                    .index_problems
-                    .push(format!("index file {}: {e}", obj.name)),
-            }
-        }
-        self.index.finish_bulk(b)?;
+        // Garbage records are read before the index: a record written
+        // after this point is newer than the backup, and its packs are
+        // checked again at commit (`garbage::check_commit`).
+        self.condemned = Condemned::load(&*self.storage)?;
+        let condemned = &self.condemned;
+        let tier = |p: &Id| u8::from(condemned.contains(p));
+        let loaded = load_index_tiered(&*self.storage, limits, &tier, 2, &[])?;
+        self.index = loaded.index;
+        self.index_problems = loaded.problems;
         Ok(())
-    }
-
-    /// Reads, verifies against its name, and decodes one index file.
-    fn read_index_file(&self, name: &str) -> std::result::Result<Vec<IndexPack>, String> {
-        // An index file is named by the hash of its bytes: one that does
-        // not match is damaged even if it still decodes, and is not used
-        // (the next backup re-indexes its packs from their trailers).
-        let d = self
-            .storage
-            .get(Kind::Index, name)
-            .map_err(|e| e.to_string())?;
-        if Id(cairn_crypto::plain_hash(&d)).to_hex() != name {
-            return Err("contents do not match its name (damaged); the next backup re-indexes its packs from their trailers".to_string());
-        }
-        index::decode(&d).map_err(|e| e.to_string())
     }
 
     /// Finds packs that no index file lists (left by an interrupted backup),
@@ -237,7 +227,8 @@ impl Repo {
             let Some(id) = Id::from_hex(&obj.name) else {
                 continue;
             };
-            if self.index.has_pack(&id) {
+            // A condemned pack is garbage even if no index lists it.
+            if self.index.has_pack(&id) || self.condemned.contains(&id) {
                 continue;
             }
             if let Ok(p) = read_pack_trailer(&*self.storage, &id, obj.size) {
@@ -525,6 +516,109 @@ pub fn read_pack_trailer(storage: &dyn Storage, id: &Id, size: u64) -> Result<In
         pack: *id,
         size,
         trailer,
+    })
+}
+
+/// Reads, verifies against its name, and decodes one index file.
+pub fn read_index_file(
+    storage: &dyn Storage,
+    name: &str,
+) -> std::result::Result<Vec<IndexPack>, String> {
+    // An index file is named by the hash of its bytes: one that does not
+    // match is damaged even if it still decodes, and is not used (the next
+    // backup re-indexes its packs from their trailers).
+    let d = storage.get(Kind::Index, name).map_err(|e| e.to_string())?;
+    if Id(cairn_crypto::plain_hash(&d)).to_hex() != name {
+        return Err("contents do not match its name (damaged); the next backup re-indexes its packs from their trailers".to_string());
+    }
+    index::decode(&d).map_err(|e| e.to_string())
+}
+
+/// An index loaded in tiers, with what each index file lists.
+pub struct LoadedIndex {
+    /// The merged index.
+    pub index: Index,
+    /// Every index file read: its name and the packs it lists.
+    pub files: Vec<(String, Vec<Id>)>,
+    /// Index files that could not be read.
+    pub problems: Vec<String>,
+}
+
+/// Loads every index file, and `extra` packs (read from trailers), adding
+/// packs tier by tier: all packs of tier 0 first, then tier 1, and so on
+/// below `tiers`. The first location of a blob wins, so a blob stored in
+/// packs of several tiers is found in the lowest one: readers and writers
+/// prefer a live copy to one in a condemned pack. Packs in tier 1 and
+/// above are marked condemned. Each index file is decoded once per tier
+/// it has packs in, never held longer than that.
+pub fn load_index_tiered(
+    storage: &dyn Storage,
+    limits: TableLimits,
+    tier: &dyn Fn(&Id) -> u8,
+    tiers: u8,
+    extra: &[IndexPack],
+) -> Result<LoadedIndex> {
+    let objs = storage.list(Kind::Index)?;
+    let mut index = Index::new();
+    let mut b = TableBuilder::new(limits);
+    let mut files = Vec::new();
+    let mut problems = Vec::new();
+    let mut later: Vec<usize> = Vec::new();
+    for obj in objs {
+        match read_index_file(storage, &obj.name) {
+            Ok(packs) => {
+                let (now, rest): (Vec<IndexPack>, Vec<IndexPack>) =
+                    packs.into_iter().partition(|p| tier(&p.pack) == 0);
+                index.add_packs_bulk(&mut b, &now)?;
+                let mut ids: Vec<Id> = now.iter().map(|p| p.pack).collect();
+                if !rest.is_empty() {
+                    later.push(files.len());
+                    ids.extend(rest.iter().map(|p| p.pack));
+                }
+                files.push((obj.name, ids));
+            }
+            Err(e) => problems.push(format!("index file {}: {e}", obj.name)),
+        }
+    }
+    let extra_now: Vec<IndexPack> = extra
+        .iter()
+        .filter(|p| tier(&p.pack) == 0)
+        .cloned()
+        .collect();
+    index.add_packs_bulk(&mut b, &extra_now)?;
+    for t in 1..tiers {
+        for &f in &later {
+            let name = &files[f].0;
+            let Ok(packs) = read_index_file(storage, name) else {
+                problems.push(format!(
+                    "index file {name}: could not be read a second time"
+                ));
+                continue;
+            };
+            let these: Vec<IndexPack> = packs
+                .into_iter()
+                .filter(|p| tier(&p.pack).min(tiers - 1) == t)
+                .collect();
+            index.add_packs_bulk(&mut b, &these)?;
+            for p in &these {
+                index.condemn(&p.pack);
+            }
+        }
+        let these: Vec<IndexPack> = extra
+            .iter()
+            .filter(|p| tier(&p.pack).min(tiers - 1) == t)
+            .cloned()
+            .collect();
+        index.add_packs_bulk(&mut b, &these)?;
+        for p in &these {
+            index.condemn(&p.pack);
+        }
+    }
+    index.finish_bulk(b)?;
+    Ok(LoadedIndex {
+        index,
+        files,
+        problems,
     })
 }
 

@@ -138,6 +138,17 @@ impl Table {
         }
     }
 
+    /// Position of `id` in ID order, and its location.
+    pub fn rank(&self, id: &Id) -> Option<(usize, Location)> {
+        match self {
+            Table::Mem(v) => v
+                .binary_search_by(|e| e.0.cmp(id))
+                .ok()
+                .map(|i| (i, v[i].1)),
+            Table::Disk(d) => d.rank(id),
+        }
+    }
+
     /// Calls `f` on every entry, in ID order.
     pub fn scan(&self, f: &mut dyn FnMut(&Id, &Location)) -> Result<()> {
         match self {
@@ -162,6 +173,10 @@ impl DiskTable {
     }
 
     fn get(&self, id: &Id) -> Option<Location> {
+        self.rank(id).map(|r| r.1)
+    }
+
+    fn rank(&self, id: &Id) -> Option<(usize, Location)> {
         let key = prefix(id);
         // The last group starting at or below the key holds it, unless
         // IDs sharing its 8-byte prefix began in earlier groups.
@@ -184,7 +199,8 @@ impl DiskTable {
                     std::cmp::Ordering::Less => a = m + 1,
                     std::cmp::Ordering::Greater => b = m,
                     std::cmp::Ordering::Equal => {
-                        return decode(&recs[m * RECORD..(m + 1) * RECORD]).map(|e| e.1);
+                        return decode(&recs[m * RECORD..(m + 1) * RECORD])
+                            .map(|e| (g * GROUP + m, e.1));
                     }
                 }
             }
@@ -388,6 +404,11 @@ mod tests {
         assert_eq!(t.len(), 5000);
         for i in 0..5000 {
             assert_eq!(t.get(&id(i)), Some(loc(i)), "entry {i}");
+        }
+        let mut seen = Vec::new();
+        t.scan(&mut |id, _| seen.push(*id)).unwrap();
+        for (r, x) in seen.iter().enumerate() {
+            assert_eq!(t.rank(x).map(|e| e.0), Some(r), "rank of entry {r}");
         }
         for i in 5000..6000 {
             assert_eq!(t.get(&id(i)), None, "absent entry {i}");

@@ -31,6 +31,10 @@ pub enum Kind {
     Snapshot,
     /// Lease files.
     Lock,
+    /// Garbage records: packs a prune condemned (format 1.1).
+    Garbage,
+    /// Protection marks, named by snapshot ID (format 1.1).
+    Protect,
 }
 
 impl Kind {
@@ -43,13 +47,18 @@ impl Kind {
             Kind::Index => "index",
             Kind::Snapshot => "snapshots",
             Kind::Lock => "locks",
+            Kind::Garbage => "garbage",
+            Kind::Protect => "protected",
         }
     }
 
     /// Whether names of this kind are the hash of their bytes, so an
     /// existing object of the same name already holds the same bytes.
     pub fn content_addressed(self) -> bool {
-        matches!(self, Kind::Pack | Kind::Index | Kind::Snapshot)
+        matches!(
+            self,
+            Kind::Pack | Kind::Index | Kind::Snapshot | Kind::Garbage
+        )
     }
 }
 

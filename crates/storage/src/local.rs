@@ -33,7 +33,16 @@ impl LocalStorage {
 
     /// Creates the directory layout of a new repository.
     pub fn create_layout(&self) -> Result<()> {
-        for d in ["keys", "data", "index", "snapshots", "locks", "tmp"] {
+        for d in [
+            "keys",
+            "data",
+            "index",
+            "snapshots",
+            "locks",
+            "garbage",
+            "protected",
+            "tmp",
+        ] {
             let p = self.root.join(d);
             fs::create_dir_all(&p).map_err(|e| Error::io("create directory", &p, e))?;
         }
@@ -232,6 +241,11 @@ impl Storage for LocalStorage {
         let dir = self.root.join(kind.dir());
         let mut out = Vec::new();
         let mut dirs = vec![dir.clone()];
+        // Repositories made before format 1.1 have no directories for
+        // these kinds: none means nothing of the kind was ever written.
+        if matches!(kind, Kind::Garbage | Kind::Protect) && !dir.exists() {
+            return Ok(out);
+        }
         if kind == Kind::Pack {
             dirs.clear();
             for e in fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
