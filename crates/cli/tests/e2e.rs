@@ -18,3 +18,6 @@ mod safety;
 
 #[path = "e2e/fixture.rs"]
 mod fixture;
+
+#[path = "e2e/maint.rs"]
+mod maint;

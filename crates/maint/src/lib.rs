@@ -12,4 +12,7 @@ pub mod protect;
 pub mod prune;
 pub mod retention;
 
+#[cfg(test)]
+mod tests;
+
 pub use error::{Error, Result};

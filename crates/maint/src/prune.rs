@@ -28,7 +28,7 @@ use cairn_format::pack::decode_pack_trailer;
 use cairn_repo::garbage::{read_garbage, write_garbage};
 use cairn_repo::{
     LoadedIndex, PackSink, Repo, SealedBlob, TableLimits, load_index_tiered, now_ns,
-    read_index_file, read_pack_trailer, write_index_file,
+    read_index_file, write_index_file,
 };
 use cairn_storage::{Kind, Storage};
 
@@ -95,7 +95,8 @@ pub struct PruneReport {
     pub bytes: u64,
     /// Bytes of records a snapshot needs.
     pub bytes_used: u64,
-    /// Packs no index listed (read from their trailers).
+    /// Packs no index lists, left alone (a backup still writing, or one
+    /// that crashed: the next backup indexes them).
     pub unindexed_packs: usize,
     /// Packs deleted by this run's sweep.
     pub deleted_packs: usize,
@@ -230,24 +231,19 @@ fn run(
         .collect();
 
     let tier = |p: &Id| tiers.get(p).copied().unwrap_or(LIVE);
-    let mut loaded = load_index_tiered(st, opts.limits.clone(), &tier, 3, &[])?;
+    let loaded = load_index_tiered(st, opts.limits.clone(), &tier, 3, &[])?;
     if let Some(p) = loaded.problems.first() {
         return Err(Error::Untrusted(p.clone()));
     }
-    let mut unindexed = Vec::new();
-    for (id, size) in &listing {
-        if loaded.index.has_pack(id) {
-            continue;
-        }
-        match read_pack_trailer(st, id, *size) {
-            Ok(p) => unindexed.push(p),
-            Err(e) => report.damaged_packs.push(format!("{}: {e}", id.short())),
-        }
-    }
-    if !unindexed.is_empty() {
-        report.unindexed_packs = unindexed.len();
-        loaded = load_index_tiered(st, opts.limits.clone(), &tier, 3, &unindexed)?;
-    }
+    // Packs no index lists belong to a backup still writing (it indexes
+    // them before its snapshot) or to one that crashed (the next backup
+    // indexes them). Either way they are left alone: condemning a pack
+    // that a running backup is about to index would leave that index
+    // listing a deleted pack.
+    report.unindexed_packs = listing
+        .keys()
+        .filter(|id| !loaded.index.has_pack(id))
+        .count();
     let LoadedIndex { index, files, .. } = loaded;
     for p in index.packs() {
         match listing.get(&p.id) {

@@ -1,0 +1,561 @@
+//! Retention and garbage collection through the real binary: forget with
+//! policies and protection, prune without any key, prune while backups
+//! run, a backup frozen across a prune, and the prune lease.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+fn write(p: &Path, data: &[u8]) {
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, data).unwrap();
+}
+
+fn snapshot_count(env: &Env) -> usize {
+    json(&env.ok(&["snapshots", "--json"]))
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+fn backup(env: &Env, args: &[&str]) -> String {
+    let mut a = vec!["backup", "--json", "--pack-size", "1MiB"];
+    a.extend_from_slice(args);
+    let v = json(&env.ok(&a));
+    v["snapshot"].as_str().unwrap().to_string()
+}
+
+/// Names of every object of a repository directory, by kind.
+fn objects(repo: &Path, dir: &str) -> Vec<String> {
+    let mut out: Vec<String> = files_below(&repo.join(dir))
+        .into_iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    files_below(dir)
+        .iter()
+        .map(|p| fs::metadata(dir.join(p)).unwrap().len())
+        .sum()
+}
+
+/// A command for `repo` with no key anywhere: an empty HOME and no
+/// passphrase, as on a backup box that holds only the repository files.
+fn keyless(env: &Env, repo: &Path, args: &[&str]) -> Run {
+    let home = env.path("keyless-home");
+    fs::create_dir_all(&home).unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_CACHE_HOME", home.join(".cache"))
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .arg("--repo")
+        .arg(repo)
+        .args(args);
+    run(c)
+}
+
+#[test]
+fn forget_policies_protection_and_refusals() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let src = env.path("src");
+    let mut ids = Vec::new();
+    for i in 0..3u64 {
+        write(&src.join("f"), &pseudo(10_000, i));
+        ids.push(backup(
+            &env,
+            &["--group", "laptop", "--tag", "daily", s(&src)],
+        ));
+    }
+    let other = backup(&env, &["--group", "server", s(&src)]);
+    assert_eq!(snapshot_count(&env), 4);
+
+    // A dry run shows every snapshot, kept or not, and why; removes nothing.
+    let out = env.ok(&["forget", "--keep-last", "1", "--dry-run"]);
+    assert!(
+        out.contains("group laptop") && out.contains("group server"),
+        "{out}"
+    );
+    let row = |id: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(&id[..8]))
+            .unwrap_or_else(|| panic!("no row for {id} in\n{out}"))
+            .to_string()
+    };
+    assert!(
+        row(&ids[2]).contains("keep") && row(&ids[2]).contains("last"),
+        "{out}"
+    );
+    assert!(row(&ids[0]).contains("remove?"), "{out}");
+    assert!(row(&other).contains("keep"), "{out}");
+    assert!(
+        out.contains("2 snapshots would be removed, 2 kept"),
+        "{out}"
+    );
+    assert_eq!(snapshot_count(&env), 4);
+    let v = json(&env.ok(&["forget", "--keep-last", "1", "--dry-run", "--json"]));
+    let laptop = v["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group"] == "laptop")
+        .unwrap();
+    let decisions = laptop["snapshots"].as_array().unwrap();
+    assert_eq!(decisions.len(), 3);
+    assert_eq!(decisions[0]["id"], ids[2].as_str(), "newest first");
+    assert_eq!(decisions[0]["reasons"][0], "last");
+    assert_eq!(decisions[1]["keep"], false);
+
+    // Bad input: named, and nothing removed.
+    let r = env.run(&["forget"]).expect(2);
+    assert!(r.stderr.contains("no retention rule"), "{}", r.stderr);
+    let r = env
+        .run(&["forget", "--keep-last", "1", "--group", "nope"])
+        .expect(2);
+    assert!(
+        r.stderr.contains("no snapshot is in group \"nope\"") && r.stderr.contains("laptop"),
+        "{}",
+        r.stderr
+    );
+    let r = env.run(&["forget", "--keep-tag", "weekly"]).expect(2);
+    assert!(
+        r.stderr.contains("every snapshot of") && r.stderr.contains("--allow-empty"),
+        "{}",
+        r.stderr
+    );
+    let r = env.run(&["forget", "--keep-daily", "0"]).expect(2);
+    assert!(r.stderr.contains("keeps nothing"), "{}", r.stderr);
+    let r = env.run(&["forget", "--keep-within", "5m"]).expect(2);
+    assert!(r.stderr.contains("`min`"), "{}", r.stderr);
+    let r = env
+        .run(&["forget", "--keep-last", "1", &ids[0][..8]])
+        .expect(2);
+    assert!(r.stderr.contains("not both"), "{}", r.stderr);
+    assert_eq!(snapshot_count(&env), 4);
+
+    // A protected snapshot survives any policy, and removal by ID.
+    let out = env.ok(&["protect", &ids[0][..8], "--note", "before the upgrade"]);
+    assert!(out.contains("protected"), "{out}");
+    let out = env.ok(&["forget", "--keep-last", "1", "--group", "laptop"]);
+    assert!(out.contains("protected"), "{out}");
+    let left: Vec<String> = json(&env.ok(&["snapshots", "--json"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(left.contains(&ids[0]) && left.contains(&ids[2]) && left.contains(&other));
+    assert!(!left.contains(&ids[1]), "the middle snapshot was removed");
+    let r = env.run(&["forget", &ids[0][..8]]).expect(2);
+    assert!(r.stderr.contains("protected"), "{}", r.stderr);
+    env.ok(&["unprotect", &ids[0][..8]]);
+    env.ok(&["forget", &ids[0][..8]]);
+    assert_eq!(snapshot_count(&env), 2);
+
+    // --allow-empty lets a policy clear a group.
+    env.ok(&[
+        "forget",
+        "--keep-tag",
+        "none",
+        "--group",
+        "server",
+        "--allow-empty",
+    ]);
+    assert_eq!(snapshot_count(&env), 1);
+
+    // A put-only key cannot forget, prune or protect.
+    let key = env.path("put.key");
+    env.ok(&[
+        "key",
+        "add",
+        "--role",
+        "put-only",
+        "--no-password",
+        "-o",
+        s(&key),
+    ]);
+    for args in [
+        vec!["forget", "--keep-last", "1"],
+        vec!["prune"],
+        vec!["protect", "latest"],
+    ] {
+        let mut c = env.cmd();
+        c.env_remove("CAIRN_PASSWORD")
+            .arg("--repo")
+            .arg(&env.repo)
+            .arg("--key-file")
+            .arg(&key)
+            .args(&args);
+        let r = run(c).expect(2);
+        assert!(r.stderr.contains("put-only"), "{args:?}: {}", r.stderr);
+    }
+    assert_eq!(snapshot_count(&env), 1);
+}
+
+/// Three generations of a source; forget the first two and prune. Run
+/// once with the owner key on the machine and once on a copy with no key
+/// material at all: the results are the same objects.
+#[test]
+fn prune_frees_space_without_any_key_and_same_as_owner() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let src = env.path("src");
+    for i in 0..6u64 {
+        write(&src.join(format!("keep{i}")), &pseudo(300 << 10, i));
+    }
+    write(&src.join("old"), &pseudo(1 << 20, 100));
+    backup(&env, &[s(&src)]);
+    fs::remove_file(src.join("old")).unwrap();
+    write(&src.join("mid"), &pseudo(1 << 20, 101));
+    backup(&env, &[s(&src)]);
+    fs::remove_file(src.join("mid")).unwrap();
+    write(&src.join("new"), &pseudo(200 << 10, 102));
+    let last = backup(&env, &[s(&src)]);
+
+    let copy = env.path("repo-copy");
+    copy_tree(&env.repo, &copy);
+    let before = dir_bytes(&env.repo.join("data"));
+
+    let out = env.ok(&["forget", "--keep-last", "1", "--prune", "--grace", "0"]);
+    assert!(out.contains("deleted"), "{out}");
+    let r = keyless(
+        &env,
+        &copy,
+        &["forget", "--keep-last", "1", "--prune", "--grace", "0"],
+    );
+    let r = r.expect(0);
+    assert!(r.stdout.contains("deleted"), "{}", r.stdout);
+    for dir in ["data", "index", "snapshots"] {
+        assert_eq!(
+            objects(&env.repo, dir),
+            objects(&copy, dir),
+            "{dir}/ differs between the owner's prune and the keyless one"
+        );
+    }
+    // The two MiB only the forgotten snapshots held are gone (the packs
+    // are 1 MiB, so every pack that held them went or was repacked).
+    let after = dir_bytes(&env.repo.join("data"));
+    assert!(
+        before - after >= (19 << 20) / 10,
+        "freed only {} of {before} bytes",
+        before - after
+    );
+    assert!(objects(&env.repo, "garbage").is_empty());
+    assert!(objects(&env.repo, "locks").is_empty());
+
+    let dest = env.path("dest");
+    env.ok(&["restore", &last[..16], s(&dest)]);
+    let diffs = compare_trees(&src, &restored(&dest, &src), true);
+    assert!(diffs.is_empty(), "{diffs:#?}");
+    env.ok(&["check", "--read-data"]);
+    // Nothing left to do.
+    let out = env.ok(&["prune", "--grace", "0"]);
+    assert!(out.contains("nothing new to collect"), "{out}");
+}
+
+/// What a source directory held, file by file.
+type State = BTreeMap<String, Vec<u8>>;
+
+fn state(dir: &Path) -> State {
+    files_below(dir)
+        .into_iter()
+        .map(|p| {
+            let data = fs::read(dir.join(&p)).unwrap();
+            (p.to_string_lossy().into_owned(), data)
+        })
+        .collect()
+}
+
+fn assert_restores_state(env: &Env, id: &str, src: &Path, want: &State) {
+    let dest = env.path("verify");
+    let _ = fs::remove_dir_all(&dest);
+    env.ok(&["restore", &id[..16], s(&dest)]);
+    let got = state(&restored(&dest, src));
+    assert!(
+        got == *want,
+        "snapshot {id} restored {} files, want {}; differing: {:?}",
+        got.len(),
+        want.len(),
+        want.keys()
+            .filter(|k| got.get(*k) != want.get(*k))
+            .collect::<Vec<_>>()
+    );
+    fs::remove_dir_all(&dest).unwrap();
+}
+
+/// Backups in a loop while forget and prune run repeatedly with a short
+/// grace period: every snapshot that was not forgotten restores exactly
+/// what its source held, and `check --read-data` passes. A backup may
+/// refuse to commit (it ran past a prune's grace period); nothing else
+/// may fail.
+#[test]
+fn prune_rounds_while_backups_run() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let src = env.path("src");
+    for i in 0..8u64 {
+        write(&src.join(format!("base/f{i}")), &pseudo(64 << 10, i));
+    }
+    let stop = AtomicBool::new(false);
+    let deleted = AtomicU64::new(0);
+    let rescued = AtomicU64::new(0);
+    let (states, prunes, refused) = std::thread::scope(|sc| {
+        let pruner = sc.spawn(|| {
+            let mut rounds = 0;
+            while !stop.load(Ordering::Relaxed) || rounds < 20 {
+                let args: &[&str] = if rounds % 3 == 2 {
+                    &["prune", "--grace", "1s", "--max-unused", "5%", "--json"]
+                } else {
+                    &[
+                        "forget",
+                        "--keep-last",
+                        "3",
+                        "--prune",
+                        "--grace",
+                        "1s",
+                        "--json",
+                    ]
+                };
+                let r = env.run(args);
+                if r.code == 0 {
+                    let v = json(&r.stdout);
+                    let p = if v["prune"].is_null() {
+                        &v
+                    } else {
+                        &v["prune"]
+                    };
+                    deleted.fetch_add(p["deleted_packs"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                    rescued.fetch_add(p["rescued_packs"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                }
+                // Refusing because another prune holds the lease is fine;
+                // forget with no snapshot yet is refused as an empty group.
+                if r.code != 0 {
+                    assert!(
+                        r.stderr.contains("no snapshot") || r.stderr.contains("every snapshot"),
+                        "prune round {rounds} failed:\n{}",
+                        r.stderr
+                    );
+                }
+                rounds += 1;
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            rounds
+        });
+        let mut states: Vec<(String, State)> = Vec::new();
+        let mut refused = 0;
+        for round in 0..24u64 {
+            // Mutate: one file changes, one appears, one old goes.
+            write(
+                &src.join(format!("base/f{}", round % 8)),
+                &pseudo(64 << 10, 1000 + round),
+            );
+            write(
+                &src.join(format!("r{round}")),
+                &pseudo(96 << 10, 2000 + round),
+            );
+            if round >= 3 {
+                let _ = fs::remove_file(src.join(format!("r{}", round - 3)));
+            }
+            let want = state(&src);
+            let r = env.run(&["backup", "--json", "--pack-size", "256KiB", s(&src)]);
+            if r.code != 0 {
+                assert!(
+                    r.stderr.contains("grace period") || r.stderr.contains("is gone"),
+                    "backup {round} failed:\n{}",
+                    r.stderr
+                );
+                refused += 1;
+                continue;
+            }
+            let id = json(&r.stdout)["snapshot"].as_str().unwrap().to_string();
+            states.push((id, want));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let prunes = pruner.join().unwrap();
+        (states, prunes, refused)
+    });
+    let (deleted, rescued) = (deleted.into_inner(), rescued.into_inner());
+    eprintln!(
+        "{prunes} prune rounds, {} snapshots, {refused} backups refused, {deleted} packs deleted, {rescued} rescued",
+        states.len()
+    );
+    assert!(prunes >= 20, "only {prunes} prune rounds");
+    assert!(
+        deleted > 0,
+        "the prunes deleted nothing: the test tests nothing"
+    );
+    assert!(refused < 12, "{refused} of 24 backups refused");
+    let left: Vec<String> = json(&env.ok(&["snapshots", "--json"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!left.is_empty());
+    for (id, want) in &states {
+        if left.contains(id) {
+            assert_restores_state(&env, id, &src, want);
+        }
+    }
+    env.ok(&["check", "--read-data"]);
+    // Collect everything now that nothing runs, and check again.
+    env.ok(&["prune", "--grace", "0"]);
+    env.ok(&["check", "--read-data"]);
+    for (id, want) in &states {
+        if left.contains(id) {
+            assert_restores_state(&env, id, &src, want);
+        }
+    }
+}
+
+fn signal(pid: u32, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    rustix::process::kill_process(pid, sig).unwrap();
+}
+
+/// Starts a backup of `src` and stops it (SIGSTOP) once it writes its
+/// first new pack, after it deduplicated against what was stored.
+fn frozen_backup(env: &Env, src: &Path) -> std::process::Child {
+    let tmp = env.repo.join("tmp");
+    let mut c = env.cmd();
+    c.arg("--repo")
+        .arg(&env.repo)
+        .args(["backup", "--json", "--pack-size", "1MiB", s(src)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    let t = Instant::now();
+    loop {
+        let staging = fs::read_dir(&tmp)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("pack-"))
+            })
+            .unwrap_or(false);
+        if staging {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "backup wrote no pack"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    signal(child.id(), rustix::process::Signal::STOP);
+    child
+}
+
+fn finish(child: std::process::Child) -> Run {
+    signal(child.id(), rustix::process::Signal::CONT);
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        cmdline: "frozen backup".into(),
+    }
+}
+
+/// The race that broke peers: a backup deduplicates against data whose
+/// only snapshot is then forgotten and pruned while the backup is frozen.
+/// Frozen past the grace period, its commit is refused; frozen for less,
+/// it commits and the next prune keeps what it needs.
+#[test]
+fn backup_frozen_across_prune_never_commits_holes() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let src = env.path("src");
+    write(&src.join("a"), &pseudo(3 << 20, 1));
+    let s0 = backup(&env, &[s(&src)]);
+    // Big enough that the backup is still running when it is frozen.
+    write(&src.join("z"), &pseudo(48 << 20, 2));
+
+    // 1. Frozen past the grace period.
+    env.ok(&["forget", &s0[..8]]);
+    let child = frozen_backup(&env, &src);
+    let out = env.ok(&["prune", "--grace", "2s"]);
+    assert!(out.contains("condemned"), "{out}");
+    std::thread::sleep(Duration::from_millis(2200));
+    let out = env.ok(&["prune", "--grace", "2s"]);
+    assert!(out.contains("deleted"), "{out}");
+    let r = finish(child).expect(2);
+    assert!(
+        r.stderr.contains("grace period") || r.stderr.contains("is gone"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        snapshot_count(&env),
+        0,
+        "a snapshot with holes was committed"
+    );
+    env.ok(&["check", "--read-data"]);
+    // The rerun reads what it needs again and restores.
+    let id = backup(&env, &[s(&src)]);
+    let dest = env.path("dest");
+    env.ok(&["restore", &id[..16], s(&dest)]);
+    assert!(compare_trees(&src, &restored(&dest, &src), true).is_empty());
+    fs::remove_dir_all(&dest).unwrap();
+
+    // 2. Frozen for less than the grace period: it commits, and the packs
+    //    condemned meanwhile are rescued because its snapshot needs them.
+    env.ok(&["forget", &id[..8]]);
+    let child = frozen_backup(&env, &src);
+    let out = env.ok(&["prune", "--grace", "1h"]);
+    assert!(out.contains("condemned"), "{out}");
+    let r = finish(child).expect(0);
+    let id = json(&r.stdout)["snapshot"].as_str().unwrap().to_string();
+    let out = env.ok(&["prune", "--grace", "0"]);
+    assert!(out.contains("kept because a snapshot needs them"), "{out}");
+    env.ok(&["check", "--read-data"]);
+    env.ok(&["restore", &id[..16], s(&dest)]);
+    assert!(compare_trees(&src, &restored(&dest, &src), true).is_empty());
+}
+
+/// A prune refuses while another holds the lease, naming the holder and
+/// the expiry; an expired lease is taken over, and released afterwards.
+#[test]
+fn prune_lease_refuses_then_takes_over_when_expired() {
+    use cairn_format::maint::Lease;
+    let env = Env::new();
+    env.ok(&["init"]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let locks = env.repo.join("locks");
+    let held = Lease {
+        purpose: "prune".into(),
+        generation: 7,
+        holder: "ops@backup-box pid 999".into(),
+        taken_ns: now,
+        expires_ns: now + 600_000_000_000,
+    };
+    fs::write(locks.join(held.name()), held.encode()).unwrap();
+    let r = env.run(&["prune"]).expect(2);
+    assert!(
+        r.stderr.contains("ops@backup-box pid 999") && r.stderr.contains("expires in"),
+        "{}",
+        r.stderr
+    );
+    fs::remove_file(locks.join(held.name())).unwrap();
+    let expired = Lease {
+        expires_ns: now - 1,
+        ..held
+    };
+    fs::write(locks.join(expired.name()), expired.encode()).unwrap();
+    env.ok(&["prune"]);
+    let left: Vec<PathBuf> = files_below(&locks).into_iter().collect();
+    assert!(left.is_empty(), "leases left behind: {left:?}");
+}
