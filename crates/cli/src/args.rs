@@ -66,6 +66,27 @@ pub enum Command {
     Protect(ProtectArgs),
     /// Let retention policies reach protected snapshots again.
     Unprotect(ProtectArgs),
+    /// Repair a damaged repository.
+    #[command(subcommand)]
+    Repair(RepairCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepairCommand {
+    /// Rebuild the index from the packs' trailers (needs no key).
+    Index,
+    /// Write new snapshots that leave out damaged files (owner key); the
+    /// originals stay until forgotten.
+    Snapshots(RepairSnapshotsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RepairSnapshotsArgs {
+    /// Only these snapshots (default: every snapshot that needs damaged data).
+    pub snapshots: Vec<String>,
+    /// Show what would be repaired; write nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]
@@ -234,9 +255,17 @@ pub struct RestoreArgs {
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    /// Also read and authenticate every blob.
+    /// Also decrypt and authenticate every blob (owner key).
     #[arg(long)]
     pub read_data: bool,
+    /// Like --read-data, for a deterministic part of the packs: `3/10`
+    /// (run 1/10 to 10/10 to cover everything once) or `5%`.
+    #[arg(long, value_name = "SUBSET", value_parser = cairn_maint::verify::Subset::parse)]
+    pub read_data_subset: Option<cairn_maint::verify::Subset>,
+    /// Skip reading packs to compare them with their names: check only
+    /// what the index, trailers and record headers say.
+    #[arg(long, conflicts_with_all = ["read_data", "read_data_subset"])]
+    pub structure_only: bool,
 }
 
 #[derive(Args, Debug)]

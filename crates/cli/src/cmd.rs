@@ -9,6 +9,7 @@ mod key;
 mod ls;
 mod protect;
 mod prune;
+mod repair;
 mod restore;
 mod snapshots;
 mod stats;
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Prune(a) => prune::run(&ctx, a),
         Command::Protect(a) => protect::run(&ctx, a, true),
         Command::Unprotect(a) => protect::run(&ctx, a, false),
+        Command::Repair(r) => repair::run(&ctx, r),
     }
 }
 

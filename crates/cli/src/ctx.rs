@@ -133,20 +133,46 @@ impl Ctx {
     /// put-only key is refused, because a source must not decide what the
     /// repository keeps.
     pub fn open_keyless(&self, action: &'static str) -> Result<Arc<dyn Storage>> {
+        use cairn_format::keyfile::Role;
         let storage = self.storage()?;
         let config = cairn_repo::read_config(&*storage)?;
-        let path = match &self.g.key_file {
-            Some(k) => Some(k.clone()),
-            None => Some(default_key_path(&hex::encode(config.repo_id))).filter(|p| p.exists()),
-        };
-        if let Some(p) = path {
-            let kf = cairn_repo::keys::read_key_file(&p)?;
-            if kf.role == cairn_format::keyfile::Role::PutOnly {
+        let default = default_key_path(&hex::encode(config.repo_id));
+        let refuse = |role: Role, what: &str| -> Result<()> {
+            if role == Role::PutOnly {
                 bail!(
-                    "the key {} is put-only: a source cannot {action}. Run this on the backup box with the owner key, or with no key at all",
-                    p.display()
+                    "the key {what} is put-only: a source cannot {action}. Run this on the backup box with the owner key, or with no key at all"
                 );
             }
+            Ok(())
+        };
+        let passphrase = self.given_passphrase()?;
+        if let Some(k) = &self.g.key_file {
+            let kf = cairn_repo::keys::read_key_file(k)?;
+            refuse(kf.role, &k.display().to_string())?;
+            if let Some(p) = passphrase {
+                let source = KeySource::File {
+                    path: k.clone(),
+                    passphrase: Some(p),
+                };
+                cairn_repo::unlock_key(&*storage, &source)?;
+            }
+            return Ok(storage);
+        }
+        if let Some(p) = passphrase {
+            match cairn_repo::unlock_key(&*storage, &KeySource::Passphrase(p)) {
+                Ok(km) => {
+                    refuse(km.role, "opened with the passphrase")?;
+                    return Ok(storage);
+                }
+                // The repository keeps no passphrase key: its key, if any
+                // is here, is the default key file.
+                Err(cairn_repo::Error::NoKey(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if default.exists() {
+            let kf = cairn_repo::keys::read_key_file(&default)?;
+            refuse(kf.role, &default.display().to_string())?;
         }
         Ok(storage)
     }

@@ -20,13 +20,29 @@ use crate::archiver::Progress;
 use crate::walk::join;
 use crate::{Result, display_path};
 
+/// Chooses the packs a data check reads.
+pub type PackFilter = std::sync::Arc<dyn Fn(&Id) -> bool + Send + Sync>;
+
 /// What to verify.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct CheckOptions {
     /// Read and authenticate every blob.
     pub read_data: bool,
     /// Reader threads (0 = cores).
     pub threads: usize,
+    /// With `read_data`, only the packs this accepts are read (a
+    /// deterministic subset, so a repository is verified over many runs).
+    pub only_packs: Option<PackFilter>,
+}
+
+impl std::fmt::Debug for CheckOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckOptions")
+            .field("read_data", &self.read_data)
+            .field("threads", &self.threads)
+            .field("subset", &self.only_packs.is_some())
+            .finish()
+    }
 }
 
 /// A path that damage makes unrestorable.
@@ -277,7 +293,12 @@ fn read_packs(
                             return;
                         }
                         let i = (first + k) as u32;
-                        if bad_packs.contains(&i) {
+                        if bad_packs.contains(&i)
+                            || opts
+                                .only_packs
+                                .as_ref()
+                                .is_some_and(|f| !f(&index.pack(i).id))
+                        {
                             continue;
                         }
                         let r = check_pack(repo, i, &by_pack[k], progress);

@@ -9,6 +9,7 @@ mod error;
 pub mod exclude;
 pub mod filescache;
 pub mod meta;
+pub mod repairer;
 pub mod restorer;
 mod source;
 pub mod walk;

@@ -101,50 +101,104 @@ pub struct Reach {
     pub trees: u64,
 }
 
-/// Marks every blob reachable from `roots`. A referenced blob that the
-/// index does not know, or a tree record that does not match, is an
-/// [`Error::Untrusted`]: whoever decides deletions on this walk would
-/// otherwise act on a partial picture. `tick` runs every few thousand
-/// trees (lease renewal).
+/// What a walk does on a reference it cannot follow.
+pub enum OnDamage<'a> {
+    /// Stop: the walk decides deletions and must see everything.
+    Stop,
+    /// Note it and go on (a check): `(snapshot, blob, why)`.
+    Record(&'a mut dyn FnMut(&str, &Id, String)),
+}
+
+/// Marks every blob reachable from `roots` (each with a description for
+/// messages, such as `snapshot 1a2b3c4d`). With [`OnDamage::Stop`], a
+/// referenced blob that the index does not know, or a tree record that
+/// does not match, is an [`Error::Untrusted`]: whoever decides deletions
+/// on this walk would otherwise act on a partial picture. `tick` runs
+/// every few thousand trees (lease renewal).
 pub fn walk(
     storage: &dyn Storage,
     index: &Index,
     roots: &[(Id, String)],
     tick: &mut dyn FnMut() -> Result<()>,
 ) -> Result<Reach> {
+    walk_with(storage, index, roots, tick, OnDamage::Stop)
+}
+
+/// [`walk`] with a choice of what to do on damage.
+pub fn walk_with(
+    storage: &dyn Storage,
+    index: &Index,
+    roots: &[(Id, String)],
+    tick: &mut dyn FnMut() -> Result<()>,
+    mut on_damage: OnDamage<'_>,
+) -> Result<Reach> {
     let mut reach = Reach {
         blobs: RankSet::new(index.ranked_len()),
         trees: 0,
     };
+    let stop = matches!(on_damage, OnDamage::Stop);
+    let mut damage = |what: &str, id: &Id, why: String| -> Result<()> {
+        match &mut on_damage {
+            OnDamage::Stop => Err(Error::Untrusted(format!("{what}: {why}"))),
+            OnDamage::Record(f) => {
+                f(what, id, why);
+                Ok(())
+            }
+        }
+    };
     let mut stack: Vec<(Id, Location)> = Vec::new();
     for (root, what) in roots {
         let Some((r, loc)) = index.rank(root) else {
-            return Err(Error::Untrusted(format!(
-                "{what} has root tree {} that no index lists",
-                root.short()
-            )));
+            damage(
+                what,
+                root,
+                format!("its root tree {} is in no index", root.short()),
+            )?;
+            continue;
         };
         if reach.blobs.insert(r) {
             stack.push((*root, loc));
         }
         while let Some((id, loc)) = stack.pop() {
             if loc.kind != Kind2::Tree {
-                return Err(Error::Untrusted(format!(
-                    "blob {} is referenced as a tree by {what} but indexed as a chunk",
-                    id.short()
-                )));
+                damage(
+                    what,
+                    &id,
+                    format!(
+                        "blob {} is referenced as a tree but indexed as a chunk",
+                        id.short()
+                    ),
+                )?;
+                continue;
             }
             reach.trees += 1;
             if reach.trees.is_multiple_of(4096) {
                 tick()?;
             }
-            for child in tree_refs(storage, index, &id, &loc)? {
+            let refs = match tree_refs(storage, index, &id, &loc) {
+                Ok(r) => r,
+                Err(Error::Untrusted(why)) => {
+                    damage(what, &id, why)?;
+                    continue;
+                }
+                Err(Error::Storage(e)) if !stop => {
+                    damage(what, &id, format!("tree {}: {e}", id.short()))?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for child in refs {
                 let Some((r, cl)) = index.rank(&child) else {
-                    return Err(Error::Untrusted(format!(
-                        "blob {} referenced by tree {} of {what} is in no index (a missing pack or index file)",
-                        child.short(),
-                        id.short()
-                    )));
+                    damage(
+                        what,
+                        &child,
+                        format!(
+                            "blob {} referenced by tree {} is in no index (a missing pack or index file)",
+                            child.short(),
+                            id.short()
+                        ),
+                    )?;
+                    continue;
                 };
                 if reach.blobs.insert(r) && cl.kind == Kind2::Tree {
                     stack.push((child, cl));

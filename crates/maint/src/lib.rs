@@ -10,7 +10,9 @@ pub mod graph;
 pub mod lease;
 pub mod protect;
 pub mod prune;
+pub mod repair;
 pub mod retention;
+pub mod verify;
 
 #[cfg(test)]
 mod tests;

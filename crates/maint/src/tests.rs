@@ -78,6 +78,7 @@ impl Fixture {
             &CheckOptions {
                 read_data: true,
                 threads: 1,
+                only_packs: None,
             },
             &Progress::default(),
             &AtomicBool::new(false),

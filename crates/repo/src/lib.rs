@@ -23,7 +23,7 @@ pub use keys::{KeyMaterial, KeySource};
 pub use packer::{PackSink, StagedPack, WriteStats};
 pub use repo::{
     BlobReader, InitOptions, LoadedIndex, Repo, Session, init_options, load_index_tiered,
-    read_config, read_index_file, read_pack_trailer, write_index_file,
+    read_config, read_index_file, read_pack_trailer, unlock_key, write_index_file,
 };
 pub use snapshots::{SnapshotInfo, select_snapshot};
 pub use table::{SpillSet, TableLimits};

@@ -630,6 +630,14 @@ pub fn write_index_file(storage: &dyn Storage, packs: &[IndexPack]) -> Result<Id
     Ok(id)
 }
 
+/// Unlocks a key of the repository without loading anything else: for
+/// commands that need no key but must still refuse a wrong passphrase or
+/// a put-only key.
+pub fn unlock_key(storage: &dyn Storage, source: &KeySource) -> Result<KeyMaterial> {
+    let config = read_config(storage)?;
+    open_key(storage, &config, source)
+}
+
 fn open_key(storage: &dyn Storage, config: &Config, source: &KeySource) -> Result<KeyMaterial> {
     match source {
         KeySource::File { path, passphrase } => {

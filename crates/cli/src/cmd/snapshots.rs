@@ -30,6 +30,7 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<i32> {
                     "dirs": e.dirs,
                     "bytes": e.bytes,
                     "added_bytes": e.added_bytes,
+                    "repaired_from": e.repaired_from.map(|p| p.to_hex()),
                 })
             })
             .collect();
@@ -41,11 +42,14 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<i32> {
         );
         for s in &list {
             let e = &s.envelope;
-            let tags = if e.tags.is_empty() {
+            let mut tags = if e.tags.is_empty() {
                 String::new()
             } else {
                 format!(" [{}]", e.tags.join(","))
             };
+            if let Some(r) = e.repaired_from {
+                tags.push_str(&format!(" (repaired from {})", r.short()));
+            }
             println!(
                 "{:<8}  {:<19}  {:>9}  {:>10}  {:>10}  {}{}",
                 s.id.short(),

@@ -559,3 +559,174 @@ fn prune_lease_refuses_then_takes_over_when_expired() {
     let left: Vec<PathBuf> = files_below(&locks).into_iter().collect();
     assert!(left.is_empty(), "leases left behind: {left:?}");
 }
+
+/// The structural check needs no key, says the same with and without
+/// one, finds bit rot and a lost index file, and names the snapshots
+/// that need what is damaged. Slices of `--read-data-subset` cover every
+/// pack exactly once.
+#[test]
+fn check_without_key_same_as_owner_and_finds_damage() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let src = env.path("src");
+    for i in 0..5u64 {
+        write(&src.join(format!("f{i}")), &pseudo(400 << 10, i));
+    }
+    let first = backup(&env, &[s(&src)]);
+    write(&src.join("g"), &pseudo(700 << 10, 9));
+    let second = backup(&env, &[s(&src)]);
+
+    let owner = json(&env.ok(&["check", "--json"]));
+    let r = keyless(&env, &env.repo, &["check", "--json"]).expect(0);
+    assert_eq!(json(&r.stdout), owner, "keyless and owner checks differ");
+    assert!(owner["packs_hashed"].as_u64().unwrap() >= 3, "{owner:#}");
+    assert!(owner["trees"].as_u64().unwrap() >= 2, "{owner:#}");
+
+    // Every pack read exactly once over three slices.
+    let packs = owner["packs"].as_u64().unwrap();
+    let mut read = 0;
+    for k in 1..=3 {
+        let v = json(&env.ok(&["check", "--read-data-subset", &format!("{k}/3"), "--json"]));
+        read += v["packs_read"].as_u64().unwrap();
+    }
+    assert_eq!(read, packs);
+    let r = env.run(&["check", "--read-data-subset", "4/3"]).expect(2);
+    assert!(r.stderr.contains("between 1/3 and 3/3"), "{}", r.stderr);
+
+    // Bit rot in the pack holding the newest file: found without a key.
+    let g_pack = {
+        // The newest pack was written by the second backup: only its
+        // snapshot needs it.
+        let mut newest: Vec<(std::time::SystemTime, String)> = objects(&env.repo, "data")
+            .iter()
+            .map(|n| {
+                let p = env.repo.join("data").join(&n[..2]).join(n);
+                (fs::metadata(&p).unwrap().modified().unwrap(), n.clone())
+            })
+            .collect();
+        newest.sort();
+        newest.last().unwrap().1.clone()
+    };
+    let p = env.repo.join("data").join(&g_pack[..2]).join(&g_pack);
+    let mut b = fs::read(&p).unwrap();
+    b[200] ^= 0x40;
+    fs::write(&p, &b).unwrap();
+    let r = keyless(&env, &env.repo, &["check"]).expect(3);
+    assert!(r.stdout.contains(&format!("pack {g_pack}")), "{}", r.stdout);
+    assert!(r.stdout.contains("bit rot"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!("snapshot {}", &second[..8])),
+        "{}",
+        r.stdout
+    );
+    let owner = env.run(&["check", "--json"]).expect(3);
+    let r = keyless(&env, &env.repo, &["check", "--json"]).expect(3);
+    assert_eq!(json(&r.stdout), json(&owner.stdout));
+    b[200] ^= 0x40;
+    fs::write(&p, &b).unwrap();
+
+    // A lost index file: references no longer resolve.
+    let idx = objects(&env.repo, "index");
+    let kept = env.path("kept-index");
+    fs::create_dir_all(&kept).unwrap();
+    for n in &idx {
+        fs::rename(env.repo.join("index").join(n), kept.join(n)).unwrap();
+    }
+    let r = keyless(&env, &env.repo, &["check"]).expect(3);
+    assert!(r.stdout.contains("in no index"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&first[..8]) && r.stdout.contains(&second[..8]),
+        "{}",
+        r.stdout
+    );
+    // ... which `repair index` rebuilds from the pack trailers, keyless.
+    let out = keyless(&env, &env.repo, &["repair", "index"])
+        .expect(0)
+        .stdout;
+    assert!(out.contains("indexed"), "{out}");
+    keyless(&env, &env.repo, &["check"]).expect(0);
+    env.ok(&["check", "--read-data"]);
+    let dest = env.path("dest");
+    env.ok(&["restore", &second[..16], s(&dest)]);
+    assert!(compare_trees(&src, &restored(&dest, &src), true).is_empty());
+}
+
+/// `repair snapshots` after bit rot: new snapshots leave out exactly the
+/// damaged file and restore everything else; the originals stay until
+/// forgotten, and once they are, a prune leaves a repository that checks
+/// clean.
+#[test]
+fn repair_snapshots_leaves_out_damaged_files() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let src = env.path("src");
+    write(&src.join("big"), &pseudo(3 << 20, 1));
+    let s1 = backup(&env, &[s(&src)]);
+    let data_packs: Vec<String> = objects(&env.repo, "data");
+    write(&src.join("sub/small"), &pseudo(20 << 10, 2));
+    write(&src.join("other"), &pseudo(50 << 10, 3));
+    let s2 = backup(&env, &[s(&src)]);
+
+    // Damage a data pack of the first backup: it holds only chunks of big.
+    let v = json(&env.ok(&["check", "--json"]));
+    assert!(v["errors"].as_array().unwrap().is_empty());
+    let victim = data_packs
+        .iter()
+        .map(|n| env.repo.join("data").join(&n[..2]).join(n))
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut b = fs::read(&victim).unwrap();
+    b[300] ^= 1;
+    fs::write(&victim, &b).unwrap();
+    env.run(&["check", "--read-data"]).expect(3);
+
+    let out = env.ok(&["repair", "snapshots", "--dry-run"]);
+    assert!(out.contains("would be repaired"), "{out}");
+    assert_eq!(snapshot_count(&env), 2);
+    let v = json(&env.ok(&["repair", "snapshots", "--json"]));
+    let repaired = v["repaired"].as_array().unwrap();
+    assert_eq!(repaired.len(), 2, "{v:#}");
+    let big = format!("{}/big", s(&src));
+    for r in repaired {
+        assert_eq!(r["removed"], serde_json::json!([big]), "{v:#}");
+    }
+    let new_of = |orig: &str| {
+        repaired.iter().find(|r| r["original"] == orig).unwrap()["repaired"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (r1, r2) = (new_of(&s1), new_of(&s2));
+    let list = json(&env.ok(&["snapshots", "--json"]));
+    assert_eq!(list.as_array().unwrap().len(), 4, "originals stay");
+    let entry = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == r2.as_str())
+        .unwrap();
+    assert_eq!(entry["repaired_from"], s2.as_str());
+    assert!(
+        env.ok(&["snapshots"])
+            .contains(&format!("repaired from {}", &s2[..8]))
+    );
+
+    // The repaired snapshot restores everything but the damaged file.
+    let dest = env.path("dest");
+    env.ok(&["restore", &r2[..16], s(&dest)]);
+    let got = restored(&dest, &src);
+    assert!(!got.join("big").exists());
+    assert_eq!(
+        fs::read(got.join("sub/small")).unwrap(),
+        pseudo(20 << 10, 2)
+    );
+    assert_eq!(fs::read(got.join("other")).unwrap(), pseudo(50 << 10, 3));
+    let _ = r1;
+
+    // Forget the originals; the damaged pack is then garbage.
+    env.ok(&["forget", &s1[..8], &s2[..8]]);
+    env.ok(&["prune", "--grace", "0"]);
+    assert!(!victim.exists(), "the damaged pack is still there");
+    env.ok(&["check", "--read-data"]);
+    env.ok(&["check"]);
+}
