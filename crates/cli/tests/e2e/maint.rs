@@ -434,9 +434,12 @@ fn frozen_backup(env: &Env, src: &Path) -> std::process::Child {
         .args(["backup", "--json", "--pack-size", "1MiB", s(src)])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = c.spawn().unwrap();
+    let mut child = c.spawn().unwrap();
     let t = Instant::now();
     loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("the backup finished ({st}) before it wrote a pack");
+        }
         let staging = fs::read_dir(&tmp)
             .map(|d| {
                 d.flatten()
@@ -511,6 +514,8 @@ fn backup_frozen_across_prune_never_commits_holes() {
     // 2. Frozen for less than the grace period: it commits, and the packs
     //    condemned meanwhile are rescued because its snapshot needs them.
     env.ok(&["forget", &id[..8]]);
+    // New data, so that the backup writes a pack while it runs.
+    write(&src.join("z"), &pseudo(48 << 20, 3));
     let child = frozen_backup(&env, &src);
     let out = env.ok(&["prune", "--grace", "1h"]);
     assert!(out.contains("condemned"), "{out}");
