@@ -37,6 +37,11 @@ pub struct Lease {
     pub taken_ns: i64,
     /// When it expires unless renewed, ns since the epoch.
     pub expires_ns: i64,
+    /// Host name of the holder: on that host, a lease whose process is
+    /// gone may be taken over before it expires.
+    pub host: String,
+    /// Process ID of the holder on `host` (0: unknown).
+    pub pid: u32,
 }
 
 mod lease_tag {
@@ -45,6 +50,8 @@ mod lease_tag {
     pub const HOLDER: u64 = 3;
     pub const TAKEN: u64 = 4;
     pub const EXPIRES: u64 = 5;
+    pub const HOST: u64 = 6;
+    pub const PID: u64 = 7;
 }
 
 impl Lease {
@@ -77,6 +84,8 @@ impl Lease {
         w.field(lease_tag::HOLDER, self.holder.as_bytes());
         w.field_i64(lease_tag::TAKEN, self.taken_ns);
         w.field_i64(lease_tag::EXPIRES, self.expires_ns);
+        w.field(lease_tag::HOST, self.host.as_bytes());
+        w.field_u64(lease_tag::PID, u64::from(self.pid));
         w.buf
     }
 
@@ -99,6 +108,11 @@ impl Lease {
                 lease_tag::EXPIRES => {
                     l.expires_ns = field_i64(v, W)?;
                     has_expiry = true;
+                }
+                lease_tag::HOST => l.host = field_str(v, W)?,
+                lease_tag::PID => {
+                    l.pid = u32::try_from(field_u64(v, W)?)
+                        .map_err(|_| invalid(W, "pid over 32 bits"))?;
                 }
                 _ => {}
             }
@@ -238,6 +252,8 @@ mod tests {
             holder: "root@box pid 7".into(),
             taken_ns: 5,
             expires_ns: 10,
+            host: "box".into(),
+            pid: 7,
         };
         assert_eq!(Lease::decode(&l.encode()).unwrap(), l);
         let g = Garbage {

@@ -908,6 +908,8 @@ fn v_lease(cx: &mut Ctx) {
         holder: "root@backup-box pid 4242".into(),
         taken_ns: T_BACKUP,
         expires_ns: T_BACKUP + 600_000_000_000,
+        host: "backup-box".into(),
+        pid: 4242,
     };
     let bytes = l.encode();
     let mut v = Vector::new(
@@ -920,6 +922,8 @@ fn v_lease(cx: &mut Ctx) {
         .put("holder", text(&l.holder))
         .put("taken_ns", lit(l.taken_ns))
         .put("expires_ns", lit(l.expires_ns))
+        .put("host", text(&l.host))
+        .put("pid", lit(l.pid))
         .put("encoded", hex(&bytes))
         .put("name", text(&l.name()));
     let f = cx.settle(&v);

@@ -52,6 +52,23 @@ pub fn current(
     Ok(Some((g, l)))
 }
 
+/// This machine's host name, as leases record it.
+pub fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Whether a lease's holder ran on this host and its process is gone: a
+/// prune killed here need not block the next one until its lease expires.
+fn crashed(l: &Lease) -> bool {
+    l.pid != 0
+        && !l.host.is_empty()
+        && l.host == this_host()
+        && l.pid != std::process::id()
+        && !std::path::Path::new(&format!("/proc/{}", l.pid)).exists()
+}
+
 fn describe(l: &Lease, now: i64) -> String {
     let left = (l.expires_ns - now).max(0) / 1_000_000_000;
     format!(
@@ -77,7 +94,7 @@ impl LeaseGuard {
             let now = now_ns();
             let next = match current(&*storage, purpose)? {
                 None => 1,
-                Some((_, Ok(l))) if l.expires_ns > now => {
+                Some((_, Ok(l))) if l.expires_ns > now && !crashed(&l) => {
                     return Err(cairn_repo::Error::Busy(format!(
                         "another {purpose} is running on {}: lease held by {}; wait for it to finish, or if that process is gone, run again once the lease expires",
                         storage.location(),
@@ -93,6 +110,8 @@ impl LeaseGuard {
                 holder: holder.to_string(),
                 taken_ns: now,
                 expires_ns: now.saturating_add(ttl_ns),
+                host: this_host(),
+                pid: std::process::id(),
             };
             match storage.put(Kind::Lock, &lease.name(), &lease.encode()) {
                 Ok(()) => {
@@ -236,6 +255,35 @@ mod tests {
         // The paused holder's drop removes only its own (already gone) file.
         drop(a);
         assert!(current(&*s, "prune").unwrap().is_some());
+    }
+
+    #[test]
+    fn lease_of_a_dead_process_on_this_host_is_taken_over() {
+        let s = mem();
+        let now = now_ns();
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        let pid = dead.id();
+        dead.wait().unwrap();
+        let l = Lease {
+            purpose: "prune".into(),
+            generation: 4,
+            holder: "crashed".into(),
+            taken_ns: now,
+            expires_ns: now + 600_000_000_000,
+            host: this_host(),
+            pid,
+        };
+        s.put(Kind::Lock, &l.name(), &l.encode()).unwrap();
+        let g = LeaseGuard::acquire(s.clone(), "prune", "b", Duration::from_secs(60)).unwrap();
+        assert_eq!(g.lease().generation, 5);
+        // Alive elsewhere: refused.
+        drop(g);
+        let other = Lease {
+            host: "some-other-host".into(),
+            ..l
+        };
+        s.put(Kind::Lock, &other.name(), &other.encode()).unwrap();
+        assert!(LeaseGuard::acquire(s, "prune", "b", Duration::from_secs(60)).is_err());
     }
 
     #[test]
