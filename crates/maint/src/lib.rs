@@ -12,6 +12,7 @@ pub mod protect;
 pub mod prune;
 pub mod repair;
 pub mod retention;
+pub mod usage;
 pub mod verify;
 
 #[cfg(test)]

@@ -10,14 +10,20 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<i32> {
     // Envelopes are plaintext, but listing is for key holders: opening
     // checks the key, so a wrong passphrase is reported here too.
     let repo = ctx.open()?;
-    let (mut list, bad) = Repo::list_snapshots(&**repo.storage())?;
+    let (list, bad) = Repo::list_snapshots(&**repo.storage())?;
+    // What only each snapshot holds is computed over all of them (a blob
+    // shared with a snapshot of another group is not "only" this one's).
+    let roots: Vec<_> = list.iter().map(|s| s.envelope.root).collect();
+    let unique = cairn_maint::usage::unique_bytes(&**repo.storage(), repo.index(), &roots)?;
+    let protected = cairn_maint::protect::protected(&**repo.storage())?;
+    let mut list: Vec<_> = list.into_iter().zip(unique).collect();
     if let Some(g) = &a.group {
-        list.retain(|s| &s.envelope.group == g);
+        list.retain(|(s, _)| &s.envelope.group == g);
     }
     if ctx.g.json {
         let v: Vec<_> = list
             .iter()
-            .map(|s| {
+            .map(|(s, unique)| {
                 let e = &s.envelope;
                 serde_json::json!({
                     "id": s.id.to_hex(),
@@ -30,6 +36,8 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<i32> {
                     "dirs": e.dirs,
                     "bytes": e.bytes,
                     "added_bytes": e.added_bytes,
+                    "unique_bytes": unique,
+                    "protected": protected.contains_key(&s.id),
                     "repaired_from": e.repaired_from.map(|p| p.to_hex()),
                 })
             })
@@ -37,10 +45,10 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<i32> {
         crate::output::json(&v)?;
     } else {
         println!(
-            "{:<8}  {:<19}  {:>9}  {:>10}  {:>10}  group / tags",
-            "ID", "time (UTC)", "files", "size", "added"
+            "{:<8}  {:<19}  {:>9}  {:>10}  {:>10}  {:>10}  group / tags",
+            "ID", "time (UTC)", "files", "size", "added", "only it"
         );
-        for s in &list {
+        for (s, unique) in &list {
             let e = &s.envelope;
             let mut tags = if e.tags.is_empty() {
                 String::new()
@@ -50,18 +58,25 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<i32> {
             if let Some(r) = e.repaired_from {
                 tags.push_str(&format!(" (repaired from {})", r.short()));
             }
+            if protected.contains_key(&s.id) {
+                tags.push_str(" (protected)");
+            }
             println!(
-                "{:<8}  {:<19}  {:>9}  {:>10}  {:>10}  {}{}",
+                "{:<8}  {:<19}  {:>9}  {:>10}  {:>10}  {:>10}  {}{}",
                 s.id.short(),
                 time(e.time_ns),
                 e.files,
                 size(e.bytes),
                 size(e.added_bytes),
+                size(*unique),
                 e.group,
                 tags
             );
         }
-        println!("{} snapshots", list.len());
+        println!(
+            "{} snapshots; \"added\" is what each backup wrote, \"only it\" what forgetting it (and a prune) would free",
+            list.len()
+        );
     }
     for b in &bad {
         eprintln!("warning: unreadable {b}");

@@ -8,10 +8,14 @@ use crate::output::size;
 
 pub fn run(ctx: &Ctx, a: StatsArgs) -> Result<i32> {
     let repo = ctx.open()?;
-    let (mut list, _) = Repo::list_snapshots(&**repo.storage())?;
+    let (all, _) = Repo::list_snapshots(&**repo.storage())?;
+    let roots: Vec<_> = all.iter().map(|s| s.envelope.root).collect();
+    let unique = cairn_maint::usage::unique_bytes(&**repo.storage(), repo.index(), &roots)?;
+    let mut both: Vec<_> = all.into_iter().zip(unique).collect();
     if let Some(g) = &a.group {
-        list.retain(|s| &s.envelope.group == g);
+        both.retain(|(s, _)| &s.envelope.group == g);
     }
+    let list: Vec<_> = both.iter().map(|(s, _)| s.clone()).collect();
     let index = repo.index();
     let stored: u64 = index.packs().iter().map(|p| p.size).sum();
     let (mut raw, mut blobs) = (0u64, 0u64);
@@ -31,9 +35,10 @@ pub fn run(ctx: &Ctx, a: StatsArgs) -> Result<i32> {
             "snapshot_bytes": referenced,
             "compression_ratio": ratio(raw, stored),
             "total_ratio": ratio(referenced, stored),
-            "per_snapshot": list.iter().map(|s| serde_json::json!({
+            "per_snapshot": both.iter().map(|(s, u)| serde_json::json!({
                 "id": s.id.to_hex(), "group": s.envelope.group,
                 "bytes": s.envelope.bytes, "added_bytes": s.envelope.added_bytes,
+                "unique_bytes": u,
             })).collect::<Vec<_>>(),
         }))?;
     } else {
@@ -54,6 +59,24 @@ pub fn run(ctx: &Ctx, a: StatsArgs) -> Result<i32> {
             size(referenced),
             ratio(referenced, stored)
         );
+        if !both.is_empty() {
+            println!();
+            println!(
+                "{:<8}  {:<19}  {:>10}  {:>10}  {:>10}  group",
+                "ID", "time (UTC)", "size", "added", "only it"
+            );
+            for (s, u) in &both {
+                println!(
+                    "{:<8}  {:<19}  {:>10}  {:>10}  {:>10}  {}",
+                    s.id.short(),
+                    crate::output::time(s.envelope.time_ns),
+                    size(s.envelope.bytes),
+                    size(s.envelope.added_bytes),
+                    size(*u),
+                    s.envelope.group
+                );
+            }
+        }
     }
     Ok(exit::OK)
 }

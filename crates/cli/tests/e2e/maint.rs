@@ -854,3 +854,50 @@ fn crash_sigkill_prune_loop() {
         "{killed} prunes killed ({mid_run} while working), {finished} finished; a whole prune took {full:?}"
     );
 }
+
+/// `snapshots` and `stats` show what each snapshot added and what only
+/// it holds, and the latter is what forgetting it frees.
+#[test]
+fn snapshots_show_added_and_unique_bytes() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let src = env.path("src");
+    write(&src.join("shared"), &pseudo(1 << 20, 1));
+    write(&src.join("b"), &pseudo(600 << 10, 2));
+    let s1 = backup(&env, &[s(&src)]);
+    fs::remove_file(src.join("b")).unwrap();
+    write(&src.join("c"), &pseudo(300 << 10, 3));
+    let s2 = backup(&env, &[s(&src)]);
+    let list = json(&env.ok(&["snapshots", "--json"]));
+    let get = |id: &str, k: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == id)
+            .unwrap()[k]
+            .as_u64()
+            .unwrap()
+    };
+    // Random data does not compress: what only s1 holds is b and its
+    // trees, about 600 KiB; only s2, c and its trees.
+    let (u1, u2) = (get(&s1, "unique_bytes"), get(&s2, "unique_bytes"));
+    assert!((600 << 10..(600 << 10) + (16 << 10)).contains(&u1), "{u1}");
+    assert!((300 << 10..(300 << 10) + (16 << 10)).contains(&u2), "{u2}");
+    assert!(get(&s1, "added_bytes") > (1600 << 10), "{list:#}");
+    assert!(get(&s2, "added_bytes") < (330 << 10), "{list:#}");
+    let text = env.ok(&["snapshots"]);
+    assert!(text.contains("only it"), "{text}");
+    let stats = json(&env.ok(&["stats", "--json"]));
+    let per = stats["per_snapshot"].as_array().unwrap();
+    assert_eq!(per.len(), 2);
+    assert!(per.iter().any(|p| p["unique_bytes"] == u1));
+    // Forgetting s1 and pruning frees what only it held.
+    let before = dir_bytes(&env.repo.join("data"));
+    env.ok(&["forget", &s1[..8]]);
+    env.ok(&["prune", "--grace", "0", "--max-unused", "0%"]);
+    let freed = before - dir_bytes(&env.repo.join("data"));
+    assert!(
+        freed + (8 << 10) >= u1 && freed <= u1 + (64 << 10),
+        "freed {freed}, only-s1 {u1}"
+    );
+}
