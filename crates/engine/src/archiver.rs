@@ -636,6 +636,11 @@ fn seal_worker(
 /// run recovers from their trailers anyway).
 const INDEX_EVERY: usize = 4;
 
+/// An index file is also written once its packs hold this many blobs, so
+/// that readers, which load one index file at a time, hold a few MiB of
+/// it at most (a pack of tiny files holds some 70,000 blobs).
+const INDEX_ENTRIES: usize = 65_536;
+
 /// Trees go to packs of their own: listing, diffing and restoring walk
 /// every tree first, and finding them together in a few packs makes that a
 /// handful of reads instead of one per directory.
@@ -662,7 +667,8 @@ fn run_sink(
                 let p = staged.publish()?;
                 published.push(p.pack);
                 pending.push(p);
-                if pending.len() >= INDEX_EVERY {
+                let entries: usize = pending.iter().map(|p| p.trailer.entries.len()).sum();
+                if pending.len() >= INDEX_EVERY || entries >= INDEX_ENTRIES {
                     write_index_file(&**storage, &pending)?;
                     pending.clear();
                 }

@@ -36,6 +36,19 @@ pub fn encode(packs: &[IndexPack]) -> Vec<u8> {
 
 /// Decodes an index file.
 pub fn decode(data: &[u8]) -> Result<Vec<IndexPack>> {
+    let mut out = Vec::new();
+    decode_each(data, |p| {
+        out.push(p);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Decodes an index file one pack at a time, so a reader holds the
+/// entries of one pack rather than of the whole file. An error from `f`
+/// stops the decoding and is returned; packs before a decoding error have
+/// been passed to `f` already.
+pub fn decode_each(data: &[u8], mut f: impl FnMut(IndexPack) -> Result<()>) -> Result<()> {
     let mut r = Reader::new(data, "index file");
     if r.take(8)
         .map_err(|_| Error::BadMagic { what: "index file" })?
@@ -44,17 +57,15 @@ pub fn decode(data: &[u8]) -> Result<Vec<IndexPack>> {
         return Err(Error::BadMagic { what: "index file" });
     }
     let n = r.len(32 + 1 + 16 + 104)?;
-    let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let pack = r.id()?;
         let size = r.varint()?;
         let trailer = PackTrailer::decode_body(&mut r)?;
-        out.push(IndexPack {
+        f(IndexPack {
             pack,
             size,
             trailer,
-        });
+        })?;
     }
-    r.finish()?;
-    Ok(out)
+    r.finish()
 }

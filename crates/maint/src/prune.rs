@@ -24,11 +24,10 @@ use std::time::Duration;
 use cairn_format::Id;
 use cairn_format::index::IndexPack;
 use cairn_format::maint::Garbage;
-use cairn_format::pack::decode_pack_trailer;
 use cairn_repo::garbage::{read_garbage, write_garbage};
 use cairn_repo::{
     LoadedIndex, PackSink, Repo, SealedBlob, TableLimits, load_index_tiered, now_ns,
-    read_index_file, write_index_file,
+    read_index_file, read_pack_trailer, write_index_file,
 };
 use cairn_storage::{Kind, Storage};
 
@@ -415,6 +414,9 @@ fn sweep(
     Ok(())
 }
 
+/// Bytes of records read at once while repacking.
+const REPACK_WINDOW: u64 = 4 << 20;
+
 /// Copies the needed records of `packs` into new packs (one sink per
 /// session key, since a pack's records share one key), publishes them and
 /// an index file listing them, and returns the packs now safe to condemn.
@@ -434,6 +436,7 @@ fn repack_packs(
     let mut keys: Vec<_> = by_key.into_iter().collect();
     keys.sort();
     let mut done = Vec::new();
+    let mut buf = Vec::new();
     for (key_id, list) in keys {
         let info = index.pack(list[0]);
         let mut sink = PackSink::new(storage.clone(), key_id, info.wrapped);
@@ -442,34 +445,54 @@ fn repack_packs(
         for pos in list {
             ensure(lease)?;
             let p = index.pack(pos);
-            let bytes = st.get(Kind::Pack, &p.id.to_hex())?;
-            if Id(cairn_crypto::plain_hash(&bytes)) != p.id {
+            // Check the whole pack against its name first (streamed), then
+            // copy the needed records in windows: memory holds a window,
+            // never a pack.
+            if !crate::verify::hash_pack(st, &p.id, p.size, &mut buf) {
                 report
                     .damaged_packs
                     .push(format!("{}: contents do not match its name", p.id.short()));
                 continue;
             }
-            let trailer = decode_pack_trailer(&bytes)
-                .map_err(|e| Error::Untrusted(format!("pack {}: {e}", p.id.short())))?;
-            for e in &trailer.entries {
-                let Some((r, l)) = index.rank(&e.id) else {
-                    continue;
-                };
-                if !reach.blobs.contains(r) || l.pack != pos || l.offset != e.offset {
-                    continue;
+            let trailer = read_pack_trailer(st, &p.id, p.size)?.trailer;
+            let want: Vec<_> = trailer
+                .entries
+                .iter()
+                .filter(|e| {
+                    index.rank(&e.id).is_some_and(|(r, l)| {
+                        reach.blobs.contains(r) && l.pack == pos && l.offset == e.offset
+                    })
+                })
+                .collect();
+            let name = p.id.to_hex();
+            let mut i = 0;
+            while i < want.len() {
+                let start = want[i].offset;
+                let mut end = start + u64::from(want[i].length);
+                let mut j = i + 1;
+                while j < want.len() {
+                    let e_end = want[j].offset + u64::from(want[j].length);
+                    if e_end - start > REPACK_WINDOW {
+                        break;
+                    }
+                    end = e_end;
+                    j += 1;
                 }
-                let start = e.offset as usize;
-                let record = bytes[start..start + e.length as usize].to_vec();
-                let blob = SealedBlob {
-                    kind: e.kind,
-                    id: e.id,
-                    record,
-                    raw_len: e.raw_len,
-                };
-                if let Some(s) = sink.add(&blob)? {
-                    staged.push(s);
+                st.get_range_into(Kind::Pack, &name, start, end - start, &mut buf)?;
+                for e in &want[i..j] {
+                    let a = (e.offset - start) as usize;
+                    let blob = SealedBlob {
+                        kind: e.kind,
+                        id: e.id,
+                        record: buf[a..a + e.length as usize].to_vec(),
+                        raw_len: e.raw_len,
+                    };
+                    if let Some(s) = sink.add(&blob)? {
+                        staged.push(s);
+                    }
+                    report.repack_bytes_written += u64::from(e.length);
                 }
-                report.repack_bytes_written += u64::from(e.length);
+                i = j;
             }
             copied_from.push(p.id);
         }

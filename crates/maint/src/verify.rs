@@ -364,7 +364,7 @@ pub fn verify(storage: &dyn Storage, opts: &VerifyOptions) -> Result<VerifyRepor
 }
 
 /// Reads a pack in windows and compares its BLAKE3 with its name.
-fn hash_pack(storage: &dyn Storage, id: &Id, size: u64, buf: &mut Vec<u8>) -> bool {
+pub(crate) fn hash_pack(storage: &dyn Storage, id: &Id, size: u64, buf: &mut Vec<u8>) -> bool {
     const WINDOW: u64 = 4 << 20;
     let name = id.to_hex();
     let mut h = cairn_crypto::PlainHasher::new();

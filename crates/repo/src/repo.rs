@@ -524,6 +524,12 @@ pub fn read_index_file(
     storage: &dyn Storage,
     name: &str,
 ) -> std::result::Result<Vec<IndexPack>, String> {
+    let d = index_bytes(storage, name)?;
+    index::decode(&d).map_err(|e| e.to_string())
+}
+
+/// An index file's bytes, checked against its name.
+fn index_bytes(storage: &dyn Storage, name: &str) -> std::result::Result<Vec<u8>, String> {
     // An index file is named by the hash of its bytes: one that does not
     // match is damaged even if it still decodes, and is not used (the next
     // backup re-indexes its packs from their trailers).
@@ -531,7 +537,7 @@ pub fn read_index_file(
     if Id(cairn_crypto::plain_hash(&d)).to_hex() != name {
         return Err("contents do not match its name (damaged); the next backup re-indexes its packs from their trailers".to_string());
     }
-    index::decode(&d).map_err(|e| e.to_string())
+    Ok(d)
 }
 
 /// An index loaded in tiers, with what each index file lists.
@@ -564,44 +570,64 @@ pub fn load_index_tiered(
     let mut files = Vec::new();
     let mut problems = Vec::new();
     let mut later: Vec<usize> = Vec::new();
-    for obj in objs {
-        match read_index_file(storage, &obj.name) {
-            Ok(packs) => {
-                let (now, rest): (Vec<IndexPack>, Vec<IndexPack>) =
-                    packs.into_iter().partition(|p| tier(&p.pack) == 0);
-                index.add_packs_bulk(&mut b, &now)?;
-                let mut ids: Vec<Id> = now.iter().map(|p| p.pack).collect();
-                if !rest.is_empty() {
-                    later.push(files.len());
-                    ids.extend(rest.iter().map(|p| p.pack));
-                }
-                files.push((obj.name, ids));
+    // Adds the packs of one index file that belong to tier `t`, decoding
+    // it a pack at a time; returns every pack it lists.
+    let add_file = |index: &mut Index,
+                    b: &mut TableBuilder,
+                    name: &str,
+                    t: u8,
+                    problems: &mut Vec<String>|
+     -> Result<Option<(Vec<Id>, bool)>> {
+        let bytes = match index_bytes(storage, name) {
+            Ok(d) => d,
+            Err(e) => {
+                problems.push(format!("index file {name}: {e}"));
+                return Ok(None);
             }
-            Err(e) => problems.push(format!("index file {}: {e}", obj.name)),
+        };
+        let mut ids = Vec::new();
+        let mut other_tiers = false;
+        let mut failed: Option<Error> = None;
+        let decoded = index::decode_each(&bytes, |p| {
+            ids.push(p.pack);
+            let pt = tier(&p.pack).min(tiers - 1);
+            if pt != t {
+                other_tiers = true;
+                return Ok(());
+            }
+            let r = index.add_packs_bulk(b, std::slice::from_ref(&p));
+            if t > 0 {
+                index.condemn(&p.pack);
+            }
+            r.map_err(|e| {
+                failed = Some(e);
+                cairn_format::Error::Invalid {
+                    what: "index file",
+                    reason: "loading stopped".into(),
+                }
+            })
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if let Err(e) = decoded {
+            problems.push(format!("index file {name}: {e}"));
+        }
+        Ok(Some((ids, other_tiers)))
+    };
+    for obj in objs {
+        if let Some((ids, other)) = add_file(&mut index, &mut b, &obj.name, 0, &mut problems)? {
+            if other {
+                later.push(files.len());
+            }
+            files.push((obj.name, ids));
         }
     }
-    let extra_now: Vec<IndexPack> = extra
-        .iter()
-        .filter(|p| tier(&p.pack) == 0)
-        .cloned()
-        .collect();
-    index.add_packs_bulk(&mut b, &extra_now)?;
-    for t in 1..tiers {
-        for &f in &later {
-            let name = &files[f].0;
-            let Ok(packs) = read_index_file(storage, name) else {
-                problems.push(format!(
-                    "index file {name}: could not be read a second time"
-                ));
-                continue;
-            };
-            let these: Vec<IndexPack> = packs
-                .into_iter()
-                .filter(|p| tier(&p.pack).min(tiers - 1) == t)
-                .collect();
-            index.add_packs_bulk(&mut b, &these)?;
-            for p in &these {
-                index.condemn(&p.pack);
+    for t in 0..tiers {
+        if t > 0 {
+            for &f in &later {
+                let name = files[f].0.clone();
+                add_file(&mut index, &mut b, &name, t, &mut problems)?;
             }
         }
         let these: Vec<IndexPack> = extra
@@ -610,8 +636,10 @@ pub fn load_index_tiered(
             .cloned()
             .collect();
         index.add_packs_bulk(&mut b, &these)?;
-        for p in &these {
-            index.condemn(&p.pack);
+        if t > 0 {
+            for p in &these {
+                index.condemn(&p.pack);
+            }
         }
     }
     index.finish_bulk(b)?;

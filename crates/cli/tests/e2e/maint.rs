@@ -248,6 +248,12 @@ fn prune_frees_space_without_any_key_and_same_as_owner() {
             "{dir}/ differs between the owner's prune and the keyless one"
         );
     }
+    // Rebuilding the index from the trailers: the same with and without
+    // a key.
+    env.ok(&["repair", "index"]);
+    keyless(&env, &copy, &["repair", "index"]).expect(0);
+    assert_eq!(objects(&env.repo, "index"), objects(&copy, "index"));
+    keyless(&env, &copy, &["check"]).expect(0);
     // The two MiB only the forgotten snapshots held are gone (the packs
     // are 1 MiB, so every pack that held them went or was repacked).
     let after = dir_bytes(&env.repo.join("data"));
@@ -900,4 +906,50 @@ fn snapshots_show_added_and_unique_bytes() {
         freed + (8 << 10) >= u1 && freed <= u1 + (64 << 10),
         "freed {freed}, only-s1 {u1}"
     );
+}
+
+/// A source that floods the repository with tiny snapshots cannot push
+/// another group's snapshots out of a policy, and a policy with
+/// `--keep-within` keeps every snapshot of the window however many came.
+#[test]
+fn snapshot_flood_from_one_group_cannot_age_out_another() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let src = env.path("src");
+    write(&src.join("f"), &pseudo(4 << 10, 1));
+    let mut home = Vec::new();
+    for i in 0..3u64 {
+        write(&src.join("f"), &pseudo(4 << 10, 10 + i));
+        home.push(backup(&env, &["--group", "nas", s(&src)]));
+    }
+    let tiny = env.path("tiny");
+    fs::create_dir_all(&tiny).unwrap();
+    for _ in 0..25 {
+        backup(&env, &["--group", "flooder", s(&tiny)]);
+    }
+    env.ok(&["forget", "--keep-last", "3"]);
+    let left: Vec<(String, String)> = json(&env.ok(&["snapshots", "--json"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_string(),
+                s["group"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for id in &home {
+        assert!(
+            left.iter().any(|(l, _)| l == id),
+            "nas snapshot {id} removed"
+        );
+    }
+    assert_eq!(left.iter().filter(|(_, g)| g == "flooder").count(), 3);
+    // Within the window, nothing goes, even with a small keep-last.
+    for _ in 0..5 {
+        backup(&env, &["--group", "flooder", s(&tiny)]);
+    }
+    env.ok(&["forget", "--keep-last", "1", "--keep-within", "1h"]);
+    assert_eq!(snapshot_count(&env), 3 + 8);
 }
