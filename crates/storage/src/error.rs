@@ -33,6 +33,10 @@ pub enum Error {
         /// What was refused.
         path: PathBuf,
     },
+    /// The role of whoever asked does not allow the operation (a put
+    /// token deleting, say). Nothing was changed.
+    #[error("refused: {0}")]
+    Refused(String),
     /// The disk holding the repository is full.
     #[error(
         "the disk holding {path} is full: free space there (or move the repository), then rerun; nothing was lost"

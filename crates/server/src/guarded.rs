@@ -1,0 +1,286 @@
+//! A storage that enforces a caller's role on every call.
+//!
+//! Beyond the yes/no of [`crate::policy`], uploads are checked for what
+//! they claim: a content-addressed object's name must be the BLAKE3 of
+//! its bytes (so a source cannot plant bytes under a name another writer
+//! will trust), and a put token's snapshots must belong to its groups.
+//! Every refusal is reported to the audit hook with the caller's name.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cairn_format::Id;
+use cairn_storage::{Error, Kind, ObjectInfo, Result, Storage, valid_name};
+
+use crate::policy::{Decision, Op, Role, decide};
+
+/// One refused request, for the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// Who asked (the token's name).
+    pub principal: String,
+    /// With which role.
+    pub role: &'static str,
+    /// What was asked.
+    pub op: Op,
+    /// On which kind.
+    pub kind: Kind,
+    /// On which object (empty for a listing).
+    pub name: String,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// Receives every refusal.
+pub type Audit = Arc<dyn Fn(&Refusal) + Send + Sync>;
+
+/// A storage seen through one caller's role.
+pub struct GuardedStorage {
+    inner: Arc<dyn Storage>,
+    role: Role,
+    principal: String,
+    audit: Audit,
+}
+
+impl std::fmt::Debug for GuardedStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "GuardedStorage({} as {} {})",
+            self.inner.location(),
+            self.role.name(),
+            self.principal
+        )
+    }
+}
+
+impl GuardedStorage {
+    /// `inner` as `principal` with `role` sees it.
+    pub fn new(inner: Arc<dyn Storage>, role: Role, principal: &str, audit: Audit) -> Self {
+        GuardedStorage {
+            inner,
+            role,
+            principal: principal.to_string(),
+            audit,
+        }
+    }
+
+    fn refuse(&self, op: Op, kind: Kind, name: &str, reason: String) -> Error {
+        (self.audit)(&Refusal {
+            principal: self.principal.clone(),
+            role: self.role.name(),
+            op,
+            kind,
+            name: name.to_string(),
+            reason: reason.clone(),
+        });
+        Error::Refused(reason)
+    }
+
+    /// Names are checked before anything else: `../`, `/` and anything
+    /// outside `[a-z0-9-]` never reach a backend.
+    fn check_name(&self, op: Op, kind: Kind, name: &str) -> Result<()> {
+        if kind == Kind::Config || valid_name(name) {
+            return Ok(());
+        }
+        Err(self.refuse(op, kind, name, format!("invalid object name {name:?}")))
+    }
+
+    fn in_groups(&self, group: &str) -> bool {
+        match &self.role {
+            Role::Put(Some(p)) => p.matches(group),
+            _ => true,
+        }
+    }
+
+    /// Whether a snapshot's bytes belong to the caller's groups.
+    fn snapshot_group_ok(&self, data: &[u8]) -> std::result::Result<(), String> {
+        let f = cairn_format::snapshot::decode(data).map_err(|e| format!("snapshot: {e}"))?;
+        if self.in_groups(&f.envelope.group) {
+            Ok(())
+        } else {
+            Err(format!(
+                "snapshot of group {:?} is outside this token's groups",
+                f.envelope.group
+            ))
+        }
+    }
+
+    /// Applies the policy; for [`Decision::OwnGroups`] reads the snapshot
+    /// to decide. Returns the object's bytes when it had to read them.
+    fn admit(&self, op: Op, kind: Kind, name: &str) -> Result<Option<Vec<u8>>> {
+        self.check_name(op, kind, name)?;
+        match decide(&self.role, op, kind) {
+            Decision::Allow => Ok(None),
+            Decision::Deny(why) => Err(self.refuse(op, kind, name, why)),
+            Decision::OwnGroups => {
+                let data = self.inner.get(kind, name)?;
+                match self.snapshot_group_ok(&data) {
+                    Ok(()) => Ok(Some(data)),
+                    Err(why) => Err(self.refuse(op, kind, name, why)),
+                }
+            }
+        }
+    }
+
+    /// Checks bytes about to be created under `name`.
+    fn check_upload(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
+        self.check_name(Op::Put, kind, name)?;
+        let decision = decide(&self.role, Op::Put, kind);
+        if let Decision::Deny(why) = decision {
+            return Err(self.refuse(Op::Put, kind, name, why));
+        }
+        if kind.content_addressed() && Id(cairn_crypto::plain_hash(data)).to_hex() != name {
+            return Err(self.refuse(
+                Op::Put,
+                kind,
+                name,
+                "the bytes do not hash to the object's name".into(),
+            ));
+        }
+        if kind == Kind::Snapshot
+            && let Err(why) = self.snapshot_group_ok(data)
+        {
+            return Err(self.refuse(Op::Put, kind, name, why));
+        }
+        Ok(())
+    }
+}
+
+impl Storage for GuardedStorage {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
+    fn get(&self, kind: Kind, name: &str) -> Result<Vec<u8>> {
+        match self.admit(Op::Get, kind, name)? {
+            Some(d) => Ok(d),
+            None => self.inner.get(kind, name),
+        }
+    }
+
+    fn get_range(&self, kind: Kind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        match self.admit(Op::GetRange, kind, name)? {
+            Some(d) => {
+                let end = offset.checked_add(len).filter(|&e| e <= d.len() as u64);
+                match end {
+                    Some(e) => Ok(d[offset as usize..e as usize].to_vec()),
+                    None => self.inner.get_range(kind, name, offset, len),
+                }
+            }
+            None => self.inner.get_range(kind, name, offset, len),
+        }
+    }
+
+    fn get_range_into(
+        &self,
+        kind: Kind,
+        name: &str,
+        offset: u64,
+        len: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        match self.admit(Op::GetRange, kind, name)? {
+            Some(_) => {
+                *buf = self.get_range(kind, name, offset, len)?;
+                Ok(())
+            }
+            None => self.inner.get_range_into(kind, name, offset, len, buf),
+        }
+    }
+
+    fn size(&self, kind: Kind, name: &str) -> Result<u64> {
+        match self.admit(Op::Size, kind, name)? {
+            Some(d) => Ok(d.len() as u64),
+            None => self.inner.size(kind, name),
+        }
+    }
+
+    fn put(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
+        self.check_upload(kind, name, data)?;
+        self.inner.put(kind, name, data)
+    }
+
+    fn put_file(&self, kind: Kind, name: &str, file: &Path) -> Result<()> {
+        self.check_name(Op::Put, kind, name)?;
+        if let Decision::Deny(why) = decide(&self.role, Op::Put, kind) {
+            return Err(self.refuse(Op::Put, kind, name, why));
+        }
+        if kind.content_addressed() {
+            // Hash the staged file as it will be published: a pack is
+            // checked without being held in memory.
+            let mut f = std::fs::File::open(file).map_err(|e| Error::io("open", file, e))?;
+            let mut h = cairn_crypto::PlainHasher::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                use std::io::Read;
+                let n = f.read(&mut buf).map_err(|e| Error::io("read", file, e))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            if Id(h.finalize()).to_hex() != name {
+                return Err(self.refuse(
+                    Op::Put,
+                    kind,
+                    name,
+                    "the bytes do not hash to the object's name".into(),
+                ));
+            }
+        }
+        if kind == Kind::Snapshot {
+            let data = std::fs::read(file).map_err(|e| Error::io("read", file, e))?;
+            if let Err(why) = self.snapshot_group_ok(&data) {
+                return Err(self.refuse(Op::Put, kind, name, why));
+            }
+        }
+        self.inner.put_file(kind, name, file)
+    }
+
+    fn list(&self, kind: Kind) -> Result<Vec<ObjectInfo>> {
+        match decide(&self.role, Op::List, kind) {
+            Decision::Allow => self.inner.list(kind),
+            Decision::Deny(why) => Err(self.refuse(Op::List, kind, "", why)),
+            Decision::OwnGroups => {
+                let mut out = Vec::new();
+                for o in self.inner.list(kind)? {
+                    match self.inner.get(kind, &o.name) {
+                        Ok(d) if self.snapshot_group_ok(&d).is_ok() => out.push(o),
+                        // Gone since the listing, or someone else's: not listed.
+                        _ => {}
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    fn delete(&self, kind: Kind, name: &str) -> Result<()> {
+        self.admit(Op::Delete, kind, name)?;
+        self.inner.delete(kind, name)
+    }
+
+    fn staging_dir(&self) -> Result<PathBuf> {
+        self.inner.staging_dir()
+    }
+
+    fn prepare(&self) -> Result<()> {
+        if self.role != Role::Admin {
+            return Err(self.refuse(
+                Op::Put,
+                Kind::Config,
+                "config",
+                format!("a {} token cannot create a repository", self.role.name()),
+            ));
+        }
+        self.inner.prepare()
+    }
+
+    fn clean_staging(&self, min_age: std::time::Duration) {
+        // Staging files belong to the box; only its own jobs clean them.
+        if self.role == Role::Admin {
+            self.inner.clean_staging(min_age);
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! A put token's view of a real repository: everything a backup needs
+//! works through it, and every destructive or prying request is refused,
+//! logged with the token's name, and changes nothing.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use cairn_engine::archiver::{BackupOptions, Progress, backup};
+use cairn_repo::keys::write_key_file;
+use cairn_repo::{KeySource, Repo, init_options};
+use cairn_storage::{Error, Kind, LocalStorage, Storage};
+
+use crate::guarded::{GuardedStorage, Refusal};
+use crate::policy::{GroupPattern, Role};
+
+fn fingerprint(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            if p.is_dir() {
+                if !p.ends_with("tmp") {
+                    stack.push(p);
+                }
+            } else {
+                out.insert(p.display().to_string(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn backup_as(
+    storage: Arc<dyn Storage>,
+    key: &Path,
+    src: &Path,
+    group: &str,
+    cache: &Path,
+) -> String {
+    let mut repo = Repo::open(
+        storage,
+        &KeySource::File {
+            path: key.to_path_buf(),
+            passphrase: None,
+        },
+    )
+    .unwrap();
+    let opts = BackupOptions {
+        paths: vec![src.to_path_buf()],
+        group: Some(group.into()),
+        cache_dir: Some(cache.to_path_buf()),
+        hostname: "test".into(),
+        threads: 1,
+        ..BackupOptions::default()
+    };
+    backup(
+        &mut repo,
+        &opts,
+        &Progress::default(),
+        &AtomicBool::new(false),
+    )
+    .unwrap()
+    .snapshot
+    .unwrap()
+}
+
+#[test]
+fn put_token_backs_up_but_cannot_harm_or_pry() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let raw: Arc<dyn Storage> = Arc::new(LocalStorage::new(&root));
+    let mut o = init_options();
+    o.key_dir = Some(dir.path().to_path_buf());
+    let owner = Repo::init(raw.clone(), &o).unwrap();
+    let owner_key = dir.path().join(format!("{}.key", owner.id_hex()));
+    let put_key = dir.path().join("put.key");
+    let kf = owner
+        .export_keyfile(&owner.keys().put_only(), None, "laptop")
+        .unwrap();
+    write_key_file(&put_key, &kf).unwrap();
+
+    // The owner backs up another group directly.
+    let other_src = dir.path().join("etc");
+    std::fs::create_dir_all(&other_src).unwrap();
+    std::fs::write(other_src.join("passwd"), b"root:x:0:0").unwrap();
+    let other = backup_as(
+        raw.clone(),
+        &owner_key,
+        &other_src,
+        "server:/etc",
+        &dir.path().join("c1"),
+    );
+
+    let refusals: Arc<Mutex<Vec<Refusal>>> = Arc::default();
+    let log = refusals.clone();
+    let guarded: Arc<dyn Storage> = Arc::new(GuardedStorage::new(
+        raw.clone(),
+        Role::Put(Some(GroupPattern::new("laptop:*").unwrap())),
+        "laptop-token",
+        Arc::new(move |r: &Refusal| log.lock().unwrap().push(r.clone())),
+    ));
+
+    // Backups through the put token work, twice (the second deduplicates).
+    let src = dir.path().join("home");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("notes"), vec![7u8; 300_000]).unwrap();
+    let cache = dir.path().join("c2");
+    let mine = backup_as(guarded.clone(), &put_key, &src, "laptop:/home", &cache);
+    std::fs::write(src.join("more"), b"more").unwrap();
+    backup_as(guarded.clone(), &put_key, &src, "laptop:/home", &cache);
+    assert!(
+        refusals.lock().unwrap().is_empty(),
+        "{:#?}",
+        refusals.lock().unwrap()
+    );
+
+    let before = fingerprint(&root);
+    let pack = raw.list(Kind::Pack).unwrap()[0].name.clone();
+    let index = raw.list(Kind::Index).unwrap()[0].name.clone();
+    let other_bytes = raw.get(Kind::Snapshot, &other).unwrap();
+    let refused = |r: cairn_storage::Result<()>| {
+        assert!(matches!(r, Err(Error::Refused(_))), "{r:?}");
+    };
+    for (k, n) in [
+        (Kind::Pack, pack.as_str()),
+        (Kind::Index, index.as_str()),
+        (Kind::Snapshot, mine.as_str()),
+        (Kind::Snapshot, other.as_str()),
+    ] {
+        refused(guarded.delete(k, n));
+    }
+    // Bytes under a name they do not hash to: an overwrite attempt.
+    refused(guarded.put(Kind::Snapshot, &mine, b"CAIRNSN1 forged"));
+    refused(guarded.put(Kind::Pack, &pack, b"truncated"));
+    // Another group's snapshot, even byte for byte.
+    refused(guarded.put(Kind::Snapshot, &other, &other_bytes));
+    refused(guarded.put(Kind::Garbage, &"0".repeat(64), b"x"));
+    refused(guarded.put(Kind::Lock, "prune-00000000000000000001", b"x"));
+    refused(guarded.put(Kind::Config, "config", b"x"));
+    for bad in ["../config", "/etc/passwd", "a/b", "..", ""] {
+        refused(guarded.put(Kind::Index, bad, b"x"));
+        assert!(
+            matches!(guarded.get(Kind::Index, bad), Err(Error::Refused(_))),
+            "{bad}"
+        );
+    }
+    // Prying.
+    assert!(matches!(
+        guarded.get(Kind::Pack, &pack),
+        Err(Error::Refused(_))
+    ));
+    assert!(matches!(
+        guarded.get_range(Kind::Pack, &pack, 0, 16),
+        Err(Error::Refused(_))
+    ));
+    assert!(matches!(
+        guarded.get(Kind::Snapshot, &other),
+        Err(Error::Refused(_))
+    ));
+    assert!(matches!(guarded.list(Kind::Key), Err(Error::Refused(_))));
+    let listed: Vec<String> = guarded
+        .list(Kind::Snapshot)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert!(
+        listed.contains(&mine) && !listed.contains(&other),
+        "{listed:?}"
+    );
+    assert!(guarded.get(Kind::Snapshot, &mine).is_ok());
+
+    assert_eq!(fingerprint(&root), before, "the repository changed");
+    let log = refusals.lock().unwrap();
+    assert!(log.len() >= 20, "{}", log.len());
+    assert!(
+        log.iter()
+            .all(|r| r.principal == "laptop-token" && r.role == "put")
+    );
+    assert!(log.iter().any(|r| r.reason.contains("delete")));
+    assert!(log.iter().any(|r| r.reason.contains("do not hash")));
+    assert!(
+        log.iter()
+            .any(|r| r.reason.contains("outside this token's groups"))
+    );
+}
