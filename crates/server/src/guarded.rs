@@ -65,6 +65,21 @@ impl GuardedStorage {
         }
     }
 
+    /// The caller's role name, for the protocol greeting.
+    pub fn role_name(&self) -> &'static str {
+        self.role.name()
+    }
+
+    /// Refuses before any byte is sent what an upload of `name` would
+    /// be refused for by role or name alone.
+    pub fn admit_put(&self, kind: Kind, name: &str) -> Result<()> {
+        self.check_name(Op::Put, kind, name)?;
+        if let Decision::Deny(why) = decide(&self.role, Op::Put, kind) {
+            return Err(self.refuse(Op::Put, kind, name, why));
+        }
+        Ok(())
+    }
+
     fn refuse(&self, op: Op, kind: Kind, name: &str, reason: String) -> Error {
         (self.audit)(&Refusal {
             principal: self.principal.clone(),

@@ -9,6 +9,9 @@
 
 pub mod guarded;
 pub mod policy;
+pub mod remote;
+pub mod serve;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;

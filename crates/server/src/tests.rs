@@ -188,3 +188,145 @@ fn put_token_backs_up_but_cannot_harm_or_pry() {
             .any(|r| r.reason.contains("outside this token's groups"))
     );
 }
+
+/// Client and server over a pair of pipes, the way `ssh` connects them.
+fn connect(
+    raw: Arc<dyn Storage>,
+    role: Role,
+    staging: &Path,
+) -> (
+    Arc<dyn Storage>,
+    std::thread::JoinHandle<std::io::Result<()>>,
+) {
+    let (c_in, s_out) = std::io::pipe().unwrap();
+    let (s_in, c_out) = std::io::pipe().unwrap();
+    let guarded = GuardedStorage::new(raw, role, "pipe", Arc::new(|_: &Refusal| {}));
+    let server = std::thread::spawn(move || {
+        let (mut i, mut o) = (s_in, s_out);
+        crate::serve::serve(&mut i, &mut o, &guarded)
+    });
+    let remote = crate::remote::RemoteStorage::connect(
+        Box::new(c_in),
+        Box::new(c_out),
+        "pipe:test",
+        staging,
+    )
+    .unwrap();
+    (Arc::new(remote), server)
+}
+
+#[test]
+fn backup_restore_and_check_through_the_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let raw: Arc<dyn Storage> = Arc::new(LocalStorage::new(&root));
+    let mut o = init_options();
+    o.key_dir = Some(dir.path().to_path_buf());
+    let owner = Repo::init(raw.clone(), &o).unwrap();
+    let owner_key = dir.path().join(format!("{}.key", owner.id_hex()));
+    let put_key = dir.path().join("put.key");
+    let kf = owner
+        .export_keyfile(&owner.keys().put_only(), None, "laptop")
+        .unwrap();
+    write_key_file(&put_key, &kf).unwrap();
+
+    // A source with a put role writes through the protocol; packs larger
+    // than one upload piece go in pieces.
+    let src = dir.path().join("home");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let big: Vec<u8> = (0..(9 << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(src.join("big"), &big).unwrap();
+    std::fs::write(src.join("small"), b"small").unwrap();
+    let (put, server) = connect(raw.clone(), Role::Put(None), &dir.path().join("stage1"));
+    let id = backup_as(
+        put.clone(),
+        &put_key,
+        &src,
+        "laptop:/home",
+        &dir.path().join("c"),
+    );
+    // Over the wire, a refusal is a refusal.
+    let pack = raw.list(Kind::Pack).unwrap()[0].name.clone();
+    assert!(matches!(
+        put.delete(Kind::Pack, &pack),
+        Err(Error::Refused(_))
+    ));
+    assert!(matches!(
+        put.get_range(Kind::Pack, &pack, 0, 8),
+        Err(Error::Refused(_))
+    ));
+    drop(put);
+    server.join().unwrap().unwrap();
+    assert!(raw.list(Kind::Pack).unwrap().len() >= 2);
+
+    // The owner restores and verifies through the protocol as admin.
+    let (admin, server) = connect(raw.clone(), Role::Admin, &dir.path().join("stage2"));
+    let repo = Repo::open(
+        admin.clone(),
+        &KeySource::File {
+            path: owner_key,
+            passphrase: None,
+        },
+    )
+    .unwrap();
+    let (snaps, _) = Repo::list_snapshots(&*admin).unwrap();
+    let snap = snaps.iter().find(|s| s.id.to_hex() == id).unwrap();
+    let dest = dir.path().join("dest");
+    cairn_engine::restorer::restore(
+        &repo,
+        snap.envelope.root,
+        &cairn_engine::restorer::RestoreOptions {
+            target: dest.clone(),
+            subpath: None,
+            includes: Vec::new(),
+            excludes: Vec::new(),
+            threads: 2,
+        },
+        &Progress::default(),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let got = dest.join(src.strip_prefix("/").unwrap());
+    assert!(std::fs::read(got.join("big")).unwrap() == big);
+    assert_eq!(std::fs::read(got.join("small")).unwrap(), b"small");
+    let r = cairn_engine::checker::check(
+        &repo,
+        &cairn_engine::checker::CheckOptions {
+            read_data: true,
+            threads: 2,
+            only_packs: None,
+        },
+        &Progress::default(),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert!(r.errors.is_empty(), "{:#?}", r.errors);
+    drop(repo);
+    drop(admin);
+    server.join().unwrap().unwrap();
+    // Nothing staged is left on the server.
+    let tmp: Vec<_> = std::fs::read_dir(root.join("tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
+}
+
+#[test]
+fn server_refuses_a_stranger_and_a_huge_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw: Arc<dyn Storage> = Arc::new(LocalStorage::new(dir.path()));
+    let g = GuardedStorage::new(raw.clone(), Role::Read, "x", Arc::new(|_: &Refusal| {}));
+    let mut out = Vec::new();
+    let e = crate::serve::serve(&mut &b"GET / HTTP/1.1\r\n"[..], &mut out, &g).unwrap_err();
+    assert!(e.to_string().contains("protocol"), "{e}");
+    let mut input = crate::wire::HELLO.to_vec();
+    input.extend_from_slice(&u32::MAX.to_le_bytes());
+    let e = crate::serve::serve(&mut &input[..], &mut out, &g).unwrap_err();
+    assert!(e.to_string().contains("more than"), "{e}");
+}

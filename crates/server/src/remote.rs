@@ -1,0 +1,252 @@
+//! The client side of the storage protocol: a [`Storage`] whose objects
+//! live behind a byte stream (the stdin and stdout of `ssh HOST cairn
+//! serve --stdio`, for one).
+//!
+//! Requests are serialised on the one stream. Reads of large objects and
+//! uploads go in pieces no larger than a frame, so a pack never sits in
+//! memory whole on either side.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use cairn_format::wire::Reader;
+use cairn_storage::{Error, Kind, ObjectInfo, Result, Storage};
+
+use crate::wire::{HELLO, MAX_FRAME, Op, PUT_PIECE, Request, Status, read_frame, write_frame};
+
+struct Conn {
+    input: Box<dyn Read + Send>,
+    output: Box<dyn Write + Send>,
+}
+
+/// A storage reached through the protocol.
+pub struct RemoteStorage {
+    conn: Mutex<Conn>,
+    location: String,
+    staging: PathBuf,
+    role: String,
+}
+
+impl std::fmt::Debug for RemoteStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RemoteStorage({})", self.location)
+    }
+}
+
+fn proto(what: &str) -> Error {
+    Error::io(
+        "talk to",
+        "the server",
+        std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string()),
+    )
+}
+
+impl RemoteStorage {
+    /// Greets the server over `input`/`output`; `staging` is a local
+    /// directory for packs being written.
+    pub fn connect(
+        mut input: Box<dyn Read + Send>,
+        mut output: Box<dyn Write + Send>,
+        location: &str,
+        staging: &Path,
+    ) -> Result<RemoteStorage> {
+        let io = |e| Error::io("connect to", location, e);
+        output
+            .write_all(HELLO)
+            .and_then(|()| output.flush())
+            .map_err(io)?;
+        let mut hello = [0u8; 8];
+        input.read_exact(&mut hello).map_err(io)?;
+        if &hello != HELLO {
+            return Err(proto(
+                "the other end is not a Cairn server speaking protocol version 1",
+            ));
+        }
+        let role = read_frame(&mut input)
+            .map_err(io)?
+            .ok_or_else(|| proto("the server hung up"))?;
+        Ok(RemoteStorage {
+            conn: Mutex::new(Conn { input, output }),
+            location: location.to_string(),
+            staging: staging.to_path_buf(),
+            role: String::from_utf8_lossy(&role).into_owned(),
+        })
+    }
+
+    /// The role the server gave this connection.
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+
+    fn call(&self, req: &Request) -> Result<Vec<u8>> {
+        let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let io = |e| Error::io("talk to", self.location.clone(), e);
+        write_frame(&mut c.output, &req.encode()).map_err(io)?;
+        let resp = read_frame(&mut c.input)
+            .map_err(io)?
+            .ok_or_else(|| proto("the server hung up"))?;
+        let (&status, body) = resp.split_first().ok_or_else(|| proto("empty response"))?;
+        let msg = || String::from_utf8_lossy(body).into_owned();
+        match Status::from_u8(status) {
+            Some(Status::Ok) => Ok(body.to_vec()),
+            Some(Status::NotFound) => Err(Error::NotFound {
+                kind: req.kind,
+                name: req.name.clone(),
+                location: self.location.clone(),
+            }),
+            Some(Status::AlreadyExists) => Err(Error::AlreadyExists {
+                kind: req.kind,
+                name: req.name.clone(),
+            }),
+            Some(Status::Refused) => Err(Error::Refused(format!("the server says: {}", msg()))),
+            Some(Status::Short) => Err(Error::Short {
+                kind: req.kind,
+                name: req.name.clone(),
+            }),
+            Some(Status::Failed) => Err(Error::io(
+                "server",
+                self.location.clone(),
+                std::io::Error::other(msg()),
+            )),
+            None => Err(proto("unknown response status")),
+        }
+    }
+
+    fn req(op: Op, kind: Kind, name: &str) -> Request {
+        Request {
+            op,
+            kind,
+            name: name.to_string(),
+            offset: 0,
+            len: 0,
+            body: Vec::new(),
+        }
+    }
+
+    fn upload(&self, kind: Kind, name: &str, src: &mut dyn Read) -> Result<()> {
+        self.call(&Self::req(Op::PutBegin, kind, name))?;
+        let mut buf = vec![0u8; PUT_PIECE];
+        loop {
+            let mut n = 0;
+            while n < buf.len() {
+                let k = src
+                    .read(&mut buf[n..])
+                    .map_err(|e| Error::io("read", name, e))?;
+                if k == 0 {
+                    break;
+                }
+                n += k;
+            }
+            if n == 0 {
+                break;
+            }
+            let mut r = Self::req(Op::PutData, kind, name);
+            r.body = buf[..n].to_vec();
+            self.call(&r)?;
+            if n < buf.len() {
+                break;
+            }
+        }
+        self.call(&Self::req(Op::PutEnd, kind, name)).map(|_| ())
+    }
+}
+
+/// Bytes asked for per range request.
+const RANGE_PIECE: u64 = (MAX_FRAME / 2) as u64;
+
+impl Storage for RemoteStorage {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn get(&self, kind: Kind, name: &str) -> Result<Vec<u8>> {
+        if kind == Kind::Pack {
+            let size = self.size(kind, name)?;
+            return self.get_range(kind, name, 0, size);
+        }
+        self.call(&Self::req(Op::Get, kind, name))
+    }
+
+    fn get_range(&self, kind: Kind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.get_range_into(kind, name, offset, len, &mut out)?;
+        Ok(out)
+    }
+
+    fn get_range_into(
+        &self,
+        kind: Kind,
+        name: &str,
+        offset: u64,
+        len: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        buf.clear();
+        let mut at = 0;
+        while at < len {
+            let n = RANGE_PIECE.min(len - at);
+            let mut r = Self::req(Op::GetRange, kind, name);
+            r.offset = offset + at;
+            r.len = n;
+            let piece = self.call(&r)?;
+            if piece.len() as u64 != n {
+                return Err(Error::Short {
+                    kind,
+                    name: name.to_string(),
+                });
+            }
+            buf.extend_from_slice(&piece);
+            at += n;
+        }
+        Ok(())
+    }
+
+    fn size(&self, kind: Kind, name: &str) -> Result<u64> {
+        let b = self.call(&Self::req(Op::Size, kind, name))?;
+        Reader::new(&b, "size")
+            .varint()
+            .map_err(|_| proto("bad size response"))
+    }
+
+    fn put(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
+        if data.len() <= PUT_PIECE {
+            let mut r = Self::req(Op::Put, kind, name);
+            r.body = data.to_vec();
+            return self.call(&r).map(|_| ());
+        }
+        self.upload(kind, name, &mut &data[..])
+    }
+
+    fn put_file(&self, kind: Kind, name: &str, file: &Path) -> Result<()> {
+        let mut f = std::fs::File::open(file).map_err(|e| Error::io("open", file, e))?;
+        self.upload(kind, name, &mut f)?;
+        let _ = std::fs::remove_file(file);
+        Ok(())
+    }
+
+    fn list(&self, kind: Kind) -> Result<Vec<ObjectInfo>> {
+        let b = self.call(&Self::req(Op::List, kind, ""))?;
+        let mut r = Reader::new(&b, "listing");
+        let bad = |_| proto("bad listing response");
+        let n = r.len(2).map_err(bad)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let name = String::from_utf8(r.bytes().map_err(bad)?.to_vec())
+                .map_err(|_| proto("object name is not UTF-8"))?;
+            let size = r.varint().map_err(bad)?;
+            out.push(ObjectInfo { name, size });
+        }
+        Ok(out)
+    }
+
+    fn delete(&self, kind: Kind, name: &str) -> Result<()> {
+        self.call(&Self::req(Op::Delete, kind, name)).map(|_| ())
+    }
+
+    fn staging_dir(&self) -> Result<PathBuf> {
+        std::fs::create_dir_all(&self.staging)
+            .map_err(|e| Error::io("create directory", &self.staging, e))?;
+        Ok(self.staging.clone())
+    }
+}
