@@ -69,6 +69,35 @@ pub enum Command {
     /// Repair a damaged repository.
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Serve the repository at --repo over stdin and stdout with a role:
+    /// the forced command of an SSH key in `authorized_keys`.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Speak the storage protocol on stdin and stdout (the only mode so far).
+    #[arg(long, required = true)]
+    pub stdio: bool,
+    /// What the client may do.
+    #[arg(long, value_enum)]
+    pub role: ServeRole,
+    /// With --role put: only snapshots of groups matching this (`*` any run).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Name logged with every refusal (default: the SSH client's address).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ServeRole {
+    /// Everything, maintenance included.
+    Admin,
+    /// Add backups; never delete, overwrite or read stored contents.
+    Put,
+    /// Restore and verify; write nothing.
+    Read,
 }
 
 #[derive(Subcommand, Debug)]

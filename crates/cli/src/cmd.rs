@@ -11,6 +11,7 @@ mod protect;
 mod prune;
 mod repair;
 mod restore;
+mod serve;
 mod snapshots;
 mod stats;
 
@@ -37,6 +38,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Protect(a) => protect::run(&ctx, a, true),
         Command::Unprotect(a) => protect::run(&ctx, a, false),
         Command::Repair(r) => repair::run(&ctx, r),
+        Command::Serve(a) => serve::run(&ctx, a),
     }
 }
 

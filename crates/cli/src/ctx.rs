@@ -46,6 +46,9 @@ impl Ctx {
     /// The storage behind the location.
     pub fn storage(&self) -> Result<Arc<dyn Storage>> {
         let loc = self.repo_location();
+        if let Some(rest) = loc.strip_prefix("ssh://") {
+            return Ok(Arc::new(ssh_storage(&loc, rest)?));
+        }
         if let Some((scheme, _)) = loc.split_once("://") {
             bail!(
                 "repository {loc}: the {scheme}:// transport is not available in this version of cairn; use a local directory path"
@@ -203,6 +206,48 @@ impl Ctx {
     pub fn progress(&self) -> bool {
         !self.g.json && !self.g.quiet && !self.g.no_progress && std::io::stderr().is_terminal()
     }
+}
+
+/// Connects to `ssh://[user@]host[:port]/path` by running `ssh` (or
+/// `$CAIRN_SSH`, split on spaces, e.g. `ssh -i key`) with the remote
+/// command `cairn serve --stdio --repo /path`; a forced command in the
+/// server's `authorized_keys` replaces it and sets the role.
+fn ssh_storage(loc: &str, rest: &str) -> Result<cairn_server::remote::RemoteStorage> {
+    let (hostpart, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => bail!(
+            "repository {loc}: give a path after the host, e.g. ssh://backup@nas/srv/cairn/laptop"
+        ),
+    };
+    if hostpart.is_empty() || path.len() < 2 {
+        bail!("repository {loc}: expected ssh://[user@]host[:port]/path");
+    }
+    let (userhost, port) = match hostpart.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty() => (h, Some(p)),
+        _ => (hostpart, None),
+    };
+    let ssh = std::env::var("CAIRN_SSH").unwrap_or_else(|_| "ssh".into());
+    let mut words = ssh.split_whitespace();
+    let program = words.next().unwrap_or("ssh");
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(words);
+    if let Some(p) = port {
+        cmd.arg("-p").arg(p);
+    }
+    cmd.arg("-o").arg("BatchMode=yes");
+    cmd.arg(userhost)
+        .arg("cairn")
+        .arg("serve")
+        .arg("--stdio")
+        .arg("--role")
+        .arg("admin")
+        .arg("--repo")
+        .arg(path);
+    let staging = xdg("XDG_CACHE_HOME", ".cache")
+        .join("cairn")
+        .join("staging");
+    cairn_server::remote::RemoteStorage::spawn(cmd, loc, &staging)
+        .with_context(|| format!("cannot reach {loc} over ssh"))
 }
 
 /// `$XDG_DATA_HOME/cairn/repo`.

@@ -21,3 +21,6 @@ mod fixture;
 
 #[path = "e2e/maint.rs"]
 mod maint;
+
+#[path = "e2e/ssh.rs"]
+mod ssh;

@@ -22,10 +22,27 @@ struct Conn {
 
 /// A storage reached through the protocol.
 pub struct RemoteStorage {
-    conn: Mutex<Conn>,
+    conn: Mutex<Option<Conn>>,
     location: String,
     staging: PathBuf,
     role: String,
+    /// The process carrying the stream (`ssh`), reaped on drop.
+    child: Mutex<Option<std::process::Child>>,
+}
+
+impl Drop for RemoteStorage {
+    fn drop(&mut self) {
+        // Closing our ends tells the server to finish; then reap the
+        // transport so no zombie outlives the command.
+        if let Ok(mut c) = self.conn.lock() {
+            c.take();
+        }
+        if let Ok(mut ch) = self.child.lock()
+            && let Some(mut child) = ch.take()
+        {
+            let _ = child.wait();
+        }
+    }
 }
 
 impl std::fmt::Debug for RemoteStorage {
@@ -67,11 +84,41 @@ impl RemoteStorage {
             .map_err(io)?
             .ok_or_else(|| proto("the server hung up"))?;
         Ok(RemoteStorage {
-            conn: Mutex::new(Conn { input, output }),
+            conn: Mutex::new(Some(Conn { input, output })),
             location: location.to_string(),
             staging: staging.to_path_buf(),
             role: String::from_utf8_lossy(&role).into_owned(),
+            child: Mutex::new(None),
         })
+    }
+
+    /// Starts `cmd` (for example `ssh HOST cairn serve --stdio …`) and
+    /// talks to it over its stdin and stdout; its stderr passes through.
+    pub fn spawn(
+        mut cmd: std::process::Command,
+        location: &str,
+        staging: &Path,
+    ) -> Result<RemoteStorage> {
+        use std::process::Stdio;
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| Error::io("start", location, e))?;
+        let input = child.stdout.take().expect("piped");
+        let output = child.stdin.take().expect("piped");
+        match RemoteStorage::connect(Box::new(input), Box::new(output), location, staging) {
+            Ok(r) => {
+                *r.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
+                Ok(r)
+            }
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e)
+            }
+        }
     }
 
     /// The role the server gave this connection.
@@ -80,7 +127,10 @@ impl RemoteStorage {
     }
 
     fn call(&self, req: &Request) -> Result<Vec<u8>> {
-        let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let c = guard
+            .as_mut()
+            .ok_or_else(|| proto("the connection is closed"))?;
         let io = |e| Error::io("talk to", self.location.clone(), e);
         write_frame(&mut c.output, &req.encode()).map_err(io)?;
         let resp = read_frame(&mut c.input)
