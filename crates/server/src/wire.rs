@@ -1,5 +1,5 @@
-//! The storage protocol a client speaks to a Cairn server over a byte
-//! stream (`cairn serve --stdio` behind SSH, and the same requests over
+//! The storage protocol (`docs/protocol.md`) a client speaks to a Cairn
+//! server over a byte stream (`cairn serve --stdio` behind SSH, and the same requests over
 //! HTTPS later): one request frame, one response frame, in order.
 //!
 //! ```text
