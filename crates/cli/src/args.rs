@@ -233,6 +233,10 @@ pub struct BackupArgs {
     /// zstd level for new data: 1 (fastest) to 19 (smallest), 0 = none.
     #[arg(long, default_value_t = cairn_repo::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(0..=19))]
     pub compression: i32,
+    /// Back up even though the last snapshot this machine wrote for the
+    /// group is gone (forgotten on purpose, not a rolled-back storage).
+    #[arg(long)]
+    pub accept_rollback: bool,
 }
 
 #[derive(Args, Debug)]

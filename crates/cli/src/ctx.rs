@@ -195,6 +195,14 @@ impl Ctx {
         index_limits()
     }
 
+    /// Where the local cache of the repository behind `storage` lives.
+    pub fn cache_dir_of(&self, storage: &dyn Storage) -> Result<PathBuf> {
+        let config = cairn_repo::read_config(storage)?;
+        Ok(xdg("XDG_CACHE_HOME", ".cache")
+            .join("cairn")
+            .join(hex::encode(config.repo_id)))
+    }
+
     /// Where this repository's local cache lives.
     pub fn cache_dir(&self, repo: &Repo) -> PathBuf {
         xdg("XDG_CACHE_HOME", ".cache")

@@ -37,6 +37,8 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<i32> {
         pack_size: a.pack_size.unwrap_or(0),
         scan: ctx.progress(),
         compression: a.compression,
+        state_dir: Some(ctx.cache_dir(&repo)),
+        accept_rollback: a.accept_rollback,
     };
     let progress = Arc::new(Progress::default());
     let cancel = cancel_flag();

@@ -62,6 +62,9 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<i32> {
             ids.push(cairn_repo::select_snapshot(&list, spec, group)?.id);
         }
         forget_ids(&*storage, &ids, a.dry_run)?;
+        if !a.dry_run {
+            cairn_engine::archiver::forget_recorded(&ctx.cache_dir_of(&*storage)?, &ids);
+        }
         if ctx.g.json {
             let v: Vec<String> = ids.iter().map(|i| i.to_hex()).collect();
             doc = serde_json::json!({"removed": v, "dry_run": a.dry_run});
@@ -82,6 +85,9 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<i32> {
         let report = forget(&*storage, &opts, cairn_repo::now_ns(), &|ns| {
             local_civil(&tz, ns)
         })?;
+        if !a.dry_run {
+            cairn_engine::archiver::forget_recorded(&ctx.cache_dir_of(&*storage)?, &report.removed);
+        }
         if ctx.g.json {
             let groups: Vec<_> = report
                 .plans

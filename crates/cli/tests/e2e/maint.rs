@@ -953,3 +953,37 @@ fn snapshot_flood_from_one_group_cannot_age_out_another() {
     env.ok(&["forget", "--keep-last", "1", "--keep-within", "1h"]);
     assert_eq!(snapshot_count(&env), 3 + 8);
 }
+
+/// A repository reset to an older copy is noticed by the next backup,
+/// which writes nothing and says why; forgetting the newest snapshot on
+/// purpose is not taken for a rollback.
+#[test]
+fn rolled_back_repository_is_refused() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let src = env.path("src");
+    write(&src.join("f"), &pseudo(10 << 10, 1));
+    backup(&env, &[s(&src)]);
+    let old = env.path("old-copy");
+    copy_tree(&env.repo, &old);
+    write(&src.join("f"), &pseudo(10 << 10, 2));
+    backup(&env, &[s(&src)]);
+    // The storage is reset to the copy taken before the second backup.
+    fs::remove_dir_all(&env.repo).unwrap();
+    copy_tree(&old, &env.repo);
+    let before = objects(&env.repo, "data");
+    write(&src.join("f"), &pseudo(10 << 10, 3));
+    let r = env.run(&["backup", s(&src)]).expect(2);
+    assert!(r.stderr.contains("rolled back"), "{}", r.stderr);
+    assert_eq!(
+        objects(&env.repo, "data"),
+        before,
+        "a refused backup wrote data"
+    );
+    assert_eq!(snapshot_count(&env), 1);
+    env.ok(&["backup", "--accept-rollback", s(&src)]);
+    // Forgetting the newest on purpose, here, clears the record.
+    let newest = backup(&env, &[s(&src)]);
+    env.ok(&["forget", &newest[..8]]);
+    env.ok(&["backup", s(&src)]);
+}
