@@ -27,7 +27,7 @@ use cairn_format::blob::{BlobHeader, BlobKind, Compression, decode_record};
 use cairn_format::config::Config;
 use cairn_format::index::{self, IndexPack};
 use cairn_format::keyfile::{Kdf, KeyFile, Role, Secrets};
-use cairn_format::maint::{Garbage, Lease, Protection};
+use cairn_format::maint::{Garbage, Lease, Protection, Receipt};
 use cairn_format::pack::{
     PACK_END_MAGIC, PACK_MAGIC, PackEntry, PackTrailer, TAIL_FIXED, WRAPPED_LEN,
     decode_pack_trailer, trailer_len,
@@ -972,6 +972,24 @@ fn v_protect(cx: &mut Ctx) {
     assert_eq!(Protection::decode(&f.bytes("encoded")).unwrap(), p);
 }
 
+fn v_receipt(cx: &mut Ctx) {
+    let r = Receipt {
+        received_ns: T_BACKUP,
+        sender: "laptop".into(),
+    };
+    let bytes = r.encode();
+    let mut v = Vector::new(
+        "receipt",
+        "Receipts: the object receipts/<snapshot ID>, written by a server when a\n\
+         source's snapshot arrives; retention goes by received_ns.",
+    );
+    v.put("received_ns", lit(r.received_ns))
+        .put("sender", text(&r.sender))
+        .put("encoded", hex(&bytes));
+    let f = cx.settle(&v);
+    assert_eq!(Receipt::decode(&f.bytes("encoded")).unwrap(), r);
+}
+
 // ---------------------------------------------------------------------------
 // Snapshots.
 
@@ -1165,6 +1183,7 @@ fn vectors() {
     v_lease(&mut cx);
     v_garbage(&mut cx, pack_id);
     v_protect(&mut cx);
+    v_receipt(&mut cx);
     let body = v_snapshot_body(&mut cx);
     v_snapshot_envelope(&mut cx, wrapped, blob_id(&tree.encode()), pack_size, &body);
 

@@ -50,14 +50,21 @@ pub fn forget(
     let (snaps, unreadable) = Repo::list_snapshots(storage)?;
     let chosen = select_groups(&snaps, &opts.groups)?;
     let protected = crate::protect::protected(storage)?;
+    let received = receipts(storage)?;
     let candidates: Vec<Candidate> = snaps
         .iter()
         .filter(|s| chosen.contains(&s.envelope.group))
-        .map(|s| Candidate {
+        .map(|s| {
+            (
+                s,
+                received.get(&s.id).copied().unwrap_or(s.envelope.time_ns),
+            )
+        })
+        .map(|(s, t)| Candidate {
             id: s.id,
             group: s.envelope.group.clone(),
-            time_ns: s.envelope.time_ns,
-            civil: civil(s.envelope.time_ns),
+            time_ns: t,
+            civil: civil(t),
             tags: s.envelope.tags.clone(),
             protected: protected.contains_key(&s.id),
         })
@@ -92,6 +99,25 @@ pub fn forget(
     })
 }
 
+/// When a server received each snapshot that has a receipt. Retention
+/// goes by that time, not by the time a source claims: a source cannot
+/// place snapshots in old calendar buckets to push others out. A receipt
+/// that cannot be read counts as absent (the claimed time is used).
+pub fn receipts(storage: &dyn Storage) -> Result<std::collections::HashMap<Id, i64>> {
+    let mut out = std::collections::HashMap::new();
+    for o in storage.list(Kind::Receipt)? {
+        let Some(id) = Id::from_hex(&o.name) else {
+            continue;
+        };
+        if let Ok(d) = storage.get(Kind::Receipt, &o.name)
+            && let Ok(r) = cairn_format::maint::Receipt::decode(&d)
+        {
+            out.insert(id, r.received_ns);
+        }
+    }
+    Ok(out)
+}
+
 /// Deletes snapshot files by ID, refusing protected ones before deleting
 /// any.
 pub fn forget_ids(storage: &dyn Storage, ids: &[Id], dry_run: bool) -> Result<()> {
@@ -112,6 +138,8 @@ pub fn forget_ids(storage: &dyn Storage, ids: &[Id], dry_run: bool) -> Result<()
 fn remove(storage: &dyn Storage, ids: &[Id]) -> Result<()> {
     for id in ids {
         storage.delete(Kind::Snapshot, &id.to_hex())?;
+        // Its receipt goes with it (a receipt alone means nothing).
+        storage.delete(Kind::Receipt, &id.to_hex())?;
     }
     Ok(())
 }

@@ -138,6 +138,27 @@ impl GuardedStorage {
         }
     }
 
+    /// After a source's snapshot arrived: the server's own record of when,
+    /// which retention goes by (a source's claimed time is its own word).
+    /// Admin uploads (the box's own jobs, `repair snapshots`) need none.
+    fn receipt(&self, kind: Kind, name: &str) -> Result<()> {
+        if kind != Kind::Snapshot || self.role == Role::Admin {
+            return Ok(());
+        }
+        let r = cairn_format::maint::Receipt {
+            received_ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0),
+            sender: self.principal.clone(),
+        };
+        match self.inner.put(Kind::Receipt, name, &r.encode()) {
+            // The same snapshot uploaded again keeps its first receipt.
+            Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Checks bytes about to be created under `name`.
     fn check_upload(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
         self.check_name(Op::Put, kind, name)?;
@@ -213,7 +234,8 @@ impl Storage for GuardedStorage {
 
     fn put(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
         self.check_upload(kind, name, data)?;
-        self.inner.put(kind, name, data)
+        self.inner.put(kind, name, data)?;
+        self.receipt(kind, name)
     }
 
     fn put_file(&self, kind: Kind, name: &str, file: &Path) -> Result<()> {
@@ -250,7 +272,8 @@ impl Storage for GuardedStorage {
                 return Err(self.refuse(Op::Put, kind, name, why));
             }
         }
-        self.inner.put_file(kind, name, file)
+        self.inner.put_file(kind, name, file)?;
+        self.receipt(kind, name)
     }
 
     fn list(&self, kind: Kind) -> Result<Vec<ObjectInfo>> {

@@ -88,6 +88,7 @@ pub fn decide(role: &Role, op: Op, kind: Kind) -> Decision {
             (Put, Garbage) => deny("condemn data (prune is for admin tokens)"),
             (_, Lock) => deny("take part in maintenance (leases)"),
             (_, Protect) => deny("touch protection marks"),
+            (_, Receipt) => deny("read or write receipts (the server writes them)"),
         },
     }
 }
@@ -144,7 +145,8 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    const KINDS: [Kind; 8] = [
+    const KINDS: [Kind; 9] = [
+        Kind::Receipt,
         Kind::Config,
         Kind::Key,
         Kind::Pack,

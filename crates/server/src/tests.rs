@@ -330,3 +330,123 @@ fn server_refuses_a_stranger_and_a_huge_frame() {
     let e = crate::serve::serve(&mut &input[..], &mut out, &g).unwrap_err();
     assert!(e.to_string().contains("more than"), "{e}");
 }
+
+/// A put source floods its group with snapshots claiming old times, one
+/// late in every month: retention goes by the server's receipts, so the
+/// legitimate history keeps its monthly slots, and the flood all lands in
+/// the current month.
+#[test]
+fn snapshot_flood_with_old_claimed_times_cannot_push_out_history() {
+    use cairn_format::snapshot::{Body, Envelope};
+    use cairn_maint::forget::{ForgetOptions, forget};
+    use cairn_maint::retention::{Civil, Policy};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let raw: Arc<dyn Storage> = Arc::new(LocalStorage::new(&root));
+    let mut o = init_options();
+    o.key_dir = Some(dir.path().to_path_buf());
+    let owner = Repo::init(raw.clone(), &o).unwrap();
+    let put_key = dir.path().join("put.key");
+    let kf = owner
+        .export_keyfile(&owner.keys().put_only(), None, "laptop")
+        .unwrap();
+    write_key_file(&put_key, &kf).unwrap();
+    let src = dir.path().join("home");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), b"a").unwrap();
+    let guarded: Arc<dyn Storage> = Arc::new(GuardedStorage::new(
+        raw.clone(),
+        Role::Put(Some(GroupPattern::new("laptop:*").unwrap())),
+        "laptop",
+        Arc::new(|_: &Refusal| {}),
+    ));
+    let real = backup_as(
+        guarded.clone(),
+        &put_key,
+        &src,
+        "laptop:/home",
+        &dir.path().join("c"),
+    );
+    let (snaps, _) = Repo::list_snapshots(&*raw).unwrap();
+    let root_tree = snaps
+        .iter()
+        .find(|s| s.id.to_hex() == real)
+        .unwrap()
+        .envelope
+        .root;
+
+    const DAY: i64 = 86_400_000_000_000;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    // History from before the box had receipts: six snapshots 40 days
+    // apart (so each in a month of its own), written by the owner directly.
+    let session = owner.new_session().unwrap();
+    let mut history = Vec::new();
+    for m in 1..=6 {
+        let env = Envelope {
+            time_ns: now - m * 40 * DAY - 20 * DAY,
+            group: "laptop:/home".into(),
+            root: root_tree,
+            ..Envelope::default()
+        };
+        history.push(
+            owner
+                .commit_snapshot(&env, &Body::default(), &session)
+                .unwrap(),
+        );
+    }
+    // The flood: through the put token, each claiming a time late in a month.
+    let put_repo = Repo::open(
+        guarded.clone(),
+        &KeySource::File {
+            path: put_key.clone(),
+            passphrase: None,
+        },
+    )
+    .unwrap();
+    let s2 = put_repo.new_session().unwrap();
+    for m in 1..=50 {
+        let env = Envelope {
+            time_ns: now - m * 30 * DAY + 5 * DAY,
+            group: "laptop:/home".into(),
+            root: root_tree,
+            ..Envelope::default()
+        };
+        put_repo
+            .commit_snapshot(&env, &Body::default(), &s2)
+            .unwrap();
+    }
+    assert_eq!(
+        raw.list(Kind::Receipt).unwrap().len(),
+        51,
+        "one receipt per put snapshot"
+    );
+
+    let opts = ForgetOptions {
+        policy: Policy {
+            monthly: Some(12),
+            ..Policy::default()
+        },
+        ..ForgetOptions::default()
+    };
+    let report = forget(&*raw, &opts, now, &|ns| {
+        Civil::from_unix(ns.div_euclid(1_000_000_000), 0)
+    })
+    .unwrap();
+    let (left, _) = Repo::list_snapshots(&*raw).unwrap();
+    for h in &history {
+        assert!(
+            left.iter().any(|s| s.id == *h),
+            "history snapshot {} lost",
+            h.short()
+        );
+    }
+    // Of the flood (and the real backup, received now), only the newest
+    // received stays: they all fall in the current month.
+    assert_eq!(left.len(), history.len() + 1, "{:#?}", report.removed.len());
+    // Receipts of forgotten snapshots went with them.
+    assert_eq!(raw.list(Kind::Receipt).unwrap().len(), 1);
+}

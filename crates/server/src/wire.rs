@@ -110,6 +110,7 @@ pub fn kind_code(k: Kind) -> u8 {
         Kind::Lock => 5,
         Kind::Garbage => 6,
         Kind::Protect => 7,
+        Kind::Receipt => 8,
     }
 }
 
@@ -124,6 +125,7 @@ pub fn kind_of(b: u8) -> Option<Kind> {
         5 => Kind::Lock,
         6 => Kind::Garbage,
         7 => Kind::Protect,
+        8 => Kind::Receipt,
         _ => return None,
     })
 }

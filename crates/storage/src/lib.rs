@@ -35,6 +35,8 @@ pub enum Kind {
     Garbage,
     /// Protection marks, named by snapshot ID (format 1.1).
     Protect,
+    /// Receipts: when a server received a snapshot (format 1.1).
+    Receipt,
 }
 
 impl Kind {
@@ -49,6 +51,7 @@ impl Kind {
             Kind::Lock => "locks",
             Kind::Garbage => "garbage",
             Kind::Protect => "protected",
+            Kind::Receipt => "receipts",
         }
     }
 

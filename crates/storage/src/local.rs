@@ -41,6 +41,7 @@ impl LocalStorage {
             "locks",
             "garbage",
             "protected",
+            "receipts",
             "tmp",
         ] {
             let p = self.root.join(d);
@@ -245,7 +246,11 @@ impl Storage for LocalStorage {
         // these kinds, and a copy that kept no empty directories (a git
         // checkout of the fixture) lacks `locks/`: none means nothing of
         // the kind was ever written.
-        if matches!(kind, Kind::Garbage | Kind::Protect | Kind::Lock) && !dir.exists() {
+        if matches!(
+            kind,
+            Kind::Garbage | Kind::Protect | Kind::Lock | Kind::Receipt
+        ) && !dir.exists()
+        {
             return Ok(out);
         }
         if kind == Kind::Pack {
