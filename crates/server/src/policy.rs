@@ -4,8 +4,9 @@
 //! - `put` adds backups: it writes new packs, index files and snapshots of
 //!   its own groups, and reads only what deduplication and a safe commit
 //!   need (the config, index files, garbage records, the pack listing,
-//!   its own groups' snapshots). It never deletes or replaces anything,
-//!   never reads pack contents, key files, or other groups' snapshots,
+//!   its own groups' snapshots, and the plaintext tail of a pack). It never
+//!   deletes or replaces anything, never reads pack contents, key files,
+//!   or other groups' snapshots,
 //!   and never takes part in maintenance (leases, protection marks).
 //! - `read` restores and verifies: it reads everything and writes nothing.
 
