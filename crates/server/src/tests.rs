@@ -68,8 +68,17 @@ fn backup_as(
     .unwrap()
 }
 
-#[test]
-fn put_token_backs_up_but_cannot_harm_or_pry() {
+/// A repository with an owner key file and a put-only key file beside it.
+struct Setup {
+    dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    raw: Arc<dyn Storage>,
+    owner: Repo,
+    owner_key: std::path::PathBuf,
+    put_key: std::path::PathBuf,
+}
+
+fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("repo");
     let raw: Arc<dyn Storage> = Arc::new(LocalStorage::new(&root));
@@ -82,6 +91,26 @@ fn put_token_backs_up_but_cannot_harm_or_pry() {
         .export_keyfile(&owner.keys().put_only(), None, "laptop")
         .unwrap();
     write_key_file(&put_key, &kf).unwrap();
+    Setup {
+        dir,
+        root,
+        raw,
+        owner,
+        owner_key,
+        put_key,
+    }
+}
+
+#[test]
+fn put_token_backs_up_but_cannot_harm_or_pry() {
+    let Setup {
+        dir,
+        root,
+        raw,
+        owner: _,
+        owner_key,
+        put_key,
+    } = setup();
 
     // The owner backs up another group directly.
     let other_src = dir.path().join("etc");
@@ -217,18 +246,14 @@ fn connect(
 
 #[test]
 fn backup_restore_and_check_through_the_protocol() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("repo");
-    let raw: Arc<dyn Storage> = Arc::new(LocalStorage::new(&root));
-    let mut o = init_options();
-    o.key_dir = Some(dir.path().to_path_buf());
-    let owner = Repo::init(raw.clone(), &o).unwrap();
-    let owner_key = dir.path().join(format!("{}.key", owner.id_hex()));
-    let put_key = dir.path().join("put.key");
-    let kf = owner
-        .export_keyfile(&owner.keys().put_only(), None, "laptop")
-        .unwrap();
-    write_key_file(&put_key, &kf).unwrap();
+    let Setup {
+        dir,
+        root,
+        raw,
+        owner: _,
+        owner_key,
+        put_key,
+    } = setup();
 
     // A source with a put role writes through the protocol; packs larger
     // than one upload piece go in pieces.
@@ -341,17 +366,13 @@ fn snapshot_flood_with_old_claimed_times_cannot_push_out_history() {
     use cairn_maint::forget::{ForgetOptions, forget};
     use cairn_maint::retention::{Civil, Policy};
 
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("repo");
-    let raw: Arc<dyn Storage> = Arc::new(LocalStorage::new(&root));
-    let mut o = init_options();
-    o.key_dir = Some(dir.path().to_path_buf());
-    let owner = Repo::init(raw.clone(), &o).unwrap();
-    let put_key = dir.path().join("put.key");
-    let kf = owner
-        .export_keyfile(&owner.keys().put_only(), None, "laptop")
-        .unwrap();
-    write_key_file(&put_key, &kf).unwrap();
+    let Setup {
+        dir,
+        raw,
+        owner,
+        put_key,
+        ..
+    } = setup();
     let src = dir.path().join("home");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("a"), b"a").unwrap();

@@ -17,10 +17,22 @@ fn write(p: &Path, data: &[u8]) {
 }
 
 fn snapshot_count(env: &Env) -> usize {
+    snapshot_ids(env).len()
+}
+
+/// Every snapshot's ID and group, as `snapshots --json` lists them.
+fn snapshot_ids(env: &Env) -> Vec<(String, String)> {
     json(&env.ok(&["snapshots", "--json"]))
         .as_array()
         .unwrap()
-        .len()
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_string(),
+                s["group"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
 }
 
 fn backup(env: &Env, args: &[&str]) -> String {
@@ -154,12 +166,7 @@ fn forget_policies_protection_and_refusals() {
     assert!(out.contains("protected"), "{out}");
     let out = env.ok(&["forget", "--keep-last", "1", "--group", "laptop"]);
     assert!(out.contains("protected"), "{out}");
-    let left: Vec<String> = json(&env.ok(&["snapshots", "--json"]))
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
+    let left: Vec<String> = snapshot_ids(&env).into_iter().map(|(id, _)| id).collect();
     assert!(left.contains(&ids[0]) && left.contains(&ids[2]) && left.contains(&other));
     assert!(!left.contains(&ids[1]), "the middle snapshot was removed");
     let r = env.run(&["forget", &ids[0][..8]]).expect(2);
@@ -407,12 +414,7 @@ fn prune_rounds_while_backups_run() {
         "the prunes deleted nothing: the test tests nothing"
     );
     assert!(refused < 12, "{refused} of 24 backups refused");
-    let left: Vec<String> = json(&env.ok(&["snapshots", "--json"]))
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
+    let left: Vec<String> = snapshot_ids(&env).into_iter().map(|(id, _)| id).collect();
     assert!(!left.is_empty());
     for (id, want) in &states {
         if left.contains(id) {
@@ -844,12 +846,7 @@ fn crash_sigkill_prune_loop() {
     assert!(objects(&env.repo, "locks").is_empty());
     env.ok(&["check", "--read-data"]);
     env.ok(&["check"]);
-    let left: Vec<String> = json(&env.ok(&["snapshots", "--json"]))
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
+    let left: Vec<String> = snapshot_ids(&env).into_iter().map(|(id, _)| id).collect();
     assert_eq!(left.len(), 3);
     for (id, want) in &states {
         if left.contains(id) {
@@ -928,17 +925,7 @@ fn snapshot_flood_from_one_group_cannot_age_out_another() {
         backup(&env, &["--group", "flooder", s(&tiny)]);
     }
     env.ok(&["forget", "--keep-last", "3"]);
-    let left: Vec<(String, String)> = json(&env.ok(&["snapshots", "--json"]))
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["id"].as_str().unwrap().to_string(),
-                s["group"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let left = snapshot_ids(&env);
     for id in &home {
         assert!(
             left.iter().any(|(l, _)| l == id),
