@@ -35,6 +35,17 @@ pub struct Global {
     /// Never show a progress bar.
     #[arg(long, global = true)]
     pub no_progress: bool,
+    /// For https:// repositories: read the token from this file (else $CAIRN_TOKEN).
+    #[arg(long, env = "CAIRN_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// For https:// repositories: trust only the certificate with this
+    /// SHA-256 fingerprint (else: one a public authority signed, or the
+    /// one remembered on first contact).
+    #[arg(long, env = "CAIRN_SERVER_FINGERPRINT", global = true)]
+    pub server_fingerprint: Option<String>,
+    /// How long to keep retrying an unreachable server before giving up.
+    #[arg(long, env = "CAIRN_RETRY_FOR", default_value = "2min", value_parser = parse_duration, global = true)]
+    pub retry_for: std::time::Duration,
 }
 
 #[derive(Subcommand, Debug)]
@@ -72,6 +83,78 @@ pub enum Command {
     /// Serve the repository at --repo over stdin and stdout with a role:
     /// the forced command of an SSH key in `authorized_keys`.
     Serve(ServeArgs),
+    /// Run the backup box over HTTPS, or manage its tokens.
+    Server(ServerArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ServerArgs {
+    #[command(subcommand)]
+    pub command: Option<ServerCommand>,
+    #[command(flatten)]
+    pub where_: ServerConfigArgs,
+}
+
+/// Where the server's configuration comes from: a file, or flags.
+#[derive(Args, Debug, Clone)]
+pub struct ServerConfigArgs {
+    /// The config file (see docs/server.md); the flags below are for a
+    /// quick start without one.
+    #[arg(long, short = 'c', env = "CAIRN_SERVER_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Directory for tokens, the certificate and job state (flag form).
+    #[arg(long, global = true)]
+    pub state: Option<PathBuf>,
+    /// Address to listen on (flag form; default 0.0.0.0:8443).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// A repository to serve, as NAME=PATH; repeat for more (flag form).
+    #[arg(long, value_name = "NAME=PATH")]
+    pub serve: Vec<String>,
+    /// Serve plain HTTP: loopback addresses only, e.g. behind a proxy.
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Certificate chain (PEM) instead of a self-signed one.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServerCommand {
+    /// Manage access tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print the fingerprint of the server's certificate, for clients to pin.
+    Fingerprint,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Make a token for the repository named by --repo and print it (once).
+    Add {
+        /// Its name, logged with everything it does (e.g. the machine's name).
+        name: String,
+        /// What it may do.
+        #[arg(long, value_enum)]
+        role: ServeRole,
+        /// With --role put: only snapshots of groups matching this (`*` any run).
+        #[arg(long)]
+        group: Option<String>,
+        /// Stop working after this long (e.g. 90d); default never.
+        #[arg(long, value_parser = parse_duration)]
+        expires: Option<std::time::Duration>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by name; a running server refuses it at once.
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -361,56 +444,7 @@ pub enum KeyCommand {
     },
 }
 
-/// Parses `90s`, `30min`, `12h`, `7d`, `2w`, `6mo`, `1y`, and sums like
-/// `1d12h`. A bare `m` is refused: restic reads it as months, others as
-/// minutes.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let t = s.trim();
-    if t == "0" {
-        return Ok(std::time::Duration::ZERO);
-    }
-    let mut total: u64 = 0;
-    let mut rest = t;
-    if rest.is_empty() {
-        return Err("empty duration; use e.g. 30d, 12h or 90min".into());
-    }
-    while !rest.is_empty() {
-        let split = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let (num, after) = rest.split_at(split);
-        let ulen = after
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(after.len());
-        let (unit, next) = after.split_at(ulen);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("{s:?} is not a duration like 30d, 12h or 90min"))?;
-        let secs = match unit {
-            "s" => 1,
-            "min" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            "w" => 7 * 86_400,
-            "mo" => 30 * 86_400,
-            "y" => 365 * 86_400,
-            "m" => {
-                return Err(format!("{s:?}: write `min` for minutes or `mo` for months"));
-            }
-            u => {
-                return Err(format!(
-                    "{s:?}: unknown unit {u:?}; use s, min, h, d, w, mo or y"
-                ));
-            }
-        };
-        total = n
-            .checked_mul(secs)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("{s:?} is too long"))?;
-        rest = next;
-    }
-    Ok(std::time::Duration::from_secs(total))
-}
+pub use cairn_maint::duration::parse as parse_duration;
 
 /// Parses `10%`, `0.1`, `5 %`.
 pub fn parse_share(s: &str) -> Result<f64, String> {

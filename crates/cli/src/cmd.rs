@@ -12,6 +12,7 @@ mod prune;
 mod repair;
 mod restore;
 mod serve;
+mod server;
 mod snapshots;
 mod stats;
 
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Unprotect(a) => protect::run(&ctx, a, false),
         Command::Repair(r) => repair::run(&ctx, r),
         Command::Serve(a) => serve::run(&ctx, a),
+        Command::Server(a) => server::run(&ctx, a),
     }
 }
 

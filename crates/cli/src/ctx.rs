@@ -49,12 +49,55 @@ impl Ctx {
         if let Some(rest) = loc.strip_prefix("ssh://") {
             return Ok(Arc::new(ssh_storage(&loc, rest)?));
         }
+        if loc.starts_with("https://") || loc.starts_with("http://") {
+            return Ok(Arc::new(self.https_storage(&loc)?));
+        }
         if let Some((scheme, _)) = loc.split_once("://") {
             bail!(
                 "repository {loc}: the {scheme}:// transport is not available in this version of cairn; use a local directory path"
             );
         }
         Ok(Arc::new(LocalStorage::new(PathBuf::from(loc))))
+    }
+
+    /// A repository on a box: the token from --token-file or
+    /// $CAIRN_TOKEN, the certificate pinned or remembered.
+    fn https_storage(&self, loc: &str) -> Result<cairn_server::https::HttpsStorage> {
+        use cairn_server::https::{Endpoint, HttpsStorage};
+        use cairn_server::tls::{Trust, parse_fingerprint};
+        let endpoint = Endpoint::parse(loc).map_err(anyhow::Error::msg)?;
+        let token = if let Some(f) = &self.g.token_file {
+            let t = std::fs::read(f)
+                .with_context(|| format!("cannot read token file {}", f.display()))?;
+            String::from_utf8(trim_newline(t))
+                .with_context(|| format!("token file {} is not text", f.display()))?
+                .trim()
+                .to_string()
+        } else if let Ok(t) = std::env::var("CAIRN_TOKEN") {
+            t.trim().to_string()
+        } else {
+            bail!(
+                "{loc} needs a token: set CAIRN_TOKEN or use --token-file (the box's admin makes one with `cairn server token add`)"
+            );
+        };
+        let trust = match &self.g.server_fingerprint {
+            Some(f) => Trust::Pinned(parse_fingerprint(f).map_err(anyhow::Error::msg)?),
+            None => Trust::OnFirstUse {
+                file: xdg("XDG_CONFIG_HOME", ".config")
+                    .join("cairn")
+                    .join("known_servers"),
+            },
+        };
+        let staging = xdg("XDG_CACHE_HOME", ".cache")
+            .join("cairn")
+            .join("staging");
+        Ok(HttpsStorage::new(
+            endpoint,
+            &token,
+            trust,
+            &staging,
+            self.g.retry_for,
+        )?)
     }
 
     /// The passphrase from --password-file or $CAIRN_PASSWORD, if any.
@@ -260,9 +303,12 @@ fn ssh_storage(loc: &str, rest: &str) -> Result<cairn_server::remote::RemoteStor
 
 /// `$XDG_DATA_HOME/cairn/repo`.
 pub fn default_repo() -> PathBuf {
-    xdg("XDG_DATA_HOME", ".local/share")
-        .join("cairn")
-        .join("repo")
+    data_dir().join("repo")
+}
+
+/// `$XDG_DATA_HOME/cairn`.
+pub fn data_dir() -> PathBuf {
+    xdg("XDG_DATA_HOME", ".local/share").join("cairn")
 }
 
 /// Where an owner key without passphrase is kept.

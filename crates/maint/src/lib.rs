@@ -4,6 +4,7 @@
 //! while holding nothing that reveals content (DESIGN.md, "The storage
 //! side needs no secret").
 
+pub mod duration;
 mod error;
 pub mod forget;
 pub mod graph;

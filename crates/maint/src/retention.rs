@@ -114,6 +114,16 @@ pub struct Civil {
 }
 
 impl Civil {
+    /// A time (ns since the epoch) on the calendar of `tz`: daily and
+    /// weekly buckets follow that zone's midnight.
+    pub fn in_zone(tz: &jiff::tz::TimeZone, ns: i64) -> Civil {
+        let secs = ns.div_euclid(1_000_000_000);
+        let offset = jiff::Timestamp::from_second(secs)
+            .map(|ts| tz.to_offset(ts).seconds())
+            .unwrap_or(0);
+        Civil::from_unix(secs, offset)
+    }
+
     /// The civil time of a UTC instant shifted by a fixed offset from UTC.
     /// Callers with a real time zone should compute the fields from it;
     /// this serves UTC and tests.

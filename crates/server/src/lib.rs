@@ -8,9 +8,11 @@
 //! enforcement point instead of each growing its own.
 
 pub mod guarded;
+pub mod https;
 pub mod policy;
 pub mod remote;
 pub mod serve;
+pub mod tls;
 pub mod wire;
 
 #[cfg(test)]

@@ -8,19 +8,9 @@ use crate::ctx::Ctx;
 use crate::exit;
 use crate::output::rfc3339;
 
-/// A snapshot time on this machine's calendar (`TZ`, else the system
-/// zone): daily and weekly buckets follow the user's midnight.
-fn local_civil(tz: &jiff::tz::TimeZone, ns: i64) -> Civil {
-    let secs = ns.div_euclid(1_000_000_000);
-    let offset = jiff::Timestamp::from_second(secs)
-        .map(|ts| tz.to_offset(ts).seconds())
-        .unwrap_or(0);
-    Civil::from_unix(secs, offset)
-}
-
 fn local_time(tz: &jiff::tz::TimeZone, ns: i64) -> String {
     let secs = ns.div_euclid(1_000_000_000);
-    let c = local_civil(tz, ns);
+    let c = Civil::in_zone(tz, ns);
     let offset = jiff::Timestamp::from_second(secs)
         .map(|ts| tz.to_offset(ts).seconds())
         .unwrap_or(0);
@@ -83,7 +73,7 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<i32> {
             dry_run: a.dry_run,
         };
         let report = forget(&*storage, &opts, cairn_repo::now_ns(), &|ns| {
-            local_civil(&tz, ns)
+            Civil::in_zone(&tz, ns)
         })?;
         if !a.dry_run {
             cairn_engine::archiver::forget_recorded(&ctx.cache_dir_of(&*storage)?, &report.removed);

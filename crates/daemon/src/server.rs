@@ -1,0 +1,363 @@
+//! The running server: its repositories, tokens and counters, the
+//! connection loop (TLS, or plain HTTP on loopback), and the routes.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use cairn_storage::{LocalStorage, Storage};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::api::{self, Peer};
+use crate::certs::{self, Resolver};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::jobs::JobBoard;
+use crate::limiter::Limiter;
+use crate::metrics::Metrics;
+use crate::tokens::{Rejection, TokenStore};
+
+/// Everything requests share.
+pub struct Server {
+    /// The configuration it runs with.
+    pub config: Config,
+    repos: HashMap<String, Arc<dyn Storage>>,
+    /// The tokens.
+    pub tokens: TokenStore,
+    pub(crate) limiter: Limiter,
+    /// Request and job counters.
+    pub metrics: Metrics,
+    /// Outcomes of the scheduled jobs.
+    pub jobs: JobBoard,
+}
+
+impl Server {
+    /// Opens every repository the config names; one that is missing or
+    /// not a repository stops the start, with its name.
+    pub fn new(config: Config) -> Result<Server> {
+        let mut repos = HashMap::new();
+        for r in &config.repositories {
+            let s: Arc<dyn Storage> = Arc::new(LocalStorage::new(r.path.clone()));
+            cairn_repo::read_config(&*s).map_err(|e| Error::Repo {
+                name: r.name.clone(),
+                source: e,
+            })?;
+            repos.insert(r.name.clone(), s);
+        }
+        Ok(Server {
+            tokens: TokenStore::new(&config.state),
+            limiter: Limiter::new(config.limits.auth_failures, config.limits.auth_window),
+            metrics: Metrics::default(),
+            jobs: JobBoard::new(&config),
+            repos,
+            config,
+        })
+    }
+
+    /// The storage of a served repository.
+    pub fn repo(&self, name: &str) -> Option<Arc<dyn Storage>> {
+        self.repos.get(name).cloned()
+    }
+
+    /// Writes a line to the log (stderr: the journal, under systemd).
+    pub fn log(&self, msg: &str) {
+        let now = jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .unwrap_or(jiff::Timestamp::now());
+        eprintln!("{now} cairn server: {msg}");
+    }
+
+    pub(crate) fn auth_failed(&self, ip: IpAddr, why: Option<&Rejection>, detail: &str) {
+        self.metrics.auth_failure();
+        let locked = self.limiter.fail(ip);
+        let what = match why {
+            Some(r) => r.to_string(),
+            None => detail.to_string(),
+        };
+        self.log(&format!(
+            "failed login from {ip}: {what}{}",
+            if locked {
+                format!(
+                    "; refusing {ip} for {} s",
+                    self.config.limits.auth_window.as_secs()
+                )
+            } else {
+                String::new()
+            }
+        ));
+    }
+}
+
+/// Whether the status page and metrics may answer this request.
+fn may_see_status(server: &Server, req: &Request) -> bool {
+    server.config.limits.public_status
+        || req
+            .extensions()
+            .get::<Peer>()
+            .is_some_and(|p| p.0.ip().is_loopback())
+}
+
+fn router(server: Arc<Server>) -> Router {
+    let s1 = server.clone();
+    let s2 = server.clone();
+    let hidden = || {
+        api::text(
+            axum::http::StatusCode::FORBIDDEN,
+            "the status page answers loopback only here (limits.public_status = false)",
+        )
+    };
+    Router::new()
+        .route(
+            "/metrics",
+            get(move |req: Request| {
+                let s = s1.clone();
+                async move {
+                    if !may_see_status(&s, &req) {
+                        return hidden();
+                    }
+                    crate::metrics::render(&s).await.into_response()
+                }
+            }),
+        )
+        .route(
+            "/",
+            get(move |req: Request| {
+                let s = s2.clone();
+                async move {
+                    if !may_see_status(&s, &req) {
+                        return hidden();
+                    }
+                    crate::status::render(&s).await.into_response()
+                }
+            }),
+        )
+        .fallback(move |req: Request| {
+            let s = server.clone();
+            async move {
+                let peer = req.extensions().get::<Peer>().copied();
+                match peer {
+                    Some(p) if req.uri().path().starts_with("/v1/") => api::handle(s, p, req).await,
+                    _ => api::text(
+                        axum::http::StatusCode::NOT_FOUND,
+                        "nothing here: the API is under /v1/ (docs/http-api.md), the status page at /",
+                    ),
+                }
+            }
+        })
+}
+
+/// A server listening; dropping it does not stop it (see [`Running::stop`]).
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The fingerprint of its certificate (TLS only).
+    pub fingerprint: Option<[u8; 32]>,
+    /// The shared state.
+    pub server: Arc<Server>,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets open requests end, and waits.
+    pub fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Waits until the server stops (it does not on its own).
+    pub fn wait(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts the server on its own runtime thread and returns once it
+/// listens.
+pub fn start(config: Config) -> Result<Running> {
+    let server = Arc::new(Server::new(config)?);
+    let c = &server.config;
+    let tls = if c.plain_http {
+        None
+    } else {
+        let files = certs::ensure(c)?;
+        Some(Resolver::new(files)?)
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_all()
+        .thread_name("cairn-server")
+        .build()
+        .map_err(|e| Error::io("start", "runtime", e))?;
+    let listener = runtime
+        .block_on(TcpListener::bind(c.listen))
+        .map_err(|e| Error::io("listen on", c.listen.to_string(), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("listen on", c.listen.to_string(), e))?;
+    let fingerprint = tls.as_ref().map(Resolver::fingerprint);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let s = server.clone();
+    let thread = std::thread::Builder::new()
+        .name("cairn-server".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                crate::jobs::spawn(s.clone(), stop_rx.clone());
+                if let Some(r) = &tls {
+                    spawn_reloader(s.clone(), r.clone(), stop_rx.clone());
+                }
+                serve(s, listener, tls, stop_rx).await;
+            });
+        })
+        .map_err(|e| Error::io("start", "server thread", e))?;
+    Ok(Running {
+        addr,
+        fingerprint,
+        server,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+fn spawn_reloader(s: Arc<Server>, r: Resolver, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let every = s.config.limits.cert_reload;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            let r2 = r.clone();
+            match tokio::task::spawn_blocking(move || r2.reload_if_changed()).await {
+                Ok(Ok(Some(fp))) => s.log(&format!(
+                    "certificate {} changed; now serving {}",
+                    r.files().cert.display(),
+                    cairn_server::tls::show_fingerprint(&fp)
+                )),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => s.log(&format!(
+                    "certificate files changed but do not load ({e}); still serving the old one"
+                )),
+                Err(_) => {}
+            }
+        }
+    });
+}
+
+async fn serve(
+    server: Arc<Server>,
+    listener: TcpListener,
+    tls: Option<Resolver>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let acceptor = match tls.map(certs::server_config).transpose() {
+        Ok(cfg) => cfg.map(tokio_rustls::TlsAcceptor::from),
+        Err(e) => {
+            server.log(&format!("cannot serve TLS: {e}"));
+            return;
+        }
+    };
+    let app = router(server.clone());
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        server.config.limits.connections,
+    ));
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = stop.changed() => return,
+        };
+        let (tcp, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    server.log(&format!("accept failed: {e}"));
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        let app = app.clone();
+        let acceptor = acceptor.clone();
+        let server = server.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let limits = &server.config.limits;
+            match acceptor {
+                None => connection(&server, TokioIo::new(tcp), peer, app).await,
+                Some(acceptor) => {
+                    if !speaks_tls(&tcp, limits.handshake).await {
+                        refuse_plain(tcp).await;
+                        return;
+                    }
+                    match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => connection(&server, TokioIo::new(s), peer, app).await,
+                        Ok(Err(e)) => server.log(&format!("TLS handshake with {peer} failed: {e}")),
+                        Err(_) => server.log(&format!("TLS handshake with {peer} timed out")),
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Whether the first byte is a TLS handshake record (22).
+async fn speaks_tls(tcp: &TcpStream, wait: std::time::Duration) -> bool {
+    let mut b = [0u8; 1];
+    matches!(tokio::time::timeout(wait, tcp.peek(&mut b)).await, Ok(Ok(1)) if b[0] == 0x16)
+}
+
+/// Plain HTTP to the TLS port gets an answer it can show, not a reset.
+async fn refuse_plain(mut tcp: TcpStream) {
+    let msg = "this port speaks HTTPS only: use https:// in the repository URL\n";
+    let resp = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{msg}",
+        msg.len()
+    );
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let _ = tcp.write_all(resp.as_bytes()).await;
+        let _ = tcp.shutdown().await;
+    })
+    .await;
+}
+
+async fn connection<I>(server: &Server, io: TokioIo<I>, peer: SocketAddr, app: Router)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(Peer(peer));
+        let app = app.clone();
+        async move {
+            let req = req.map(axum::body::Body::new);
+            let resp: Response = tower_service::Service::call(&mut app.clone(), req)
+                .await
+                .unwrap_or_else(|never| match never {});
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.config.limits.headers)
+        .max_buf_size(64 << 10)
+        .serve_connection(io, svc);
+    if let Err(e) = conn.await
+        && !e.is_incomplete_message()
+    {
+        let m = e.to_string();
+        if !m.contains("connection closed") {
+            server.log(&format!("connection from {peer}: {m}"));
+        }
+    }
+}

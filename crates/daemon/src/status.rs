@@ -1,0 +1,227 @@
+//! The status page: per repository and group the newest snapshot, its
+//! age and size, and the jobs' last outcomes, with anything wrong in
+//! red. Plain HTML that refreshes itself, no JavaScript.
+
+use std::fmt::Write;
+
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+
+use crate::groups::GroupStat;
+use crate::jobs::job_name;
+use crate::server::Server;
+
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '&' => o.push_str("&amp;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// "3 h 20 min", "2 d 4 h", "40 s".
+pub fn age(ns: i64) -> String {
+    let s = (ns / 1_000_000_000).max(0);
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86_400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// Bytes in binary units.
+pub fn size(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+fn when(ns: i64) -> String {
+    jiff::Timestamp::from_nanosecond(i128::from(ns))
+        .map(|t| {
+            t.to_zoned_datetime(jiff::tz::TimeZone::system())
+                .strftime("%Y-%m-%d %H:%M %Z")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// Problems of a group, for the page (empty: all well).
+pub fn problems(g: &GroupStat, now_ns: i64, stale_after: std::time::Duration) -> Vec<String> {
+    let mut p = Vec::new();
+    let stale = stale_after.as_nanos() as i64;
+    if now_ns - g.last_ns > stale {
+        p.push(format!("no new snapshot for {}", age(now_ns - g.last_ns)));
+    }
+    if g.flooded() {
+        p.push(format!(
+            "{} snapshots claim times over a day before they arrived: a source back-dating \
+             snapshots (a retention flood?). Retention goes by arrival time, so older backups stay",
+            g.backdated
+        ));
+    }
+    p
+}
+
+/// The page.
+pub async fn render(server: &std::sync::Arc<Server>) -> Response {
+    let s = server.clone();
+    let body = tokio::task::spawn_blocking(move || page(&s))
+        .await
+        .unwrap_or_default();
+    let mut r = Response::new(axum::body::Body::from(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
+}
+
+fn page(s: &Server) -> String {
+    let now = cairn_repo::now_ns();
+    let mut o = String::new();
+    let mut bad_total = 0usize;
+    let mut body = String::new();
+    for r in &s.config.repositories {
+        let Some(storage) = s.repo(&r.name) else {
+            continue;
+        };
+        let st = s
+            .metrics
+            .groups
+            .get(&r.name, &*storage, crate::metrics::FRESH);
+        let _ = write!(
+            body,
+            "<section id=\"repo-{0}\"><h2>Repository {0}</h2><p class=\"meta\">{1} in {2} packs</p>",
+            esc(&r.name),
+            size(st.pack_bytes),
+            st.packs
+        );
+        if let Some(e) = &st.error {
+            bad_total += 1;
+            let _ = write!(
+                body,
+                "<p class=\"bad\">Cannot read the repository: {}</p>",
+                esc(e)
+            );
+        }
+        if st.unreadable > 0 {
+            bad_total += 1;
+            let _ = write!(
+                body,
+                "<p class=\"bad\">{} snapshot files do not decode: run <code>cairn check</code> on the box</p>",
+                st.unreadable
+            );
+        }
+        body.push_str(
+            "<table class=\"groups\"><thead><tr><th>Group</th><th>Last snapshot</th><th>Age</th>\
+             <th>Snapshots</th><th>Size</th><th>Added</th><th>Status</th></tr></thead><tbody>",
+        );
+        if st.groups.is_empty() {
+            body.push_str("<tr><td colspan=\"7\">No snapshots yet.</td></tr>");
+        }
+        for g in &st.groups {
+            let p = problems(g, now, r.stale_after);
+            bad_total += usize::from(!p.is_empty());
+            let _ = write!(
+                body,
+                "<tr class=\"{}\" data-group=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} in {} files</td><td>{}</td><td>{}</td></tr>",
+                if p.is_empty() { "ok" } else { "bad" },
+                esc(&g.group),
+                esc(&g.group),
+                esc(&when(g.last_ns)),
+                age(now - g.last_ns),
+                g.snapshots,
+                size(g.last_bytes),
+                g.last_files,
+                size(g.added_bytes),
+                if p.is_empty() {
+                    "OK".to_string()
+                } else {
+                    esc(&p.join("; "))
+                }
+            );
+        }
+        body.push_str("</tbody></table>");
+        if !r.jobs.is_empty() {
+            body.push_str(
+                "<table class=\"jobs\"><thead><tr><th>Job</th><th>Every</th><th>Last run</th>\
+                 <th>Took</th><th>Outcome</th></tr></thead><tbody>",
+            );
+            for (i, j) in r.jobs.iter().enumerate() {
+                let name = job_name(&r.jobs, i);
+                let last = s.jobs.last(&r.name, &name);
+                let (class, when_s, took, outcome) = match &last {
+                    None => (
+                        "",
+                        "not yet".to_string(),
+                        String::new(),
+                        "waiting for its first run".to_string(),
+                    ),
+                    Some(o) => (
+                        if o.ok { "ok" } else { "bad" },
+                        format!("{} ({} ago)", when(o.started_ns), age(now - o.started_ns)),
+                        format!("{:.1} s", o.took_ms as f64 / 1000.0),
+                        format!("{}: {}", if o.ok { "OK" } else { "FAILED" }, o.message),
+                    ),
+                };
+                bad_total += usize::from(class == "bad");
+                let _ = write!(
+                    body,
+                    "<tr class=\"{class}\" data-job=\"{0}\"><td>{0}</td><td>{1}</td><td>{2}</td><td>{3}</td><td>{4}</td></tr>",
+                    esc(&name),
+                    age(j.every.as_nanos() as i64),
+                    esc(&when_s),
+                    took,
+                    esc(&outcome)
+                );
+            }
+            body.push_str("</tbody></table>");
+        }
+        body.push_str("</section>");
+    }
+    let _ = write!(
+        o,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"60\">\
+         <title>Cairn backup box{}</title><style>\
+         body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}\
+         table{{border-collapse:collapse;margin:1em 0}}th,td{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}\
+         tr.bad td,p.bad,.summary.bad{{color:#b00020;font-weight:bold}}tr.ok td:last-child,.summary.ok{{color:#1b5e20}}\
+         .meta{{color:#555}}</style></head><body><h1>Cairn backup box</h1>",
+        if bad_total > 0 {
+            format!(" ({bad_total} problems)")
+        } else {
+            String::new()
+        }
+    );
+    let _ = write!(
+        o,
+        "<p class=\"summary {}\">{}</p>{body}<p class=\"meta\">As of {}. Times are when snapshots arrived here.</p></body></html>",
+        if bad_total > 0 { "bad" } else { "ok" },
+        if bad_total > 0 {
+            format!("{bad_total} problems need attention.")
+        } else {
+            "All well.".to_string()
+        },
+        esc(&when(now))
+    );
+    o
+}
