@@ -24,3 +24,6 @@ mod maint;
 
 #[path = "e2e/ssh.rs"]
 mod ssh;
+
+#[path = "e2e/https.rs"]
+mod https;

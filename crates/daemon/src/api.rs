@@ -203,7 +203,16 @@ pub async fn handle(server: Arc<Server>, peer: Peer, req: Request) -> Response {
             audit_server.metrics.refused(r.role);
         }),
     ));
-    let resp = dispatch(&server, guarded, &parts.method, &parts.headers, t, body).await;
+    let resp = dispatch(
+        &server,
+        guarded,
+        &parts.method,
+        &parts.headers,
+        t,
+        body,
+        &record.name,
+    )
+    .await;
     server.metrics.request(role_name, resp.status().as_u16());
     resp
 }
@@ -215,6 +224,7 @@ async fn dispatch(
     headers: &HeaderMap,
     t: Target,
     body: Body,
+    token: &str,
 ) -> Response {
     let kind = t.kind;
     let err = |e: Error| text(status_of(&e), e.to_string());
@@ -263,7 +273,9 @@ async fn dispatch(
             }
             Err(e) => err(e),
         },
-        (Method::PUT, Some(name)) => put(server, g, headers, kind, name, body).await,
+        (Method::PUT, Some(name)) => {
+            put(server, g, headers, &t.repo, token, kind, name, body).await
+        }
         (Method::DELETE, Some(name)) => match blocking(move || g.delete(kind, &name)).await {
             Ok(()) => {
                 let mut resp = Response::new(Body::empty());
@@ -288,10 +300,13 @@ impl Drop for Staged {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn put(
     server: &Server,
     g: Arc<GuardedStorage>,
     headers: &HeaderMap,
+    repo: &str,
+    token: &str,
     kind: Kind,
     name: String,
     body: Body,
@@ -334,8 +349,14 @@ async fn put(
         if let Err(r) = read_body(&mut body, idle, len, &mut data, None).await {
             return r;
         }
-        return match blocking(move || g.put(kind, &name, &data)).await {
-            Ok(()) => created(),
+        let admin = g.role_name() == "admin";
+        return match blocking(move || g.put(kind, &name, &data).map(|()| data)).await {
+            Ok(data) => {
+                if kind == Kind::Snapshot && !admin {
+                    server.snapshot_arrived(repo, token, &data);
+                }
+                created()
+            }
             Err(e) => err(e),
         };
     }

@@ -9,6 +9,7 @@
 //! scheduled jobs ([`jobs`]), `/metrics` ([`metrics`]) and a status page
 //! ([`status`]).
 
+pub mod alerts;
 pub mod api;
 pub mod certs;
 pub mod config;
@@ -22,3 +23,6 @@ pub mod status;
 pub mod tokens;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+mod tests;

@@ -208,6 +208,23 @@ fn text(s: &Server) -> String {
             out.push_str(l);
         }
     }
+    head(
+        &mut out,
+        "cairn_group_backdated_received_total",
+        "counter",
+        "Snapshots that arrived claiming a time over a day before their arrival.",
+    );
+    for (repo, groups) in s.alerts.all() {
+        for (g, b) in groups {
+            let _ = writeln!(
+                out,
+                "cairn_group_backdated_received_total{{repo=\"{}\",group=\"{}\"}} {}",
+                label(&repo),
+                label(&g),
+                b.count
+            );
+        }
+    }
     s.jobs.metrics(&mut out);
     out
 }

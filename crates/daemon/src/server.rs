@@ -35,7 +35,14 @@ pub struct Server {
     pub metrics: Metrics,
     /// Outcomes of the scheduled jobs.
     pub jobs: JobBoard,
+    /// Back-dated snapshots that arrived.
+    pub alerts: crate::alerts::Alerts,
+    /// The last log lines, for the status page.
+    recent: std::sync::Mutex<std::collections::VecDeque<String>>,
 }
+
+/// Log lines kept for the status page.
+const RECENT: usize = 200;
 
 impl Server {
     /// Opens every repository the config names; one that is missing or
@@ -48,6 +55,8 @@ impl Server {
                 name: r.name.clone(),
                 source: e,
             })?;
+            // Uploads a killed server left behind.
+            s.clean_staging(std::time::Duration::from_secs(3600));
             repos.insert(r.name.clone(), s);
         }
         Ok(Server {
@@ -55,6 +64,8 @@ impl Server {
             limiter: Limiter::new(config.limits.auth_failures, config.limits.auth_window),
             metrics: Metrics::default(),
             jobs: JobBoard::new(&config),
+            alerts: crate::alerts::Alerts::new(&config.state),
+            recent: std::sync::Mutex::default(),
             repos,
             config,
         })
@@ -71,6 +82,31 @@ impl Server {
             .round(jiff::Unit::Second)
             .unwrap_or(jiff::Timestamp::now());
         eprintln!("{now} cairn server: {msg}");
+        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if r.len() == RECENT {
+            r.pop_front();
+        }
+        r.push_back(format!("{now} {msg}"));
+    }
+
+    /// The last log lines, oldest first.
+    pub fn recent(&self) -> Vec<String> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// A source's snapshot arrived: log it if it is back-dated.
+    pub(crate) fn snapshot_arrived(&self, repo: &str, token: &str, data: &[u8]) {
+        if let Some((group, b)) = self.alerts.arrived(repo, token, data, cairn_repo::now_ns()) {
+            self.log(&format!(
+                "token {token} sent a snapshot of {repo} group {group:?} claiming a time over a day before it arrived ({} such so far); retention goes by arrival, so it cannot push older snapshots out",
+                b.count
+            ));
+        }
     }
 
     pub(crate) fn auth_failed(&self, ip: IpAddr, why: Option<&Rejection>, detail: &str) {

@@ -64,13 +64,28 @@ fn when(ns: i64) -> String {
 }
 
 /// Problems of a group, for the page (empty: all well).
-pub fn problems(g: &GroupStat, now_ns: i64, stale_after: std::time::Duration) -> Vec<String> {
+pub fn problems(
+    g: &GroupStat,
+    flood: Option<&crate::alerts::Backdated>,
+    now_ns: i64,
+    stale_after: std::time::Duration,
+) -> Vec<String> {
     let mut p = Vec::new();
     let stale = stale_after.as_nanos() as i64;
     if now_ns - g.last_ns > stale {
         p.push(format!("no new snapshot for {}", age(now_ns - g.last_ns)));
     }
-    if g.flooded() {
+    if let Some(f) = flood {
+        p.push(format!(
+            "{} snapshots from token {} claimed times over a day before they arrived (the oldest \
+             {}, the last arrived {} ago): a source back-dating snapshots, a retention flood? \
+             Retention goes by arrival time, so older backups stay",
+            f.count,
+            f.token,
+            when(f.oldest_claim_ns),
+            age(now_ns - f.last_ns)
+        ));
+    } else if g.flooded() {
         p.push(format!(
             "{} snapshots claim times over a day before they arrived: a source back-dating \
              snapshots (a retention flood?). Retention goes by arrival time, so older backups stay",
@@ -137,8 +152,9 @@ fn page(s: &Server) -> String {
         if st.groups.is_empty() {
             body.push_str("<tr><td colspan=\"7\">No snapshots yet.</td></tr>");
         }
+        let floods = s.alerts.floods(&r.name, now);
         for g in &st.groups {
-            let p = problems(g, now, r.stale_after);
+            let p = problems(g, floods.get(&g.group), now, r.stale_after);
             bad_total += usize::from(!p.is_empty());
             let _ = write!(
                 body,
@@ -196,6 +212,23 @@ fn page(s: &Server) -> String {
             body.push_str("</tbody></table>");
         }
         body.push_str("</section>");
+    }
+    let alarms: Vec<String> = s
+        .recent()
+        .into_iter()
+        .filter(|l| l.contains(" refused ") || l.contains("failed login"))
+        .collect();
+    if !alarms.is_empty() {
+        bad_total += 1;
+        let _ = write!(
+            body,
+            "<section id=\"refusals\"><h2>Refused requests</h2><p class=\"bad\">{} refused requests or failed logins recently; the newest:</p><ul class=\"bad\">",
+            alarms.len()
+        );
+        for l in alarms.iter().rev().take(10) {
+            let _ = write!(body, "<li>{}</li>", esc(l));
+        }
+        body.push_str("</ul></section>");
     }
     let _ = write!(
         o,

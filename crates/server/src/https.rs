@@ -467,7 +467,13 @@ impl HttpsStorage {
                 r.retry_after.unwrap_or(60),
                 msg()
             ))),
-            400 | 403 | 413 => Err(Error::Refused(msg())),
+            // The server's text already says "refused: …".
+            400 | 403 | 413 => Err(Error::Refused(
+                msg()
+                    .strip_prefix("refused: ")
+                    .map(str::to_string)
+                    .unwrap_or_else(msg),
+            )),
             507 => Err(Error::NoSpace {
                 path: PathBuf::from(self.location()),
             }),

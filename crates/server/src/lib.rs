@@ -15,5 +15,7 @@ pub mod serve;
 pub mod tls;
 pub mod wire;
 
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 #[cfg(test)]
 mod tests;

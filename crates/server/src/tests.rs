@@ -2,104 +2,18 @@
 //! works through it, and every destructive or prying request is refused,
 //! logged with the token's name, and changes nothing.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use cairn_engine::archiver::{BackupOptions, Progress, backup};
-use cairn_repo::keys::write_key_file;
-use cairn_repo::{KeySource, Repo, init_options};
+use cairn_engine::archiver::Progress;
+use cairn_repo::{KeySource, Repo};
 use cairn_storage::{Error, Kind, LocalStorage, Storage};
 
 use crate::guarded::{GuardedStorage, Refusal};
 use crate::policy::{GroupPattern, Role};
 
-fn fingerprint(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let p = e.path();
-            if p.is_dir() {
-                if !p.ends_with("tmp") {
-                    stack.push(p);
-                }
-            } else {
-                out.insert(p.display().to_string(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
-}
-
-fn backup_as(
-    storage: Arc<dyn Storage>,
-    key: &Path,
-    src: &Path,
-    group: &str,
-    cache: &Path,
-) -> String {
-    let mut repo = Repo::open(
-        storage,
-        &KeySource::File {
-            path: key.to_path_buf(),
-            passphrase: None,
-        },
-    )
-    .unwrap();
-    let opts = BackupOptions {
-        paths: vec![src.to_path_buf()],
-        group: Some(group.into()),
-        cache_dir: Some(cache.to_path_buf()),
-        hostname: "test".into(),
-        threads: 1,
-        ..BackupOptions::default()
-    };
-    backup(
-        &mut repo,
-        &opts,
-        &Progress::default(),
-        &AtomicBool::new(false),
-    )
-    .unwrap()
-    .snapshot
-    .unwrap()
-}
-
-/// A repository with an owner key file and a put-only key file beside it.
-struct Setup {
-    dir: tempfile::TempDir,
-    root: std::path::PathBuf,
-    raw: Arc<dyn Storage>,
-    owner: Repo,
-    owner_key: std::path::PathBuf,
-    put_key: std::path::PathBuf,
-}
-
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("repo");
-    let raw: Arc<dyn Storage> = Arc::new(LocalStorage::new(&root));
-    let mut o = init_options();
-    o.key_dir = Some(dir.path().to_path_buf());
-    let owner = Repo::init(raw.clone(), &o).unwrap();
-    let owner_key = dir.path().join(format!("{}.key", owner.id_hex()));
-    let put_key = dir.path().join("put.key");
-    let kf = owner
-        .export_keyfile(&owner.keys().put_only(), None, "laptop")
-        .unwrap();
-    write_key_file(&put_key, &kf).unwrap();
-    Setup {
-        dir,
-        root,
-        raw,
-        owner,
-        owner_key,
-        put_key,
-    }
-}
+use crate::testkit::{Setup, backup_as, fingerprint, setup};
 
 #[test]
 fn put_token_backs_up_but_cannot_harm_or_pry() {

@@ -14,8 +14,28 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<i32> {
     // What only each snapshot holds is computed over all of them (a blob
     // shared with a snapshot of another group is not "only" this one's).
     let roots: Vec<_> = list.iter().map(|s| s.envelope.root).collect();
-    let unique = cairn_maint::usage::unique_bytes(&**repo.storage(), repo.index(), &roots)?;
-    let protected = cairn_maint::protect::protected(&**repo.storage())?;
+    // Behind a box, a put token may not read trees or protection marks:
+    // the listing still shows what the envelopes say.
+    let refused = |e: &cairn_maint::Error| {
+        matches!(
+            e,
+            cairn_maint::Error::Storage(cairn_storage::Error::Refused(_))
+                | cairn_maint::Error::Repo(cairn_repo::Error::Storage(
+                    cairn_storage::Error::Refused(_)
+                ))
+        )
+    };
+    let unique: Vec<Option<u64>> =
+        match cairn_maint::usage::unique_bytes(&**repo.storage(), repo.index(), &roots) {
+            Ok(u) => u.into_iter().map(Some).collect(),
+            Err(e) if refused(&e) => vec![None; roots.len()],
+            Err(e) => return Err(e.into()),
+        };
+    let protected = match cairn_maint::protect::protected(&**repo.storage()) {
+        Ok(p) => p,
+        Err(e) if refused(&e) => Default::default(),
+        Err(e) => return Err(e.into()),
+    };
     let mut list: Vec<_> = list.into_iter().zip(unique).collect();
     if let Some(g) = &a.group {
         list.retain(|(s, _)| &s.envelope.group == g);
@@ -68,7 +88,7 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<i32> {
                 e.files,
                 size(e.bytes),
                 size(e.added_bytes),
-                size(*unique),
+                unique.map(size).unwrap_or_else(|| "-".into()),
                 e.group,
                 tags
             );

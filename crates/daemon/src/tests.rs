@@ -1,0 +1,775 @@
+//! The box over real HTTPS on loopback: the server in process, the
+//! client as `cairn` uses it, raw TLS requests for what a client would
+//! never send, and headless Chromium for the status page.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_server::https::{Endpoint, HttpsStorage};
+use cairn_server::testkit::{Setup, backup_as, fingerprint, setup};
+use cairn_server::tls::{Trust, Verifier};
+use cairn_storage::{Error, Kind, Storage};
+
+use crate::config::Config;
+use crate::server::{Running, start};
+
+/// A box serving the test repository as `home`, with `extra` TOML
+/// appended to its config (limits, jobs).
+fn serve(s: &Setup, extra_top: &str, extra_repo: &str) -> Running {
+    let cfg = format!(
+        "listen = \"127.0.0.1:0\"\nstate = \"{}\"\n{extra_top}\n[[repository]]\nname = \"home\"\npath = \"{}\"\n{extra_repo}\n",
+        s.dir.path().join("state").display(),
+        s.root.display()
+    );
+    let file = s.dir.path().join("server.toml");
+    std::fs::write(&file, cfg).unwrap();
+    start(Config::load(&file).unwrap()).unwrap()
+}
+
+fn token(r: &Running, name: &str, role: &str, group: Option<&str>) -> String {
+    r.server
+        .tokens
+        .add(name, role, "home", group, None)
+        .unwrap()
+}
+
+fn client_with(r: &Running, token: &str, trust: Trust, dir: &Path) -> Arc<dyn Storage> {
+    let e = Endpoint {
+        host: "127.0.0.1".into(),
+        port: r.addr.port(),
+        repo: "home".into(),
+        tls: true,
+    };
+    Arc::new(
+        HttpsStorage::new(
+            e,
+            token,
+            trust,
+            &dir.join("staging"),
+            Duration::from_secs(5),
+        )
+        .unwrap(),
+    )
+}
+
+fn client(r: &Running, token: &str, dir: &Path) -> Arc<dyn Storage> {
+    client_with(r, token, Trust::Pinned(r.fingerprint.unwrap()), dir)
+}
+
+/// One raw exchange over TLS (pinned), from `from` if given; returns the
+/// status code and the whole response text.
+fn raw_from(addr: SocketAddr, fp: [u8; 32], from: Option<&str>, req: &[u8]) -> (u16, String) {
+    let tcp = match from {
+        None => std::net::TcpStream::connect(addr).unwrap(),
+        Some(src) => {
+            let sock =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            let src: SocketAddr = format!("{src}:0").parse().unwrap();
+            sock.bind(&src.into()).unwrap();
+            sock.connect(&addr.into()).unwrap();
+            sock.into()
+        }
+    };
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let verifier = Verifier::new(Trust::Pinned(fp), "test", Arc::default()).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(cairn_server::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(cfg), "localhost".try_into().unwrap()).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    s.write_all(req).unwrap();
+    s.flush().unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, text)
+}
+
+fn raw(r: &Running, req: &str) -> (u16, String) {
+    raw_from(r.addr, r.fingerprint.unwrap(), None, req.as_bytes())
+}
+
+fn get(r: &Running, token: &str, path: &str) -> (u16, String) {
+    raw(
+        r,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        ),
+    )
+}
+
+fn refused(e: Error) -> String {
+    match e {
+        Error::Refused(m) => m,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn staging_is_empty(root: &Path) -> bool {
+    let d = root.join("tmp");
+    !d.exists() || std::fs::read_dir(d).unwrap().next().is_none()
+}
+
+#[test]
+fn backup_restore_and_check_over_https_with_a_put_token() {
+    let s = setup();
+    let r = serve(&s, "", "");
+    let put = token(&r, "laptop", "put", Some("laptop:*"));
+    let admin = token(&r, "owner", "admin", None);
+    let src = s.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let big: Vec<u8> = (0..12u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(src.join("big"), &big).unwrap();
+    std::fs::write(src.join("small"), b"small").unwrap();
+    let id = backup_as(
+        client(&r, &put, s.dir.path()),
+        &s.put_key,
+        &src,
+        "laptop:/src",
+        &s.dir.path().join("cache"),
+    );
+    // The owner, through an admin token, restores it byte for byte and
+    // the check reads every pack back.
+    let owner = cairn_repo::Repo::open(
+        client(&r, &admin, s.dir.path()),
+        &cairn_repo::KeySource::File {
+            path: s.owner_key.clone(),
+            passphrase: None,
+        },
+    )
+    .unwrap();
+    let (list, _) = cairn_repo::Repo::list_snapshots(&**owner.storage()).unwrap();
+    let snap = list.iter().find(|x| x.id.to_hex() == id).unwrap();
+    let dest = s.dir.path().join("dest");
+    cairn_engine::restorer::restore(
+        &owner,
+        snap.envelope.root,
+        &cairn_engine::restorer::RestoreOptions {
+            target: dest.clone(),
+            threads: 2,
+            ..Default::default()
+        },
+        &Default::default(),
+        &Default::default(),
+    )
+    .unwrap();
+    let got = dest.join(src.strip_prefix("/").unwrap());
+    assert_eq!(std::fs::read(got.join("big")).unwrap(), big);
+    assert_eq!(std::fs::read(got.join("small")).unwrap(), b"small");
+    let report = cairn_engine::checker::check(
+        &owner,
+        &cairn_engine::checker::CheckOptions {
+            read_data: true,
+            ..Default::default()
+        },
+        &Default::default(),
+        &Default::default(),
+    )
+    .unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(staging_is_empty(&s.root));
+    r.stop();
+}
+
+#[test]
+fn bad_requests_get_clear_refusals_and_the_box_keeps_serving() {
+    let s = setup();
+    let r = serve(
+        &s,
+        "[limits]\nbody_idle = \"1s\"\nheaders = \"2s\"\nauth_failures = 8\nauth_window = \"30s\"",
+        "",
+    );
+    let put = token(&r, "laptop", "put", None);
+    let good = client(&r, &put, s.dir.path());
+    let alive = || assert!(good.list(Kind::Index).is_ok(), "the box stopped serving");
+
+    // No token, a wrong one, a revoked one, an expired one.
+    let (c, t) = raw(
+        &r,
+        "GET /v1/home/index/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(c, 401, "{t}");
+    assert!(t.contains("no token"), "{t}");
+    let (c, t) = get(&r, "cairn_0000", "/v1/home/index/");
+    assert_eq!(c, 401, "{t}");
+    assert!(t.contains("unknown token"), "{t}");
+    let gone = token(&r, "stolen", "put", None);
+    assert_eq!(get(&r, &gone, "/v1/home/index/").0, 200);
+    r.server.tokens.revoke("stolen").unwrap();
+    let (c, t) = get(&r, &gone, "/v1/home/index/");
+    assert_eq!(c, 401, "{t}");
+    assert!(t.contains("revoked"), "{t}");
+    let brief = r
+        .server
+        .tokens
+        .add("brief", "read", "home", None, Some(Duration::ZERO))
+        .unwrap();
+    let (c, t) = get(&r, &brief, "/v1/home/index/");
+    assert_eq!(c, 401, "{t}");
+    assert!(t.contains("expired"), "{t}");
+    // The client turns these into messages that say what to do.
+    let m = refused(
+        client(&r, &gone, s.dir.path())
+            .list(Kind::Index)
+            .unwrap_err(),
+    );
+    assert!(m.contains("revoked") && m.contains("new one"), "{m}");
+    alive();
+
+    // Malformed requests: not HTTP, a bad path, a bad range, a wrong
+    // method, no length, too long a body.
+    let (c, _) = raw(&r, "HELLO\r\n\r\n");
+    assert_eq!(c, 400);
+    let (c, t) = get(&r, &put, "/v1/home/nothing/x");
+    assert_eq!(c, 400, "{t}");
+    assert!(t.contains("no object kind"), "{t}");
+    let (c, t) = raw(
+        &r,
+        &format!(
+            "GET /v1/home/index/00 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {put}\r\nRange: bytes=9-1\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(c, 400, "{t}");
+    let (c, t) = raw(
+        &r,
+        &format!(
+            "MOVE /v1/home/data/00 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {put}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(c, 405, "{t}");
+    let name = "ab".repeat(32);
+    let (c, t) = raw(
+        &r,
+        &format!(
+            "PUT /v1/home/data/{name} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {put}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n"
+        ),
+    );
+    assert_eq!(c, 411, "{t}");
+    let (c, t) = raw(
+        &r,
+        &format!(
+            "PUT /v1/home/index/{name} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {put}\r\nContent-Length: 999999999999\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(c, 413, "{t}");
+    // A body that does not hash to its name.
+    let (c, t) = raw(
+        &r,
+        &format!(
+            "PUT /v1/home/index/{name} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {put}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+        ),
+    );
+    assert_eq!(c, 403, "{t}");
+    assert!(t.contains("hash"), "{t}");
+    alive();
+
+    // Plain HTTP to the TLS port gets an answer saying so.
+    let mut tcp = std::net::TcpStream::connect(r.addr).unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut t = String::new();
+    let _ = tcp.read_to_string(&mut t);
+    assert!(
+        t.starts_with("HTTP/1.1 400") && t.contains("HTTPS only"),
+        "{t}"
+    );
+
+    // A slow client that never finishes its upload, and one that hangs
+    // up mid-pack: neither leaves an object or a staged file, and the
+    // box serves others meanwhile.
+    let pack = "cd".repeat(32);
+    let addr = r.addr;
+    let fp = r.fingerprint.unwrap();
+    let put2 = put.clone();
+    let p2 = pack.clone();
+    let slow = std::thread::spawn(move || {
+        let mut req = format!(
+            "PUT /v1/home/data/{p2} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {put2}\r\nContent-Length: 20000000\r\nConnection: close\r\n\r\n"
+        )
+        .into_bytes();
+        req.extend(std::iter::repeat_n(7u8, 9 << 20));
+        raw_from(addr, fp, None, &req)
+    });
+    alive();
+    let (c, t) = slow.join().unwrap();
+    assert_eq!(c, 408, "{t}");
+    assert!(t.contains("abandoned"), "{t}");
+    {
+        let tcp = std::net::TcpStream::connect(r.addr).unwrap();
+        let verifier = Verifier::new(Trust::Pinned(fp), "t", Arc::default()).unwrap();
+        let cfg = rustls::ClientConfig::builder_with_provider(cairn_server::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        let conn =
+            rustls::ClientConnection::new(Arc::new(cfg), "localhost".try_into().unwrap()).unwrap();
+        let mut st = rustls::StreamOwned::new(conn, tcp);
+        st.write_all(
+            format!("PUT /v1/home/data/{pack} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {put}\r\nContent-Length: 20000000\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        st.write_all(&vec![9u8; 10 << 20]).unwrap();
+        st.flush().unwrap();
+        // Hang up without finishing.
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    alive();
+    assert!(good.size(Kind::Pack, &pack).unwrap_err().is_not_found());
+    let t = Instant::now();
+    while !staging_is_empty(&s.root) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "a staged upload was left behind"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Failed logins: past eight, this address waits; another is served.
+    for _ in 0..4 {
+        get(&r, "cairn_guess", "/v1/home/index/");
+    }
+    let (c, t) = get(&r, &put, "/v1/home/index/");
+    assert_eq!(c, 429, "{t}");
+    assert!(t.contains("too many failed logins"), "{t}");
+    let (c, t) = raw_from(
+        r.addr,
+        fp,
+        Some("127.0.0.2"),
+        format!("GET /v1/home/index/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {put}\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(c, 200, "{t}");
+    let log = r.server.recent().join("\n");
+    assert!(log.contains("failed login from 127.0.0.1"), "{log}");
+    assert!(log.contains("token \"stolen\" was revoked"), "{log}");
+    r.stop();
+}
+
+#[test]
+fn certificates_are_pinned_remembered_and_reloaded() {
+    let s = setup();
+    let certs = s.dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let make = |tag: &str| {
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".into(), tag.into()]).unwrap();
+        std::fs::write(certs.join("next.key"), c.signing_key.serialize_pem()).unwrap();
+        std::fs::write(certs.join("next.crt"), c.cert.pem()).unwrap();
+        // Replace the pair as a renewal would: key, then certificate.
+        std::fs::rename(certs.join("next.key"), certs.join("box.key")).unwrap();
+        std::fs::rename(certs.join("next.crt"), certs.join("box.crt")).unwrap();
+        cairn_server::tls::fingerprint(&rustls::pki_types::CertificateDer::from(
+            c.cert.der().to_vec(),
+        ))
+    };
+    let first = make("one");
+    let r = serve(
+        &s,
+        &format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[limits]\ncert_reload = \"1s\"",
+            certs.join("box.crt").display(),
+            certs.join("box.key").display()
+        ),
+        "",
+    );
+    assert_eq!(r.fingerprint, Some(first));
+    let tok = token(&r, "laptop", "read", None);
+
+    // Trust on first use: remembered, then required.
+    let known = s.dir.path().join("known_servers");
+    let tofu = || {
+        client_with(
+            &r,
+            &tok,
+            Trust::OnFirstUse {
+                file: known.clone(),
+            },
+            s.dir.path(),
+        )
+    };
+    tofu().list(Kind::Index).unwrap();
+    let line = std::fs::read_to_string(&known).unwrap();
+    assert!(line.contains(&hex::encode(first)), "{line}");
+    tofu().list(Kind::Index).unwrap();
+    // A wrong pin is refused with both fingerprints named.
+    let m = refused(
+        client_with(&r, &tok, Trust::Pinned([7; 32]), s.dir.path())
+            .list(Kind::Index)
+            .unwrap_err(),
+    );
+    assert!(
+        m.contains("not the pinned") && m.contains(&hex::encode(first)),
+        "{m}"
+    );
+
+    // A renewal: the running server serves the new certificate.
+    let second = make("two");
+    let t = Instant::now();
+    while r.server.recent().iter().all(|l| !l.contains("now serving")) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "certificate not reloaded"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    client_with(&r, &tok, Trust::Pinned(second), s.dir.path())
+        .list(Kind::Index)
+        .unwrap();
+    // Whoever remembered the old one is told, not silently switched.
+    let m = refused(tofu().list(Kind::Index).unwrap_err());
+    assert!(
+        m.contains("remembers") && m.contains("delete its line"),
+        "{m}"
+    );
+    // A half-written renewal keeps the old certificate serving.
+    std::fs::write(certs.join("box.crt"), "not a certificate").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    client_with(&r, &tok, Trust::Pinned(second), s.dir.path())
+        .list(Kind::Index)
+        .unwrap();
+    assert!(
+        r.server
+            .recent()
+            .iter()
+            .any(|l| l.contains("still serving the old one"))
+    );
+    r.stop();
+}
+
+/// The box's jobs run on schedule; a back-dated flood and bit rot show
+/// on the status page (checked in headless Chromium, as a person sees
+/// it) and in `/metrics`.
+#[test]
+fn jobs_status_page_and_metrics_show_flood_and_bit_rot() {
+    use cairn_format::snapshot::{Body, Envelope};
+    let s = setup();
+    let src = s.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), vec![5u8; 300_000]).unwrap();
+    let r = serve(
+        &s,
+        "",
+        "[[repository.job]]\nrun = \"retention\"\nevery = \"1s\"\ngroup = \"laptop:*\"\nkeep_monthly = 12\n\
+         [[repository.job]]\nrun = \"check\"\nevery = \"1s\"\n\
+         [[repository.job]]\nrun = \"verify\"\nevery = \"1s\"\n",
+    );
+    let put = token(&r, "laptop", "put", Some("laptop:*"));
+    let store = client(&r, &put, s.dir.path());
+    let real = backup_as(
+        store.clone(),
+        &s.put_key,
+        &src,
+        "laptop:/src",
+        &s.dir.path().join("c"),
+    );
+    backup_as(
+        s.raw.clone(),
+        &s.owner_key,
+        &src,
+        "nas:/etc",
+        &s.dir.path().join("c2"),
+    );
+    // The flood: 50 snapshots through the put token claiming a time in
+    // each of the last 50 months.
+    let repo = cairn_repo::Repo::open(
+        store.clone(),
+        &cairn_repo::KeySource::File {
+            path: s.put_key.clone(),
+            passphrase: None,
+        },
+    )
+    .unwrap();
+    let (list, _) = cairn_repo::Repo::list_snapshots(&*s.raw).unwrap();
+    let root = list
+        .iter()
+        .find(|x| x.id.to_hex() == real)
+        .unwrap()
+        .envelope
+        .root;
+    let session = repo.new_session().unwrap();
+    const DAY: i64 = 86_400_000_000_000;
+    let now = cairn_repo::now_ns();
+    for m in 1..=50 {
+        let env = Envelope {
+            time_ns: now - m * 30 * DAY,
+            group: "laptop:/src".into(),
+            root,
+            ..Envelope::default()
+        };
+        repo.commit_snapshot(&env, &Body::default(), &session)
+            .unwrap();
+    }
+    // Retention by receive time: the flood collapses to one snapshot of
+    // this month; the other group is untouched.
+    let t = Instant::now();
+    loop {
+        let (list, _) = cairn_repo::Repo::list_snapshots(&*s.raw).unwrap();
+        let ours = list
+            .iter()
+            .filter(|x| x.envelope.group == "laptop:/src")
+            .count();
+        if ours == 1 {
+            assert!(list.iter().any(|x| x.envelope.group == "nas:/etc"));
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "retention job did not run: {ours} left"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Forgetting removes the evidence of the flood from the listing, so
+    // flood the page again (retention keeps one per month of arrival).
+    for m in 1..=5 {
+        let env = Envelope {
+            time_ns: now - m * 30 * DAY - DAY,
+            group: "laptop:/src".into(),
+            root,
+            ..Envelope::default()
+        };
+        repo.commit_snapshot(&env, &Body::default(), &session)
+            .unwrap();
+    }
+    // Bit rot in one pack: the verify job finds it without a key.
+    let packs = s.raw.list(Kind::Pack).unwrap();
+    let victim = s
+        .root
+        .join("data")
+        .join(&packs[0].name[..2])
+        .join(&packs[0].name);
+    let victim = if victim.exists() {
+        victim
+    } else {
+        s.root.join("data").join(&packs[0].name)
+    };
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[100] ^= 0x40;
+    std::fs::write(&victim, bytes).unwrap();
+    let t = Instant::now();
+    while r.server.jobs.last("home", "verify").is_none_or(|o| o.ok) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "verify did not find the damage"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let check = r.server.jobs.last("home", "check").unwrap();
+    assert!(check.ok_runs >= 1, "{check:?}");
+
+    // An attempt to delete, for the refusals panel.
+    assert!(store.delete(Kind::Pack, &packs[0].name).is_err());
+
+    let (code, metrics) = raw(
+        &r,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(code, 200);
+    for want in [
+        "cairn_group_snapshots{repo=\"home\",group=\"nas:/etc\"} 1",
+        "cairn_group_last_snapshot_age_seconds{repo=\"home\",group=\"laptop:/src\"}",
+        "cairn_job_last_success{repo=\"home\",job=\"verify\"} 0",
+        "cairn_job_last_success{repo=\"home\",job=\"retention\"} 1",
+        "cairn_refusals_total{role=\"put\"}",
+        "cairn_requests_total{role=\"put\",code=\"201\"}",
+        "cairn_group_backdated_received_total{repo=\"home\",group=\"laptop:/src\"} 55",
+    ] {
+        assert!(metrics.contains(want), "missing {want:?} in\n{metrics}");
+    }
+
+    // What a person sees: the page rendered by a real browser.
+    let url = format!("https://127.0.0.1:{}/", r.addr.port());
+    let (dom, shot) = chromium(&url, s.dir.path());
+    for want in [
+        "Repository home",
+        "nas:/etc",
+        "laptop:/src",
+        "back-dating",
+        "FAILED",
+        "problems need attention",
+        "Refused requests",
+    ] {
+        assert!(dom.contains(want), "the page lacks {want:?}:\n{dom}");
+    }
+    // Red text is on the screen (the flood row, the failed verify).
+    let red = red_pixels(&shot);
+    assert!(red > 500, "only {red} red pixels in the screenshot");
+    r.stop();
+}
+
+fn chromium(url: &str, dir: &Path) -> (String, PathBuf) {
+    let bin = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("this test needs Chromium: apt-get install chromium (.ci/run does)");
+    let profile = dir.join("chromium-profile");
+    let common = |c: &mut std::process::Command| {
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--ignore-certificate-errors",
+            "--window-size=1400,1200",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()));
+    };
+    let mut c = std::process::Command::new(bin);
+    common(&mut c);
+    let out = c.arg("--dump-dom").arg(url).output().unwrap();
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shot = dir.join("status.png");
+    let mut c = std::process::Command::new(bin);
+    common(&mut c);
+    let st = c
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success() && shot.exists(),
+        "chromium screenshot: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    (String::from_utf8_lossy(&out.stdout).into_owned(), shot)
+}
+
+fn red_pixels(png_file: &Path) -> usize {
+    let dec = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(png_file).unwrap(),
+    ));
+    let mut reader = dec.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let step = match info.color_type {
+        png::ColorType::Rgba => 4,
+        png::ColorType::Rgb => 3,
+        other => panic!("unexpected screenshot colour type {other:?}"),
+    };
+    buf[..info.buffer_size()]
+        .chunks(step)
+        .filter(|p| p[0] > 120 && p[1] < 60 && p[2] < 80)
+        .count()
+}
+
+#[test]
+fn the_repository_files_stay_byte_identical_under_every_attack() {
+    // The lower-level half of the ransomware scenario (the CLI half is in
+    // the e2e tests): each request a put token could send, over HTTPS.
+    let s = setup();
+    let r = serve(&s, "", "");
+    let put = token(&r, "laptop", "put", Some("laptop:*"));
+    let src = s.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), vec![1u8; 100_000]).unwrap();
+    let store = client(&r, &put, s.dir.path());
+    let mine = backup_as(
+        store.clone(),
+        &s.put_key,
+        &src,
+        "laptop:/src",
+        &s.dir.path().join("c"),
+    );
+    let other = backup_as(
+        s.raw.clone(),
+        &s.owner_key,
+        &src,
+        "nas:/etc",
+        &s.dir.path().join("c2"),
+    );
+    let before = fingerprint(&s.root);
+    let pack = s.raw.list(Kind::Pack).unwrap()[0].name.clone();
+    let index = s.raw.list(Kind::Index).unwrap()[0].name.clone();
+    // The owner key lives in a file here; a key object's name is refused
+    // by role whether or not it exists.
+    let key = "00".repeat(16);
+    let mut attempts = 0;
+    let mut no = |what: &str, r: cairn_storage::Result<()>| {
+        attempts += 1;
+        assert!(matches!(r, Err(Error::Refused(_))), "{what}: {r:?}");
+    };
+    for (k, n) in [
+        (Kind::Pack, &pack),
+        (Kind::Index, &index),
+        (Kind::Snapshot, &mine),
+        (Kind::Key, &key),
+    ] {
+        no("delete", store.delete(k, n));
+        no("overwrite", store.put(k, n, b"ransom"));
+    }
+    no(
+        "read pack contents",
+        store.get(Kind::Pack, &pack).map(|_| ()),
+    );
+    no(
+        "read a pack range",
+        store.get_range(Kind::Pack, &pack, 0, 64).map(|_| ()),
+    );
+    no(
+        "read the other group's snapshot",
+        store.get(Kind::Snapshot, &other).map(|_| ()),
+    );
+    no("read a key", store.get(Kind::Key, &key).map(|_| ()));
+    no("list keys", store.list(Kind::Key).map(|_| ()));
+    no("traversal", store.put(Kind::Pack, "../keys/x", b"x"));
+    no(
+        "traversal in a read",
+        store.get(Kind::Index, "../../etc/passwd").map(|_| ()),
+    );
+    no("absolute", store.put(Kind::Index, "/etc/passwd", b"x"));
+    no(
+        "lease",
+        store.put(Kind::Lock, "prune-00000000000000000001", b"x"),
+    );
+    no("protect", store.put(Kind::Protect, &mine, b"x"));
+    no("config", store.put(Kind::Config, "config", b"x"));
+    // The other group's snapshot is not even listed.
+    let listed: Vec<String> = store
+        .list(Kind::Snapshot)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(listed, vec![mine.clone()]);
+    // Maintenance through the put token is refused before it deletes.
+    assert!(
+        cairn_maint::forget::forget_ids(
+            &*store,
+            &[cairn_format::Id::from_hex(&mine).unwrap()],
+            false
+        )
+        .is_err()
+    );
+    assert!(
+        cairn_maint::prune::prune(store.clone(), &cairn_maint::prune::PruneOptions::default())
+            .is_err()
+    );
+    assert_eq!(before, fingerprint(&s.root), "the repository changed");
+    let log = r.server.recent().join("\n");
+    let logged = log.matches("for token laptop (put)").count();
+    assert!(
+        logged >= attempts,
+        "{logged} of {attempts} refusals logged:\n{log}"
+    );
+    r.stop();
+}

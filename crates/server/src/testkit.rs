@@ -1,0 +1,102 @@
+//! Helpers for tests of the box, here and in `cairn-daemon`: a real
+//! repository with an owner key and a put-only key, a backup through any
+//! storage, and a byte-exact picture of a repository directory.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use cairn_engine::archiver::{BackupOptions, Progress, backup};
+use cairn_repo::keys::write_key_file;
+use cairn_repo::{KeySource, Repo, init_options};
+use cairn_storage::{LocalStorage, Storage};
+
+/// Every file below `dir` (staging `tmp/` left out) with its bytes.
+pub fn fingerprint(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            if p.is_dir() {
+                if !p.ends_with("tmp") {
+                    stack.push(p);
+                }
+            } else {
+                out.insert(p.display().to_string(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Backs up `src` as `group` with the key file `key`; returns the snapshot ID.
+pub fn backup_as(
+    storage: Arc<dyn Storage>,
+    key: &Path,
+    src: &Path,
+    group: &str,
+    cache: &Path,
+) -> String {
+    let mut repo = Repo::open(
+        storage,
+        &KeySource::File {
+            path: key.to_path_buf(),
+            passphrase: None,
+        },
+    )
+    .unwrap();
+    let opts = BackupOptions {
+        paths: vec![src.to_path_buf()],
+        group: Some(group.into()),
+        cache_dir: Some(cache.to_path_buf()),
+        hostname: "test".into(),
+        threads: 1,
+        ..BackupOptions::default()
+    };
+    backup(
+        &mut repo,
+        &opts,
+        &Progress::default(),
+        &AtomicBool::new(false),
+    )
+    .unwrap()
+    .snapshot
+    .unwrap()
+}
+
+/// A repository with an owner key file and a put-only key file beside it.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub root: std::path::PathBuf,
+    pub raw: Arc<dyn Storage>,
+    pub owner: Repo,
+    pub owner_key: std::path::PathBuf,
+    pub put_key: std::path::PathBuf,
+}
+
+/// A new repository in a temporary directory.
+pub fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let raw: Arc<dyn Storage> = Arc::new(LocalStorage::new(&root));
+    let mut o = init_options();
+    o.key_dir = Some(dir.path().to_path_buf());
+    let owner = Repo::init(raw.clone(), &o).unwrap();
+    let owner_key = dir.path().join(format!("{}.key", owner.id_hex()));
+    let put_key = dir.path().join("put.key");
+    let kf = owner
+        .export_keyfile(&owner.keys().put_only(), None, "laptop")
+        .unwrap();
+    write_key_file(&put_key, &kf).unwrap();
+    Setup {
+        dir,
+        root,
+        raw,
+        owner,
+        owner_key,
+        put_key,
+    }
+}
