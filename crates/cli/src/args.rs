@@ -88,7 +88,6 @@ pub enum Command {
 }
 
 #[derive(Args, Debug)]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct ServerArgs {
     #[command(subcommand)]
     pub command: Option<ServerCommand>,

@@ -68,11 +68,35 @@ pub fn run(ctx: &Ctx, a: ServerArgs) -> Result<i32> {
     match a.command {
         None => serve(a.where_),
         Some(ServerCommand::Fingerprint) => {
-            let c = config(&a.where_)?;
-            if c.plain_http {
-                bail!("this server speaks plain HTTP: it has no certificate");
+            let w = &a.where_;
+            let files = if w.config.is_some() || !w.serve.is_empty() {
+                let c = config(w)?;
+                if c.plain_http {
+                    bail!("this server speaks plain HTTP: it has no certificate");
+                }
+                cairn_daemon::certs::ensure(&c)?
+            } else {
+                // Flag form: the given certificate, or the one the
+                // server made in its state directory.
+                let dir = state_dir(w).join("tls");
+                cairn_daemon::certs::CertFiles {
+                    cert: w
+                        .tls_cert
+                        .clone()
+                        .unwrap_or_else(|| dir.join("self-signed.crt")),
+                    key: w
+                        .tls_key
+                        .clone()
+                        .unwrap_or_else(|| dir.join("self-signed.key")),
+                    self_signed: w.tls_cert.is_none(),
+                }
+            };
+            if !files.cert.exists() {
+                bail!(
+                    "no certificate at {}: start `cairn server` once (it makes one), or give --tls-cert",
+                    files.cert.display()
+                );
             }
-            let files = cairn_daemon::certs::ensure(&c)?;
             let (_, fp) = cairn_daemon::certs::load(&files)?;
             println!("{}", show_fingerprint(&fp));
             Ok(exit::OK)
