@@ -773,3 +773,48 @@ fn the_repository_files_stay_byte_identical_under_every_attack() {
     );
     r.stop();
 }
+
+#[test]
+fn plain_http_serves_loopback_when_asked() {
+    let s = setup();
+    let r = serve(&s, "plain_http = true", "");
+    assert_eq!(r.fingerprint, None);
+    let tok = token(&r, "proxy", "admin", None);
+    let e = Endpoint {
+        host: "127.0.0.1".into(),
+        port: r.addr.port(),
+        repo: "home".into(),
+        tls: false,
+    };
+    let store = HttpsStorage::new(
+        e,
+        &tok,
+        Trust::Pinned([0; 32]),
+        &s.dir.path().join("st"),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert!(store.list(Kind::Index).is_ok());
+    assert_eq!(
+        store.location(),
+        format!("http://127.0.0.1:{}/home", r.addr.port())
+    );
+    // A repository name the box does not serve.
+    let e = Endpoint {
+        host: "127.0.0.1".into(),
+        port: r.addr.port(),
+        repo: "other".into(),
+        tls: false,
+    };
+    let other = HttpsStorage::new(
+        e,
+        &tok,
+        Trust::Pinned([0; 32]),
+        &s.dir.path().join("st"),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let m = refused(other.list(Kind::Index).unwrap_err());
+    assert!(m.contains("is for repository \"home\""), "{m}");
+    r.stop();
+}

@@ -133,6 +133,12 @@ impl RemoteStorage {
             .ok_or_else(|| proto("the connection is closed"))?;
         let io = |e| Error::io("talk to", self.location.clone(), e);
         write_frame(&mut c.output, &req.encode()).map_err(io)?;
+        self.answer(c, req)
+    }
+
+    /// Reads the answer to `req`.
+    fn answer(&self, c: &mut Conn, req: &Request) -> Result<Vec<u8>> {
+        let io = |e| Error::io("talk to", self.location.clone(), e);
         let resp = read_frame(&mut c.input)
             .map_err(io)?
             .ok_or_else(|| proto("the server hung up"))?;
@@ -174,31 +180,68 @@ impl RemoteStorage {
         }
     }
 
+    /// Sends an upload as one pipelined burst: the pieces go out without
+    /// waiting for each answer (the server answers every frame in order,
+    /// and the answers are a few bytes each), then all answers are read.
+    /// A stop-and-wait upload left the link idle while the box wrote each
+    /// piece; this keeps it busy.
     fn upload(&self, kind: Kind, name: &str, src: &mut dyn Read) -> Result<()> {
-        self.call(&Self::req(Op::PutBegin, kind, name))?;
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let c = guard
+            .as_mut()
+            .ok_or_else(|| proto("the connection is closed"))?;
+        let io = |e| Error::io("talk to", self.location.clone(), e);
+        let begin = Self::req(Op::PutBegin, kind, name);
+        write_frame(&mut c.output, &begin.encode()).map_err(io)?;
+        let mut sent = vec![begin];
         let mut buf = vec![0u8; PUT_PIECE];
+        let mut read_err = None;
         loop {
             let mut n = 0;
             while n < buf.len() {
-                let k = src
-                    .read(&mut buf[n..])
-                    .map_err(|e| Error::io("read", name, e))?;
-                if k == 0 {
-                    break;
+                match src.read(&mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) => {
+                        read_err = Some(Error::io("read", name, e));
+                        break;
+                    }
                 }
-                n += k;
             }
-            if n == 0 {
+            if read_err.is_some() || n == 0 {
                 break;
             }
             let mut r = Self::req(Op::PutData, kind, name);
             r.body = buf[..n].to_vec();
-            self.call(&r)?;
+            write_frame(&mut c.output, &r.encode()).map_err(io)?;
+            r.body = Vec::new();
+            sent.push(r);
             if n < buf.len() {
                 break;
             }
         }
-        self.call(&Self::req(Op::PutEnd, kind, name)).map(|_| ())
+        // A source that failed to read ends the upload with a mismatched
+        // end, which the server refuses, so nothing is published.
+        let end = if read_err.is_some() {
+            Self::req(Op::PutEnd, kind, "-")
+        } else {
+            Self::req(Op::PutEnd, kind, name)
+        };
+        write_frame(&mut c.output, &end.encode()).map_err(io)?;
+        c.output.flush().map_err(io)?;
+        sent.push(end);
+        let mut first_err = read_err;
+        for r in &sent {
+            if let Err(e) = self.answer(c, r)
+                && first_err.is_none()
+            {
+                first_err = Some(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Backup throughput into the box, against a local repository and restic
+# over sftp, in one run: an initial backup of the same corpus
+#   - cairn into a local repository (the reference),
+#   - cairn over HTTPS on loopback into `cairn server`, with a put token,
+#   - cairn over ssh:// into `cairn serve --stdio --role put` (forced command),
+#   - restic over sftp to the same OpenSSH server, and restic locally.
+# Peak RSS of each client (GNU time) and of the server (VmHWM).
+#   apt-get install -y restic time openssh-server
+#   bench/server.sh [CORPUS] [REPS]   # default /tmp/bench/corpus-1g (made if absent), 2 reps
+# Writes bench/server-results.md. Never run while something else builds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+here=$PWD
+corpus=${1:-/tmp/bench/corpus-1g}
+reps=${2:-2}
+work=/tmp/bench/server
+cargo build --release -q
+cairn=$here/target/release/cairn
+[ -d "$corpus" ] || ../shared/bench/make-corpus.sh "$corpus" 1GiB
+bytes=$(du -sb "$corpus" | cut -f1)
+rm -rf "$work"; mkdir -p "$work"
+export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench
+export HOME=$work/home XDG_CACHE_HOME=$work/home/.cache XDG_CONFIG_HOME=$work/home/.config XDG_DATA_HOME=$work/home/.local/share
+mkdir -p "$HOME"
+
+# An OpenSSH server on loopback: one key for sftp, one forced to cairn serve.
+ssh_dir=$work/ssh; mkdir -p "$ssh_dir"
+for k in host sftp cairn; do ssh-keygen -q -t ed25519 -N '' -f "$ssh_dir/$k"; done
+port=$((20000 + RANDOM % 20000))
+user=$(id -un)
+cat > "$ssh_dir/authorized_keys" <<EOF
+$(cat "$ssh_dir/sftp.pub")
+command="$cairn --repo $work/ssh-repo serve --stdio --role put --name bench",no-pty $(cat "$ssh_dir/cairn.pub")
+EOF
+cat > "$ssh_dir/sshd_config" <<EOF
+Port $port
+ListenAddress 127.0.0.1
+HostKey $ssh_dir/host
+AuthorizedKeysFile $ssh_dir/authorized_keys
+PidFile $ssh_dir/sshd.pid
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+Subsystem sftp internal-sftp
+LogLevel ERROR
+EOF
+mkdir -p /run/sshd 2>/dev/null || true
+/usr/sbin/sshd -f "$ssh_dir/sshd_config"
+ssh_opts="-p $port -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes"
+
+server_pid=
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  [ -f "$ssh_dir/sshd.pid" ] && kill "$(cat "$ssh_dir/sshd.pid")" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# timed NAME CMD...: wall seconds and max RSS (KiB) appended to $work/times
+timed() {
+  local name=$1; shift
+  /usr/bin/time -v -o "$work/time.$name" "$@" > "$work/out.$name" 2>&1 || {
+    echo "$name failed:"; tail -20 "$work/out.$name"; exit 1; }
+  local wall rss
+  wall=$(python3 - "$work/time.$name" <<'PY'
+import sys
+for l in open(sys.argv[1]):
+    if "Elapsed (wall clock)" in l:
+        t = l.rsplit(" ", 1)[1].strip().split(":")
+        s = float(t[-1]) + 60 * float(t[-2]) + (3600 * float(t[-3]) if len(t) > 2 else 0)
+        print(f"{s:.2f}")
+PY
+)
+  rss=$(grep "Maximum resident" "$work/time.$name" | awk '{print $NF}')
+  echo "$name $wall $rss" >> "$work/times"
+}
+
+drop() { sync; }
+
+for rep in $(seq 1 "$reps"); do
+  # Cairn, local.
+  rm -rf "$work/local" "$XDG_CACHE_HOME"
+  "$cairn" init --repo "$work/local" >/dev/null 2>&1
+  drop; timed "cairn-local" "$cairn" --repo "$work/local" backup --no-progress "$corpus"
+
+  # Cairn over HTTPS into the box, put token and put-only key.
+  rm -rf "$work/box-repo" "$work/state" "$XDG_CACHE_HOME" "$XDG_CONFIG_HOME/cairn/known_servers"
+  "$cairn" init --repo "$work/box-repo" >/dev/null 2>&1
+  rm -f "$work/put.key"
+  "$cairn" --repo "$work/box-repo" key add --role put-only --no-password -o "$work/put.key" >/dev/null
+  "$cairn" server --state "$work/state" token add bench --role put --repo box > "$work/token" 2>/dev/null
+  hport=$((20000 + RANDOM % 20000))
+  "$cairn" server --state "$work/state" --serve box="$work/box-repo" --listen 127.0.0.1:$hport 2> "$work/server.log" &
+  server_pid=$!
+  for _ in $(seq 100); do grep -q "tokens in" "$work/server.log" 2>/dev/null && break; sleep 0.1; done
+  drop; timed "cairn-https" env -u CAIRN_PASSWORD "$cairn" --repo "https://127.0.0.1:$hport/box" \
+    --token-file "$work/token" --key-file "$work/put.key" backup --no-progress "$corpus"
+  srv_rss=$(grep VmHWM "/proc/$server_pid/status" | awk '{print $2}')
+  echo "server-https 0 $srv_rss" >> "$work/times"
+  kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
+
+  # Cairn over ssh://, forced put role.
+  rm -rf "$work/ssh-repo" "$XDG_CACHE_HOME"
+  "$cairn" init --repo "$work/ssh-repo" >/dev/null 2>&1
+  rm -f "$work/ssh-put.key"
+  "$cairn" --repo "$work/ssh-repo" key add --role put-only --no-password -o "$work/ssh-put.key" >/dev/null
+  drop; timed "cairn-ssh" env -u CAIRN_PASSWORD CAIRN_SSH="ssh -i $ssh_dir/cairn $ssh_opts" "$cairn" \
+    --repo "ssh://$user@127.0.0.1/ignored" --key-file "$work/ssh-put.key" backup --no-progress "$corpus"
+
+  # restic over sftp to the same server, and locally.
+  rm -rf "$work/restic-sftp" "$work/restic-local" "$XDG_CACHE_HOME"
+  sftp_cmd="ssh -i $ssh_dir/sftp $ssh_opts $user@127.0.0.1 -s sftp"
+  restic -r "sftp:$user@127.0.0.1:$work/restic-sftp" -o sftp.command="$sftp_cmd" init >/dev/null
+  drop; timed "restic-sftp" restic -r "sftp:$user@127.0.0.1:$work/restic-sftp" -o sftp.command="$sftp_cmd" backup -q "$corpus"
+  restic -r "$work/restic-local" init >/dev/null
+  drop; timed "restic-local" restic -r "$work/restic-local" backup -q "$corpus"
+done
+
+python3 - "$work/times" "$bytes" "$reps" "$("$cairn" --version)" "$(restic version | head -1)" > "$here/bench/server-results.md" <<'PY'
+import sys, collections
+times, size, reps, cv, rv = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+wall = collections.defaultdict(list); rss = collections.defaultdict(list)
+for l in open(times):
+    n, w, r = l.split()
+    wall[n].append(float(w)); rss[n].append(int(r))
+best = {n: min(v) for n, v in wall.items() if n != "server-https"}
+peak = {n: max(v) for n, v in rss.items()}
+mib = lambda k: k / 1024
+tp = {n: size / best[n] / 2**20 for n in best}
+print(f"# Backups into the box: bench/server.sh\n")
+print(f"Initial backup of a {size / 2**30:.2f} GiB mixed corpus, best of {reps} runs each, all in one run; loopback; {cv}, {rv}.\n")
+print("| client | wall s | MiB/s | peak client RSS MiB |")
+print("|---|---|---|---|")
+for n in ["cairn-local", "cairn-https", "cairn-ssh", "restic-sftp", "restic-local"]:
+    print(f"| {n} | {best[n]:.1f} | {tp[n]:.0f} | {mib(peak[n]):.0f} |")
+print(f"\nServer (cairn server) peak RSS during the HTTPS backup: {mib(peak['server-https']):.0f} MiB.\n")
+print("| ratio | value | bar |")
+print("|---|---|---|")
+print(f"| HTTPS throughput / local | {tp['cairn-https'] / tp['cairn-local']:.2f} | >= 0.8 |")
+print(f"| ssh:// throughput / local | {tp['cairn-ssh'] / tp['cairn-local']:.2f} | |")
+print(f"| Cairn HTTPS / restic sftp throughput | {tp['cairn-https'] / tp['restic-sftp']:.2f} | >= 2 |")
+print(f"| Cairn ssh:// / restic sftp throughput | {tp['cairn-ssh'] / tp['restic-sftp']:.2f} | >= 2 |")
+print(f"| Cairn HTTPS / restic sftp peak client RSS | {peak['cairn-https'] / peak['restic-sftp']:.2f} | <= 0.5 |")
+print(f"| Cairn ssh:// / restic sftp peak client RSS | {peak['cairn-ssh'] / peak['restic-sftp']:.2f} | <= 0.5 |")
+PY
+cat "$here/bench/server-results.md"
