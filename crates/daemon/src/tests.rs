@@ -743,6 +743,20 @@ fn the_repository_files_stay_byte_identical_under_every_attack() {
     );
     no("protect", store.put(Kind::Protect, &mine, b"x"));
     no("config", store.put(Kind::Config, "config", b"x"));
+    // Index poisoning: an index file claiming a blob is in a stored pack
+    // where it is not, or listing a pack that is not stored.
+    let mut lie = cairn_format::index::decode(&s.raw.get(Kind::Index, &index).unwrap()).unwrap();
+    lie[0].trailer.entries[0].id = cairn_format::Id([0x42; 32]);
+    let bytes = cairn_format::index::encode(&lie[..1]);
+    let name = cairn_format::Id(cairn_crypto::plain_hash(&bytes)).to_hex();
+    let m = refused(store.put(Kind::Index, &name, &bytes).unwrap_err());
+    assert!(m.contains("differ from the pack's own trailer"), "{m}");
+    lie[0].pack = cairn_format::Id([0x43; 32]);
+    let bytes = cairn_format::index::encode(&lie[..1]);
+    let name = cairn_format::Id(cairn_crypto::plain_hash(&bytes)).to_hex();
+    let m = refused(store.put(Kind::Index, &name, &bytes).unwrap_err());
+    assert!(m.contains("not stored"), "{m}");
+    attempts += 2;
     // The other group's snapshot is not even listed.
     let listed: Vec<String> = store
         .list(Kind::Snapshot)

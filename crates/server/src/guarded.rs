@@ -181,6 +181,42 @@ impl GuardedStorage {
         Ok(offset >= start)
     }
 
+    /// Whether an index file a source uploads tells the truth about the
+    /// packs it lists: each must be stored, of that size, with exactly
+    /// that trailer. Otherwise a source could point other writers at a
+    /// trusted pack for a blob that is not there (index poisoning).
+    fn index_truthful(&self, data: &[u8]) -> std::result::Result<(), String> {
+        if !matches!(self.role, Role::Put(_)) {
+            return Ok(());
+        }
+        let packs = cairn_format::index::decode(data).map_err(|e| format!("index file: {e}"))?;
+        for p in packs {
+            let name = p.pack.to_hex();
+            let size = self.inner.size(Kind::Pack, &name).map_err(|_| {
+                format!(
+                    "the index file lists pack {}, which is not stored: upload packs before their index",
+                    p.pack.short()
+                )
+            })?;
+            if size != p.size {
+                return Err(format!(
+                    "the index file gives pack {} {} bytes; it has {size}",
+                    p.pack.short(),
+                    p.size
+                ));
+            }
+            let stored = cairn_repo::read_pack_trailer(&*self.inner, &p.pack, size)
+                .map_err(|e| format!("pack {}: {e}", p.pack.short()))?;
+            if stored.trailer != p.trailer {
+                return Err(format!(
+                    "the index file's entries for pack {} differ from the pack's own trailer",
+                    p.pack.short()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks bytes about to be created under `name`.
     fn check_upload(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
         self.check_name(Op::Put, kind, name)?;
@@ -198,6 +234,11 @@ impl GuardedStorage {
         }
         if kind == Kind::Snapshot
             && let Err(why) = self.snapshot_group_ok(data)
+        {
+            return Err(self.refuse(Op::Put, kind, name, why));
+        }
+        if kind == Kind::Index
+            && let Err(why) = self.index_truthful(data)
         {
             return Err(self.refuse(Op::Put, kind, name, why));
         }
@@ -294,9 +335,14 @@ impl Storage for GuardedStorage {
                 ));
             }
         }
-        if kind == Kind::Snapshot {
+        if kind == Kind::Snapshot || (kind == Kind::Index && matches!(self.role, Role::Put(_))) {
             let data = std::fs::read(file).map_err(|e| Error::io("read", file, e))?;
-            if let Err(why) = self.snapshot_group_ok(&data) {
+            let verdict = if kind == Kind::Snapshot {
+                self.snapshot_group_ok(&data)
+            } else {
+                self.index_truthful(&data)
+            };
+            if let Err(why) = verdict {
                 return Err(self.refuse(Op::Put, kind, name, why));
             }
         }
