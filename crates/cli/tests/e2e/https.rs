@@ -451,3 +451,46 @@ fn every_command_works_over_https_with_an_admin_token() {
     env.ok(&["restore", "latest", s(&dest2)]);
     assert!(compare_trees(&src, &restored(&dest2, &src), false).is_empty());
 }
+
+/// The box's repository is reset to an older copy (a restored disk image,
+/// say): the source's next backup notices, writes nothing, and says why.
+#[test]
+fn a_box_reset_to_an_older_copy_is_noticed() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let key = env.path("laptop.key");
+    env.ok(&[
+        "key",
+        "add",
+        "--role",
+        "put-only",
+        "--no-password",
+        "-o",
+        s(&key),
+    ]);
+    let b = start_box(&env, 0, "a");
+    let put = make_token(&env, "laptop", "put", None);
+    let src = env.path("home");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"one").unwrap();
+    let backup = || {
+        let mut c = source(&env, &b, &put, Some(&key));
+        c.args(["backup", "--group", "laptop:/home", s(&src)]);
+        run(c)
+    };
+    backup().expect(0);
+    let old = env.path("old-copy");
+    copy_tree(&env.repo, &old);
+    fs::write(src.join("f"), b"two").unwrap();
+    backup().expect(0);
+    // The reset, under the running server.
+    let snaps = env.repo.join("snapshots");
+    fs::remove_dir_all(&snaps).unwrap();
+    copy_tree(&old.join("snapshots"), &snaps);
+    let before = snapshot_names(&env.repo);
+    fs::write(src.join("f"), b"three").unwrap();
+    let r = backup();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("rolled back"), "{}", r.stderr);
+    assert_eq!(snapshot_names(&env.repo), before, "a snapshot was written");
+}
