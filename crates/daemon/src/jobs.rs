@@ -147,8 +147,24 @@ impl JobBoard {
     }
 }
 
-/// Runs one job now and says what it did.
-pub fn run(storage: Arc<dyn Storage>, job: &JobConfig, holder: &str) -> Result<String, String> {
+/// Index memory limits of a job: past them the index goes to a file in
+/// `scratch` (on disk, where `/tmp` may be RAM).
+fn limits(scratch: &std::path::Path) -> cairn_repo::TableLimits {
+    let _ = std::fs::create_dir_all(scratch);
+    cairn_repo::TableLimits {
+        dir: Some(scratch.to_path_buf()),
+        ..cairn_repo::TableLimits::default()
+    }
+}
+
+/// Runs one job now and says what it did; `scratch` holds temporary
+/// files of large indexes.
+pub fn run(
+    storage: Arc<dyn Storage>,
+    job: &JobConfig,
+    holder: &str,
+    scratch: &std::path::Path,
+) -> Result<String, String> {
     match job.run {
         JobKind::Retention => {
             let (snaps, _) =
@@ -189,6 +205,7 @@ pub fn run(storage: Arc<dyn Storage>, job: &JobConfig, holder: &str) -> Result<S
             let opts = PruneOptions {
                 grace: job.grace,
                 holder: holder.to_string(),
+                limits: limits(scratch),
                 ..PruneOptions::default()
             };
             let r = prune(storage, &opts).map_err(|e| e.to_string())?;
@@ -201,6 +218,7 @@ pub fn run(storage: Arc<dyn Storage>, job: &JobConfig, holder: &str) -> Result<S
             let opts = VerifyOptions {
                 hash_packs: job.run == JobKind::Verify,
                 subset: job.subset.as_deref().map(Subset::parse).transpose()?,
+                limits: limits(scratch),
                 ..VerifyOptions::default()
             };
             let r = verify(&*storage, &opts).map_err(|e| e.to_string())?;
@@ -268,9 +286,12 @@ pub fn spawn(server: Arc<Server>, mut stop: tokio::sync::watch::Receiver<bool>) 
                     let started_ns = cairn_repo::now_ns();
                     let t = std::time::Instant::now();
                     let (job2, holder2) = (job.clone(), holder.clone());
-                    let result = tokio::task::spawn_blocking(move || run(storage, &job2, &holder2))
-                        .await
-                        .unwrap_or_else(|e| Err(format!("the job crashed: {e}")));
+                    let scratch = server.config.state.join("scratch");
+                    let result = tokio::task::spawn_blocking(move || {
+                        run(storage, &job2, &holder2, &scratch)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the job crashed: {e}")));
                     let (ok, message) = match result {
                         Ok(m) => (true, m),
                         Err(m) => (false, m),

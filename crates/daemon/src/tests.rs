@@ -832,3 +832,72 @@ fn plain_http_serves_loopback_when_asked() {
     assert!(m.contains("is for repository \"home\""), "{m}");
     r.stop();
 }
+
+/// Connections that say nothing, before or between requests, are closed
+/// after the header timeout: idle clients cannot hold every slot.
+#[test]
+fn silent_connections_are_closed() {
+    let s = setup();
+    let r = serve(&s, "[limits]\nheaders = \"1s\"\nhandshake = \"1s\"", "");
+    let tok = token(&r, "t", "read", None);
+    let fp = r.fingerprint.unwrap();
+    let open = || {
+        let tcp = std::net::TcpStream::connect(r.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let verifier = Verifier::new(Trust::Pinned(fp), "t", Arc::default()).unwrap();
+        let cfg = rustls::ClientConfig::builder_with_provider(cairn_server::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        let conn =
+            rustls::ClientConnection::new(Arc::new(cfg), "localhost".try_into().unwrap()).unwrap();
+        let mut st = rustls::StreamOwned::new(conn, tcp);
+        while st.conn.is_handshaking() {
+            st.conn.complete_io(&mut st.sock).unwrap();
+        }
+        st
+    };
+    let closed_within =
+        |st: &mut rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+         limit: Duration| {
+            let t = Instant::now();
+            let mut buf = [0u8; 4096];
+            loop {
+                match st.read(&mut buf) {
+                    Ok(0) | Err(_) => return t.elapsed() < limit,
+                    Ok(_) => {}
+                }
+                if t.elapsed() > limit {
+                    return false;
+                }
+            }
+        };
+    // Silent after the handshake.
+    let mut a = open();
+    assert!(
+        closed_within(&mut a, Duration::from_secs(6)),
+        "a silent connection stayed open"
+    );
+    // Silent after one request on a kept-alive connection.
+    let mut b = open();
+    b.write_all(
+        format!("GET /v1/home/index/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    b.flush().unwrap();
+    assert!(
+        closed_within(&mut b, Duration::from_secs(6)),
+        "an idle kept-alive connection stayed open"
+    );
+    // A TCP connection that never starts TLS.
+    let mut c = std::net::TcpStream::connect(r.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t = Instant::now();
+    let mut sink = Vec::new();
+    let _ = c.read_to_end(&mut sink);
+    assert!(t.elapsed() < Duration::from_secs(6));
+    r.stop();
+}
