@@ -278,35 +278,45 @@ fn ssh_storage(loc: &str, rest: &str) -> Result<cairn_server::remote::RemoteStor
         _ => (hostpart, None),
     };
     let ssh = std::env::var("CAIRN_SSH").unwrap_or_else(|_| "ssh".into());
-    let mut words = ssh.split_whitespace();
-    let program = words.next().unwrap_or("ssh");
-    let mut cmd = std::process::Command::new(program);
-    // With AES in hardware, AES-GCM costs a fraction of ChaCha20's CPU,
-    // and on two cores the cipher competes with chunking and compression;
-    // without it, ssh's own order stays. Words from $CAIRN_SSH come after
-    // and win.
-    if program.ends_with("ssh") && cpu_has_aes() {
-        cmd.arg("-c").arg(
-            "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr",
-        );
-    }
-    cmd.args(words);
-    if let Some(p) = port {
-        cmd.arg("-p").arg(p);
-    }
-    cmd.arg("-o").arg("BatchMode=yes");
-    cmd.arg(userhost)
-        .arg("cairn")
-        .arg("serve")
-        .arg("--stdio")
-        .arg("--role")
-        .arg("admin")
-        .arg("--repo")
-        .arg(path);
+    let words: Vec<String> = ssh.split_whitespace().map(str::to_string).collect();
+    let (userhost, port, path) = (
+        userhost.to_string(),
+        port.map(str::to_string),
+        path.to_string(),
+    );
+    let aes = cpu_has_aes();
+    let make = move || {
+        let program = words.first().map(String::as_str).unwrap_or("ssh");
+        let mut cmd = std::process::Command::new(program);
+        // With AES in hardware, AES-GCM costs a fraction of ChaCha20's
+        // CPU, and on two cores the cipher competes with chunking and
+        // compression; without it, ssh's own order stays. Words from
+        // $CAIRN_SSH come after and win.
+        if program.ends_with("ssh") && aes {
+            cmd.arg("-c").arg(
+                "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr",
+            );
+        }
+        cmd.args(words.iter().skip(1));
+        if let Some(p) = &port {
+            cmd.arg("-p").arg(p);
+        }
+        cmd.arg("-o").arg("BatchMode=yes");
+        cmd.arg(&userhost)
+            .arg("cairn")
+            .arg("serve")
+            .arg("--stdio")
+            .arg("--role")
+            .arg("admin")
+            .arg("--repo")
+            .arg(&path);
+        cmd
+    };
     let staging = xdg("XDG_CACHE_HOME", ".cache")
         .join("cairn")
         .join("staging");
-    cairn_server::remote::RemoteStorage::spawn(cmd, loc, &staging)
+    // Two sessions: packs upload in parallel while one waits for the box.
+    cairn_server::remote::RemoteStorage::spawn(make, 2, loc, &staging)
         .with_context(|| format!("cannot reach {loc} over ssh"))
 }
 

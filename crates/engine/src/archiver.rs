@@ -746,26 +746,50 @@ fn run_sink(
     let storage = repo.storage();
     let (pub_tx, pub_rx) = bounded::<StagedPack>(PUBLISH_QUEUE);
     let published = std::thread::scope(|s| {
-        let publisher = s.spawn(move || -> Result<Vec<Id>> {
-            let mut pending: Vec<IndexPack> = Vec::new();
-            let mut published = Vec::new();
-            for staged in pub_rx {
-                let p = staged.publish()?;
-                published.push(p.pack);
-                pending.push(p);
-                let entries: usize = pending.iter().map(|p| p.trailer.entries.len()).sum();
-                if pending.len() >= INDEX_EVERY || entries >= INDEX_ENTRIES {
-                    write_index_file(&**storage, &pending)?;
-                    pending.clear();
-                }
-            }
-            if !pending.is_empty() {
-                write_index_file(&**storage, &pending)?;
-            }
-            Ok(published)
-        });
+        // Two publishers: while one waits for a pack to reach the disk or
+        // the box (fsync, upload, the box hashing it), the other sends the
+        // next. Each indexes only the packs it published itself.
+        let publishers: Vec<_> = (0..PUBLISHERS)
+            .map(|_| {
+                let pub_rx = pub_rx.clone();
+                s.spawn(move || -> Result<Vec<Id>> {
+                    let mut pending: Vec<IndexPack> = Vec::new();
+                    let mut published = Vec::new();
+                    let run = || -> Result<()> {
+                        for staged in pub_rx {
+                            // A failure stops the other publisher and the
+                            // producers at once, as one publisher's exit did.
+                            if failure.is_set() {
+                                break;
+                            }
+                            let p = staged.publish()?;
+                            published.push(p.pack);
+                            pending.push(p);
+                            let entries: usize =
+                                pending.iter().map(|p| p.trailer.entries.len()).sum();
+                            if pending.len() >= INDEX_EVERY || entries >= INDEX_ENTRIES {
+                                write_index_file(&**storage, &pending)?;
+                                pending.clear();
+                            }
+                        }
+                        if !pending.is_empty() {
+                            write_index_file(&**storage, &pending)?;
+                        }
+                        Ok(())
+                    };
+                    if let Err(e) = run() {
+                        failure.set(e);
+                    }
+                    Ok(published)
+                })
+            })
+            .collect();
+        drop(pub_rx);
         let mut step = || -> Result<()> {
             for batch in rx.iter() {
+                if failure.is_set() {
+                    return Ok(());
+                }
                 for blob in batch {
                     let len = blob.record.len() as u64;
                     let sink = if blob.kind == BlobKind::Tree {
@@ -802,19 +826,18 @@ fn run_sink(
             // Stop the producers: dropping the receiver makes their sends fail.
             failure.set(e);
         }
-        match publisher.join() {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                failure.set(e);
-                Vec::new()
-            }
-            Err(_) => {
-                failure.set(Error::Input(
+        let mut all = Vec::new();
+        for publisher in publishers {
+            match publisher.join() {
+                Ok(Ok(mut p)) => all.append(&mut p),
+                // Set at once, so the other publisher and the producers stop.
+                Ok(Err(e)) => failure.set(e),
+                Err(_) => failure.set(Error::Input(
                     "internal error: pack publisher panicked".into(),
-                ));
-                Vec::new()
+                )),
             }
         }
+        all
     });
     let (d, t) = (data.stats(), trees.stats());
     let stats = WriteStats {
@@ -825,8 +848,10 @@ fn run_sink(
     Ok((stats, published))
 }
 
-/// Staged packs waiting for the publisher (disk space, not memory).
+/// Staged packs waiting for a publisher (disk space, not memory).
 const PUBLISH_QUEUE: usize = 2;
+/// Threads publishing packs.
+const PUBLISHERS: usize = 2;
 
 fn scan(paths: &[PathBuf], ex: &Excluder, one_fs: bool, p: &Progress, cancel: &AtomicBool) {
     let mut stack: Vec<PathBuf> = paths.to_vec();

@@ -18,29 +18,58 @@ use crate::wire::{HELLO, MAX_FRAME, Op, PUT_PIECE, Request, Status, read_frame, 
 struct Conn {
     input: Box<dyn Read + Send>,
     output: Box<dyn Write + Send>,
+    /// The stream failed: its state is unknown, it is not reused.
+    broken: bool,
+}
+
+impl Conn {
+    fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        let r = write_frame(&mut self.output, frame);
+        self.broken |= r.is_err();
+        r
+    }
+
+    fn recv(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        let r = read_frame(&mut self.input);
+        self.broken |= r.is_err();
+        r
+    }
+}
+
+/// Makes another connection (starts another `ssh`).
+type Dial = Box<dyn Fn() -> Result<(Conn, std::process::Child)> + Send + Sync>;
+
+/// Connections: idle ones, and how many exist.
+struct Pool {
+    idle: Vec<Conn>,
+    open: usize,
 }
 
 /// A storage reached through the protocol.
 pub struct RemoteStorage {
-    conn: Mutex<Option<Conn>>,
+    pool: Mutex<Pool>,
+    freed: std::sync::Condvar,
+    /// More connections than the first, for uploads in parallel.
+    dial: Option<Dial>,
+    max: usize,
     location: String,
     staging: PathBuf,
     role: String,
-    /// The process carrying the stream (`ssh`), reaped on drop.
-    child: Mutex<Option<std::process::Child>>,
+    /// The processes carrying the streams (`ssh`), reaped on drop.
+    children: Mutex<Vec<std::process::Child>>,
 }
 
 impl Drop for RemoteStorage {
     fn drop(&mut self) {
         // Closing our ends tells the server to finish; then reap the
-        // transport so no zombie outlives the command.
-        if let Ok(mut c) = self.conn.lock() {
-            c.take();
+        // transports so no zombie outlives the command.
+        if let Ok(mut p) = self.pool.lock() {
+            p.idle.clear();
         }
-        if let Ok(mut ch) = self.child.lock()
-            && let Some(mut child) = ch.take()
-        {
-            let _ = child.wait();
+        if let Ok(mut ch) = self.children.lock() {
+            for mut child in ch.drain(..) {
+                let _ = child.wait();
+            }
         }
     }
 }
@@ -63,11 +92,35 @@ impl RemoteStorage {
     /// Greets the server over `input`/`output`; `staging` is a local
     /// directory for packs being written.
     pub fn connect(
-        mut input: Box<dyn Read + Send>,
-        mut output: Box<dyn Write + Send>,
+        input: Box<dyn Read + Send>,
+        output: Box<dyn Write + Send>,
         location: &str,
         staging: &Path,
     ) -> Result<RemoteStorage> {
+        let (conn, role) = greet(input, output, location)?;
+        Ok(RemoteStorage {
+            pool: Mutex::new(Pool {
+                idle: vec![conn],
+                open: 1,
+            }),
+            freed: std::sync::Condvar::new(),
+            dial: None,
+            max: 1,
+            location: location.to_string(),
+            staging: staging.to_path_buf(),
+            role,
+            children: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+/// The greeting on a new stream; returns the connection and its role.
+fn greet(
+    mut input: Box<dyn Read + Send>,
+    mut output: Box<dyn Write + Send>,
+    location: &str,
+) -> Result<(Conn, String)> {
+    {
         let io = |e| Error::io("connect to", location, e);
         output
             .write_all(HELLO)
@@ -83,42 +136,118 @@ impl RemoteStorage {
         let role = read_frame(&mut input)
             .map_err(io)?
             .ok_or_else(|| proto("the server hung up"))?;
-        Ok(RemoteStorage {
-            conn: Mutex::new(Some(Conn { input, output })),
-            location: location.to_string(),
-            staging: staging.to_path_buf(),
-            role: String::from_utf8_lossy(&role).into_owned(),
-            child: Mutex::new(None),
-        })
+        Ok((
+            Conn {
+                input,
+                output,
+                broken: false,
+            },
+            String::from_utf8_lossy(&role).into_owned(),
+        ))
     }
+}
 
-    /// Starts `cmd` (for example `ssh HOST cairn serve --stdio …`) and
-    /// talks to it over its stdin and stdout; its stderr passes through.
+/// Starts `cmd` and greets the server at the other end.
+fn start(
+    mut cmd: std::process::Command,
+    location: &str,
+) -> Result<(Conn, String, std::process::Child)> {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| Error::io("start", location, e))?;
+    let input = child.stdout.take().expect("piped");
+    let output = child.stdin.take().expect("piped");
+    match greet(Box::new(input), Box::new(output), location) {
+        Ok((c, role)) => Ok((c, role, child)),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
+impl RemoteStorage {
+    /// Starts `make()` (for example `ssh HOST cairn serve --stdio …`)
+    /// and talks to it over its stdin and stdout; its stderr passes
+    /// through. Up to `max` such connections are opened as requests
+    /// overlap (uploads of two packs at once, say).
     pub fn spawn(
-        mut cmd: std::process::Command,
+        make: impl Fn() -> std::process::Command + Send + Sync + 'static,
+        max: usize,
         location: &str,
         staging: &Path,
     ) -> Result<RemoteStorage> {
-        use std::process::Stdio;
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| Error::io("start", location, e))?;
-        let input = child.stdout.take().expect("piped");
-        let output = child.stdin.take().expect("piped");
-        match RemoteStorage::connect(Box::new(input), Box::new(output), location, staging) {
-            Ok(r) => {
-                *r.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
-                Ok(r)
+        let (conn, role, child) = start(make(), location)?;
+        let loc = location.to_string();
+        let dial: Dial = Box::new(move || {
+            let (c, _, child) = start(make(), &loc)?;
+            Ok((c, child))
+        });
+        Ok(RemoteStorage {
+            pool: Mutex::new(Pool {
+                idle: vec![conn],
+                open: 1,
+            }),
+            freed: std::sync::Condvar::new(),
+            dial: Some(dial),
+            max: max.max(1),
+            location: location.to_string(),
+            staging: staging.to_path_buf(),
+            role,
+            children: Mutex::new(vec![child]),
+        })
+    }
+
+    /// Runs `f` on a connection of its own: an idle one, a new one while
+    /// fewer than the maximum are open, or the next one freed. A
+    /// connection that failed is dropped, not reused.
+    fn with_conn<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T>) -> Result<T> {
+        let mut conn = {
+            let mut p = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if let Some(c) = p.idle.pop() {
+                    break c;
+                }
+                if let Some(dial) = &self.dial
+                    && p.open < self.max
+                {
+                    p.open += 1;
+                    drop(p);
+                    match dial() {
+                        Ok((c, child)) => {
+                            self.children
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(child);
+                            break c;
+                        }
+                        Err(e) => {
+                            self.pool.lock().unwrap_or_else(|p| p.into_inner()).open -= 1;
+                            return Err(e);
+                        }
+                    }
+                }
+                if p.open == 0 {
+                    return Err(proto("the connection is closed"));
+                }
+                p = self.freed.wait(p).unwrap_or_else(|p| p.into_inner());
             }
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(e)
-            }
+        };
+        let r = f(&mut conn);
+        let mut p = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if conn.broken {
+            p.open -= 1;
+        } else {
+            p.idle.push(conn);
         }
+        drop(p);
+        self.freed.notify_one();
+        r
     }
 
     /// The role the server gave this connection.
@@ -127,19 +256,18 @@ impl RemoteStorage {
     }
 
     fn call(&self, req: &Request) -> Result<Vec<u8>> {
-        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let c = guard
-            .as_mut()
-            .ok_or_else(|| proto("the connection is closed"))?;
-        let io = |e| Error::io("talk to", self.location.clone(), e);
-        write_frame(&mut c.output, &req.encode()).map_err(io)?;
-        self.answer(c, req)
+        self.with_conn(|c| {
+            let io = |e| Error::io("talk to", self.location.clone(), e);
+            c.send(&req.encode()).map_err(io)?;
+            self.answer(c, req)
+        })
     }
 
     /// Reads the answer to `req`.
     fn answer(&self, c: &mut Conn, req: &Request) -> Result<Vec<u8>> {
         let io = |e| Error::io("talk to", self.location.clone(), e);
-        let resp = read_frame(&mut c.input)
+        let resp = c
+            .recv()
             .map_err(io)?
             .ok_or_else(|| proto("the server hung up"))?;
         let (&status, body) = resp.split_first().ok_or_else(|| proto("empty response"))?;
@@ -186,13 +314,13 @@ impl RemoteStorage {
     /// A stop-and-wait upload left the link idle while the box wrote each
     /// piece; this keeps it busy.
     fn upload(&self, kind: Kind, name: &str, src: &mut dyn Read) -> Result<()> {
-        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let c = guard
-            .as_mut()
-            .ok_or_else(|| proto("the connection is closed"))?;
+        self.with_conn(|c| self.upload_on(c, kind, name, src))
+    }
+
+    fn upload_on(&self, c: &mut Conn, kind: Kind, name: &str, src: &mut dyn Read) -> Result<()> {
         let io = |e| Error::io("talk to", self.location.clone(), e);
         let begin = Self::req(Op::PutBegin, kind, name);
-        write_frame(&mut c.output, &begin.encode()).map_err(io)?;
+        c.send(&begin.encode()).map_err(io)?;
         let mut sent = vec![begin];
         let mut buf = vec![0u8; PUT_PIECE];
         let mut read_err = None;
@@ -213,7 +341,7 @@ impl RemoteStorage {
             }
             let mut r = Self::req(Op::PutData, kind, name);
             r.body = buf[..n].to_vec();
-            write_frame(&mut c.output, &r.encode()).map_err(io)?;
+            c.send(&r.encode()).map_err(io)?;
             r.body = Vec::new();
             sent.push(r);
             if n < buf.len() {
@@ -227,8 +355,7 @@ impl RemoteStorage {
         } else {
             Self::req(Op::PutEnd, kind, name)
         };
-        write_frame(&mut c.output, &end.encode()).map_err(io)?;
-        c.output.flush().map_err(io)?;
+        c.send(&end.encode()).map_err(io)?;
         sent.push(end);
         let mut first_err = read_err;
         for r in &sent {
