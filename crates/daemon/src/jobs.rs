@@ -230,8 +230,8 @@ pub fn run(
             } else {
                 let affected: Vec<&String> = r.affected_snapshots.keys().collect();
                 Err(format!(
-                    "{} problems ({}); snapshots affected: {}",
-                    r.errors.len(),
+                    "{} ({}); snapshots affected: {}",
+                    crate::status::count(r.errors.len(), "problem"),
                     r.errors
                         .iter()
                         .take(3)

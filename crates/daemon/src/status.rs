@@ -26,6 +26,15 @@ fn esc(s: &str) -> String {
     o
 }
 
+/// "1 problem", "3 problems".
+pub fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 /// "3 h 20 min", "2 d 4 h", "40 s".
 pub fn age(ns: i64) -> String {
     let s = (ns / 1_000_000_000).max(0);
@@ -213,17 +222,25 @@ fn page(s: &Server) -> String {
         }
         body.push_str("</section>");
     }
+    // Refusals of the last day (log lines start with their UTC time).
+    let day_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24);
     let alarms: Vec<String> = s
         .recent()
         .into_iter()
         .filter(|l| l.contains(" refused ") || l.contains("failed login"))
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .is_none_or(|t| t >= day_ago)
+        })
         .collect();
     if !alarms.is_empty() {
         bad_total += 1;
         let _ = write!(
             body,
-            "<section id=\"refusals\"><h2>Refused requests</h2><p class=\"bad\">{} refused requests or failed logins recently; the newest:</p><ul class=\"bad\">",
-            alarms.len()
+            "<section id=\"refusals\"><h2>Refused requests</h2><p class=\"bad\">{} or failed logins in the last day; the newest:</p><ul class=\"bad\">",
+            count(alarms.len(), "refused request")
         );
         for l in alarms.iter().rev().take(10) {
             let _ = write!(body, "<li>{}</li>", esc(l));
@@ -250,7 +267,11 @@ fn page(s: &Server) -> String {
         "<p class=\"summary {}\">{}</p>{body}<p class=\"meta\">As of {}. Times are when snapshots arrived here.</p></body></html>",
         if bad_total > 0 { "bad" } else { "ok" },
         if bad_total > 0 {
-            format!("{bad_total} problems need attention.")
+            format!(
+                "{} {} attention.",
+                count(bad_total, "problem"),
+                if bad_total == 1 { "needs" } else { "need" }
+            )
         } else {
             "All well.".to_string()
         },

@@ -604,6 +604,10 @@ fn jobs_status_page_and_metrics_show_flood_and_bit_rot() {
         assert!(dom.contains(want), "the page lacks {want:?}:\n{dom}");
     }
     // Red text is on the screen (the flood row, the failed verify).
+    // CAIRN_TEST_SCREENSHOT=FILE keeps the picture for a person to look at.
+    if let Some(keep) = std::env::var_os("CAIRN_TEST_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
     let red = red_pixels(&shot);
     assert!(red > 500, "only {red} red pixels in the screenshot");
     r.stop();

@@ -422,6 +422,21 @@ fn every_command_works_over_https_with_an_admin_token() {
     remote(&["backup", "--group", "pc:/src", "--tag", "second", s(&src)]);
     let snaps = remote(&["snapshots", "--json"]);
     assert_eq!(json(&snaps).as_array().unwrap().len(), 2, "{snaps}");
+    // The token from the environment instead of a file.
+    let mut c = env.cmd();
+    c.env("CAIRN_TOKEN", fs::read_to_string(&admin).unwrap())
+        .arg("--repo")
+        .arg(b.url())
+        .arg("--server-fingerprint")
+        .arg(&b.fingerprint)
+        .args(["snapshots", "--json"]);
+    assert_eq!(json(&run(c).expect(0).stdout).as_array().unwrap().len(), 2);
+    // Without any token: told what to do.
+    let mut c = env.cmd();
+    c.arg("--repo").arg(b.url()).arg("snapshots");
+    let r = run(c);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("needs a token"), "{}", r.stderr);
     let ls = remote(&["ls", "latest"]);
     assert!(ls.contains("d/a") || ls.contains("/a"), "{ls}");
     let diff = remote(&["diff", &first[..8], "latest"]);
