@@ -17,7 +17,8 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// Repository: a directory (default: $XDG_DATA_HOME/cairn/repo).
+    /// Repository: a directory (default: $XDG_DATA_HOME/cairn/repo),
+    /// https://box:8443/NAME, or ssh://[user@]host[:port]/path.
     #[arg(long, short = 'r', env = "CAIRN_REPO", global = true)]
     pub repo: Option<String>,
     /// Read the passphrase from this file (else $CAIRN_PASSWORD, else a prompt).
@@ -158,7 +159,7 @@ pub enum TokenCommand {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Speak the storage protocol on stdin and stdout (the only mode so far).
+    /// Speak the storage protocol on stdin and stdout (for HTTPS, see `cairn server`).
     #[arg(long, required = true)]
     pub stdio: bool,
     /// What the client may do.
