@@ -460,6 +460,7 @@ pub fn backup(
         repo.storage()
             .clean_staging(std::time::Duration::from_secs(STALE_STAGING_SECS));
         summary.packs_recovered = repo.recover_unindexed()? as u64;
+        repo.scope_dedup()?;
     }
     let cfg = repo.config().clone();
     let cutter = Cutter::new(

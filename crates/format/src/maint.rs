@@ -283,9 +283,36 @@ impl Receipt {
     }
 }
 
+/// The name of an origin mark: the pack's name, `-`, and the 16 hex
+/// digits of the uploader's tag. The tag is in the name so that one
+/// listing tells every pack's origin; the mark's body is a [`Receipt`]
+/// (when, and who by name).
+pub fn origin_name(pack: &crate::Id, tag: &[u8; 8]) -> String {
+    format!("{}-{}", pack.to_hex(), hex::encode(tag))
+}
+
+/// The pack and tag an origin mark's name gives.
+pub fn parse_origin_name(name: &str) -> Option<(crate::Id, [u8; 8])> {
+    let (pack, tag) = name.split_once('-')?;
+    let pack = crate::Id::from_hex(pack)?;
+    let tag: [u8; 8] = hex::decode(tag).ok()?.try_into().ok()?;
+    (name == origin_name(&pack, &tag)).then_some((pack, tag))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origin_names_parse_back_exactly() {
+        let id = crate::Id([7; 32]);
+        let n = origin_name(&id, &[0xab; 8]);
+        assert_eq!(n.len(), 64 + 1 + 16);
+        assert_eq!(parse_origin_name(&n), Some((id, [0xab; 8])));
+        assert_eq!(parse_origin_name(&n.to_uppercase()), None);
+        assert_eq!(parse_origin_name(&n[..70]), None);
+        assert_eq!(parse_origin_name(&id.to_hex()), None);
+    }
 
     #[test]
     fn lease_names_sort_by_generation_and_parse_back() {

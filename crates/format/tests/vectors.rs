@@ -990,6 +990,29 @@ fn v_receipt(cx: &mut Ctx) {
     assert_eq!(Receipt::decode(&f.bytes("encoded")).unwrap(), r);
 }
 
+fn v_origin(cx: &mut Ctx, pack: Id) {
+    let principal = "laptop";
+    let mut pre = b"cairn origin\0".to_vec();
+    pre.extend_from_slice(principal.as_bytes());
+    let tag: [u8; 8] = plain_hash(&pre)[..8].try_into().unwrap();
+    let name = cairn_format::maint::origin_name(&pack, &tag);
+    let mut v = Vector::new(
+        "origin",
+        "Origin marks (format 1.2, in progress): the object origins/<pack>-<tag>,\n\
+         written by a server before it publishes a pack a source uploaded;\n\
+         tag = BLAKE3(\"cairn origin\" 0x00 principal)[..8]; the body is a receipt.",
+    );
+    v.put("pack", hex(pack.0))
+        .put("principal", text(principal))
+        .put("tag", hex(tag))
+        .put("name", text(&name));
+    let f = cx.settle(&v);
+    assert_eq!(
+        cairn_format::maint::parse_origin_name(f.get("name").unwrap().trim_matches('"')),
+        Some((pack, tag))
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Snapshots.
 
@@ -1184,6 +1207,7 @@ fn vectors() {
     v_garbage(&mut cx, pack_id);
     v_protect(&mut cx);
     v_receipt(&mut cx);
+    v_origin(&mut cx, pack_id);
     let body = v_snapshot_body(&mut cx);
     v_snapshot_envelope(&mut cx, wrapped, blob_id(&tree.encode()), pack_size, &body);
 

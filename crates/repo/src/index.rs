@@ -195,8 +195,12 @@ impl Index {
     /// a condemned pack. Packs are loaded live ones first, so a blob with
     /// a live copy is found there.
     pub fn get_live(&self, id: &Id) -> Option<Location> {
-        self.get(id)
-            .filter(|l| !self.packs[l.pack as usize].condemned)
+        let live = |l: &Location| !self.packs[l.pack as usize].condemned;
+        match self.table.get(id) {
+            Some(l) if live(&l) => Some(l),
+            // A copy this run stored itself, beside one it may not use.
+            _ => self.recent.get(id).copied().filter(live),
+        }
     }
 
     /// Position of a bulk-loaded blob in ID order, with its location: a

@@ -243,6 +243,43 @@ impl Repo {
         Ok(n)
     }
 
+    /// Limits deduplication to packs this writer may trust: those the
+    /// storage lists to it (a box lists a source only its own packs and
+    /// the owner's) and, where origin marks are readable (the owner),
+    /// none that a source uploaded. Blobs only in other packs are stored
+    /// again, so garbage a source uploaded under a predicted ID never
+    /// ends up in this writer's snapshots. Returns the packs left out.
+    pub fn scope_dedup(&mut self) -> Result<usize> {
+        let listed: std::collections::HashSet<String> = self
+            .storage
+            .list(Kind::Pack)?
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        let marked: std::collections::HashSet<Id> = match self.storage.list(Kind::Origin) {
+            Ok(l) => l
+                .iter()
+                .filter_map(|o| cairn_format::maint::parse_origin_name(&o.name))
+                .map(|(p, _)| p)
+                .collect(),
+            // Behind a box, a source may not read marks: its listing is
+            // already scoped.
+            Err(cairn_storage::Error::Refused(_)) => Default::default(),
+            Err(e) => return Err(e.into()),
+        };
+        let out: Vec<Id> = self
+            .index
+            .packs()
+            .iter()
+            .filter(|p| !listed.contains(&p.id.to_hex()) || marked.contains(&p.id))
+            .map(|p| p.id)
+            .collect();
+        for p in &out {
+            self.index.condemn(p);
+        }
+        Ok(out.len())
+    }
+
     /// Writes one index file listing `packs` and adds them to the index.
     pub fn write_index(&mut self, packs: Vec<IndexPack>) -> Result<()> {
         if packs.is_empty() {

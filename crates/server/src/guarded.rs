@@ -159,6 +159,65 @@ impl GuardedStorage {
         }
     }
 
+    /// This caller's tag in origin marks.
+    fn tag(&self) -> [u8; 8] {
+        let mut b = b"cairn origin\0".to_vec();
+        b.extend_from_slice(self.principal.as_bytes());
+        let h = cairn_crypto::plain_hash(&b);
+        h[..8].try_into().expect("8 bytes")
+    }
+
+    /// Before a source's pack is published: the box's record of who
+    /// uploaded it, so that other writers do not deduplicate against what
+    /// this one stored (dedup poisoning). A pack already stored has the
+    /// same bytes as this upload, so it keeps whatever origin it has.
+    fn mark_origin(&self, kind: Kind, name: &str) -> Result<()> {
+        if kind != Kind::Pack || self.role == Role::Admin {
+            return Ok(());
+        }
+        match self.inner.size(Kind::Pack, name) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        let Some(id) = Id::from_hex(name) else {
+            return Ok(());
+        };
+        let r = cairn_format::maint::Receipt {
+            received_ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0),
+            sender: self.principal.clone(),
+        };
+        let mark = cairn_format::maint::origin_name(&id, &self.tag());
+        match self.inner.put(Kind::Origin, &mark, &r.encode()) {
+            Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The packs a put caller is shown: unmarked ones (the owner's, or
+    /// verified) and its own, never another source's.
+    fn scoped_packs(&self, all: Vec<ObjectInfo>) -> Result<Vec<ObjectInfo>> {
+        let mut foreign = std::collections::HashSet::new();
+        let mut own = std::collections::HashSet::new();
+        let tag = self.tag();
+        for o in self.inner.list(Kind::Origin)? {
+            if let Some((pack, t)) = cairn_format::maint::parse_origin_name(&o.name) {
+                if t == tag {
+                    own.insert(pack.to_hex());
+                } else {
+                    foreign.insert(pack.to_hex());
+                }
+            }
+        }
+        Ok(all
+            .into_iter()
+            .filter(|o| own.contains(&o.name) || !foreign.contains(&o.name))
+            .collect())
+    }
+
     /// Whether a put caller's range read of a pack stays inside the
     /// pack's plaintext tail (trailer, its length, end magic): what a
     /// backup reads to re-index the packs of an interrupted run. Index
@@ -303,6 +362,7 @@ impl Storage for GuardedStorage {
 
     fn put(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
         self.check_upload(kind, name, data)?;
+        self.mark_origin(kind, name)?;
         self.inner.put(kind, name, data)?;
         self.receipt(kind, name)
     }
@@ -346,12 +406,20 @@ impl Storage for GuardedStorage {
                 return Err(self.refuse(Op::Put, kind, name, why));
             }
         }
+        self.mark_origin(kind, name)?;
         self.inner.put_file(kind, name, file)?;
         self.receipt(kind, name)
     }
 
     fn list(&self, kind: Kind) -> Result<Vec<ObjectInfo>> {
         match decide(&self.role, Op::List, kind) {
+            Decision::Allow if kind == Kind::Pack && matches!(self.role, Role::Put(_)) => {
+                self.scoped_packs(self.inner.list(kind)?)
+            }
+            // Marks are the box's business; a source sees none.
+            Decision::Allow if kind == Kind::Origin && matches!(self.role, Role::Put(_)) => {
+                Ok(Vec::new())
+            }
             Decision::Allow => self.inner.list(kind),
             Decision::Deny(why) => Err(self.refuse(Op::List, kind, "", why)),
             Decision::OwnGroups => {

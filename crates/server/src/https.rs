@@ -33,7 +33,7 @@ pub fn kind_segment(kind: Kind) -> &'static str {
 pub fn kind_of_segment(s: &str) -> Option<Kind> {
     use Kind::*;
     [
-        Config, Key, Pack, Index, Snapshot, Lock, Garbage, Protect, Receipt,
+        Config, Key, Pack, Index, Snapshot, Lock, Garbage, Protect, Receipt, Origin,
     ]
     .into_iter()
     .find(|k| kind_segment(*k) == s)

@@ -90,6 +90,10 @@ pub fn decide(role: &Role, op: Op, kind: Kind) -> Decision {
             (_, Lock) => deny("take part in maintenance (leases)"),
             (_, Protect) => deny("touch protection marks"),
             (_, Receipt) => deny("read or write receipts (the server writes them)"),
+            // Listed as empty (see the guard): a source's listing of
+            // packs is scoped already.
+            (List, Origin) => Allow,
+            (_, Origin) => deny("read or write origin marks (the server writes them)"),
         },
     }
 }
@@ -146,7 +150,8 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    const KINDS: [Kind; 9] = [
+    const KINDS: [Kind; 10] = [
+        Kind::Origin,
         Kind::Receipt,
         Kind::Config,
         Kind::Key,

@@ -385,3 +385,177 @@ fn snapshot_flood_with_old_claimed_times_cannot_push_out_history() {
     // Receipts of forgotten snapshots went with them.
     assert_eq!(raw.list(Kind::Receipt).unwrap().len(), 1);
 }
+
+/// The box marks who uploaded each pack, and a put source is shown only
+/// its own packs and the owner's: it cannot deduplicate against what
+/// another source stored (the first step against dedup poisoning).
+#[test]
+fn packs_carry_their_origin_and_sources_see_only_their_own() {
+    let Setup {
+        dir,
+        raw,
+        owner_key,
+        put_key,
+        ..
+    } = setup();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), vec![3u8; 50_000]).unwrap();
+    let as_token = |name: &str| -> Arc<dyn Storage> {
+        Arc::new(GuardedStorage::new(
+            raw.clone(),
+            Role::Put(None),
+            name,
+            Arc::new(|_: &Refusal| {}),
+        ))
+    };
+    backup_as(
+        raw.clone(),
+        &owner_key,
+        &src,
+        "nas:/a",
+        &dir.path().join("c0"),
+    );
+    let owners: Vec<String> = raw
+        .list(Kind::Pack)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert!(
+        raw.list(Kind::Origin).unwrap().is_empty(),
+        "the owner's packs are unmarked"
+    );
+    std::fs::write(src.join("b"), vec![4u8; 50_000]).unwrap();
+    let laptop = as_token("laptop");
+    backup_as(
+        laptop.clone(),
+        &put_key,
+        &src,
+        "laptop:/a",
+        &dir.path().join("c1"),
+    );
+    let marks = raw.list(Kind::Origin).unwrap();
+    let all: Vec<String> = raw
+        .list(Kind::Pack)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    let laptops: Vec<&String> = all.iter().filter(|p| !owners.contains(p)).collect();
+    assert!(!laptops.is_empty());
+    assert_eq!(
+        marks.len(),
+        laptops.len(),
+        "one mark per pack the source uploaded"
+    );
+    for m in &marks {
+        let (pack, _) = cairn_format::maint::parse_origin_name(&m.name).unwrap();
+        assert!(laptops.contains(&&pack.to_hex()));
+        let r =
+            cairn_format::maint::Receipt::decode(&raw.get(Kind::Origin, &m.name).unwrap()).unwrap();
+        assert_eq!(r.sender, "laptop");
+    }
+    let seen = |s: &Arc<dyn Storage>| -> Vec<String> {
+        let mut v: Vec<String> = s
+            .list(Kind::Pack)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        v.sort();
+        v
+    };
+    let mut everything = all.clone();
+    everything.sort();
+    assert_eq!(
+        seen(&laptop),
+        everything,
+        "a source sees its own and the owner's packs"
+    );
+    let mut only_owner = owners.clone();
+    only_owner.sort();
+    assert_eq!(
+        seen(&as_token("desktop")),
+        only_owner,
+        "another source's packs are hidden"
+    );
+    // Marks are the box's: no source reads, lists or writes them.
+    assert!(laptop.list(Kind::Origin).unwrap().is_empty());
+    assert!(matches!(
+        laptop.get(Kind::Origin, &marks[0].name),
+        Err(Error::Refused(_))
+    ));
+    assert!(matches!(
+        laptop.put(Kind::Origin, &marks[0].name, b"x"),
+        Err(Error::Refused(_))
+    ));
+}
+
+/// Dedup poisoning, first half: a source uploads garbage under the ID of
+/// a file another machine will back up. That machine does not
+/// deduplicate against it: it stores its own copy. (The second half,
+/// readers and prune choosing the right copy, is still to come.)
+#[test]
+fn a_source_does_not_deduplicate_against_another_sources_garbage() {
+    use cairn_repo::{BlobKind, PackSink, write_index_file};
+    let Setup {
+        dir, raw, put_key, ..
+    } = setup();
+    let as_token = |name: &str| -> Arc<dyn Storage> {
+        Arc::new(GuardedStorage::new(
+            raw.clone(),
+            Role::Put(None),
+            name,
+            Arc::new(|_: &Refusal| {}),
+        ))
+    };
+    let victim_file = b"the victim's file, which the attacker can guess".repeat(100);
+    // The attacker, with its own token and a put-only key.
+    let mallory = as_token("mallory");
+    let m = Repo::open(
+        mallory.clone(),
+        &KeySource::File {
+            path: put_key.clone(),
+            passphrase: None,
+        },
+    )
+    .unwrap();
+    let x = m.blob_id(&victim_file);
+    let session = m.new_session().unwrap();
+    let garbage = m
+        .sealer(&session, 3)
+        .seal(BlobKind::Chunk, x, vec![], b"ransom note")
+        .unwrap();
+    let mut sink = PackSink::new(mallory.clone(), session.key_id, session.wrapped);
+    assert!(sink.add(&garbage).unwrap().is_none());
+    let poisoned = sink.finish_pack().unwrap().unwrap().publish().unwrap();
+    write_index_file(&*mallory, std::slice::from_ref(&poisoned)).unwrap();
+
+    // The victim backs up that file through its own token.
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), &victim_file).unwrap();
+    let laptop = as_token("laptop");
+    backup_as(laptop.clone(), &put_key, &src, "laptop:/src", &dir.path().join("c"));
+    // Its own packs hold a copy of the blob.
+    let own: Vec<String> = laptop
+        .list(Kind::Pack)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .filter(|n| *n != poisoned.pack.to_hex())
+        .collect();
+    assert!(!laptop.list(Kind::Pack).unwrap().iter().any(|o| o.name == poisoned.pack.to_hex()));
+    let has_copy = own.iter().any(|p| {
+        let id = cairn_format::Id::from_hex(p).unwrap();
+        let size = raw.size(Kind::Pack, p).unwrap();
+        cairn_repo::read_pack_trailer(&*raw, &id, size)
+            .unwrap()
+            .trailer
+            .entries
+            .iter()
+            .any(|e| e.id == x)
+    });
+    assert!(has_copy, "the victim deduplicated against the attacker's pack");
+}

@@ -111,6 +111,7 @@ pub fn kind_code(k: Kind) -> u8 {
         Kind::Garbage => 6,
         Kind::Protect => 7,
         Kind::Receipt => 8,
+        Kind::Origin => 9,
     }
 }
 
@@ -126,6 +127,7 @@ pub fn kind_of(b: u8) -> Option<Kind> {
         6 => Kind::Garbage,
         7 => Kind::Protect,
         8 => Kind::Receipt,
+        9 => Kind::Origin,
         _ => return None,
     })
 }

@@ -37,6 +37,8 @@ pub enum Kind {
     Protect,
     /// Receipts: when a server received a snapshot (format 1.1).
     Receipt,
+    /// Origin marks: which principal uploaded a pack (format 1.2).
+    Origin,
 }
 
 impl Kind {
@@ -52,6 +54,7 @@ impl Kind {
             Kind::Garbage => "garbage",
             Kind::Protect => "protected",
             Kind::Receipt => "receipts",
+            Kind::Origin => "origins",
         }
     }
 

@@ -248,7 +248,7 @@ impl Storage for LocalStorage {
         // the kind was ever written.
         if matches!(
             kind,
-            Kind::Garbage | Kind::Protect | Kind::Lock | Kind::Receipt
+            Kind::Garbage | Kind::Protect | Kind::Lock | Kind::Receipt | Kind::Origin
         ) && !dir.exists()
         {
             return Ok(out);
