@@ -537,7 +537,13 @@ fn a_source_does_not_deduplicate_against_another_sources_garbage() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("f"), &victim_file).unwrap();
     let laptop = as_token("laptop");
-    backup_as(laptop.clone(), &put_key, &src, "laptop:/src", &dir.path().join("c"));
+    backup_as(
+        laptop.clone(),
+        &put_key,
+        &src,
+        "laptop:/src",
+        &dir.path().join("c"),
+    );
     // Its own packs hold a copy of the blob.
     let own: Vec<String> = laptop
         .list(Kind::Pack)
@@ -546,7 +552,13 @@ fn a_source_does_not_deduplicate_against_another_sources_garbage() {
         .map(|o| o.name)
         .filter(|n| *n != poisoned.pack.to_hex())
         .collect();
-    assert!(!laptop.list(Kind::Pack).unwrap().iter().any(|o| o.name == poisoned.pack.to_hex()));
+    assert!(
+        !laptop
+            .list(Kind::Pack)
+            .unwrap()
+            .iter()
+            .any(|o| o.name == poisoned.pack.to_hex())
+    );
     let has_copy = own.iter().any(|p| {
         let id = cairn_format::Id::from_hex(p).unwrap();
         let size = raw.size(Kind::Pack, p).unwrap();
@@ -557,5 +569,8 @@ fn a_source_does_not_deduplicate_against_another_sources_garbage() {
             .iter()
             .any(|e| e.id == x)
     });
-    assert!(has_copy, "the victim deduplicated against the attacker's pack");
+    assert!(
+        has_copy,
+        "the victim deduplicated against the attacker's pack"
+    );
 }
