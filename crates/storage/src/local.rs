@@ -269,9 +269,13 @@ impl Storage for LocalStorage {
                 if !valid_name(&name) {
                     continue;
                 }
-                let m = e
-                    .metadata()
-                    .map_err(|err| Error::io("stat", e.path(), err))?;
+                let m = match e.metadata() {
+                    Ok(m) => m,
+                    // Deleted since the directory was read (a prune at
+                    // work): not there, as a listing a moment later says.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(err) => return Err(Error::io("stat", e.path(), err)),
+                };
                 if m.is_file() {
                     out.push(ObjectInfo {
                         name,

@@ -370,6 +370,15 @@ fn prune_rounds_while_backups_run() {
             }
             rounds
         });
+        // Stops the pruner however this thread leaves (a failed assertion
+        // included), so a failure is reported instead of hanging the run.
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop_guard = StopOnDrop(&stop);
         let mut states: Vec<(String, State)> = Vec::new();
         let mut refused = 0;
         for round in 0..24u64 {
