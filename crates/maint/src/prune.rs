@@ -411,6 +411,17 @@ fn sweep(
         }
         st.delete(Kind::Pack, &p.to_hex())?;
     }
+    // The origin marks of deleted packs go after them, never before: a
+    // source's pack without its mark would pass for the owner's. Marks
+    // of packs not deleted here stay, even without a pack: the box
+    // writes a mark just before the pack it marks.
+    for o in st.list(Kind::Origin)? {
+        if let Some((pack, _)) = cairn_format::maint::parse_origin_name(&o.name)
+            && delete.contains(&pack)
+        {
+            st.delete(Kind::Origin, &o.name)?;
+        }
+    }
     Ok(())
 }
 

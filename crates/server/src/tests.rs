@@ -428,7 +428,7 @@ fn packs_carry_their_origin_and_sources_see_only_their_own() {
     );
     std::fs::write(src.join("b"), vec![4u8; 50_000]).unwrap();
     let laptop = as_token("laptop");
-    backup_as(
+    let laptop_snap = backup_as(
         laptop.clone(),
         &put_key,
         &src,
@@ -490,6 +490,35 @@ fn packs_carry_their_origin_and_sources_see_only_their_own() {
         laptop.put(Kind::Origin, &marks[0].name, b"x"),
         Err(Error::Refused(_))
     ));
+    // Prune deletes the marks of the packs it deletes, after them.
+    cairn_maint::forget::forget_ids(
+        &*raw,
+        &[cairn_format::Id::from_hex(&laptop_snap).unwrap()],
+        false,
+    )
+    .unwrap();
+    let opts = cairn_maint::prune::PruneOptions {
+        grace: std::time::Duration::ZERO,
+        holder: "test".into(),
+        ..Default::default()
+    };
+    let r = cairn_maint::prune::prune(raw.clone(), &opts).unwrap();
+    assert!(r.deleted_packs > 0, "{r:?}");
+    let left: Vec<String> = raw
+        .list(Kind::Pack)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    for m in raw.list(Kind::Origin).unwrap() {
+        let (pack, _) = cairn_format::maint::parse_origin_name(&m.name).unwrap();
+        assert!(
+            left.contains(&pack.to_hex()),
+            "mark {} outlived its pack",
+            m.name
+        );
+    }
+    assert!(raw.list(Kind::Origin).unwrap().len() < marks.len());
 }
 
 /// Dedup poisoning, first half: a source uploads garbage under the ID of
