@@ -47,11 +47,9 @@ pub fn ensure(config: &Config) -> Result<CertFiles> {
     }
     std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
     let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
-    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-        let h = h.trim();
-        if !h.is_empty() {
-            names.push(h.to_string());
-        }
+    let h = crate::jobs::hostname();
+    if !h.is_empty() {
+        names.push(h);
     }
     if !config.listen.ip().is_unspecified() {
         names.push(config.listen.ip().to_string());

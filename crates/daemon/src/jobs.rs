@@ -318,7 +318,8 @@ pub fn spawn(server: Arc<Server>, mut stop: tokio::sync::watch::Receiver<bool>) 
     });
 }
 
-fn hostname() -> String {
+/// This machine's host name, for lease holders and the certificate.
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cairn_server::https::{Endpoint, HttpsStorage};
 use cairn_server::testkit::{Setup, backup_as, fingerprint, setup};
-use cairn_server::tls::{Trust, Verifier};
+use cairn_server::tls::Trust;
 use cairn_storage::{Error, Kind, Storage};
 
 use crate::config::Config;
@@ -59,6 +59,15 @@ fn client(r: &Running, token: &str, dir: &Path) -> Arc<dyn Storage> {
     client_with(r, token, Trust::Pinned(r.fingerprint.unwrap()), dir)
 }
 
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
+
+/// A TLS connection to `addr`, its certificate pinned to `fp`.
+fn tls(tcp: std::net::TcpStream, fp: [u8; 32]) -> TlsStream {
+    let cfg = cairn_server::tls::client_config(Trust::Pinned(fp), "test", Arc::default()).unwrap();
+    let conn = rustls::ClientConnection::new(cfg, "localhost".try_into().unwrap()).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
 /// One raw exchange over TLS (pinned), from `from` if given; returns the
 /// status code and the whole response text.
 fn raw_from(addr: SocketAddr, fp: [u8; 32], from: Option<&str>, req: &[u8]) -> (u16, String) {
@@ -74,16 +83,7 @@ fn raw_from(addr: SocketAddr, fp: [u8; 32], from: Option<&str>, req: &[u8]) -> (
         }
     };
     tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let verifier = Verifier::new(Trust::Pinned(fp), "test", Arc::default()).unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(cairn_server::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    let conn =
-        rustls::ClientConnection::new(Arc::new(cfg), "localhost".try_into().unwrap()).unwrap();
-    let mut s = rustls::StreamOwned::new(conn, tcp);
+    let mut s = tls(tcp, fp);
     s.write_all(req).unwrap();
     s.flush().unwrap();
     let mut out = Vec::new();
@@ -308,17 +308,7 @@ fn bad_requests_get_clear_refusals_and_the_box_keeps_serving() {
     assert_eq!(c, 408, "{t}");
     assert!(t.contains("abandoned"), "{t}");
     {
-        let tcp = std::net::TcpStream::connect(r.addr).unwrap();
-        let verifier = Verifier::new(Trust::Pinned(fp), "t", Arc::default()).unwrap();
-        let cfg = rustls::ClientConfig::builder_with_provider(cairn_server::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
-        let conn =
-            rustls::ClientConnection::new(Arc::new(cfg), "localhost".try_into().unwrap()).unwrap();
-        let mut st = rustls::StreamOwned::new(conn, tcp);
+        let mut st = tls(std::net::TcpStream::connect(r.addr).unwrap(), fp);
         st.write_all(
             format!("PUT /v1/home/data/{pack} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {put}\r\nContent-Length: 20000000\r\n\r\n").as_bytes(),
         )
@@ -848,36 +838,25 @@ fn silent_connections_are_closed() {
     let open = || {
         let tcp = std::net::TcpStream::connect(r.addr).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let verifier = Verifier::new(Trust::Pinned(fp), "t", Arc::default()).unwrap();
-        let cfg = rustls::ClientConfig::builder_with_provider(cairn_server::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
-        let conn =
-            rustls::ClientConnection::new(Arc::new(cfg), "localhost".try_into().unwrap()).unwrap();
-        let mut st = rustls::StreamOwned::new(conn, tcp);
+        let mut st = tls(tcp, fp);
         while st.conn.is_handshaking() {
             st.conn.complete_io(&mut st.sock).unwrap();
         }
         st
     };
-    let closed_within =
-        |st: &mut rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
-         limit: Duration| {
-            let t = Instant::now();
-            let mut buf = [0u8; 4096];
-            loop {
-                match st.read(&mut buf) {
-                    Ok(0) | Err(_) => return t.elapsed() < limit,
-                    Ok(_) => {}
-                }
-                if t.elapsed() > limit {
-                    return false;
-                }
+    let closed_within = |st: &mut TlsStream, limit: Duration| {
+        let t = Instant::now();
+        let mut buf = [0u8; 4096];
+        loop {
+            match st.read(&mut buf) {
+                Ok(0) | Err(_) => return t.elapsed() < limit,
+                Ok(_) => {}
             }
-        };
+            if t.elapsed() > limit {
+                return false;
+            }
+        }
+    };
     // Silent after the handshake.
     let mut a = open();
     assert!(

@@ -459,8 +459,11 @@ pub fn backup(
         }
         repo.storage()
             .clean_staging(std::time::Duration::from_secs(STALE_STAGING_SECS));
-        summary.packs_recovered = repo.recover_unindexed()? as u64;
-        repo.scope_dedup()?;
+        // One listing serves both: packs an interrupted run left unindexed,
+        // and the packs this writer may deduplicate against.
+        let packs = repo.storage().list(cairn_storage::Kind::Pack)?;
+        summary.packs_recovered = repo.recover_unindexed(&packs)? as u64;
+        repo.scope_dedup(&packs)?;
     }
     let cfg = repo.config().clone();
     let cutter = Cutter::new(

@@ -13,7 +13,7 @@ use cairn_format::pack::{PACK_MAGIC, TAIL_FIXED, WRAPPED_LEN, decode_trailer_at,
 use cairn_format::snapshot::{Body, Envelope};
 use cairn_format::tree::Tree;
 use cairn_format::{Id, index};
-use cairn_storage::{Kind, Storage};
+use cairn_storage::{Kind, ObjectInfo, Storage};
 
 use crate::blobs::open_record;
 use crate::garbage::Condemned;
@@ -220,10 +220,11 @@ impl Repo {
 
     /// Finds packs that no index file lists (left by an interrupted backup),
     /// reads their trailers, and indexes them so their blobs are reused
-    /// instead of uploaded again. Returns the number of packs recovered.
-    pub fn recover_unindexed(&mut self) -> Result<usize> {
+    /// instead of uploaded again; `listed` is the storage's pack listing.
+    /// Returns the number of packs recovered.
+    pub fn recover_unindexed(&mut self, listed: &[ObjectInfo]) -> Result<usize> {
         let mut found = Vec::new();
-        for obj in self.storage.list(Kind::Pack)? {
+        for obj in listed {
             let Some(id) = Id::from_hex(&obj.name) else {
                 continue;
             };
@@ -248,14 +249,11 @@ impl Repo {
     /// the owner's) and, where origin marks are readable (the owner),
     /// none that a source uploaded. Blobs only in other packs are stored
     /// again, so garbage a source uploaded under a predicted ID never
-    /// ends up in this writer's snapshots. Returns the packs left out.
-    pub fn scope_dedup(&mut self) -> Result<usize> {
-        let listed: std::collections::HashSet<String> = self
-            .storage
-            .list(Kind::Pack)?
-            .into_iter()
-            .map(|o| o.name)
-            .collect();
+    /// ends up in this writer's snapshots. `listed` is the storage's pack
+    /// listing. Returns the packs left out.
+    pub fn scope_dedup(&mut self, listed: &[ObjectInfo]) -> Result<usize> {
+        let listed: std::collections::HashSet<&str> =
+            listed.iter().map(|o| o.name.as_str()).collect();
         let marked: std::collections::HashSet<Id> = match self.storage.list(Kind::Origin) {
             Ok(l) => l
                 .iter()
@@ -271,7 +269,7 @@ impl Repo {
             .index
             .packs()
             .iter()
-            .filter(|p| !listed.contains(&p.id.to_hex()) || marked.contains(&p.id))
+            .filter(|p| !listed.contains(p.id.to_hex().as_str()) || marked.contains(&p.id))
             .map(|p| p.id)
             .collect();
         for p in &out {

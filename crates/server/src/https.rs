@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use cairn_storage::{Error, Kind, ObjectInfo, Result, Storage};
 use rustls::pki_types::ServerName;
 
-use crate::tls::{Trust, Verdict, Verifier};
+use crate::tls::{Trust, Verdict};
 
 /// The path segment of a kind in the API.
 pub fn kind_segment(kind: Kind) -> &'static str {
@@ -203,27 +203,15 @@ impl HttpsStorage {
     ) -> Result<HttpsStorage> {
         let verdict: Verdict = Arc::default();
         let tls = if endpoint.tls {
-            let verifier =
-                Verifier::new(trust, &endpoint.authority(), verdict.clone()).map_err(|e| {
-                    Error::io(
-                        "set up TLS for",
-                        endpoint.authority(),
-                        std::io::Error::other(e),
-                    )
-                })?;
-            let cfg = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-                .with_safe_default_protocol_versions()
+            let cfg = crate::tls::client_config(trust, &endpoint.authority(), verdict.clone())
                 .map_err(|e| {
                     Error::io(
                         "set up TLS for",
                         endpoint.authority(),
                         std::io::Error::other(e),
                     )
-                })?
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_no_client_auth();
-            Some(Arc::new(cfg))
+                })?;
+            Some(cfg)
         } else {
             None
         };

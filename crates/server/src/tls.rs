@@ -46,6 +46,22 @@ pub fn parse_fingerprint(s: &str) -> Result<[u8; 32], String> {
     })
 }
 
+/// A client config that checks the server of `host` (`host:port`) by
+/// `trust`; `verdict` receives the reason for a refused certificate.
+pub fn client_config(
+    trust: Trust,
+    host: &str,
+    verdict: Verdict,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let verifier = Verifier::new(trust, host, verdict)?;
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
 /// The provider every TLS endpoint of Cairn uses.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

@@ -147,16 +147,7 @@ fn tree_bytes(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
 fn ransomware_with_a_put_token_over_https_harms_nothing() {
     let env = Env::new();
     env.ok(&["init"]);
-    let key = env.path("laptop.key");
-    env.ok(&[
-        "key",
-        "add",
-        "--role",
-        "put-only",
-        "--no-password",
-        "-o",
-        s(&key),
-    ]);
+    let key = env.put_only_key("laptop.key");
     let b = start_box(&env, 0, "a");
     let put = make_token(&env, "laptop", "put", Some("laptop:*"));
     let src = env.path("home");
@@ -286,16 +277,7 @@ fn ransomware_with_a_put_token_over_https_harms_nothing() {
 fn eight_sources_concurrently_survive_a_killed_box() {
     let env = Env::new();
     env.ok(&["init"]);
-    let key = env.path("src.key");
-    env.ok(&[
-        "key",
-        "add",
-        "--role",
-        "put-only",
-        "--no-password",
-        "-o",
-        s(&key),
-    ]);
+    let key = env.put_only_key("src.key");
     let mut b = start_box(&env, 0, "a");
     let shared = pseudo(2 << 20, 99);
     let mut srcs = Vec::new();
@@ -473,16 +455,7 @@ fn every_command_works_over_https_with_an_admin_token() {
 fn a_box_reset_to_an_older_copy_is_noticed() {
     let env = Env::new();
     env.ok(&["init"]);
-    let key = env.path("laptop.key");
-    env.ok(&[
-        "key",
-        "add",
-        "--role",
-        "put-only",
-        "--no-password",
-        "-o",
-        s(&key),
-    ]);
+    let key = env.put_only_key("laptop.key");
     let b = start_box(&env, 0, "a");
     let put = make_token(&env, "laptop", "put", None);
     let src = env.path("home");

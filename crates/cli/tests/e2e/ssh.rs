@@ -98,16 +98,7 @@ fn user() -> String {
 fn put_source_over_ssh_backs_up_but_cannot_delete() {
     let env = Env::new();
     env.ok(&["init"]);
-    let key = env.path("laptop.key");
-    env.ok(&[
-        "key",
-        "add",
-        "--role",
-        "put-only",
-        "--no-password",
-        "-o",
-        s(&key),
-    ]);
+    let key = env.put_only_key("laptop.key");
     let cairn = env!("CARGO_BIN_EXE_cairn");
     let forced = format!(
         "{cairn} --repo {} serve --stdio --role put --group laptop:* --name laptop",

@@ -85,6 +85,22 @@ impl Env {
     pub fn ok(&self, args: &[&str]) -> String {
         self.run(args).expect(0).stdout
     }
+
+    /// Writes a put-only key without passphrase to `name` in the test
+    /// directory (for a source) and returns its path.
+    pub fn put_only_key(&self, name: &str) -> PathBuf {
+        let key = self.path(name);
+        self.ok(&[
+            "key",
+            "add",
+            "--role",
+            "put-only",
+            "--no-password",
+            "-o",
+            s(&key),
+        ]);
+        key
+    }
 }
 
 /// Runs a prepared command.
