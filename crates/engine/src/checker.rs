@@ -131,12 +131,18 @@ pub fn check(
             ));
         }
     }
+    let mut bad_copies: BadCopies = HashMap::new();
     if !bad_packs.is_empty() {
-        index.scan(|id, loc| {
+        let mut mark = |id: &Id, loc: &Location| {
             if bad_packs.contains(&loc.pack) {
-                damaged.insert(*id, format!("in damaged pack {}", index.pack(loc.pack).id));
+                bad_copies.entry(*id).or_default().push((
+                    loc.pack,
+                    format!("in damaged pack {}", index.pack(loc.pack).id),
+                ));
             }
-        })?;
+        };
+        index.scan(&mut mark)?;
+        index.scan_other_copies(&mut mark);
     }
 
     // Data: read every pack in full.
@@ -148,9 +154,10 @@ pub fn check(
             cancel,
             &bad_packs,
             &mut rep,
-            &mut damaged,
+            &mut bad_copies,
         )?;
     }
+    sort_copies(repo, bad_copies, &mut damaged, &mut rep.notes);
 
     // Snapshots and trees.
     let (snaps, bad) = Repo::list_snapshots(&**repo.storage())?;
@@ -208,6 +215,46 @@ pub fn check(
     Ok(rep)
 }
 
+/// Damaged copies of blobs: the pack position of each, and what is wrong.
+type BadCopies = HashMap<Id, Vec<(u32, String)>>;
+
+/// A blob is damaged when every copy of it is. A damaged copy beside an
+/// intact one loses nothing (readers fall back on the intact one), but
+/// is worth a note: it is bit rot, or garbage a source of a server
+/// stored under the ID of content it guessed (dedup poisoning).
+fn sort_copies(
+    repo: &Repo,
+    bad: BadCopies,
+    damaged: &mut HashMap<Id, String>,
+    notes: &mut Vec<String>,
+) {
+    let index = repo.index();
+    let mut bad: Vec<_> = bad.into_iter().collect();
+    bad.sort_by_key(|b| b.0);
+    for (id, fails) in bad {
+        let packs: HashSet<u32> = fails.iter().map(|f| f.0).collect();
+        let other = index
+            .get(&id)
+            .into_iter()
+            .chain(index.other_copies(&id))
+            .find(|l| !packs.contains(&l.pack));
+        match other {
+            Some(l) => {
+                for (pack, why) in fails {
+                    notes.push(format!(
+                        "blob {id}: its copy in pack {} is damaged or forged ({why}); restores use its copy in pack {}",
+                        index.pack(pack).id,
+                        index.pack(l.pack).id
+                    ));
+                }
+            }
+            None => {
+                damaged.entry(id).or_insert_with(|| fails[0].1.clone());
+            }
+        }
+    }
+}
+
 /// Lists every path of snapshot `snap` that uses a damaged blob.
 fn trace(
     repo: &Repo,
@@ -251,7 +298,7 @@ const WINDOW: u64 = 2 << 20;
 const PACKS_PER_ROUND: usize = 64;
 
 /// Errors, damaged blobs, packs read, blobs authenticated.
-type Found = (Vec<String>, Vec<(Id, String)>, usize, usize);
+type Found = (Vec<String>, Vec<(Id, u32, String)>, usize, usize);
 
 fn read_packs(
     repo: &Repo,
@@ -260,7 +307,7 @@ fn read_packs(
     cancel: &AtomicBool,
     bad_packs: &HashSet<u32>,
     rep: &mut CheckReport,
-    damaged: &mut HashMap<Id, String>,
+    bad_copies: &mut BadCopies,
 ) -> Result<()> {
     let index = repo.index();
     let threads = crate::threads(opts.threads);
@@ -275,11 +322,13 @@ fn read_packs(
         }
         let round = first..(first + PACKS_PER_ROUND).min(total);
         let mut by_pack: Vec<Vec<(Id, Location)>> = vec![Vec::new(); round.len()];
-        index.scan(|id, loc| {
+        let mut gather = |id: &Id, loc: &Location| {
             if round.contains(&(loc.pack as usize)) {
                 by_pack[loc.pack as usize - first].push((*id, *loc));
             }
-        })?;
+        };
+        index.scan(&mut gather)?;
+        index.scan_other_copies(&mut gather);
         for v in &mut by_pack {
             v.sort_by_key(|e| e.1.offset);
         }
@@ -304,7 +353,7 @@ fn read_packs(
                         let r = check_pack(repo, i, &by_pack[k], progress);
                         let mut f = found.lock().unwrap_or_else(|p| p.into_inner());
                         f.0.extend(r.0);
-                        f.1.extend(r.1);
+                        f.1.extend(r.1.into_iter().map(|(id, why)| (id, i, why)));
                         f.2 += 1;
                         f.3 += r.2;
                     }
@@ -314,8 +363,8 @@ fn read_packs(
     }
     let (errs, bad, packs, blobs) = found.into_inner().unwrap_or_else(|p| p.into_inner());
     rep.errors.extend(errs);
-    for (id, why) in bad {
-        damaged.entry(id).or_insert(why);
+    for (id, pack, why) in bad {
+        bad_copies.entry(id).or_default().push((pack, why));
     }
     rep.packs_read = packs;
     rep.blobs_read = blobs;

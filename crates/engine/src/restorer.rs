@@ -89,6 +89,8 @@ struct Shared {
 struct Seen {
     path: Arc<Path>,
     offset: u64,
+    /// Its length as decoded (the index may know copies of other lengths).
+    len: usize,
     /// The chunk is all zeros, written as a hole: nothing to copy.
     zero: bool,
 }
@@ -391,18 +393,23 @@ impl Plan<'_> {
         let mut cuts = vec![(0usize, 0u64)];
         let mut off = 0u64;
         let mut since = 0u64;
+        let mut forged = false;
         for (i, id) in n.content.iter().enumerate() {
             if since >= PART_BYTES {
                 cuts.push((i, off));
                 since = 0;
             }
-            let len = self
-                .index
-                .get(id)
-                .map(|l| u64::from(l.raw_len))
-                .unwrap_or(0);
-            off += len;
-            since += len;
+            let raw = self.index.get(id).map(|l| l.raw_len).unwrap_or(0);
+            // Copies of one blob that disagree on its length (one was
+            // forged): parts of a split file could not be placed, so the
+            // file is written in one part, at the lengths read.
+            forged |= self.index.has_other_copies()
+                && self.index.other_copies(id).any(|l| l.raw_len != raw);
+            off += u64::from(raw);
+            since += u64::from(raw);
+        }
+        if forged {
+            cuts.truncate(1);
         }
         let split = cuts.len() > 1;
         if split {
@@ -544,21 +551,19 @@ impl Worker<'_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
-            .map(|s| (s.path.clone(), s.offset, s.zero));
-        if let Some((path, offset, zero)) = copy
-            && let Some(len) = self.reader.raw_len(id)
-        {
+            .map(|s| (s.path.clone(), s.offset, s.len, s.zero));
+        if let Some((path, offset, len, zero)) = copy {
             if zero {
                 self.data.clear();
-                self.data.resize(len as usize, 0);
+                self.data.resize(len, 0);
                 self.zero = true;
                 self.holds = Some(*id);
                 return Ok(false);
             }
-            if read_back(&path, offset, len as usize, &mut self.data).is_ok() {
+            if read_back(&path, offset, len, &mut self.data).is_ok() {
                 self.zero = false;
                 self.holds = Some(*id);
-                shared.with(|s| s.bytes_copied += u64::from(len));
+                shared.with(|s| s.bytes_copied += len as u64);
                 return Ok(false);
             }
         }
@@ -710,6 +715,7 @@ fn write_part(
                 Seen {
                     path: file.dest.clone(),
                     offset: pos,
+                    len: data.len(),
                     zero: w.zero,
                 },
             );

@@ -24,8 +24,9 @@ pub use id::Id;
 pub const FORMAT_MAJOR: u32 = 1;
 /// Minor format version: additions an older reader of the same major can
 /// safely ignore (new optional fields, new object kinds). 1 added leases,
-/// garbage records and protection marks (`docs/format.md`, "Versions").
-pub const FORMAT_MINOR: u32 = 1;
+/// garbage records and protection marks; 2 added origin marks
+/// (`docs/format.md`, "Versions").
+pub const FORMAT_MINOR: u32 = 2;
 
 #[cfg(test)]
 mod proptests;

@@ -159,8 +159,16 @@ pub fn walk_with(
         if reach.blobs.insert(r) {
             stack.push((*root, loc));
         }
-        while let Some((id, loc)) = stack.pop() {
-            if loc.kind != Kind2::Tree {
+        while let Some((id, primary)) = stack.pop() {
+            // Every copy that says it is a tree is walked, and their edges
+            // joined: a source of a server may have stored a forged copy
+            // first, with other edges or another kind, and a walk that
+            // believed it would miss what the true copy needs.
+            let copies: Vec<Location> = std::iter::once(primary)
+                .chain(index.other_copies(&id))
+                .filter(|l| l.kind == Kind2::Tree)
+                .collect();
+            if copies.is_empty() {
                 damage(
                     what,
                     &id,
@@ -175,33 +183,38 @@ pub fn walk_with(
             if reach.trees.is_multiple_of(4096) {
                 tick()?;
             }
-            let refs = match tree_refs(storage, index, &id, &loc) {
-                Ok(r) => r,
-                Err(Error::Untrusted(why)) => {
-                    damage(what, &id, why)?;
-                    continue;
-                }
-                Err(Error::Storage(e)) if !stop => {
-                    damage(what, &id, format!("tree {}: {e}", id.short()))?;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            for child in refs {
-                let Some((r, cl)) = index.rank(&child) else {
-                    damage(
-                        what,
-                        &child,
-                        format!(
-                            "blob {} referenced by tree {} is in no index (a missing pack or index file)",
-                            child.short(),
-                            id.short()
-                        ),
-                    )?;
-                    continue;
+            for loc in &copies {
+                let refs = match tree_refs(storage, index, &id, loc) {
+                    Ok(r) => r,
+                    Err(Error::Untrusted(why)) => {
+                        damage(what, &id, why)?;
+                        continue;
+                    }
+                    Err(Error::Storage(e)) if !stop => {
+                        damage(what, &id, format!("tree {}: {e}", id.short()))?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
                 };
-                if reach.blobs.insert(r) && cl.kind == Kind2::Tree {
-                    stack.push((child, cl));
+                for child in refs {
+                    let Some((r, cl)) = index.rank(&child) else {
+                        damage(
+                            what,
+                            &child,
+                            format!(
+                                "blob {} referenced by tree {} is in no index (a missing pack or index file)",
+                                child.short(),
+                                id.short()
+                            ),
+                        )?;
+                        continue;
+                    };
+                    if reach.blobs.insert(r)
+                        && (cl.kind == Kind2::Tree
+                            || index.other_copies(&child).any(|l| l.kind == Kind2::Tree))
+                    {
+                        stack.push((child, cl));
+                    }
                 }
             }
         }

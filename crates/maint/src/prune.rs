@@ -26,7 +26,7 @@ use cairn_format::index::IndexPack;
 use cairn_format::maint::Garbage;
 use cairn_repo::garbage::{read_garbage, write_garbage};
 use cairn_repo::{
-    LoadedIndex, PackSink, Repo, SealedBlob, TableLimits, load_index_tiered, now_ns,
+    LoadedIndex, Location, PackSink, Repo, SealedBlob, TableLimits, load_index_tiered, now_ns,
     read_index_file, read_pack_trailer, write_index_file,
 };
 use cairn_storage::{Kind, Storage};
@@ -132,6 +132,19 @@ pub fn prune(storage: Arc<dyn Storage>, opts: &PruneOptions) -> Result<PruneRepo
         return Err(Error::Input(
             "--max-unused must be a share between 0% and 100%".into(),
         ));
+    }
+    // A newer minor version may add objects that keep blobs alive, or
+    // copies that must not be merged: a prune that does not know them
+    // could delete what a snapshot needs.
+    let config = cairn_repo::read_config(&*storage)?;
+    if config.minor > cairn_format::FORMAT_MINOR {
+        return Err(Error::Input(format!(
+            "the repository is format {}.{}, newer than this build's {}.{}: an older prune could delete what newer writers rely on; upgrade cairn",
+            config.major,
+            config.minor,
+            cairn_format::FORMAT_MAJOR,
+            cairn_format::FORMAT_MINOR
+        )));
     }
     let mut lease = if opts.dry_run {
         None
@@ -271,10 +284,29 @@ fn run(
         .map(|s| (s.envelope.root, format!("snapshot {}", s.id.short())))
         .collect();
     let reach: Reach = walk(st, &index, &roots, &mut || ensure(lease))?;
+    let origins = read_origins(st)?;
+    let tag_of = |pos: u32| origins.get(&index.pack(pos).id).copied();
+    let mut keep = Kept::default();
     let mut used = vec![0u64; index.packs().len()];
-    index.scan_ranked(|r, _, l| {
-        if reach.blobs.contains(r) {
+    index.scan_ranked(|r, id, l| {
+        if !reach.blobs.contains(r) {
+            return;
+        }
+        if !index.has_other_copies() {
             used[l.pack as usize] += u64::from(l.length);
+            return;
+        }
+        let copies: Vec<Location> = std::iter::once(*l).chain(index.other_copies(id)).collect();
+        let tags: Vec<Option<[u8; 8]>> = copies.iter().map(|c| tag_of(c.pack)).collect();
+        for (i, (c, k)) in copies.iter().zip(keep_copies(&tags)).enumerate() {
+            if k {
+                used[c.pack as usize] += u64::from(c.length);
+                if i > 0 {
+                    keep.others.insert((c.pack, c.offset));
+                }
+            } else if i == 0 {
+                keep.not_primary.insert(r);
+            }
         }
     })?;
     report.blobs = index.ranked_len() as u64;
@@ -326,7 +358,13 @@ fn run(
             .map(|&pos| index.pack(pos).id)
             .collect::<Vec<Id>>()
     } else {
-        repack_packs(storage, lease, &index, &reach, &repack, &mut report)?
+        let ctx = RepackCtx {
+            index: &index,
+            reach: &reach,
+            keep: &keep,
+            origins: &origins,
+        };
+        repack_packs(storage, lease, &ctx, &repack, &mut report)?
     };
     condemn.append(&mut repacked);
     report.condemned_packs = condemn.len();
@@ -425,31 +463,115 @@ fn sweep(
     Ok(())
 }
 
+/// The origin tag of every marked pack (`docs/format.md`, "Origin
+/// marks"). A pack marked twice (two sources uploaded the same bytes at
+/// once, which random session keys make impossible in practice) keeps
+/// the first tag listed.
+fn read_origins(st: &dyn Storage) -> Result<HashMap<Id, [u8; 8]>> {
+    let mut out = HashMap::new();
+    for o in st.list(Kind::Origin)? {
+        if let Some((pack, tag)) = cairn_format::maint::parse_origin_name(&o.name) {
+            out.entry(pack).or_insert(tag);
+        }
+    }
+    Ok(out)
+}
+
+/// Which copies of the needed blobs stored more than once are kept,
+/// beyond the primary copy of every needed blob.
+#[derive(Default)]
+struct Kept {
+    /// Ranks whose primary copy is not kept.
+    not_primary: HashSet<usize>,
+    /// Other copies kept, by pack position and offset.
+    others: HashSet<(u32, u64)>,
+}
+
+/// Which copies of one needed blob prune keeps, given each copy's origin
+/// tag (`None`: unmarked) in load order, so live packs first.
+///
+/// Prune has no key, so it cannot tell a true copy from garbage a source
+/// stored under the same ID. An unmarked copy was written by the owner
+/// and is trusted: it alone is kept. Otherwise one copy per origin is
+/// kept: the copy of the source whose snapshot needs the blob is among
+/// them, whatever another source stored (`docs/format.md`, "Garbage
+/// collection").
+fn keep_copies(tags: &[Option<[u8; 8]>]) -> Vec<bool> {
+    if let Some(i) = tags.iter().position(|t| t.is_none()) {
+        return (0..tags.len()).map(|j| j == i).collect();
+    }
+    let mut seen = HashSet::new();
+    tags.iter().map(|t| seen.insert(*t)).collect()
+}
+
+/// What repacking needs to know.
+struct RepackCtx<'a> {
+    index: &'a cairn_repo::Index,
+    reach: &'a Reach,
+    keep: &'a Kept,
+    origins: &'a HashMap<Id, [u8; 8]>,
+}
+
+impl RepackCtx<'_> {
+    /// Whether the record of `id` at `offset` in the pack at `pos` is a
+    /// copy prune keeps.
+    fn wanted(&self, pos: u32, id: &Id, offset: u64) -> bool {
+        let Some((r, l)) = self.index.rank(id) else {
+            return false;
+        };
+        if !self.reach.blobs.contains(r) {
+            return false;
+        }
+        if l.pack == pos && l.offset == offset {
+            !self.keep.not_primary.contains(&r)
+        } else {
+            self.keep.others.contains(&(pos, offset))
+        }
+    }
+}
+
 /// Bytes of records read at once while repacking.
 const REPACK_WINDOW: u64 = 4 << 20;
 
 /// Copies the needed records of `packs` into new packs (one sink per
-/// session key, since a pack's records share one key), publishes them and
-/// an index file listing them, and returns the packs now safe to condemn.
+/// session key, since a pack's records share one key, and per origin, so
+/// that a source's records never land in a pack of someone else's),
+/// publishes them and an index file listing them, and returns the packs
+/// now safe to condemn.
 fn repack_packs(
     storage: &Arc<dyn Storage>,
     lease: &mut Option<LeaseGuard>,
-    index: &cairn_repo::Index,
-    reach: &Reach,
+    ctx: &RepackCtx<'_>,
     packs: &[u32],
     report: &mut PruneReport,
 ) -> Result<Vec<Id>> {
     let st: &dyn Storage = &**storage;
-    let mut by_key: HashMap<[u8; 16], Vec<u32>> = HashMap::new();
+    let index = ctx.index;
+    type Group = ([u8; 16], Option<[u8; 8]>);
+    let mut by_key: HashMap<Group, Vec<u32>> = HashMap::new();
     for &pos in packs {
-        by_key.entry(index.pack(pos).key_id).or_default().push(pos);
+        let p = index.pack(pos);
+        let tag = ctx.origins.get(&p.id).copied();
+        by_key.entry((p.key_id, tag)).or_default().push(pos);
     }
     let mut keys: Vec<_> = by_key.into_iter().collect();
     keys.sort();
     let mut done = Vec::new();
     let mut buf = Vec::new();
-    for (key_id, list) in keys {
+    for ((key_id, tag), list) in keys {
         let info = index.pack(list[0]);
+        // The copies carry the origin of what they copy: a mark written
+        // before each is published, so it never passes for the owner's.
+        let mark = match tag {
+            Some(t) => Some((
+                t,
+                st.get(
+                    Kind::Origin,
+                    &cairn_format::maint::origin_name(&info.id, &t),
+                )?,
+            )),
+            None => None,
+        };
         let mut sink = PackSink::new(storage.clone(), key_id, info.wrapped);
         let mut staged = Vec::new();
         let mut copied_from = Vec::new();
@@ -469,11 +591,7 @@ fn repack_packs(
             let want: Vec<_> = trailer
                 .entries
                 .iter()
-                .filter(|e| {
-                    index.rank(&e.id).is_some_and(|(r, l)| {
-                        reach.blobs.contains(r) && l.pack == pos && l.offset == e.offset
-                    })
-                })
+                .filter(|e| ctx.wanted(pos, &e.id, e.offset))
                 .collect();
             let name = p.id.to_hex();
             let mut i = 0;
@@ -512,6 +630,13 @@ fn repack_packs(
         }
         let mut published = Vec::new();
         for s in staged {
+            if let Some((t, body)) = &mark {
+                let name = cairn_format::maint::origin_name(&s.pack.pack, t);
+                match st.put(Kind::Origin, &name, body) {
+                    Ok(()) | Err(cairn_storage::Error::AlreadyExists { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
             published.push(s.publish()?);
         }
         // The copies are durable and indexed before the originals are
@@ -523,4 +648,22 @@ fn repack_packs(
         done.extend(copied_from);
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod keep_tests {
+    use super::keep_copies;
+
+    #[test]
+    fn an_owner_copy_alone_or_one_copy_per_source() {
+        let (a, b) = (Some([1u8; 8]), Some([2u8; 8]));
+        assert_eq!(keep_copies(&[a]), [true]);
+        assert_eq!(keep_copies(&[None]), [true]);
+        assert_eq!(
+            keep_copies(&[a, None, b, None]),
+            [false, true, false, false]
+        );
+        assert_eq!(keep_copies(&[a, b, a, b]), [true, true, false, false]);
+        assert_eq!(keep_copies(&[b, b, a]), [true, false, true]);
+    }
 }

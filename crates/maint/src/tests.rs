@@ -430,3 +430,21 @@ fn objects_of(inner: &MemoryStorage) -> BTreeSet<(Kind, String)> {
     }
     out
 }
+
+/// A prune of this build refuses a repository of a newer minor version:
+/// what it adds may keep blobs alive in ways this build does not know.
+#[test]
+fn prune_refuses_a_newer_minor_version() {
+    let inner = Arc::new(MemoryStorage::new(std::env::temp_dir()));
+    let f = Fixture::new(inner.clone());
+    write(&f.src().join("a"), 1, 10_000);
+    f.backup().unwrap();
+    let mut c = cairn_repo::read_config(&*f.storage).unwrap();
+    c.minor = cairn_format::FORMAT_MINOR + 1;
+    inner.delete(Kind::Config, "config").unwrap();
+    inner.put(Kind::Config, "config", &c.encode()).unwrap();
+    let before = objects_of(&inner);
+    let e = prune(f.storage.clone(), &opts(0)).unwrap_err().to_string();
+    assert!(e.contains("upgrade cairn"), "{e}");
+    assert_eq!(objects_of(&inner), before, "nothing was touched");
+}

@@ -55,6 +55,9 @@ pub struct Index {
     packs: Vec<PackInfo>,
     pack_pos: HashMap<Id, u32>,
     table: Table,
+    /// Further copies of bulk-loaded blobs stored in more than one pack,
+    /// sorted by ID (see [`TableBuilder::finish`]).
+    alts: Vec<(Id, Location)>,
     recent: HashMap<Id, Location>,
 }
 
@@ -140,10 +143,40 @@ impl Index {
     }
 
     /// Installs the table built from every bulk-loaded entry; the first
-    /// location of a blob stored twice wins.
+    /// location of a blob stored twice is its primary one, the others
+    /// are kept as [`Index::other_copies`].
     pub(crate) fn finish_bulk(&mut self, b: TableBuilder) -> Result<()> {
-        self.table = b.finish()?;
+        (self.table, self.alts) = b.finish()?;
+        // Per blob, copies in live packs first, then in load order.
+        let packs = &self.packs;
+        self.alts
+            .sort_by_key(|a| (a.0, packs[a.1.pack as usize].condemned, a.1.pack));
         Ok(())
+    }
+
+    /// The copies of a bulk-loaded blob besides the one [`Index::get`]
+    /// gives: those in live packs first, then in load order. A reader whose copy fails authentication
+    /// tries these: another source of a server may have stored garbage
+    /// under the ID first (dedup poisoning).
+    pub fn other_copies(&self, id: &Id) -> impl Iterator<Item = Location> + '_ {
+        let id = *id;
+        let start = self.alts.partition_point(|a| a.0 < id);
+        self.alts[start..]
+            .iter()
+            .take_while(move |a| a.0 == id)
+            .map(|a| a.1)
+    }
+
+    /// Whether any bulk-loaded blob is stored more than once.
+    pub fn has_other_copies(&self) -> bool {
+        !self.alts.is_empty()
+    }
+
+    /// Calls `f` on every copy that [`Index::scan`] leaves out.
+    pub fn scan_other_copies(&self, mut f: impl FnMut(&Id, &Location)) {
+        for (id, l) in &self.alts {
+            f(id, l);
+        }
     }
 
     /// Folds the recent map into the sorted vector.
@@ -193,14 +226,20 @@ impl Index {
 
     /// Where a blob is, if a writer may deduplicate against it: never in
     /// a condemned pack. Packs are loaded live ones first, so a blob with
-    /// a live copy is found there.
+    /// a live copy is usually found at once; otherwise its other copies
+    /// are looked at.
     pub fn get_live(&self, id: &Id) -> Option<Location> {
         let live = |l: &Location| !self.packs[l.pack as usize].condemned;
-        match self.table.get(id) {
-            Some(l) if live(&l) => Some(l),
-            // A copy this run stored itself, beside one it may not use.
-            _ => self.recent.get(id).copied().filter(live),
+        if let Some(l) = self.table.get(id) {
+            if live(&l) {
+                return Some(l);
+            }
+            if let Some(l) = self.other_copies(id).find(live) {
+                return Some(l);
+            }
         }
+        // A copy this run stored itself, beside one it may not use.
+        self.recent.get(id).copied().filter(live)
     }
 
     /// Position of a bulk-loaded blob in ID order, with its location: a
@@ -267,5 +306,64 @@ impl Index {
             f(id, l);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TableLimits;
+    use cairn_format::pack::{PackEntry, PackTrailer};
+
+    fn pack(n: u8, ids: &[Id]) -> IndexPack {
+        IndexPack {
+            pack: Id([n; 32]),
+            size: 1000,
+            trailer: PackTrailer {
+                key_id: [n; 16],
+                wrapped: [0; WRAPPED_LEN],
+                entries: ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| PackEntry {
+                        kind: BlobKind::Chunk,
+                        id: *id,
+                        offset: i as u64 * 10,
+                        length: 10,
+                        raw_len: u32::from(n),
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    /// A blob stored in three packs: the first loaded is the one `get`
+    /// gives, the others are kept in load order, and a writer that may
+    /// not use the first finds the next live one.
+    #[test]
+    fn every_copy_of_a_blob_is_kept_and_a_live_one_found() {
+        let (x, y) = (Id([1; 32]), Id([2; 32]));
+        let mut index = Index::new();
+        let mut b = TableBuilder::new(TableLimits::default());
+        for p in [pack(10, &[x]), pack(11, &[y, x]), pack(12, &[x])] {
+            index.add_packs_bulk(&mut b, &[p]).unwrap();
+        }
+        index.finish_bulk(b).unwrap();
+        assert!(index.has_other_copies());
+        assert_eq!(index.get(&x).unwrap().raw_len, 10);
+        let others: Vec<u32> = index.other_copies(&x).map(|l| l.raw_len).collect();
+        assert_eq!(others, [11, 12]);
+        assert_eq!(index.other_copies(&y).count(), 0);
+        index.condemn(&Id([10; 32]));
+        assert_eq!(index.get_live(&x).unwrap().raw_len, 11);
+        index.condemn(&Id([11; 32]));
+        assert_eq!(index.get_live(&x).unwrap().raw_len, 12);
+        assert!(index.get_live(&y).is_none());
+        let mut n = 0;
+        index.scan_other_copies(|id, _| {
+            assert_eq!(*id, x);
+            n += 1;
+        });
+        assert_eq!(n, 2);
     }
 }

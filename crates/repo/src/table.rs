@@ -229,6 +229,8 @@ pub struct TableBuilder {
     limits: TableLimits,
     buf: Vec<(Id, Location)>,
     runs: Vec<File>,
+    /// Later copies of IDs already pushed.
+    dups: Vec<(Id, Location)>,
 }
 
 impl TableBuilder {
@@ -238,10 +240,12 @@ impl TableBuilder {
             limits,
             buf: Vec::new(),
             runs: Vec::new(),
+            dups: Vec::new(),
         }
     }
 
-    /// Adds an entry; the first entry of an ID wins.
+    /// Adds an entry; the first entry of an ID wins, later ones are kept
+    /// apart as copies (see [`TableBuilder::finish`]).
     pub fn push(&mut self, id: Id, loc: Location) -> Result<()> {
         self.buf.push((id, loc));
         if self.buf.len() >= self.limits.run_entries.max(1)
@@ -255,7 +259,14 @@ impl TableBuilder {
     fn sort_buf(&mut self) {
         // Stable, so among equal IDs the first added stays first.
         self.buf.sort_by_key(|a| a.0);
-        self.buf.dedup_by(|later, first| later.0 == first.0);
+        let dups = &mut self.dups;
+        self.buf.dedup_by(|later, first| {
+            let same = later.0 == first.0;
+            if same {
+                dups.push(*later);
+            }
+            same
+        });
     }
 
     fn spill(&mut self) -> Result<()> {
@@ -273,25 +284,36 @@ impl TableBuilder {
         self.buf.clear();
         self.buf.shrink_to(self.limits.run_entries);
         if self.runs.len() >= MAX_TABLE_RUNS {
-            let (merged, _, _) = merge_runs(&self.limits, std::mem::take(&mut self.runs))?;
+            let (merged, _, _) =
+                merge_runs(&self.limits, std::mem::take(&mut self.runs), &mut self.dups)?;
             self.runs.push(merged);
         }
         Ok(())
     }
 
-    /// The finished table.
-    pub fn finish(mut self) -> Result<Table> {
-        if self.runs.is_empty() && self.buf.len() <= self.limits.mem_entries {
+    /// The finished table, and the copies it left out: entries of IDs
+    /// pushed before, sorted by ID (copies of one ID in no set order). A blob is stored more than once only when backups raced,
+    /// or when sources of a server each stored their own copy (dedup
+    /// poisoning, `docs/format.md`): readers fall back on a copy when
+    /// the first fails, and prune keeps the copies a snapshot may need.
+    pub fn finish(mut self) -> Result<(Table, Vec<(Id, Location)>)> {
+        let table = if self.runs.is_empty() && self.buf.len() <= self.limits.mem_entries {
             self.sort_buf();
             self.buf.shrink_to_fit();
-            return Ok(Table::Mem(self.buf));
-        }
-        if !self.buf.is_empty() {
-            self.spill()?;
-        }
-        self.buf = Vec::new();
-        let (file, len, fences) = merge_runs(&self.limits, std::mem::take(&mut self.runs))?;
-        Ok(Table::Disk(DiskTable { file, len, fences }))
+            Table::Mem(std::mem::take(&mut self.buf))
+        } else {
+            if !self.buf.is_empty() {
+                self.spill()?;
+            }
+            self.buf = Vec::new();
+            let (file, len, fences) =
+                merge_runs(&self.limits, std::mem::take(&mut self.runs), &mut self.dups)?;
+            Table::Disk(DiskTable { file, len, fences })
+        };
+        let mut dups = std::mem::take(&mut self.dups);
+        dups.sort_unstable_by_key(|a| a.0);
+        dups.shrink_to_fit();
+        Ok((table, dups))
     }
 }
 
@@ -300,9 +322,14 @@ impl TableBuilder {
 const MAX_TABLE_RUNS: usize = 64;
 
 /// Merges sorted runs into one file, the first entry of an ID winning
-/// (ties go to the earlier run, which holds the earlier entry). Returns
-/// the file, its record count and its fence keys.
-fn merge_runs(limits: &TableLimits, runs: Vec<File>) -> Result<(File, usize, Vec<u64>)> {
+/// (ties go to the earlier run, which holds the earlier entry); the
+/// others go to `dups`. Returns the file, its record count and its fence
+/// keys.
+fn merge_runs(
+    limits: &TableLimits,
+    runs: Vec<File>,
+    dups: &mut Vec<(Id, Location)>,
+) -> Result<(File, usize, Vec<u64>)> {
     let mut readers: Vec<BufReader<File>> = Vec::with_capacity(runs.len());
     for mut f in runs {
         use std::io::Seek;
@@ -334,6 +361,7 @@ fn merge_runs(limits: &TableLimits, runs: Vec<File>) -> Result<(File, usize, Vec
             heap.push(Reverse((key_of(&r), i, r)));
         }
         if last == Some(key) {
+            dups.extend(decode(&rec));
             continue;
         }
         if len.is_multiple_of(GROUP) {
@@ -390,11 +418,25 @@ mod tests {
         for i in 0..n {
             b.push(id(i), loc(i)).unwrap();
         }
-        // Duplicates added later lose.
+        // Duplicates added later lose, and are kept as copies.
         for i in (0..n).step_by(13) {
             b.push(id(i), loc(i + 1)).unwrap();
         }
-        b.finish().unwrap()
+        for i in (0..n).step_by(26) {
+            b.push(id(i), loc(i + 2)).unwrap();
+        }
+        let (t, mut dups) = b.finish().unwrap();
+        dups.sort_by_key(|a| (a.0, a.1.offset));
+        let mut want: Vec<(Id, Location)> = (0..n)
+            .step_by(13)
+            .flat_map(|i| {
+                let third = i.is_multiple_of(26).then(|| (id(i), loc(i + 2)));
+                std::iter::once((id(i), loc(i + 1))).chain(third)
+            })
+            .collect();
+        want.sort_by_key(|a| (a.0, a.1.offset));
+        assert_eq!(dups, want, "copies left out of the table");
+        t
     }
 
     #[test]

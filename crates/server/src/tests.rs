@@ -521,15 +521,69 @@ fn packs_carry_their_origin_and_sources_see_only_their_own() {
     assert!(raw.list(Kind::Origin).unwrap().len() < marks.len());
 }
 
-/// Dedup poisoning, first half: a source uploads garbage under the ID of
-/// a file another machine will back up. That machine does not
-/// deduplicate against it: it stores its own copy. (The second half,
-/// readers and prune choosing the right copy, is still to come.)
+/// Mallory's forgery: a pack of garbage records under `ids`, sealed
+/// with a session of Mallory's own, and an index file listing it. With
+/// `first`, the upload is redone until the index file's name sorts
+/// before every other one, so that readers meet the forged copies first
+/// (an attacker can grind names like this).
+fn forge(
+    mallory: &Arc<dyn Storage>,
+    m: &Repo,
+    ids: &[(cairn_repo::BlobKind, cairn_format::Id)],
+    first: bool,
+) -> cairn_format::Id {
+    use cairn_repo::{BlobKind, PackSink};
+    let others: Vec<String> = mallory
+        .list(Kind::Index)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    for attempt in 0..100_000 {
+        let session = m.new_session().unwrap();
+        let mut sealer = m.sealer(&session, 3);
+        let mut sink = PackSink::new(mallory.clone(), session.key_id, session.wrapped);
+        for (n, (kind, id)) in ids.iter().enumerate() {
+            // Trees alternate between a tree without edges and a chunk.
+            let kind = match kind {
+                BlobKind::Tree if n % 2 == 0 => BlobKind::Chunk,
+                k => *k,
+            };
+            let junk = format!("ransom note {attempt} {n}");
+            let b = sealer.seal(kind, *id, vec![], junk.as_bytes()).unwrap();
+            assert!(sink.add(&b).unwrap().is_none());
+        }
+        let staged = sink.finish_pack().unwrap().unwrap();
+        let bytes = cairn_format::index::encode(std::slice::from_ref(&staged.pack));
+        let name = cairn_format::Id(cairn_crypto::plain_hash(&bytes)).to_hex();
+        if first && others.iter().any(|o| *o < name) {
+            continue;
+        }
+        let p = staged.publish().unwrap();
+        cairn_repo::write_index_file(&**mallory, std::slice::from_ref(&p)).unwrap();
+        return p.pack;
+    }
+    panic!("no index file name sorted first");
+}
+
+/// Dedup poisoning: a source stores garbage under the IDs of another
+/// machine's data, before that machine backs it up and after (every ID
+/// the index files show, trees forged without edges or as chunks, each
+/// met first by readers). That machine's snapshot still restores
+/// byte-identical, a data check passes and names the forged copies,
+/// prune keeps the true copies, and once the owner holds copies of its
+/// own, prune lets the forged ones go.
 #[test]
-fn a_source_does_not_deduplicate_against_another_sources_garbage() {
-    use cairn_repo::{BlobKind, PackSink, write_index_file};
+fn a_source_cannot_spoil_another_machines_backup_by_poisoning_dedup() {
+    use cairn_engine::checker::{CheckOptions, check};
+    use cairn_engine::restorer::{RestoreOptions, restore};
+    use cairn_repo::BlobKind;
     let Setup {
-        dir, raw, put_key, ..
+        dir,
+        raw,
+        owner_key,
+        put_key,
+        ..
     } = setup();
     let as_token = |name: &str| -> Arc<dyn Storage> {
         Arc::new(GuardedStorage::new(
@@ -539,67 +593,202 @@ fn a_source_does_not_deduplicate_against_another_sources_garbage() {
             Arc::new(|_: &Refusal| {}),
         ))
     };
-    let victim_file = b"the victim's file, which the attacker can guess".repeat(100);
-    // The attacker, with its own token and a put-only key.
+    let key = |path: &Path| KeySource::File {
+        path: path.to_path_buf(),
+        passphrase: None,
+    };
+    let guessable = b"the victim's file, which the attacker can guess".repeat(100);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let big: Vec<u8> = (0..(20 << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
     let mallory = as_token("mallory");
-    let m = Repo::open(
-        mallory.clone(),
-        &KeySource::File {
-            path: put_key.clone(),
-            passphrase: None,
-        },
-    )
-    .unwrap();
-    let x = m.blob_id(&victim_file);
-    let session = m.new_session().unwrap();
-    let garbage = m
-        .sealer(&session, 3)
-        .seal(BlobKind::Chunk, x, vec![], b"ransom note")
-        .unwrap();
-    let mut sink = PackSink::new(mallory.clone(), session.key_id, session.wrapped);
-    assert!(sink.add(&garbage).unwrap().is_none());
-    let poisoned = sink.finish_pack().unwrap().unwrap().publish().unwrap();
-    write_index_file(&*mallory, std::slice::from_ref(&poisoned)).unwrap();
+    let m = Repo::open(mallory.clone(), &key(&put_key)).unwrap();
+    let before = forge(
+        &mallory,
+        &m,
+        &[(BlobKind::Chunk, m.blob_id(&guessable))],
+        false,
+    );
 
-    // The victim backs up that file through its own token.
+    // The victim backs up through its own token, and stores its own
+    // copy of the guessed file instead of deduplicating against the
+    // garbage.
     let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("f"), &victim_file).unwrap();
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("guessable"), &guessable).unwrap();
+    std::fs::write(src.join("sub/big"), &big).unwrap();
     let laptop = as_token("laptop");
-    backup_as(
+    let snap = backup_as(
         laptop.clone(),
         &put_key,
         &src,
         "laptop:/src",
         &dir.path().join("c"),
     );
-    // Its own packs hold a copy of the blob.
-    let own: Vec<String> = laptop
-        .list(Kind::Pack)
-        .unwrap()
-        .into_iter()
-        .map(|o| o.name)
-        .filter(|n| *n != poisoned.pack.to_hex())
-        .collect();
     assert!(
         !laptop
             .list(Kind::Pack)
             .unwrap()
             .iter()
-            .any(|o| o.name == poisoned.pack.to_hex())
+            .any(|o| o.name == before.to_hex()),
+        "the victim is shown the attacker's pack"
     );
-    let has_copy = own.iter().any(|p| {
-        let id = cairn_format::Id::from_hex(p).unwrap();
-        let size = raw.size(Kind::Pack, p).unwrap();
-        cairn_repo::read_pack_trailer(&*raw, &id, size)
-            .unwrap()
-            .trailer
-            .entries
+
+    // Mallory now forges every ID the index files show.
+    let mut seen = Vec::new();
+    for o in mallory.list(Kind::Index).unwrap() {
+        for p in cairn_repo::read_index_file(&*mallory, &o.name).unwrap() {
+            if p.pack == before {
+                continue;
+            }
+            seen.extend(p.trailer.entries.iter().map(|e| (e.kind, e.id)));
+        }
+    }
+    assert!(seen.iter().any(|e| e.0 == BlobKind::Tree));
+    let after = forge(&mallory, &m, &seen, true);
+
+    let restore_and_compare = |round: &str| {
+        let repo = Repo::open(raw.clone(), &key(&owner_key)).unwrap();
+        let (snaps, _) = Repo::list_snapshots(&*raw).unwrap();
+        let s = snaps.iter().find(|s| s.id.to_hex() == snap).unwrap();
+        let dest = dir.path().join(format!("dest-{round}"));
+        let r = restore(
+            &repo,
+            s.envelope.root,
+            &RestoreOptions {
+                target: dest.clone(),
+                subpath: None,
+                includes: Vec::new(),
+                excludes: Vec::new(),
+                threads: 2,
+            },
+            &Progress::default(),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert!(r.warnings.is_empty(), "{round}: {:?}", r.warnings);
+        let got = dest.join(src.strip_prefix("/").unwrap());
+        assert!(
+            std::fs::read(got.join("guessable")).unwrap() == guessable,
+            "{round}: the guessed file"
+        );
+        assert!(
+            std::fs::read(got.join("sub/big")).unwrap() == big,
+            "{round}: the big file"
+        );
+        let c = check(
+            &repo,
+            &CheckOptions {
+                read_data: true,
+                threads: 2,
+                only_packs: None,
+            },
+            &Progress::default(),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert!(c.ok(), "{round}: {:#?}", c.errors);
+        assert!(c.affected.is_empty(), "{round}: {:#?}", c.affected);
+        c.notes
             .iter()
-            .any(|e| e.id == x)
-    });
-    assert!(
-        has_copy,
-        "the victim deduplicated against the attacker's pack"
+            .filter(|n| n.contains("damaged or forged"))
+            .count()
+    };
+
+    // Readers meet the forged copies first.
+    let repo = Repo::open(raw.clone(), &key(&owner_key)).unwrap();
+    let after_pos = repo.index().pack_pos(&after).unwrap();
+    for (_, id) in &seen {
+        assert_eq!(repo.index().get(id).unwrap().pack, after_pos);
+    }
+    drop(repo);
+    let forged = restore_and_compare("poisoned");
+    assert_eq!(forged, seen.len() + 1, "every forged copy is named");
+
+    // Prune has no key: it keeps a copy per source, the victim's among
+    // them, whatever the forged trees say.
+    let prune = || {
+        let opts = cairn_maint::prune::PruneOptions {
+            grace: std::time::Duration::ZERO,
+            holder: "test".into(),
+            max_unused: 0.0,
+            ..Default::default()
+        };
+        cairn_maint::prune::prune(raw.clone(), &opts).unwrap();
+        cairn_maint::prune::prune(raw.clone(), &opts).unwrap()
+    };
+    prune();
+    restore_and_compare("pruned");
+
+    // The owner backs the same folder up: its copies are trusted, so
+    // prune keeps them alone and lets the forged ones go. What only the
+    // victim's snapshot has (the trees of directories above the folder,
+    // changed since) keeps one copy per source.
+    backup_as(
+        raw.clone(),
+        &owner_key,
+        &src,
+        "nas:/src",
+        &dir.path().join("c2"),
     );
+    prune();
+    let repo = Repo::open(raw.clone(), &key(&owner_key)).unwrap();
+    let mut senders: std::collections::HashMap<cairn_format::Id, String> = Default::default();
+    for o in raw.list(Kind::Origin).unwrap() {
+        let (pack, _) = cairn_format::maint::parse_origin_name(&o.name).unwrap();
+        let r =
+            cairn_format::maint::Receipt::decode(&raw.get(Kind::Origin, &o.name).unwrap()).unwrap();
+        senders.insert(pack, r.sender);
+    }
+    let mut victims_only = 0;
+    for (_, id) in &seen {
+        let mut from: Vec<&str> = repo
+            .index()
+            .get(id)
+            .into_iter()
+            .chain(repo.index().other_copies(id))
+            .map(|l| {
+                let p = repo.index().pack(l.pack).id;
+                senders.get(&p).map(|s| s.as_str()).unwrap_or("owner")
+            })
+            .collect();
+        from.sort();
+        if from != ["owner"] {
+            assert_eq!(from, ["laptop", "mallory"], "copies of {}", id.short());
+            victims_only += 1;
+        }
+    }
+    assert!(
+        victims_only < seen.len() / 2,
+        "{victims_only} of {}",
+        seen.len()
+    );
+    drop(repo);
+    assert_eq!(restore_and_compare("owner copies"), victims_only);
+    let packs: Vec<String> = raw
+        .list(Kind::Pack)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    for p in [before, after] {
+        assert!(
+            !packs.contains(&p.to_hex()),
+            "forged pack {} kept",
+            p.short()
+        );
+    }
+    for p in senders.keys() {
+        assert!(
+            packs.contains(&p.to_hex()),
+            "mark of pack {} kept",
+            p.short()
+        );
+    }
 }
