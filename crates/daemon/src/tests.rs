@@ -884,3 +884,96 @@ fn silent_connections_are_closed() {
     assert!(t.elapsed() < Duration::from_secs(6));
     r.stop();
 }
+
+/// A plain-TCP proxy to `upstream` that loses the answer to the first
+/// request whose head contains `marker`: the request reaches the box,
+/// then the connection breaks before the client hears back.
+fn lossy_proxy(upstream: SocketAddr, marker: &'static str) -> SocketAddr {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let armed = Arc::new(AtomicBool::new(true));
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let server = std::net::TcpStream::connect(upstream).unwrap();
+            let cut = Arc::new(AtomicBool::new(false));
+            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (armed, cut2) = (armed.clone(), cut.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n) = c_in.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if String::from_utf8_lossy(&buf[..n]).contains(marker)
+                        && armed.swap(false, Ordering::SeqCst)
+                    {
+                        cut2.store(true, Ordering::SeqCst);
+                    }
+                    if s_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = s_out.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut s_in, mut c_out) = (server, client);
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n) = s_in.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if cut.load(Ordering::SeqCst) {
+                        // The box has answered, so it has applied the
+                        // request: the client never learns it.
+                        let _ = c_out.shutdown(std::net::Shutdown::Both);
+                        let _ = s_in.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                    if c_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = c_out.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    addr
+}
+
+/// A lease written over a connection that broke after the box stored it
+/// but before its answer arrived: the retry finds the object holding the
+/// same bytes and succeeds, where it used to report a clash (and a prune
+/// would have stopped, thinking it had lost its lease). A real clash,
+/// other bytes under the name, is still one.
+#[test]
+fn an_upload_whose_answer_was_lost_is_not_taken_for_a_clash() {
+    let s = setup();
+    let r = serve(&s, "plain_http = true", "");
+    let tok = token(&r, "admin", "admin", None);
+    let proxy = lossy_proxy(r.addr, "PUT /v1/home/locks/");
+    let store = HttpsStorage::new(
+        Endpoint {
+            host: "127.0.0.1".into(),
+            port: proxy.port(),
+            repo: "home".into(),
+            tls: false,
+        },
+        &tok,
+        Trust::Pinned([0; 32]),
+        &s.dir.path().join("st"),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    store.put(Kind::Lock, "prune-1", b"our lease").unwrap();
+    assert_eq!(
+        std::fs::read(s.root.join("locks/prune-1")).unwrap(),
+        b"our lease"
+    );
+    assert!(matches!(
+        store.put(Kind::Lock, "prune-1", b"someone else's lease"),
+        Err(Error::AlreadyExists { .. })
+    ));
+    r.stop();
+}

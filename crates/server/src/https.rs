@@ -599,7 +599,17 @@ impl Storage for HttpsStorage {
 
     fn put(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
         let r = self.call("PUT", kind, Some(name), None, Body::Bytes(data))?;
-        self.check(r, kind, name).map(|_| ())
+        match self.check(r, kind, name) {
+            Ok(_) => Ok(()),
+            // A retry after the connection broke, of an upload that had
+            // landed: the object holds these very bytes, so it is ours (a
+            // lease renewal must not pass for a lost lease).
+            Err(e @ Error::AlreadyExists { .. }) => match self.get(kind, name) {
+                Ok(stored) if stored == data => Ok(()),
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     fn put_file(&self, kind: Kind, name: &str, file: &Path) -> Result<()> {
