@@ -146,6 +146,24 @@ impl TokenStore {
         }
     }
 
+    /// Holds an exclusive lock on `tokens.lock` beside the file while a
+    /// change reads and rewrites it: two `token add` at once would
+    /// otherwise each write the file without the other's token.
+    fn locked<T>(&self, change: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+        let path = dir.join("tokens.lock");
+        let lock = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io("create", &path, e))?;
+        lock.lock().map_err(|e| Error::io("lock", &path, e))?;
+        // Unlocked when `lock` is closed, whatever `change` returns.
+        change(self)
+    }
+
     fn write(&self, f: &TokenFile) -> Result<()> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
@@ -189,6 +207,17 @@ impl TokenStore {
                 "token name {name:?}: use up to 64 letters, digits and - _ . @ :"
             )));
         }
+        self.locked(|me| me.add_locked(name, role, repo, group, lifetime))
+    }
+
+    fn add_locked(
+        &self,
+        name: &str,
+        role: &str,
+        repo: &str,
+        group: Option<&str>,
+        lifetime: Option<std::time::Duration>,
+    ) -> Result<String> {
         let mut f = self.read()?;
         if f.tokens.iter().any(|t| t.name == name) {
             return Err(Error::Tokens(format!(
@@ -222,6 +251,10 @@ impl TokenStore {
 
     /// Revokes a token by name; it stays listed, marked revoked.
     pub fn revoke(&self, name: &str) -> Result<()> {
+        self.locked(|me| me.revoke_locked(name))
+    }
+
+    fn revoke_locked(&self, name: &str) -> Result<()> {
         let mut f = self.read()?;
         let Some(t) = f.tokens.iter_mut().find(|t| t.name == name) else {
             return Err(Error::Tokens(format!(
@@ -263,6 +296,38 @@ impl TokenStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Token commands run at once (two admins, or a script) each keep
+    /// what the others wrote.
+    #[test]
+    fn concurrent_adds_and_revokes_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::thread::scope(|s| {
+            for i in 0..8 {
+                let d = dir.path();
+                s.spawn(move || {
+                    let store = TokenStore::new(d);
+                    store
+                        .add(&format!("t{i}"), "put", "home", None, None)
+                        .unwrap();
+                    store
+                        .add(&format!("u{i}"), "read", "home", None, None)
+                        .unwrap();
+                    store.revoke(&format!("u{i}")).unwrap();
+                });
+            }
+        });
+        let all = TokenStore::new(dir.path()).list().unwrap();
+        assert_eq!(
+            all.len(),
+            16,
+            "{:?}",
+            all.iter().map(|t| &t.name).collect::<Vec<_>>()
+        );
+        for t in &all {
+            assert_eq!(t.revoked.is_some(), t.name.starts_with('u'), "{}", t.name);
+        }
+    }
 
     #[test]
     fn tokens_are_made_found_revoked_and_expire() {
