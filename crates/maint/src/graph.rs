@@ -7,6 +7,8 @@
 //! index's blobs in ID order, a bit per blob: two million blobs cost
 //! 250 KiB.
 
+use std::collections::HashMap;
+
 use cairn_format::Id;
 use cairn_format::blob::BlobKind;
 use cairn_format::wire::Reader;
@@ -99,6 +101,109 @@ pub struct Reach {
     pub blobs: RankSet,
     /// Trees walked.
     pub trees: u64,
+    /// The copies of the reached blobs that their snapshots need.
+    pub kept: Kept,
+}
+
+/// Which copies of the reached blobs are needed: the copy [`Index::get`]
+/// gives (by rank), and other copies by pack position and offset, with
+/// their length. Without blobs stored twice, every reached blob's primary
+/// copy.
+#[derive(Debug, Default)]
+pub struct Kept {
+    /// Ranks whose primary copy is needed.
+    pub primary: RankSet,
+    /// Other copies needed: `(pack position, offset)` to record length.
+    pub others: HashMap<(u32, u64), u32>,
+}
+
+impl Kept {
+    fn keep(&mut self, rank: usize, i: usize, l: &Location) {
+        if i == 0 {
+            self.primary.insert(rank);
+        } else {
+            self.others.insert((l.pack, l.offset), l.length);
+        }
+    }
+}
+
+/// Which copies of a blob a walk from a snapshot may follow and keep
+/// (`docs/format.md`, "Origin marks").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Trust {
+    /// Every copy: the edges of every tree copy are joined, and one copy
+    /// per origin is kept. For snapshots whose sender is unknown, and
+    /// for checks.
+    Any,
+    /// The copies a writer could have stored or deduplicated against:
+    /// unmarked ones and those with its origin tag (`None`: the owner,
+    /// which deduplicates against unmarked packs only). Copies another
+    /// source stored under the same IDs are neither followed nor kept.
+    Origin(Option<[u8; 8]>),
+}
+
+/// The origin tag of every marked pack (`docs/format.md`, "Origin
+/// marks"). A pack marked twice (two sources uploaded the same bytes at
+/// once, which random session keys make impossible in practice) keeps
+/// the first tag listed.
+pub fn read_origins(st: &dyn Storage) -> Result<HashMap<Id, [u8; 8]>> {
+    let mut out = HashMap::new();
+    for o in st.list(Kind::Origin)? {
+        if let Some((pack, tag)) = cairn_format::maint::parse_origin_name(&o.name) {
+            out.entry(pack).or_insert(tag);
+        }
+    }
+    Ok(out)
+}
+
+/// The origin tag of each pack of `index`, by position, for
+/// [`walk_trusted`].
+pub fn pack_tags(index: &Index, origins: &HashMap<Id, [u8; 8]>) -> Vec<Option<[u8; 8]>> {
+    index
+        .packs()
+        .iter()
+        .map(|p| origins.get(&p.id).copied())
+        .collect()
+}
+
+/// The trust of every snapshot with a receipt: its sender's copies, or
+/// any copy when the receipt cannot be read (the sender is unknown).
+pub fn snapshot_trusts(st: &dyn Storage) -> Result<HashMap<Id, Trust>> {
+    let mut out = HashMap::new();
+    for o in st.list(Kind::Receipt)? {
+        let Some(id) = Id::from_hex(&o.name) else {
+            continue;
+        };
+        let trust = st
+            .get(Kind::Receipt, &o.name)
+            .ok()
+            .and_then(|d| cairn_format::maint::Receipt::decode(&d).ok())
+            .map_or(Trust::Any, |r| {
+                Trust::Origin(Some(cairn_repo::origin_tag(&r.sender)))
+            });
+        out.insert(id, trust);
+    }
+    Ok(out)
+}
+
+/// The trust of snapshot `id`: from its receipt, or the owner's when it
+/// has none (a snapshot not written through a box).
+pub fn trust_of(trusts: &HashMap<Id, Trust>, id: &Id) -> Trust {
+    trusts.get(id).copied().unwrap_or(Trust::Origin(None))
+}
+
+/// Which copies of one needed blob are kept, given each copy's origin
+/// tag (`None`: unmarked) in load order, so live packs first: the first
+/// unmarked copy if there is one (the owner's, trusted), else the first
+/// copy of each origin. Prune has no key: it cannot tell a true copy from
+/// garbage a source stored under the same ID, but the copy of the source
+/// whose snapshot needs the blob is among these.
+pub fn keep_copies(tags: &[Option<[u8; 8]>]) -> Vec<bool> {
+    if let Some(i) = tags.iter().position(|t| t.is_none()) {
+        return (0..tags.len()).map(|j| j == i).collect();
+    }
+    let mut seen = std::collections::HashSet::new();
+    tags.iter().map(|t| seen.insert(*t)).collect()
 }
 
 /// What a walk does on a reference it cannot follow.
@@ -130,11 +235,36 @@ pub fn walk_with(
     index: &Index,
     roots: &[(Id, String)],
     tick: &mut dyn FnMut() -> Result<()>,
+    on_damage: OnDamage<'_>,
+) -> Result<Reach> {
+    let roots: Vec<(Id, String, Trust)> = roots
+        .iter()
+        .map(|(id, what)| (*id, what.clone(), Trust::Any))
+        .collect();
+    walk_trusted(storage, index, &roots, &[], tick, on_damage)
+}
+
+/// [`walk_with`] where each root says which copies it may use, and
+/// `tags` gives the origin tag of each pack by position (`None`:
+/// unmarked; packs past its end count as unmarked). A blob reached from
+/// roots of several trusts is walked once per trust, so a forged copy
+/// followed for one source never hides what another one needs.
+pub fn walk_trusted(
+    storage: &dyn Storage,
+    index: &Index,
+    roots: &[(Id, String, Trust)],
+    tags: &[Option<[u8; 8]>],
+    tick: &mut dyn FnMut() -> Result<()>,
     mut on_damage: OnDamage<'_>,
 ) -> Result<Reach> {
+    let n = index.ranked_len();
     let mut reach = Reach {
-        blobs: RankSet::new(index.ranked_len()),
+        blobs: RankSet::new(n),
         trees: 0,
+        kept: Kept {
+            primary: RankSet::new(n),
+            others: HashMap::new(),
+        },
     };
     let stop = matches!(on_damage, OnDamage::Stop);
     let mut damage = |what: &str, id: &Id, why: String| -> Result<()> {
@@ -146,8 +276,24 @@ pub fn walk_with(
             }
         }
     };
-    let mut stack: Vec<(Id, Location)> = Vec::new();
-    for (root, what) in roots {
+    let tag_of = |l: &Location| tags.get(l.pack as usize).copied().flatten();
+    let mut order: Vec<usize> = (0..roots.len()).collect();
+    order.sort_by_key(|&i| roots[i].2);
+    let mut visited = RankSet::new(n);
+    let mut current: Option<Trust> = None;
+    let mut stack: Vec<(Id, usize, Location)> = Vec::new();
+    let mut copies: Vec<Location> = Vec::new();
+    let mut trees: Vec<Location> = Vec::new();
+    for i in order {
+        let (root, what, trust) = &roots[i];
+        if current.is_some_and(|c| c != *trust) {
+            visited = RankSet::new(n);
+        }
+        current = Some(*trust);
+        let trusted = |l: &Location| match trust {
+            Trust::Any => true,
+            Trust::Origin(own) => tag_of(l).is_none_or(|t| Some(t) == *own),
+        };
         let Some((r, loc)) = index.rank(root) else {
             damage(
                 what,
@@ -156,34 +302,48 @@ pub fn walk_with(
             )?;
             continue;
         };
-        if reach.blobs.insert(r) {
-            stack.push((*root, loc));
+        if visited.insert(r) {
+            stack.push((*root, r, loc));
         }
-        while let Some((id, primary)) = stack.pop() {
-            // Every copy that says it is a tree is walked, and their edges
-            // joined: a source of a server may have stored a forged copy
-            // first, with other edges or another kind, and a walk that
-            // believed it would miss what the true copy needs.
-            let copies: Vec<Location> = std::iter::once(primary)
-                .chain(index.other_copies(&id))
-                .filter(|l| l.kind == Kind2::Tree)
-                .collect();
-            if copies.is_empty() {
-                damage(
-                    what,
-                    &id,
-                    format!(
-                        "blob {} is referenced as a tree but indexed as a chunk",
-                        id.short()
-                    ),
-                )?;
+        // Every blob on the stack is a tree by some copy, or the root.
+        let mut is_root = true;
+        while let Some((id, rank, primary)) = stack.pop() {
+            let root_here = std::mem::replace(&mut is_root, false);
+            copies.clear();
+            copies.push(primary);
+            copies.extend(index.other_copies(&id));
+            // Keep, and gather the tree copies to follow.
+            trees.clear();
+            keep_trusted(&mut reach.kept, rank, &copies, *trust, &trusted, &tag_of);
+            reach.blobs.insert(rank);
+            trees.extend(
+                copies
+                    .iter()
+                    .filter(|l| trusted(l) && l.kind == Kind2::Tree)
+                    .copied(),
+            );
+            if !copies.iter().any(&trusted) {
+                damage(what, &id, foreign(&id))?;
+                continue;
+            }
+            if trees.is_empty() {
+                if root_here {
+                    damage(
+                        what,
+                        &id,
+                        format!(
+                            "blob {} is referenced as a tree but indexed as a chunk",
+                            id.short()
+                        ),
+                    )?;
+                }
                 continue;
             }
             reach.trees += 1;
             if reach.trees.is_multiple_of(4096) {
                 tick()?;
             }
-            for loc in &copies {
+            for loc in &trees {
                 let refs = match tree_refs(storage, index, &id, loc) {
                     Ok(r) => r,
                     Err(Error::Untrusted(why)) => {
@@ -197,7 +357,7 @@ pub fn walk_with(
                     Err(e) => return Err(e),
                 };
                 for child in refs {
-                    let Some((r, cl)) = index.rank(&child) else {
+                    let Some((cr, cl)) = index.rank(&child) else {
                         damage(
                             what,
                             &child,
@@ -209,15 +369,99 @@ pub fn walk_with(
                         )?;
                         continue;
                     };
-                    if reach.blobs.insert(r)
-                        && (cl.kind == Kind2::Tree
-                            || index.other_copies(&child).any(|l| l.kind == Kind2::Tree))
-                    {
-                        stack.push((child, cl));
+                    if !visited.insert(cr) {
+                        continue;
                     }
+                    let tree_copy = cl.kind == Kind2::Tree
+                        || index.other_copies(&child).any(|l| l.kind == Kind2::Tree);
+                    if tree_copy {
+                        stack.push((child, cr, cl));
+                        continue;
+                    }
+                    // A chunk: kept here, never walked.
+                    if !index.has_other_copies() {
+                        if !trusted(&cl) {
+                            damage(what, &child, foreign(&child))?;
+                            continue;
+                        }
+                        reach.blobs.insert(cr);
+                        reach.kept.primary.insert(cr);
+                        continue;
+                    }
+                    let mut cc = vec![cl];
+                    cc.extend(index.other_copies(&child));
+                    if !cc.iter().any(&trusted) {
+                        damage(what, &child, foreign(&child))?;
+                        continue;
+                    }
+                    reach.blobs.insert(cr);
+                    keep_trusted(&mut reach.kept, cr, &cc, *trust, &trusted, &tag_of);
                 }
             }
         }
     }
     Ok(reach)
+}
+
+fn foreign(id: &Id) -> String {
+    format!(
+        "blob {} is stored only by another source of the server, which this snapshot's sender could not have used",
+        id.short()
+    )
+}
+
+/// Marks the copies of one reached blob that its snapshot needs: with
+/// [`Trust::Any`], as [`keep_copies`] says; for a sender, its first
+/// unmarked copy if any, else its first own copy.
+fn keep_trusted(
+    kept: &mut Kept,
+    rank: usize,
+    copies: &[Location],
+    trust: Trust,
+    trusted: &dyn Fn(&Location) -> bool,
+    tag_of: &dyn Fn(&Location) -> Option<[u8; 8]>,
+) {
+    if copies.len() == 1 {
+        if trusted(&copies[0]) {
+            kept.keep(rank, 0, &copies[0]);
+        }
+        return;
+    }
+    match trust {
+        Trust::Any => {
+            let tags: Vec<Option<[u8; 8]>> = copies.iter().map(tag_of).collect();
+            for (i, (l, k)) in copies.iter().zip(keep_copies(&tags)).enumerate() {
+                if k {
+                    kept.keep(rank, i, l);
+                }
+            }
+        }
+        Trust::Origin(_) => {
+            let pick = copies
+                .iter()
+                .position(|l| tag_of(l).is_none())
+                .or_else(|| copies.iter().position(trusted));
+            if let Some(i) = pick {
+                kept.keep(rank, i, &copies[i]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod keep_tests {
+    use super::keep_copies;
+
+    #[test]
+    fn an_owner_copy_alone_or_one_copy_per_source() {
+        let (a, b) = (Some([1u8; 8]), Some([2u8; 8]));
+        assert_eq!(keep_copies(&[a]), [true]);
+        assert_eq!(keep_copies(&[None]), [true]);
+        assert_eq!(
+            keep_copies(&[a, None, b, None]),
+            [false, true, false, false]
+        );
+        assert_eq!(keep_copies(&[a, b, a, b]), [true, true, false, false]);
+        assert_eq!(keep_copies(&[b, b, a]), [true, false, true]);
+    }
 }

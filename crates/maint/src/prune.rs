@@ -26,12 +26,14 @@ use cairn_format::index::IndexPack;
 use cairn_format::maint::Garbage;
 use cairn_repo::garbage::{read_garbage, write_garbage};
 use cairn_repo::{
-    LoadedIndex, Location, PackSink, Repo, SealedBlob, TableLimits, load_index_tiered, now_ns,
+    LoadedIndex, PackSink, Repo, SealedBlob, TableLimits, load_index_tiered, now_ns,
     read_index_file, read_pack_trailer, write_index_file,
 };
 use cairn_storage::{Kind, Storage};
 
-use crate::graph::{Reach, walk};
+use crate::graph::{
+    OnDamage, Reach, Trust, pack_tags, read_origins, snapshot_trusts, trust_of, walk_trusted,
+};
 use crate::lease::LeaseGuard;
 use crate::{Error, Result};
 
@@ -279,36 +281,39 @@ fn run(
     }
 
     // What the snapshots need.
-    let roots: Vec<(Id, String)> = snaps
-        .iter()
-        .map(|s| (s.envelope.root, format!("snapshot {}", s.id.short())))
-        .collect();
-    let reach: Reach = walk(st, &index, &roots, &mut || ensure(lease))?;
+    // A source's snapshot needs only copies its sender could have
+    // stored or deduplicated against: garbage another source stored
+    // under the same IDs is neither followed nor kept for it.
     let origins = read_origins(st)?;
-    let tag_of = |pos: u32| origins.get(&index.pack(pos).id).copied();
-    let mut keep = Kept::default();
+    let tags = pack_tags(&index, &origins);
+    let trusts = snapshot_trusts(st)?;
+    let roots: Vec<(Id, String, Trust)> = snaps
+        .iter()
+        .map(|s| {
+            (
+                s.envelope.root,
+                format!("snapshot {}", s.id.short()),
+                trust_of(&trusts, &s.id),
+            )
+        })
+        .collect();
+    let reach: Reach = walk_trusted(
+        st,
+        &index,
+        &roots,
+        &tags,
+        &mut || ensure(lease),
+        OnDamage::Stop,
+    )?;
     let mut used = vec![0u64; index.packs().len()];
-    index.scan_ranked(|r, id, l| {
-        if !reach.blobs.contains(r) {
-            return;
-        }
-        if !index.has_other_copies() {
+    index.scan_ranked(|r, _, l| {
+        if reach.kept.primary.contains(r) {
             used[l.pack as usize] += u64::from(l.length);
-            return;
-        }
-        let copies: Vec<Location> = std::iter::once(*l).chain(index.other_copies(id)).collect();
-        let tags: Vec<Option<[u8; 8]>> = copies.iter().map(|c| tag_of(c.pack)).collect();
-        for (i, (c, k)) in copies.iter().zip(keep_copies(&tags)).enumerate() {
-            if k {
-                used[c.pack as usize] += u64::from(c.length);
-                if i > 0 {
-                    keep.others.insert((c.pack, c.offset));
-                }
-            } else if i == 0 {
-                keep.not_primary.insert(r);
-            }
         }
     })?;
+    for (&(pack, _), &len) in &reach.kept.others {
+        used[pack as usize] += u64::from(len);
+    }
     report.blobs = index.ranked_len() as u64;
     report.blobs_used = reach.blobs.len() as u64;
     report.packs = listing.len();
@@ -361,7 +366,6 @@ fn run(
         let ctx = RepackCtx {
             index: &index,
             reach: &reach,
-            keep: &keep,
             origins: &origins,
         };
         repack_packs(storage, lease, &ctx, &repack, &mut report)?
@@ -463,52 +467,10 @@ fn sweep(
     Ok(())
 }
 
-/// The origin tag of every marked pack (`docs/format.md`, "Origin
-/// marks"). A pack marked twice (two sources uploaded the same bytes at
-/// once, which random session keys make impossible in practice) keeps
-/// the first tag listed.
-fn read_origins(st: &dyn Storage) -> Result<HashMap<Id, [u8; 8]>> {
-    let mut out = HashMap::new();
-    for o in st.list(Kind::Origin)? {
-        if let Some((pack, tag)) = cairn_format::maint::parse_origin_name(&o.name) {
-            out.entry(pack).or_insert(tag);
-        }
-    }
-    Ok(out)
-}
-
-/// Which copies of the needed blobs stored more than once are kept,
-/// beyond the primary copy of every needed blob.
-#[derive(Default)]
-struct Kept {
-    /// Ranks whose primary copy is not kept.
-    not_primary: HashSet<usize>,
-    /// Other copies kept, by pack position and offset.
-    others: HashSet<(u32, u64)>,
-}
-
-/// Which copies of one needed blob prune keeps, given each copy's origin
-/// tag (`None`: unmarked) in load order, so live packs first.
-///
-/// Prune has no key, so it cannot tell a true copy from garbage a source
-/// stored under the same ID. An unmarked copy was written by the owner
-/// and is trusted: it alone is kept. Otherwise one copy per origin is
-/// kept: the copy of the source whose snapshot needs the blob is among
-/// them, whatever another source stored (`docs/format.md`, "Garbage
-/// collection").
-fn keep_copies(tags: &[Option<[u8; 8]>]) -> Vec<bool> {
-    if let Some(i) = tags.iter().position(|t| t.is_none()) {
-        return (0..tags.len()).map(|j| j == i).collect();
-    }
-    let mut seen = HashSet::new();
-    tags.iter().map(|t| seen.insert(*t)).collect()
-}
-
 /// What repacking needs to know.
 struct RepackCtx<'a> {
     index: &'a cairn_repo::Index,
     reach: &'a Reach,
-    keep: &'a Kept,
     origins: &'a HashMap<Id, [u8; 8]>,
 }
 
@@ -519,13 +481,10 @@ impl RepackCtx<'_> {
         let Some((r, l)) = self.index.rank(id) else {
             return false;
         };
-        if !self.reach.blobs.contains(r) {
-            return false;
-        }
         if l.pack == pos && l.offset == offset {
-            !self.keep.not_primary.contains(&r)
+            self.reach.kept.primary.contains(r)
         } else {
-            self.keep.others.contains(&(pos, offset))
+            self.reach.kept.others.contains_key(&(pos, offset))
         }
     }
 }
@@ -648,22 +607,4 @@ fn repack_packs(
         done.extend(copied_from);
     }
     Ok(done)
-}
-
-#[cfg(test)]
-mod keep_tests {
-    use super::keep_copies;
-
-    #[test]
-    fn an_owner_copy_alone_or_one_copy_per_source() {
-        let (a, b) = (Some([1u8; 8]), Some([2u8; 8]));
-        assert_eq!(keep_copies(&[a]), [true]);
-        assert_eq!(keep_copies(&[None]), [true]);
-        assert_eq!(
-            keep_copies(&[a, None, b, None]),
-            [false, true, false, false]
-        );
-        assert_eq!(keep_copies(&[a, b, a, b]), [true, true, false, false]);
-        assert_eq!(keep_copies(&[b, b, a]), [true, false, true]);
-    }
 }

@@ -20,7 +20,9 @@ use cairn_repo::{TableLimits, load_index_tiered, read_config, read_index_file, r
 use cairn_storage::{Kind, Storage};
 
 use crate::Result;
-use crate::graph::{OnDamage, walk_with};
+use crate::graph::{
+    OnDamage, Trust, pack_tags, read_origins, snapshot_trusts, trust_of, walk_trusted, walk_with,
+};
 
 /// A deterministic part of the packs, so a repository can be verified a
 /// slice at a time (`1/10` then `2/10` … covers everything once).
@@ -317,14 +319,24 @@ pub fn verify(storage: &dyn Storage, opts: &VerifyOptions) -> Result<VerifyRepor
     // References, snapshot by snapshot, so damage names its snapshots.
     let mut damage: Vec<(String, String)> = Vec::new();
     let mut record = |what: &str, _id: &Id, why: String| damage.push((what.to_string(), why));
+    // Each snapshot with the copies its sender could have used, as prune
+    // walks it: a source's forgeries are not damage in anyone else's.
+    let tags = pack_tags(&index, &read_origins(storage)?);
+    let trusts = snapshot_trusts(storage)?;
     let roots: Vec<(Id, String)> = snaps
         .iter()
         .map(|(id, e)| (e.root, format!("snapshot {}", id.short())))
         .collect();
-    let reach = walk_with(
+    let trusted: Vec<(Id, String, Trust)> = snaps
+        .iter()
+        .zip(&roots)
+        .map(|((id, _), (root, what))| (*root, what.clone(), trust_of(&trusts, id)))
+        .collect();
+    let reach = walk_trusted(
         storage,
         &index,
-        &roots,
+        &trusted,
+        &tags,
         &mut || Ok(()),
         OnDamage::Record(&mut record),
     )?;

@@ -38,3 +38,14 @@ pub fn now_ns() -> i64 {
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
 }
+
+/// The tag of a principal (token or SSH key name) in origin mark names
+/// (`docs/format.md`, "Origin marks"): the first 8 bytes of
+/// BLAKE3(`cairn origin` ‖ 0x00 ‖ name).
+pub fn origin_tag(principal: &str) -> [u8; 8] {
+    let mut b = b"cairn origin\0".to_vec();
+    b.extend_from_slice(principal.as_bytes());
+    cairn_crypto::plain_hash(&b)[..8]
+        .try_into()
+        .expect("8 bytes")
+}

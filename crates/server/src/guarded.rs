@@ -138,9 +138,12 @@ impl GuardedStorage {
         }
     }
 
-    /// After a source's snapshot arrived: the server's own record of when,
-    /// which retention goes by (a source's claimed time is its own word).
-    /// Admin uploads (the box's own jobs, `repair snapshots`) need none.
+    /// Before a source's snapshot is published: the server's own record
+    /// of when it arrived, which retention goes by (a source's claimed
+    /// time is its own word), and of who sent it, which prune goes by. A
+    /// crash in between leaves a receipt without a snapshot, which means
+    /// nothing. Admin uploads (the box's own jobs, `repair snapshots`)
+    /// need none.
     fn receipt(&self, kind: Kind, name: &str) -> Result<()> {
         if kind != Kind::Snapshot || self.role == Role::Admin {
             return Ok(());
@@ -161,10 +164,7 @@ impl GuardedStorage {
 
     /// This caller's tag in origin marks.
     fn tag(&self) -> [u8; 8] {
-        let mut b = b"cairn origin\0".to_vec();
-        b.extend_from_slice(self.principal.as_bytes());
-        let h = cairn_crypto::plain_hash(&b);
-        h[..8].try_into().expect("8 bytes")
+        cairn_repo::origin_tag(&self.principal)
     }
 
     /// Before a source's pack is published: the box's record of who
@@ -363,8 +363,10 @@ impl Storage for GuardedStorage {
     fn put(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
         self.check_upload(kind, name, data)?;
         self.mark_origin(kind, name)?;
-        self.inner.put(kind, name, data)?;
-        self.receipt(kind, name)
+        // The receipt first, like the mark: a source's snapshot is never
+        // without one, so prune knows whose copies it needs.
+        self.receipt(kind, name)?;
+        self.inner.put(kind, name, data)
     }
 
     fn put_file(&self, kind: Kind, name: &str, file: &Path) -> Result<()> {
@@ -407,8 +409,8 @@ impl Storage for GuardedStorage {
             }
         }
         self.mark_origin(kind, name)?;
-        self.inner.put_file(kind, name, file)?;
-        self.receipt(kind, name)
+        self.receipt(kind, name)?;
+        self.inner.put_file(kind, name, file)
     }
 
     fn list(&self, kind: Kind) -> Result<Vec<ObjectInfo>> {
