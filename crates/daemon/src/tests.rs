@@ -977,3 +977,117 @@ fn an_upload_whose_answer_was_lost_is_not_taken_for_a_clash() {
     ));
     r.stop();
 }
+
+/// Dedup poisoning over real HTTPS, every request through the box: a
+/// source with its own put token stores garbage under the ID of a file
+/// another machine holds, before and after that machine backs it up, and
+/// makes its forgeries the copies readers meet first. The owner restores
+/// the victim's snapshot byte-identical through an admin token, a data
+/// check passes, and the box's prune deletes the forgeries.
+#[test]
+fn a_source_cannot_poison_another_machines_backup_over_https() {
+    use cairn_repo::BlobKind;
+    let s = setup();
+    let r = serve(&s, "", "");
+    let mallory_tok = token(&r, "mallory", "put", Some("mallory:*"));
+    let laptop_tok = token(&r, "laptop", "put", Some("laptop:*"));
+    let admin = token(&r, "owner", "admin", None);
+    let key = |p: &Path| cairn_repo::KeySource::File {
+        path: p.to_path_buf(),
+        passphrase: None,
+    };
+    let guessable = b"a file the attacker can guess, such as a stock config\n".repeat(200);
+    let mallory = client(&r, &mallory_tok, &s.dir.path().join("m"));
+    let m = cairn_repo::Repo::open(mallory.clone(), &key(&s.put_key)).unwrap();
+    let first = cairn_server::testkit::forge(
+        &mallory,
+        &m,
+        &[(BlobKind::Chunk, m.blob_id(&guessable))],
+        false,
+    );
+
+    let src = s.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("guessable"), &guessable).unwrap();
+    std::fs::write(src.join("other"), b"something else").unwrap();
+    let snap = backup_as(
+        client(&r, &laptop_tok, &s.dir.path().join("l")),
+        &s.put_key,
+        &src,
+        "laptop:/src",
+        &s.dir.path().join("cache"),
+    );
+    let mut ids = Vec::new();
+    for o in mallory.list(Kind::Index).unwrap() {
+        for p in cairn_repo::read_index_file(&*mallory, &o.name).unwrap() {
+            if p.pack != first {
+                ids.extend(p.trailer.entries.iter().map(|e| (e.kind, e.id)));
+            }
+        }
+    }
+    let second = cairn_server::testkit::forge(&mallory, &m, &ids, true);
+
+    let restore_and_check = |round: &str| {
+        let owner = cairn_repo::Repo::open(
+            client(&r, &admin, &s.dir.path().join("o")),
+            &key(&s.owner_key),
+        )
+        .unwrap();
+        let (list, _) = cairn_repo::Repo::list_snapshots(&**owner.storage()).unwrap();
+        let sn = list.iter().find(|x| x.id.to_hex() == snap).unwrap();
+        let dest = s.dir.path().join(format!("dest-{round}"));
+        let sum = cairn_engine::restorer::restore(
+            &owner,
+            sn.envelope.root,
+            &cairn_engine::restorer::RestoreOptions {
+                target: dest.clone(),
+                threads: 2,
+                ..Default::default()
+            },
+            &Default::default(),
+            &Default::default(),
+        )
+        .unwrap();
+        assert!(sum.warnings.is_empty(), "{round}: {:?}", sum.warnings);
+        let got = dest.join(src.strip_prefix("/").unwrap());
+        assert!(
+            std::fs::read(got.join("guessable")).unwrap() == guessable,
+            "{round}"
+        );
+        assert_eq!(std::fs::read(got.join("other")).unwrap(), b"something else");
+        let c = cairn_engine::checker::check(
+            &owner,
+            &cairn_engine::checker::CheckOptions {
+                read_data: true,
+                ..Default::default()
+            },
+            &Default::default(),
+            &Default::default(),
+        )
+        .unwrap();
+        assert!(c.errors.is_empty(), "{round}: {:?}", c.errors);
+        c.notes.iter().filter(|n| n.contains("forged")).count()
+    };
+    assert_eq!(restore_and_check("poisoned"), ids.len() + 1);
+    // The box's own prune (as its jobs run it, on the repository itself).
+    let rep = cairn_maint::prune::prune(
+        s.raw.clone(),
+        &cairn_maint::prune::PruneOptions {
+            grace: Duration::ZERO,
+            holder: "box".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(rep.deleted_packs, 2, "{rep:?}");
+    assert_eq!(restore_and_check("pruned"), 0);
+    let packs: Vec<String> = s
+        .raw
+        .list(Kind::Pack)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert!(!packs.contains(&first.to_hex()) && !packs.contains(&second.to_hex()));
+    r.stop();
+}

@@ -238,17 +238,21 @@ fn run(
         )));
     }
     report.snapshots = snaps.len();
-    let listing: HashMap<Id, u64> = st
-        .list(Kind::Pack)?
-        .into_iter()
-        .filter_map(|o| Id::from_hex(&o.name).map(|id| (id, o.size)))
-        .collect();
 
     let tier = |p: &Id| tiers.get(p).copied().unwrap_or(LIVE);
     let loaded = load_index_tiered(st, opts.limits.clone(), &tier, 3, &[])?;
     if let Some(p) = loaded.problems.first() {
         return Err(Error::Untrusted(p.clone()));
     }
+    // Packs are listed after the index files are read: a pack is durable
+    // before any index file lists it, so every pack the index loaded
+    // lists is in this listing unless it is lost. Listed before, a pack
+    // a backup published in between would look lost.
+    let listing: HashMap<Id, u64> = st
+        .list(Kind::Pack)?
+        .into_iter()
+        .filter_map(|o| Id::from_hex(&o.name).map(|id| (id, o.size)))
+        .collect();
     // Packs no index lists belong to a backup still writing (it indexes
     // them before its snapshot) or to one that crashed (the next backup
     // indexes them). Either way they are left alone: condemning a pack

@@ -1,6 +1,7 @@
 //! Helpers for tests of the box, here and in `cairn-daemon`: a real
 //! repository with an owner key and a put-only key, a backup through any
-//! storage, and a byte-exact picture of a repository directory.
+//! storage, a byte-exact picture of a repository directory, and a
+//! source forging copies of other sources' blobs (dedup poisoning).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use cairn_engine::archiver::{BackupOptions, Progress, backup};
 use cairn_repo::keys::write_key_file;
 use cairn_repo::{KeySource, Repo, init_options};
-use cairn_storage::{LocalStorage, Storage};
+use cairn_storage::{Kind, LocalStorage, Storage};
 
 /// Every file below `dir` (staging `tmp/` left out) with its bytes.
 pub fn fingerprint(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -99,4 +100,55 @@ pub fn setup() -> Setup {
         owner_key,
         put_key,
     }
+}
+
+/// Mallory's forgery: a pack of garbage records under `ids`, sealed
+/// with a session of Mallory's own, and an index file listing it. With
+/// `first`, the upload is redone until the index file's name sorts
+/// before every other one, so that readers meet the forged copies first
+/// (an attacker can grind names like this).
+pub fn forge(
+    mallory: &Arc<dyn Storage>,
+    m: &Repo,
+    ids: &[(cairn_repo::BlobKind, cairn_format::Id)],
+    first: bool,
+) -> cairn_format::Id {
+    use cairn_repo::{BlobKind, PackSink};
+    let others: Vec<String> = mallory
+        .list(Kind::Index)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    for attempt in 0..100_000 {
+        let session = m.new_session().unwrap();
+        let mut sealer = m.sealer(&session, 3);
+        let mut sink = PackSink::new(mallory.clone(), session.key_id, session.wrapped);
+        for (n, (kind, id)) in ids.iter().enumerate() {
+            // Trees alternate between a tree with false edges and a chunk.
+            let kind = match kind {
+                BlobKind::Tree if n % 2 == 0 => BlobKind::Chunk,
+                k => *k,
+            };
+            let junk = format!("ransom note {attempt} {n}");
+            // Forged trees name a blob that exists nowhere: a prune that
+            // followed them would stop.
+            let refs = match kind {
+                BlobKind::Tree => vec![cairn_format::Id([0xee; 32])],
+                _ => Vec::new(),
+            };
+            let b = sealer.seal(kind, *id, refs, junk.as_bytes()).unwrap();
+            assert!(sink.add(&b).unwrap().is_none());
+        }
+        let staged = sink.finish_pack().unwrap().unwrap();
+        let bytes = cairn_format::index::encode(std::slice::from_ref(&staged.pack));
+        let name = cairn_format::Id(cairn_crypto::plain_hash(&bytes)).to_hex();
+        if first && others.iter().any(|o| *o < name) {
+            continue;
+        }
+        let p = staged.publish().unwrap();
+        cairn_repo::write_index_file(&**mallory, std::slice::from_ref(&p)).unwrap();
+        return p.pack;
+    }
+    panic!("no index file name sorted first");
 }

@@ -13,7 +13,7 @@ use cairn_storage::{Error, Kind, LocalStorage, Storage};
 use crate::guarded::{GuardedStorage, Refusal};
 use crate::policy::{GroupPattern, Role};
 
-use crate::testkit::{Setup, backup_as, fingerprint, setup};
+use crate::testkit::{Setup, backup_as, fingerprint, forge, setup};
 
 #[test]
 fn put_token_backs_up_but_cannot_harm_or_pry() {
@@ -519,57 +519,6 @@ fn packs_carry_their_origin_and_sources_see_only_their_own() {
         );
     }
     assert!(raw.list(Kind::Origin).unwrap().len() < marks.len());
-}
-
-/// Mallory's forgery: a pack of garbage records under `ids`, sealed
-/// with a session of Mallory's own, and an index file listing it. With
-/// `first`, the upload is redone until the index file's name sorts
-/// before every other one, so that readers meet the forged copies first
-/// (an attacker can grind names like this).
-fn forge(
-    mallory: &Arc<dyn Storage>,
-    m: &Repo,
-    ids: &[(cairn_repo::BlobKind, cairn_format::Id)],
-    first: bool,
-) -> cairn_format::Id {
-    use cairn_repo::{BlobKind, PackSink};
-    let others: Vec<String> = mallory
-        .list(Kind::Index)
-        .unwrap()
-        .into_iter()
-        .map(|o| o.name)
-        .collect();
-    for attempt in 0..100_000 {
-        let session = m.new_session().unwrap();
-        let mut sealer = m.sealer(&session, 3);
-        let mut sink = PackSink::new(mallory.clone(), session.key_id, session.wrapped);
-        for (n, (kind, id)) in ids.iter().enumerate() {
-            // Trees alternate between a tree with false edges and a chunk.
-            let kind = match kind {
-                BlobKind::Tree if n % 2 == 0 => BlobKind::Chunk,
-                k => *k,
-            };
-            let junk = format!("ransom note {attempt} {n}");
-            // Forged trees name a blob that exists nowhere: a prune that
-            // followed them would stop.
-            let refs = match kind {
-                BlobKind::Tree => vec![cairn_format::Id([0xee; 32])],
-                _ => Vec::new(),
-            };
-            let b = sealer.seal(kind, *id, refs, junk.as_bytes()).unwrap();
-            assert!(sink.add(&b).unwrap().is_none());
-        }
-        let staged = sink.finish_pack().unwrap().unwrap();
-        let bytes = cairn_format::index::encode(std::slice::from_ref(&staged.pack));
-        let name = cairn_format::Id(cairn_crypto::plain_hash(&bytes)).to_hex();
-        if first && others.iter().any(|o| *o < name) {
-            continue;
-        }
-        let p = staged.publish().unwrap();
-        cairn_repo::write_index_file(&**mallory, std::slice::from_ref(&p)).unwrap();
-        return p.pack;
-    }
-    panic!("no index file name sorted first");
 }
 
 /// Dedup poisoning: a source stores garbage under the IDs of another
