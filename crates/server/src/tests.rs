@@ -755,3 +755,100 @@ fn a_source_cannot_spoil_another_machines_backup_by_poisoning_dedup() {
     cairn_maint::prune::prune(raw.clone(), &opts).unwrap();
     assert_eq!(restore_and_compare("after the stall"), 0);
 }
+
+/// Prune repacks a source's half-used pack into a new pack that carries
+/// the source's origin mark: the copy never passes for the owner's, other
+/// sources are still not shown it, and the source's snapshot restores.
+#[test]
+fn repacking_a_sources_pack_keeps_its_origin() {
+    let Setup {
+        dir,
+        raw,
+        owner_key,
+        put_key,
+        ..
+    } = setup();
+    let as_token = |name: &str| -> Arc<dyn Storage> {
+        Arc::new(GuardedStorage::new(
+            raw.clone(),
+            Role::Put(None),
+            name,
+            Arc::new(|_: &Refusal| {}),
+        ))
+    };
+    let noise = |seed: u64| -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("kept"), noise(1)).unwrap();
+    std::fs::write(src.join("gone"), noise(2)).unwrap();
+    let laptop = as_token("laptop");
+    let cache = dir.path().join("c");
+    let first = backup_as(laptop.clone(), &put_key, &src, "laptop:/s", &cache);
+    std::fs::remove_file(src.join("gone")).unwrap();
+    let second = backup_as(laptop.clone(), &put_key, &src, "laptop:/s", &cache);
+    cairn_maint::forget::forget_ids(&*raw, &[cairn_format::Id::from_hex(&first).unwrap()], false)
+        .unwrap();
+    let r = cairn_maint::prune::prune(
+        raw.clone(),
+        &cairn_maint::prune::PruneOptions {
+            grace: std::time::Duration::ZERO,
+            holder: "test".into(),
+            max_unused: 0.0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(r.repacked_packs >= 1, "{r:?}");
+    let tag = cairn_repo::origin_tag("laptop");
+    let marks: Vec<String> = raw
+        .list(Kind::Origin)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    for p in raw.list(Kind::Pack).unwrap() {
+        let id = cairn_format::Id::from_hex(&p.name).unwrap();
+        assert!(
+            marks.contains(&cairn_format::maint::origin_name(&id, &tag)),
+            "pack {} lost its origin",
+            id.short()
+        );
+    }
+    assert!(as_token("desktop").list(Kind::Pack).unwrap().is_empty());
+    let repo = Repo::open(
+        raw.clone(),
+        &KeySource::File {
+            path: owner_key,
+            passphrase: None,
+        },
+    )
+    .unwrap();
+    let (snaps, _) = Repo::list_snapshots(&*raw).unwrap();
+    let s = snaps.iter().find(|s| s.id.to_hex() == second).unwrap();
+    let dest = dir.path().join("dest");
+    cairn_engine::restorer::restore(
+        &repo,
+        s.envelope.root,
+        &cairn_engine::restorer::RestoreOptions {
+            target: dest.clone(),
+            threads: 2,
+            ..Default::default()
+        },
+        &Progress::default(),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let got = dest.join(src.strip_prefix("/").unwrap());
+    assert!(std::fs::read(got.join("kept")).unwrap() == noise(1));
+    assert!(!got.join("gone").exists());
+}
