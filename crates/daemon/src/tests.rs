@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_server::https::{Endpoint, HttpsStorage};
-use cairn_server::testkit::{Setup, backup_as, fingerprint, setup};
+use cairn_server::testkit::{
+    Setup, backup_as, fingerprint, open_with_key, restore_snapshot, setup,
+};
 use cairn_server::tls::Trust;
 use cairn_storage::{Error, Kind, Storage};
 
@@ -992,13 +994,9 @@ fn a_source_cannot_poison_another_machines_backup_over_https() {
     let mallory_tok = token(&r, "mallory", "put", Some("mallory:*"));
     let laptop_tok = token(&r, "laptop", "put", Some("laptop:*"));
     let admin = token(&r, "owner", "admin", None);
-    let key = |p: &Path| cairn_repo::KeySource::File {
-        path: p.to_path_buf(),
-        passphrase: None,
-    };
     let guessable = b"a file the attacker can guess, such as a stock config\n".repeat(200);
     let mallory = client(&r, &mallory_tok, &s.dir.path().join("m"));
-    let m = cairn_repo::Repo::open(mallory.clone(), &key(&s.put_key)).unwrap();
+    let m = open_with_key(mallory.clone(), &s.put_key);
     let first = cairn_server::testkit::forge(
         &mallory,
         &m,
@@ -1028,28 +1026,13 @@ fn a_source_cannot_poison_another_machines_backup_over_https() {
     let second = cairn_server::testkit::forge(&mallory, &m, &ids, true);
 
     let restore_and_check = |round: &str| {
-        let owner = cairn_repo::Repo::open(
-            client(&r, &admin, &s.dir.path().join("o")),
-            &key(&s.owner_key),
-        )
-        .unwrap();
-        let (list, _) = cairn_repo::Repo::list_snapshots(&**owner.storage()).unwrap();
-        let sn = list.iter().find(|x| x.id.to_hex() == snap).unwrap();
-        let dest = s.dir.path().join(format!("dest-{round}"));
-        let sum = cairn_engine::restorer::restore(
+        let owner = open_with_key(client(&r, &admin, &s.dir.path().join("o")), &s.owner_key);
+        let got = restore_snapshot(
             &owner,
-            sn.envelope.root,
-            &cairn_engine::restorer::RestoreOptions {
-                target: dest.clone(),
-                threads: 2,
-                ..Default::default()
-            },
-            &Default::default(),
-            &Default::default(),
-        )
-        .unwrap();
-        assert!(sum.warnings.is_empty(), "{round}: {:?}", sum.warnings);
-        let got = dest.join(src.strip_prefix("/").unwrap());
+            &snap,
+            &src,
+            &s.dir.path().join(format!("dest-{round}")),
+        );
         assert!(
             std::fs::read(got.join("guessable")).unwrap() == guessable,
             "{round}"

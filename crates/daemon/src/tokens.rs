@@ -146,10 +146,11 @@ impl TokenStore {
         }
     }
 
-    /// Holds an exclusive lock on `tokens.lock` beside the file while a
-    /// change reads and rewrites it: two `token add` at once would
-    /// otherwise each write the file without the other's token.
-    fn locked<T>(&self, change: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
+    /// An exclusive lock on `tokens.lock` beside the file, held while a
+    /// change reads and rewrites it (until the returned file is closed):
+    /// two `token add` at once would otherwise each write the file
+    /// without the other's token.
+    fn lock(&self) -> Result<std::fs::File> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
         let path = dir.join("tokens.lock");
@@ -160,8 +161,7 @@ impl TokenStore {
             .open(&path)
             .map_err(|e| Error::io("create", &path, e))?;
         lock.lock().map_err(|e| Error::io("lock", &path, e))?;
-        // Unlocked when `lock` is closed, whatever `change` returns.
-        change(self)
+        Ok(lock)
     }
 
     fn write(&self, f: &TokenFile) -> Result<()> {
@@ -207,17 +207,7 @@ impl TokenStore {
                 "token name {name:?}: use up to 64 letters, digits and - _ . @ :"
             )));
         }
-        self.locked(|me| me.add_locked(name, role, repo, group, lifetime))
-    }
-
-    fn add_locked(
-        &self,
-        name: &str,
-        role: &str,
-        repo: &str,
-        group: Option<&str>,
-        lifetime: Option<std::time::Duration>,
-    ) -> Result<String> {
+        let _lock = self.lock()?;
         let mut f = self.read()?;
         if f.tokens.iter().any(|t| t.name == name) {
             return Err(Error::Tokens(format!(
@@ -251,10 +241,7 @@ impl TokenStore {
 
     /// Revokes a token by name; it stays listed, marked revoked.
     pub fn revoke(&self, name: &str) -> Result<()> {
-        self.locked(|me| me.revoke_locked(name))
-    }
-
-    fn revoke_locked(&self, name: &str) -> Result<()> {
+        let _lock = self.lock()?;
         let mut f = self.read()?;
         let Some(t) = f.tokens.iter_mut().find(|t| t.name == name) else {
             return Err(Error::Tokens(format!(

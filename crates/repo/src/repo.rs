@@ -924,11 +924,6 @@ impl BlobReader<'_> {
         repo.decode_checked(id, loc, &self.windows[w].buf[a..b], &mut self.scratch, out)
     }
 
-    /// Plaintext length of a blob, from the index.
-    pub fn raw_len(&self, id: &Id) -> Option<u32> {
-        self.repo.index.get(id).map(|l| l.raw_len)
-    }
-
     /// Loads a tree blob.
     pub fn load_tree(&mut self, id: &Id) -> Result<Tree> {
         match self.fetch(id, &mut Vec::new())? {

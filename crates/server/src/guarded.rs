@@ -148,15 +148,18 @@ impl GuardedStorage {
         if kind != Kind::Snapshot || self.role == Role::Admin {
             return Ok(());
         }
+        // The same snapshot uploaded again keeps its first receipt.
+        self.put_receipt(Kind::Receipt, name)
+    }
+
+    /// Stores a receipt (now, from this caller) under `name`, keeping one
+    /// stored already: receipts and origin marks share the body.
+    fn put_receipt(&self, kind: Kind, name: &str) -> Result<()> {
         let r = cairn_format::maint::Receipt {
-            received_ns: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as i64)
-                .unwrap_or(0),
+            received_ns: cairn_repo::now_ns(),
             sender: self.principal.clone(),
         };
-        match self.inner.put(Kind::Receipt, name, &r.encode()) {
-            // The same snapshot uploaded again keeps its first receipt.
+        match self.inner.put(kind, name, &r.encode()) {
             Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(e),
         }
@@ -183,18 +186,10 @@ impl GuardedStorage {
         let Some(id) = Id::from_hex(name) else {
             return Ok(());
         };
-        let r = cairn_format::maint::Receipt {
-            received_ns: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as i64)
-                .unwrap_or(0),
-            sender: self.principal.clone(),
-        };
-        let mark = cairn_format::maint::origin_name(&id, &self.tag());
-        match self.inner.put(Kind::Origin, &mark, &r.encode()) {
-            Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.put_receipt(
+            Kind::Origin,
+            &cairn_format::maint::origin_name(&id, &self.tag()),
+        )
     }
 
     /// The packs a put caller is shown: unmarked ones (the owner's, or

@@ -13,6 +13,70 @@ use cairn_repo::keys::write_key_file;
 use cairn_repo::{KeySource, Repo, init_options};
 use cairn_storage::{Kind, LocalStorage, Storage};
 
+/// `raw` as a source with a put token named `name` sees it, through the
+/// box's guard (refusals are not logged).
+pub fn put_token(raw: &Arc<dyn Storage>, name: &str) -> Arc<dyn Storage> {
+    Arc::new(crate::guarded::GuardedStorage::new(
+        raw.clone(),
+        crate::policy::Role::Put(None),
+        name,
+        Arc::new(|_: &crate::guarded::Refusal| {}),
+    ))
+}
+
+/// `n` pseudo-random bytes (xorshift from `seed`): data that neither
+/// compresses nor repeats.
+pub fn pseudo(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// `storage` opened with the key file `key`.
+pub fn open_with_key(storage: Arc<dyn Storage>, key: &Path) -> Repo {
+    Repo::open(
+        storage,
+        &KeySource::File {
+            path: key.to_path_buf(),
+            passphrase: None,
+        },
+    )
+    .unwrap()
+}
+
+/// Restores snapshot `snapshot` (hex) into `dest` with the owner's `repo`,
+/// asserting that nothing was skipped; returns where the snapshot's
+/// source `src` landed.
+pub fn restore_snapshot(
+    repo: &Repo,
+    snapshot: &str,
+    src: &Path,
+    dest: &Path,
+) -> std::path::PathBuf {
+    let (snaps, _) = Repo::list_snapshots(&**repo.storage()).unwrap();
+    let s = snaps.iter().find(|s| s.id.to_hex() == snapshot).unwrap();
+    let sum = cairn_engine::restorer::restore(
+        repo,
+        s.envelope.root,
+        &cairn_engine::restorer::RestoreOptions {
+            target: dest.to_path_buf(),
+            threads: 2,
+            ..Default::default()
+        },
+        &Progress::default(),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert!(sum.warnings.is_empty(), "{:?}", sum.warnings);
+    dest.join(src.strip_prefix("/").unwrap())
+}
+
 /// Every file below `dir` (staging `tmp/` left out) with its bytes.
 pub fn fingerprint(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();

@@ -13,7 +13,9 @@ use cairn_storage::{Error, Kind, LocalStorage, Storage};
 use crate::guarded::{GuardedStorage, Refusal};
 use crate::policy::{GroupPattern, Role};
 
-use crate::testkit::{Setup, backup_as, fingerprint, forge, setup};
+use crate::testkit::{
+    Setup, backup_as, fingerprint, forge, open_with_key, pseudo, put_token, restore_snapshot, setup,
+};
 
 #[test]
 fn put_token_backs_up_but_cannot_harm_or_pry() {
@@ -401,14 +403,7 @@ fn packs_carry_their_origin_and_sources_see_only_their_own() {
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("a"), vec![3u8; 50_000]).unwrap();
-    let as_token = |name: &str| -> Arc<dyn Storage> {
-        Arc::new(GuardedStorage::new(
-            raw.clone(),
-            Role::Put(None),
-            name,
-            Arc::new(|_: &Refusal| {}),
-        ))
-    };
+    let as_token = |name: &str| put_token(&raw, name);
     backup_as(
         raw.clone(),
         &owner_key,
@@ -530,7 +525,6 @@ fn packs_carry_their_origin_and_sources_see_only_their_own() {
 #[test]
 fn a_source_cannot_spoil_another_machines_backup_by_poisoning_dedup() {
     use cairn_engine::checker::{CheckOptions, check};
-    use cairn_engine::restorer::{RestoreOptions, restore};
     use cairn_repo::BlobKind;
     let Setup {
         dir,
@@ -539,30 +533,11 @@ fn a_source_cannot_spoil_another_machines_backup_by_poisoning_dedup() {
         put_key,
         ..
     } = setup();
-    let as_token = |name: &str| -> Arc<dyn Storage> {
-        Arc::new(GuardedStorage::new(
-            raw.clone(),
-            Role::Put(None),
-            name,
-            Arc::new(|_: &Refusal| {}),
-        ))
-    };
-    let key = |path: &Path| KeySource::File {
-        path: path.to_path_buf(),
-        passphrase: None,
-    };
+    let as_token = |name: &str| put_token(&raw, name);
     let guessable = b"the victim's file, which the attacker can guess".repeat(100);
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let big: Vec<u8> = (0..(20 << 20))
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let big = pseudo(20 << 20, 0x2545_f491_4f6c_dd1d);
     let mallory = as_token("mallory");
-    let m = Repo::open(mallory.clone(), &key(&put_key)).unwrap();
+    let m = open_with_key(mallory.clone(), &put_key);
     let before = forge(
         &mallory,
         &m,
@@ -608,26 +583,13 @@ fn a_source_cannot_spoil_another_machines_backup_by_poisoning_dedup() {
     let after = forge(&mallory, &m, &seen, true);
 
     let restore_and_compare = |round: &str| {
-        let repo = Repo::open(raw.clone(), &key(&owner_key)).unwrap();
-        let (snaps, _) = Repo::list_snapshots(&*raw).unwrap();
-        let s = snaps.iter().find(|s| s.id.to_hex() == snap).unwrap();
-        let dest = dir.path().join(format!("dest-{round}"));
-        let r = restore(
+        let repo = open_with_key(raw.clone(), &owner_key);
+        let got = restore_snapshot(
             &repo,
-            s.envelope.root,
-            &RestoreOptions {
-                target: dest.clone(),
-                subpath: None,
-                includes: Vec::new(),
-                excludes: Vec::new(),
-                threads: 2,
-            },
-            &Progress::default(),
-            &AtomicBool::new(false),
-        )
-        .unwrap();
-        assert!(r.warnings.is_empty(), "{round}: {:?}", r.warnings);
-        let got = dest.join(src.strip_prefix("/").unwrap());
+            &snap,
+            &src,
+            &dir.path().join(format!("dest-{round}")),
+        );
         assert!(
             std::fs::read(got.join("guessable")).unwrap() == guessable,
             "{round}: the guessed file"
@@ -656,7 +618,7 @@ fn a_source_cannot_spoil_another_machines_backup_by_poisoning_dedup() {
     };
 
     // Readers meet the forged copies first.
-    let repo = Repo::open(raw.clone(), &key(&owner_key)).unwrap();
+    let repo = open_with_key(raw.clone(), &owner_key);
     let after_pos = repo.index().pack_pos(&after).unwrap();
     for (_, id) in &seen {
         assert_eq!(repo.index().get(id).unwrap().pack, after_pos);
@@ -691,7 +653,7 @@ fn a_source_cannot_spoil_another_machines_backup_by_poisoning_dedup() {
     let r = prune();
     assert_eq!(r.deleted_packs, 2, "{r:?}");
     assert_eq!(restore_and_compare("pruned"), 0, "no forged copy is left");
-    let repo = Repo::open(raw.clone(), &key(&owner_key)).unwrap();
+    let repo = open_with_key(raw.clone(), &owner_key);
     for (_, id) in &seen {
         assert_eq!(repo.index().other_copies(id).count(), 0);
     }
@@ -730,7 +692,13 @@ fn a_source_cannot_spoil_another_machines_backup_by_poisoning_dedup() {
     let theirs = m
         .commit_snapshot(&env, &cairn_format::snapshot::Body::default(), &session)
         .unwrap();
-    let before_prune = fingerprint(&dir.path().join("repo"));
+    // The repository's files, the prune lease left out.
+    let files = || {
+        let mut f = fingerprint(&dir.path().join("repo"));
+        f.retain(|k, _| !k.contains("/locks/"));
+        f
+    };
+    let before_prune = files();
     let opts = cairn_maint::prune::PruneOptions {
         grace: std::time::Duration::ZERO,
         holder: "test".into(),
@@ -743,14 +711,7 @@ fn a_source_cannot_spoil_another_machines_backup_by_poisoning_dedup() {
         e.contains(&format!("snapshot {}", theirs.short())) && e.contains("another source"),
         "{e}"
     );
-    let mut after_prune = fingerprint(&dir.path().join("repo"));
-    after_prune.retain(|k, _| !k.contains("/locks/"));
-    let mut before_no_locks = before_prune.clone();
-    before_no_locks.retain(|k, _| !k.contains("/locks/"));
-    assert_eq!(
-        before_no_locks, after_prune,
-        "the stopped prune changed nothing"
-    );
+    assert_eq!(before_prune, files(), "the stopped prune changed nothing");
     cairn_maint::forget::forget_ids(&*raw, &[theirs], false).unwrap();
     cairn_maint::prune::prune(raw.clone(), &opts).unwrap();
     assert_eq!(restore_and_compare("after the stall"), 0);
@@ -768,25 +729,8 @@ fn repacking_a_sources_pack_keeps_its_origin() {
         put_key,
         ..
     } = setup();
-    let as_token = |name: &str| -> Arc<dyn Storage> {
-        Arc::new(GuardedStorage::new(
-            raw.clone(),
-            Role::Put(None),
-            name,
-            Arc::new(|_: &Refusal| {}),
-        ))
-    };
-    let noise = |seed: u64| -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..200_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    };
+    let as_token = |name: &str| put_token(&raw, name);
+    let noise = |seed: u64| pseudo(200_000, seed);
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("kept"), noise(1)).unwrap();
@@ -825,30 +769,8 @@ fn repacking_a_sources_pack_keeps_its_origin() {
         );
     }
     assert!(as_token("desktop").list(Kind::Pack).unwrap().is_empty());
-    let repo = Repo::open(
-        raw.clone(),
-        &KeySource::File {
-            path: owner_key,
-            passphrase: None,
-        },
-    )
-    .unwrap();
-    let (snaps, _) = Repo::list_snapshots(&*raw).unwrap();
-    let s = snaps.iter().find(|s| s.id.to_hex() == second).unwrap();
-    let dest = dir.path().join("dest");
-    cairn_engine::restorer::restore(
-        &repo,
-        s.envelope.root,
-        &cairn_engine::restorer::RestoreOptions {
-            target: dest.clone(),
-            threads: 2,
-            ..Default::default()
-        },
-        &Progress::default(),
-        &AtomicBool::new(false),
-    )
-    .unwrap();
-    let got = dest.join(src.strip_prefix("/").unwrap());
+    let repo = open_with_key(raw.clone(), &owner_key);
+    let got = restore_snapshot(&repo, &second, &src, &dir.path().join("dest"));
     assert!(std::fs::read(got.join("kept")).unwrap() == noise(1));
     assert!(!got.join("gone").exists());
 }

@@ -187,16 +187,7 @@ fn forget_policies_protection_and_refusals() {
     assert_eq!(snapshot_count(&env), 1);
 
     // A put-only key cannot forget, prune or protect.
-    let key = env.path("put.key");
-    env.ok(&[
-        "key",
-        "add",
-        "--role",
-        "put-only",
-        "--no-password",
-        "-o",
-        s(&key),
-    ]);
+    let key = env.put_only_key("put.key");
     for args in [
         vec!["forget", "--keep-last", "1"],
         vec!["prune"],
