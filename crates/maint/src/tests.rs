@@ -258,6 +258,9 @@ struct Faulty {
     /// List calls of this kind drop their first entry, this many times.
     short: Option<Kind>,
     short_left: AtomicUsize,
+    /// Index files of the newer snapshot of [`two_snapshots`]: a short
+    /// listing drops the first of these it meets, else its first entry.
+    newer: BTreeSet<String>,
 }
 
 impl Storage for Faulty {
@@ -301,7 +304,8 @@ impl Storage for Faulty {
                 .is_ok()
             && !v.is_empty()
         {
-            v.remove(0);
+            let at = v.iter().position(|o| self.newer.contains(&o.name));
+            v.remove(at.unwrap_or(0));
         }
         Ok(v)
     }
@@ -313,16 +317,26 @@ impl Storage for Faulty {
     }
 }
 
-/// Two snapshots, the older with data of its own; returns the storage
-/// copy and the snapshot IDs (older first).
-fn two_snapshots(f: &Fixture) -> (String, String) {
+/// Two snapshots, the older with data of its own; returns the names of
+/// the index files the newer one wrote.
+fn two_snapshots(f: &Fixture, st: &dyn Storage) -> BTreeSet<String> {
+    let index_files = || -> BTreeSet<String> {
+        st.list(Kind::Index)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect()
+    };
     write(&f.src().join("shared"), 1, 60 << 10);
     write(&f.src().join("old"), 2, 60 << 10);
-    let a = f.backup().unwrap();
+    f.backup().unwrap();
+    let older = index_files();
     std::fs::remove_file(f.src().join("old")).unwrap();
     write(&f.src().join("new"), 3, 60 << 10);
-    let b = f.backup().unwrap();
-    (a, b)
+    f.backup().unwrap();
+    let newer: BTreeSet<String> = index_files().difference(&older).cloned().collect();
+    assert!(!newer.is_empty());
+    newer
 }
 
 fn faulty(fail: Option<Kind>, short: Option<Kind>, times: usize) -> (Fixture, Arc<Faulty>) {
@@ -331,9 +345,15 @@ fn faulty(fail: Option<Kind>, short: Option<Kind>, times: usize) -> (Fixture, Ar
         fail: None,
         short: None,
         short_left: AtomicUsize::new(0),
+        newer: BTreeSet::new(),
     });
     let f = Fixture::new(inner.clone());
-    two_snapshots(&f);
+    // The index files of the newer backup each list data the newer
+    // snapshot needs. One of the older backup's may list only data the
+    // older alone used (each pack publisher writes an index file), and a
+    // listing that leaves that out is harmless: its packs are unindexed,
+    // so left alone.
+    let newer = two_snapshots(&f, &*inner);
     // Rebuild the wrapper around the same objects with the fault on.
     let copy = MemoryStorage::new(std::env::temp_dir());
     for k in [
@@ -357,6 +377,7 @@ fn faulty(fail: Option<Kind>, short: Option<Kind>, times: usize) -> (Fixture, Ar
         fail,
         short,
         short_left: AtomicUsize::new(times),
+        newer,
     });
     let f = Fixture {
         dir: f.dir,
