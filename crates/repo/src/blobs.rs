@@ -12,8 +12,11 @@ use crate::{Error, Result};
 
 /// Default zstd level. On the benchmark corpus with 512 KiB chunks, level
 /// 2 used a quarter less CPU than zstd's default of 3 for about 1% more
-/// stored bytes (`bench/results.md`, still within 2% of borg at level 3).
-pub const DEFAULT_LEVEL: i32 = 2;
+/// stored bytes, and level 1 another 9% less CPU for 1–2.5% more on the
+/// mixed corpus and 1% less on small files (`bench/results.md`: still
+/// within 4% of borg at level 3). Compression is the largest share of a
+/// first backup's CPU, and a first backup is CPU-bound.
+pub const DEFAULT_LEVEL: i32 = 1;
 /// A chunk larger than twice this is compressed as one frame whose first
 /// block holds only this much: if that block does not shrink, the chunk is
 /// stored as is and the rest of the frame is never compressed. Media,
