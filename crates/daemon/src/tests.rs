@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cairn_server::https::{Endpoint, HttpsStorage};
 use cairn_server::testkit::{
-    Setup, backup_as, fingerprint, open_with_key, restore_snapshot, setup,
+    Setup, backup_as, check_read_data, fingerprint, open_with_key, restore_snapshot, setup,
 };
 use cairn_server::tls::Trust;
 use cairn_storage::{Error, Kind, Storage};
@@ -146,42 +146,11 @@ fn backup_restore_and_check_over_https_with_a_put_token() {
     );
     // The owner, through an admin token, restores it byte for byte and
     // the check reads every pack back.
-    let owner = cairn_repo::Repo::open(
-        client(&r, &admin, s.dir.path()),
-        &cairn_repo::KeySource::File {
-            path: s.owner_key.clone(),
-            passphrase: None,
-        },
-    )
-    .unwrap();
-    let (list, _) = cairn_repo::Repo::list_snapshots(&**owner.storage()).unwrap();
-    let snap = list.iter().find(|x| x.id.to_hex() == id).unwrap();
-    let dest = s.dir.path().join("dest");
-    cairn_engine::restorer::restore(
-        &owner,
-        snap.envelope.root,
-        &cairn_engine::restorer::RestoreOptions {
-            target: dest.clone(),
-            threads: 2,
-            ..Default::default()
-        },
-        &Default::default(),
-        &Default::default(),
-    )
-    .unwrap();
-    let got = dest.join(src.strip_prefix("/").unwrap());
+    let owner = open_with_key(client(&r, &admin, s.dir.path()), &s.owner_key);
+    let got = restore_snapshot(&owner, &id, &src, &s.dir.path().join("dest"));
     assert_eq!(std::fs::read(got.join("big")).unwrap(), big);
     assert_eq!(std::fs::read(got.join("small")).unwrap(), b"small");
-    let report = cairn_engine::checker::check(
-        &owner,
-        &cairn_engine::checker::CheckOptions {
-            read_data: true,
-            ..Default::default()
-        },
-        &Default::default(),
-        &Default::default(),
-    )
-    .unwrap();
+    let report = check_read_data(&owner);
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert!(staging_is_empty(&s.root));
     r.stop();
@@ -1038,16 +1007,7 @@ fn a_source_cannot_poison_another_machines_backup_over_https() {
             "{round}"
         );
         assert_eq!(std::fs::read(got.join("other")).unwrap(), b"something else");
-        let c = cairn_engine::checker::check(
-            &owner,
-            &cairn_engine::checker::CheckOptions {
-                read_data: true,
-                ..Default::default()
-            },
-            &Default::default(),
-            &Default::default(),
-        )
-        .unwrap();
+        let c = check_read_data(&owner);
         assert!(c.errors.is_empty(), "{round}: {:?}", c.errors);
         c.notes.iter().filter(|n| n.contains("forged")).count()
     };

@@ -77,6 +77,22 @@ pub fn restore_snapshot(
     dest.join(src.strip_prefix("/").unwrap())
 }
 
+/// `check --read-data` of the owner's `repo`: every copy of every blob
+/// read back.
+pub fn check_read_data(repo: &Repo) -> cairn_engine::checker::CheckReport {
+    cairn_engine::checker::check(
+        repo,
+        &cairn_engine::checker::CheckOptions {
+            read_data: true,
+            threads: 2,
+            only_packs: None,
+        },
+        &Progress::default(),
+        &AtomicBool::new(false),
+    )
+    .unwrap()
+}
+
 /// Every file below `dir` (staging `tmp/` left out) with its bytes.
 pub fn fingerprint(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();

@@ -3,10 +3,8 @@
 //! logged with the token's name, and changes nothing.
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use cairn_engine::archiver::Progress;
 use cairn_repo::{KeySource, Repo};
 use cairn_storage::{Error, Kind, LocalStorage, Storage};
 
@@ -14,7 +12,8 @@ use crate::guarded::{GuardedStorage, Refusal};
 use crate::policy::{GroupPattern, Role};
 
 use crate::testkit::{
-    Setup, backup_as, fingerprint, forge, open_with_key, pseudo, put_token, restore_snapshot, setup,
+    Setup, backup_as, check_read_data, fingerprint, forge, open_with_key, pseudo, put_token,
+    restore_snapshot, setup,
 };
 
 #[test]
@@ -210,45 +209,11 @@ fn backup_restore_and_check_through_the_protocol() {
 
     // The owner restores and verifies through the protocol as admin.
     let (admin, server) = connect(raw.clone(), Role::Admin, &dir.path().join("stage2"));
-    let repo = Repo::open(
-        admin.clone(),
-        &KeySource::File {
-            path: owner_key,
-            passphrase: None,
-        },
-    )
-    .unwrap();
-    let (snaps, _) = Repo::list_snapshots(&*admin).unwrap();
-    let snap = snaps.iter().find(|s| s.id.to_hex() == id).unwrap();
-    let dest = dir.path().join("dest");
-    cairn_engine::restorer::restore(
-        &repo,
-        snap.envelope.root,
-        &cairn_engine::restorer::RestoreOptions {
-            target: dest.clone(),
-            subpath: None,
-            includes: Vec::new(),
-            excludes: Vec::new(),
-            threads: 2,
-        },
-        &Progress::default(),
-        &AtomicBool::new(false),
-    )
-    .unwrap();
-    let got = dest.join(src.strip_prefix("/").unwrap());
+    let repo = open_with_key(admin.clone(), &owner_key);
+    let got = restore_snapshot(&repo, &id, &src, &dir.path().join("dest"));
     assert!(std::fs::read(got.join("big")).unwrap() == big);
     assert_eq!(std::fs::read(got.join("small")).unwrap(), b"small");
-    let r = cairn_engine::checker::check(
-        &repo,
-        &cairn_engine::checker::CheckOptions {
-            read_data: true,
-            threads: 2,
-            only_packs: None,
-        },
-        &Progress::default(),
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let r = check_read_data(&repo);
     assert!(r.errors.is_empty(), "{:#?}", r.errors);
     drop(repo);
     drop(admin);
@@ -524,7 +489,6 @@ fn packs_carry_their_origin_and_sources_see_only_their_own() {
 /// prune keeps the true copies and lets the forged ones go.
 #[test]
 fn a_source_cannot_spoil_another_machines_backup_by_poisoning_dedup() {
-    use cairn_engine::checker::{CheckOptions, check};
     use cairn_repo::BlobKind;
     let Setup {
         dir,
@@ -598,17 +562,7 @@ fn a_source_cannot_spoil_another_machines_backup_by_poisoning_dedup() {
             std::fs::read(got.join("sub/big")).unwrap() == big,
             "{round}: the big file"
         );
-        let c = check(
-            &repo,
-            &CheckOptions {
-                read_data: true,
-                threads: 2,
-                only_packs: None,
-            },
-            &Progress::default(),
-            &AtomicBool::new(false),
-        )
-        .unwrap();
+        let c = check_read_data(&repo);
         assert!(c.ok(), "{round}: {:#?}", c.errors);
         assert!(c.affected.is_empty(), "{round}: {:#?}", c.affected);
         c.notes
