@@ -8,6 +8,7 @@ pub mod checker;
 mod error;
 pub mod exclude;
 pub mod filescache;
+mod filewrite;
 pub mod meta;
 pub mod repairer;
 pub mod restorer;

@@ -33,6 +33,7 @@ use crossbeam_channel::bounded;
 use ignore::gitignore::Gitignore;
 
 use crate::archiver::Progress;
+use crate::filewrite::{AlignedBuf, PartWriter, SharedBlocks};
 use crate::meta::{ApplyOutcome, apply, apply_file, is_root, make_special};
 use crate::walk::{find, join, root_node};
 use crate::{Error, Result, Warning};
@@ -93,6 +94,8 @@ struct Seen {
     len: usize,
     /// The chunk is all zeros, written as a hole: nothing to copy.
     zero: bool,
+    /// Written directly to the disk: read back the same way.
+    direct: bool,
 }
 
 /// Chunks smaller than this are decoded again rather than copied: opening
@@ -112,6 +115,15 @@ impl Shared {
                 path: path.display().to_string(),
                 message: msg,
             });
+    }
+    /// Remembers where a chunk's bytes are in a restored file, for later
+    /// copies; the caller vouches that they are there.
+    fn seen_at(&self, id: Id, seen: Seen) {
+        let mut map = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= SEEN_MAX {
+            map.clear();
+        }
+        map.insert(id, seen);
     }
     fn with<T>(&self, f: impl FnOnce(&mut RestoreSummary) -> T) -> T {
         f(&mut self.summary.lock().unwrap_or_else(|p| p.into_inner()))
@@ -182,6 +194,8 @@ pub fn restore(
                     data: Vec::new(),
                     holds: None,
                     zero: false,
+                    stage: AlignedBuf::default(),
+                    back: AlignedBuf::default(),
                 };
                 for batch in rx {
                     for part in batch {
@@ -429,18 +443,21 @@ impl Plan<'_> {
             node: n.clone(),
             split,
             fresh: self.fresh_dirs.contains(d.parent().unwrap_or(d)),
+            direct: crate::filewrite::wants_direct(off),
+            shared: SharedBlocks::default(),
             parts_left: AtomicUsize::new(cuts.len()),
             failed: Mutex::new(None),
             writing: Mutex::new(()),
         });
         for (k, &(first, offset)) in cuts.iter().enumerate() {
             let last = cuts.get(k + 1).map(|c| c.0).unwrap_or(n.content.len());
-            self.batch_bytes += cuts.get(k + 1).map(|c| c.1).unwrap_or(off) - offset;
+            let end = cuts.get(k + 1).map(|c| c.1).unwrap_or(off);
             self.batch.push(Part {
                 file: job.clone(),
                 chunks: first..last,
                 offset,
             });
+            self.batch_bytes += end - offset;
             if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_FILES {
                 self.flush(tx);
             }
@@ -510,6 +527,10 @@ struct FileJob {
     split: bool,
     /// Created in a directory this restore made, so nothing is in the way.
     fresh: bool,
+    /// Written with direct I/O (see `filewrite`), every part of it.
+    direct: bool,
+    /// The blocks where its parts meet.
+    shared: SharedBlocks,
     parts_left: AtomicUsize,
     failed: Mutex<Option<Error>>,
     /// Held while writing to a split file. Two threads writing one file
@@ -535,6 +556,10 @@ struct Worker<'r> {
     holds: Option<Id>,
     /// `data` is all zeros.
     zero: bool,
+    /// Staging for direct writes.
+    stage: AlignedBuf,
+    /// Staging for direct reads of chunks written before.
+    back: AlignedBuf,
 }
 
 impl Worker<'_> {
@@ -551,8 +576,8 @@ impl Worker<'_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
-            .map(|s| (s.path.clone(), s.offset, s.len, s.zero));
-        if let Some((path, offset, len, zero)) = copy {
+            .map(|s| (s.path.clone(), s.offset, s.len, s.zero, s.direct));
+        if let Some((path, offset, len, zero, direct)) = copy {
             if zero {
                 self.data.clear();
                 self.data.resize(len, 0);
@@ -560,7 +585,8 @@ impl Worker<'_> {
                 self.holds = Some(*id);
                 return Ok(false);
             }
-            if read_back(&path, offset, len, &mut self.data).is_ok() {
+            let back = direct.then_some(&mut self.back);
+            if read_back(&path, offset, len, back, &mut self.data).is_ok() {
                 self.zero = false;
                 self.holds = Some(*id);
                 shared.with(|s| s.bytes_copied += len as u64);
@@ -577,15 +603,27 @@ impl Worker<'_> {
     }
 }
 
-/// Reads `len` bytes at `offset` of a file this restore wrote. Fails (and
-/// the chunk is decoded instead) if the file is gone or shorter, such as
-/// a file removed because another of its chunks was damaged.
-fn read_back(path: &Path, offset: u64, len: usize, buf: &mut Vec<u8>) -> std::io::Result<()> {
+/// Reads `len` bytes at `offset` of a file this restore wrote (with
+/// direct reads, staged in `direct`, where it was written directly). Fails
+/// (and the chunk is decoded instead) if the file is gone or shorter, such
+/// as a file removed because another of its chunks was damaged.
+fn read_back(
+    path: &Path,
+    offset: u64,
+    len: usize,
+    direct: Option<&mut AlignedBuf>,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<()> {
     use std::os::unix::fs::{FileExt, OpenOptionsExt};
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)?;
+    if let Some(scratch) = direct
+        && let Some(r) = crate::filewrite::read_direct(&f, offset, len, scratch, buf)
+    {
+        return r;
+    }
     buf.clear();
     buf.resize(len, 0);
     f.read_exact_at(buf, offset)
@@ -656,7 +694,6 @@ fn write_part(
     shared: &Shared,
     progress: &Progress,
 ) -> Result<Option<File>> {
-    use std::os::unix::fs::FileExt;
     let file = &part.file;
     let dest = &file.dest;
     let io = |op, e| Error::Io {
@@ -680,57 +717,67 @@ fn write_part(
     }
     .map_err(|e| io("create", e))?;
     let mut pos = part.offset;
-    let mut written = pos;
-    for id in &file.node.content[part.chunks.clone()] {
-        let fresh = w.fill(id, shared)?;
-        // Write runs of non-zero 4 KiB blocks; zero blocks stay holes.
-        let _writing = file
-            .split
-            .then(|| file.writing.lock().unwrap_or_else(|p| p.into_inner()));
-        let data = &w.data;
-        let mut run = if w.zero { data.len() } else { 0 };
-        let mut off = run;
-        while off < data.len() {
-            let end = (off + 4096).min(data.len());
-            if end - off == 4096 && data[off..end].iter().all(|&b| b == 0) {
-                if run < off {
-                    f.write_all_at(&data[run..off], pos + run as u64)
-                        .map_err(|e| io("write", e))?;
-                }
-                run = end;
+    let mut stage = std::mem::take(&mut w.stage);
+    let direct = file.direct;
+    let last = part.chunks.end == file.node.content.len();
+    // Chunks written directly, to offer for copying once on the disk.
+    let mut written: std::collections::VecDeque<(Id, Seen)> = Default::default();
+    let mut out = PartWriter::new(
+        &f,
+        part.offset,
+        last,
+        direct.then_some((&mut stage, &file.shared)),
+    );
+    let r = (|| -> Result<()> {
+        for id in &file.node.content[part.chunks.clone()] {
+            let fresh = w.fill(id, shared)?;
+            // Two workers writing one file through the page cache contend
+            // for its inode lock; see `FileJob::writing`.
+            let _writing = (file.split && !direct)
+                .then(|| file.writing.lock().unwrap_or_else(|p| p.into_inner()));
+            let len = w.data.len();
+            if w.zero {
+                out.zeros(len as u64)
+            } else {
+                out.write(&w.data)
             }
-            off = end;
-        }
-        if run < data.len() {
-            f.write_all_at(&data[run..], pos + run as u64)
-                .map_err(|e| io("write", e))?;
-        }
-        if fresh {
-            let mut map = shared.seen.lock().unwrap_or_else(|p| p.into_inner());
-            if map.len() >= SEEN_MAX {
-                map.clear();
-            }
-            map.insert(
-                *id,
-                Seen {
+            .map_err(|e| io("write", e))?;
+            if fresh {
+                let seen = Seen {
                     path: file.dest.clone(),
                     offset: pos,
-                    len: data.len(),
+                    len,
                     zero: w.zero,
-                },
-            );
+                    direct,
+                };
+                written.push_back((*id, seen));
+            }
+            // Offered for copying once their bytes are in the file.
+            let settled = out.settled();
+            while let Some((_, s)) = written.front()
+                && s.offset + s.len as u64 <= settled.end
+            {
+                let (id, s) = written.pop_front().expect("front");
+                if s.offset >= settled.start {
+                    shared.seen_at(id, s);
+                }
+            }
+            pos += len as u64;
+            progress.bytes.fetch_add(len as u64, Ordering::Relaxed);
         }
-        pos += data.len() as u64;
-        if run < data.len() {
-            written = pos;
+        Ok(())
+    })();
+    let finished = r.and_then(|()| out.finish().map_err(|e| io("write", e)));
+    w.stage = stage;
+    finished?;
+    // Bytes written directly are in the file once the part is done, but
+    // for the blocks it shares with its neighbours, which the slower of
+    // the two writes: chunks there are not offered for copying.
+    let own = crate::filewrite::own_range(part.offset, pos, last);
+    for (id, seen) in written {
+        if own.start <= seen.offset && seen.offset + seen.len as u64 <= own.end {
+            shared.seen_at(id, seen);
         }
-        progress
-            .bytes
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-    }
-    if !file.split && written != pos {
-        // The file ends in a hole: give it its full length.
-        f.set_len(pos).map_err(|e| io("set length of", e))?;
     }
     Ok(Some(f))
 }
@@ -755,13 +802,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("f");
         std::fs::write(&f, b"0123456789").unwrap();
-        let mut buf = Vec::new();
-        read_back(&f, 2, 5, &mut buf).unwrap();
-        assert_eq!(buf, b"23456");
-        assert!(read_back(&f, 8, 5, &mut buf).is_err(), "short file");
-        assert!(read_back(&dir.path().join("gone"), 0, 1, &mut buf).is_err());
         let l = dir.path().join("l");
         std::os::unix::fs::symlink(&f, &l).unwrap();
-        assert!(read_back(&l, 0, 1, &mut buf).is_err(), "symlink followed");
+        let mut scratch = AlignedBuf::default();
+        for direct in [false, true] {
+            let mut buf = Vec::new();
+            let mut rb = |p: &Path, off, len, buf: &mut Vec<u8>| {
+                read_back(p, off, len, direct.then_some(&mut scratch), buf)
+            };
+            rb(&f, 2, 5, &mut buf).unwrap();
+            assert_eq!(buf, b"23456");
+            assert!(rb(&f, 8, 5, &mut buf).is_err(), "short file");
+            assert!(rb(&dir.path().join("gone"), 0, 1, &mut buf).is_err());
+            assert!(rb(&l, 0, 1, &mut buf).is_err(), "symlink followed");
+        }
     }
 }

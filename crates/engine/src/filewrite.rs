@@ -1,0 +1,664 @@
+//! Writing a restored file's bytes: holes for zeros, and direct I/O for
+//! large files.
+//!
+//! A buffered write copies every byte into a page-cache page the kernel
+//! must first find memory for; on a VM whose free memory is handed back to
+//! the host, that allocation faults through to the host, and writing 4 GiB
+//! cost two thirds of a restore's CPU. A restore rarely reads back what it
+//! wrote, so large files go from the worker's buffer to the disk with
+//! `O_DIRECT` instead, which also leaves the page cache to the programs
+//! that were using it. Direct I/O needs offsets, lengths and memory
+//! aligned to the device's blocks, so bytes are staged in an aligned
+//! buffer and written in whole 4 KiB blocks.
+//!
+//! A file written directly is written only directly: a buffered write
+//! next to a direct one can leave a stale page-cache folio (folios span
+//! many blocks) that writeback later puts over the direct write. So the
+//! block where two parts of a split file meet is assembled in memory from
+//! both sides and written by whichever finishes it, and a file's last
+//! partial block is padded with zeros and the file cut back to its length.
+//! Filesystems without direct I/O (tmpfs before Linux 6.6, some FUSE and
+//! network filesystems) get buffered writes throughout, found out once.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustix::fs::OFlags;
+
+/// Alignment of direct I/O offsets, lengths and memory: the largest
+/// logical block size in use, so it suits every device.
+const ALIGN: usize = 4096;
+/// Bytes staged before a direct write.
+const STAGE: usize = 1 << 20;
+/// Files smaller than this are written buffered: a direct write waits for
+/// the device, which costs more than the copy for a small file.
+const DIRECT_MIN: u64 = 1 << 20;
+
+/// Set once a filesystem refused direct I/O: every later file is written
+/// buffered (restores go to one target, hence one filesystem, nearly
+/// always).
+static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a file of `len` bytes is to be written directly.
+pub(crate) fn wants_direct(len: u64) -> bool {
+    len >= DIRECT_MIN && !UNSUPPORTED.load(Ordering::Relaxed)
+}
+
+/// A heap buffer whose usable part starts at an [`ALIGN`]ed address.
+pub(crate) struct AlignedBuf {
+    raw: Vec<u8>,
+    at: usize,
+    cap: usize,
+}
+
+impl Default for AlignedBuf {
+    fn default() -> Self {
+        AlignedBuf::new(0)
+    }
+}
+
+impl AlignedBuf {
+    fn new(cap: usize) -> Self {
+        let raw = vec![0u8; cap + ALIGN];
+        let at = raw.as_ptr().align_offset(ALIGN);
+        AlignedBuf { raw, at, cap }
+    }
+
+    /// Room for at least `cap` bytes (grown, never shrunk).
+    fn reserve(&mut self, cap: usize) {
+        if cap > self.cap {
+            *self = AlignedBuf::new(cap.next_multiple_of(ALIGN));
+        }
+    }
+
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.raw[self.at..self.at + self.cap]
+    }
+
+    fn as_ref(&self) -> &[u8] {
+        &self.raw[self.at..self.at + self.cap]
+    }
+}
+
+fn align_down(x: u64) -> u64 {
+    x & !(ALIGN as u64 - 1)
+}
+
+fn align_up(x: u64) -> u64 {
+    align_down(x + ALIGN as u64 - 1)
+}
+
+fn is_zero(b: &[u8]) -> bool {
+    let mut it = b.chunks_exact(16);
+    it.all(|c| u128::from_ne_bytes(c.try_into().expect("16 bytes")) == 0)
+        && it.remainder().iter().all(|&x| x == 0)
+}
+
+/// Writes `data` at `pos`, leaving holes for its 4 KiB blocks (aligned in
+/// the file) that hold only zeros; returns whether any byte was written.
+/// The file is new, so what is not written reads as zeros (the file's
+/// length is set at its end).
+fn write_sparse(f: &File, data: &[u8], pos: u64) -> io::Result<bool> {
+    let mut any = false;
+    let mut run = 0usize; // start of the pending run of non-zero bytes
+    let mut off = 0usize;
+    while off < data.len() {
+        let next = ((align_down(pos + off as u64) + ALIGN as u64 - pos) as usize).min(data.len());
+        if is_zero(&data[off..next]) {
+            if run < off {
+                f.write_all_at(&data[run..off], pos + run as u64)?;
+                any = true;
+            }
+            run = next;
+        }
+        off = next;
+    }
+    if run < data.len() {
+        f.write_all_at(&data[run..], pos + run as u64)?;
+        any = true;
+    }
+    Ok(any)
+}
+
+/// The bytes of a part written directly from `offset` to `end` that are
+/// in the file once the part is done: all but the blocks it shares with
+/// its neighbours, which the slower of the two parts writes.
+pub(crate) fn own_range(offset: u64, end: u64, last: bool) -> std::ops::Range<u64> {
+    let start = align_up(offset);
+    let stop = if last { end } else { align_down(end) };
+    start..stop.max(start)
+}
+
+/// The blocks where two parts of a split file meet, filled from both
+/// sides; the part that completes one writes it.
+#[derive(Default)]
+pub(crate) struct SharedBlocks(Mutex<HashMap<u64, Shared>>);
+
+struct Shared {
+    bytes: AlignedBuf,
+    have: usize,
+    /// The file ends in this block, at this length.
+    eof: Option<u64>,
+}
+
+impl SharedBlocks {
+    /// Puts `bytes` at `at` in the block starting at `block`; `pad` more
+    /// bytes after them count as given (zeros past the end of the file,
+    /// which then ends at `at + bytes.len()`). Returns the block once all
+    /// of it is there.
+    fn give(&self, block: u64, at: usize, bytes: &[u8], pad: usize) -> Option<Shared> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let e = map.entry(block).or_insert_with(|| Shared {
+            bytes: AlignedBuf::new(ALIGN),
+            have: 0,
+            eof: None,
+        });
+        e.bytes.as_mut()[at..at + bytes.len()].copy_from_slice(bytes);
+        e.have += bytes.len() + pad;
+        if pad > 0 {
+            e.eof = Some(block + (at + bytes.len()) as u64);
+        }
+        if e.have < ALIGN {
+            return None;
+        }
+        map.remove(&block)
+    }
+}
+
+/// The bytes of one part of a file, in order from its first offset.
+pub(crate) struct PartWriter<'a> {
+    file: &'a File,
+    /// File offset of the part's first byte.
+    first: u64,
+    /// File offset of the next byte.
+    pos: u64,
+    /// End of the last byte written (not a hole).
+    written: u64,
+    /// This part ends the file.
+    last: bool,
+    /// Direct writing: the staging buffer and the blocks shared with the
+    /// neighbouring parts.
+    stage: Option<(&'a mut AlignedBuf, &'a SharedBlocks)>,
+    /// Bytes of a part starting inside a block, held until the block's
+    /// first aligned end, then given to the shared block.
+    head: Vec<u8>,
+    /// File offset of the staging buffer's first byte (aligned).
+    stage_off: u64,
+    /// Bytes in the staging buffer.
+    fill: usize,
+    /// The file descriptor has `O_DIRECT` set.
+    direct: bool,
+}
+
+impl<'a> PartWriter<'a> {
+    /// A writer for the part of `file` starting at `offset`, which ends
+    /// the file if `last`; with `direct`, every byte is written directly
+    /// (see the module doc), staged in `buf`, and `shared` holds the
+    /// blocks this part has in common with its neighbours.
+    pub(crate) fn new(
+        file: &'a File,
+        offset: u64,
+        last: bool,
+        direct: Option<(&'a mut AlignedBuf, &'a SharedBlocks)>,
+    ) -> Self {
+        let stage = direct.map(|(buf, shared)| {
+            buf.reserve(STAGE);
+            (buf, shared)
+        });
+        PartWriter {
+            file,
+            first: offset,
+            pos: offset,
+            written: offset,
+            last,
+            stage,
+            head: Vec::new(),
+            stage_off: align_up(offset),
+            fill: 0,
+            direct: false,
+        }
+    }
+
+    /// The bytes of this part already in the file (holes included): all
+    /// of it so far when buffered; when direct, what was staged and
+    /// written, leaving out the block shared with the part before.
+    pub(crate) fn settled(&self) -> std::ops::Range<u64> {
+        if self.stage.is_none() {
+            return self.first..self.pos;
+        }
+        let start = align_up(self.first);
+        start..self.stage_off.max(start)
+    }
+
+    /// Appends `data`.
+    pub(crate) fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        if self.stage.is_none() {
+            if write_sparse(self.file, data, self.pos)? {
+                self.written = self.pos + data.len() as u64;
+            }
+            self.pos += data.len() as u64;
+            return Ok(());
+        }
+        while !data.is_empty() {
+            if self.pos < self.stage_off {
+                let n = ((self.stage_off - self.pos) as usize).min(data.len());
+                self.head.extend_from_slice(&data[..n]);
+                self.pos += n as u64;
+                data = &data[n..];
+                if self.pos == self.stage_off {
+                    self.give_head(0)?;
+                }
+                continue;
+            }
+            let (stage, _) = self.stage.as_mut().expect("staging");
+            let cap = stage.cap;
+            let n = (cap - self.fill).min(data.len());
+            stage.as_mut()[self.fill..self.fill + n].copy_from_slice(&data[..n]);
+            self.fill += n;
+            self.pos += n as u64;
+            data = &data[n..];
+            if self.fill == cap {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends `len` zero bytes, as a hole where blocks allow.
+    pub(crate) fn zeros(&mut self, len: u64) -> io::Result<()> {
+        let end = self.pos + len;
+        if self.stage.is_none() {
+            self.pos = end;
+            return Ok(());
+        }
+        if self.pos < self.stage_off {
+            // Zeros in the shared block are bytes like any other.
+            let n = (self.stage_off - self.pos).min(len);
+            self.head.resize(self.head.len() + n as usize, 0);
+            self.pos += n;
+            if self.pos == self.stage_off {
+                self.give_head(0)?;
+            }
+            if self.pos == end {
+                return Ok(());
+            }
+        }
+        // Complete the block being staged with zeros, write out whole
+        // blocks, and start staging again in the block `end` falls in.
+        let pad = (align_up(self.pos).min(end) - self.pos) as usize;
+        if pad > 0 {
+            let (stage, _) = self.stage.as_mut().expect("staging");
+            stage.as_mut()[self.fill..self.fill + pad].fill(0);
+            self.fill += pad;
+            self.pos += pad as u64;
+        }
+        if self.pos == end {
+            return Ok(());
+        }
+        self.flush()?;
+        debug_assert_eq!(self.fill, 0);
+        self.stage_off = align_down(end);
+        self.fill = (end - self.stage_off) as usize;
+        let fill = self.fill;
+        self.stage.as_mut().expect("staging").0.as_mut()[..fill].fill(0);
+        self.pos = end;
+        Ok(())
+    }
+
+    /// Gives the head to the block it shares with the part before (plus
+    /// `pad` zeros past the end of the file), writing the block if that
+    /// completes it.
+    fn give_head(&mut self, pad: usize) -> io::Result<()> {
+        let block = align_down(self.stage_off - 1);
+        let at = ALIGN - (self.stage_off - self.pos) as usize - self.head.len();
+        let (_, shared) = self.stage.as_ref().expect("staging");
+        let done = shared.give(block, at, &self.head, pad);
+        self.head.clear();
+        self.write_shared(block, done)
+    }
+
+    /// Writes a completed shared block (and cuts the file back to its
+    /// length if it ends there).
+    fn write_shared(&mut self, block: u64, done: Option<Shared>) -> io::Result<()> {
+        let Some(b) = done else {
+            return Ok(());
+        };
+        if !is_zero(b.bytes.as_ref()) {
+            write_run(self.file, &mut self.direct, b.bytes.as_ref(), block)?;
+        }
+        if let Some(eof) = b.eof {
+            self.file.set_len(eof)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the whole blocks staged, keeping a partial last block.
+    fn flush(&mut self) -> io::Result<()> {
+        let whole = self.fill - self.fill % ALIGN;
+        if whole == 0 {
+            return Ok(());
+        }
+        let (stage, _) = self.stage.as_mut().expect("staging");
+        let bytes = &stage.as_ref()[..whole];
+        // Runs of non-zero blocks; zero blocks stay holes.
+        let mut start: Option<usize> = None;
+        for i in 0..=whole / ALIGN {
+            let at = i * ALIGN;
+            let zero = at == whole || is_zero(&bytes[at..at + ALIGN]);
+            match (zero, start) {
+                (false, None) => start = Some(at),
+                (true, Some(s)) => {
+                    let pos = self.stage_off + s as u64;
+                    write_run(self.file, &mut self.direct, &bytes[s..at], pos)?;
+                    self.written = self.written.max(self.stage_off + at as u64);
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        stage.as_mut().copy_within(whole..self.fill, 0);
+        self.fill -= whole;
+        self.stage_off += whole as u64;
+        Ok(())
+    }
+
+    /// Writes what is still held and gives the file its length if this
+    /// part ends it.
+    pub(crate) fn finish(mut self) -> io::Result<()> {
+        if self.stage.is_none() {
+            // Ending in a hole: give the file its full length.
+            if self.last && self.written != self.pos {
+                self.file.set_len(self.pos)?;
+            }
+            return Ok(());
+        }
+        if !self.head.is_empty() {
+            // A part that ends inside its first block (the file's last
+            // part, as others are large).
+            let pad = if self.last {
+                (self.stage_off - self.pos) as usize
+            } else {
+                0
+            };
+            return self.give_head(pad);
+        }
+        self.flush()?;
+        let fill = self.fill;
+        if fill > 0 && !self.last {
+            // The block shared with the next part.
+            let block = self.stage_off;
+            let (stage, shared) = self.stage.as_ref().expect("staging");
+            let done = shared.give(block, 0, &stage.as_ref()[..fill], 0);
+            return self.write_shared(block, done);
+        }
+        if fill > 0 {
+            // The file's partial last block, padded with zeros.
+            let (stage, _) = self.stage.as_mut().expect("staging");
+            stage.as_mut()[fill..ALIGN].fill(0);
+            self.fill = ALIGN;
+            self.flush()?;
+        }
+        if self.last {
+            self.file.set_len(self.pos)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes whole blocks at an aligned offset, directly unless the
+/// filesystem refuses (then buffered, from now on).
+fn write_run(f: &File, direct: &mut bool, bytes: &[u8], at: u64) -> io::Result<()> {
+    if !*direct && !UNSUPPORTED.load(Ordering::Relaxed) {
+        *direct = set_direct(f, true)?;
+    }
+    if *direct {
+        match f.write_all_at(bytes, at) {
+            // Nothing was written: the filesystem wants another alignment
+            // or has no direct I/O after all.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                UNSUPPORTED.store(true, Ordering::Relaxed);
+                set_direct(f, false)?;
+                *direct = false;
+            }
+            r => return r,
+        }
+    }
+    f.write_all_at(bytes, at)
+}
+
+/// Turns `O_DIRECT` on or off for a descriptor (each part has its own);
+/// returns whether it is on. A filesystem without direct I/O refuses to
+/// turn it on, which is remembered.
+fn set_direct(f: &File, on: bool) -> io::Result<bool> {
+    let flags = rustix::fs::fcntl_getfl(f)?;
+    let want = if on {
+        flags | OFlags::DIRECT
+    } else {
+        flags - OFlags::DIRECT
+    };
+    match rustix::fs::fcntl_setfl(f, want) {
+        Ok(()) => Ok(on),
+        Err(rustix::io::Errno::INVAL) if on => {
+            UNSUPPORTED.store(true, Ordering::Relaxed);
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads `len` bytes at `offset` of a file this restore wrote directly,
+/// into `out`, without going through the page cache either (the blocks
+/// are on the disk, not in memory). `None` when direct reads are not
+/// possible here: the caller reads the usual way.
+pub(crate) fn read_direct(
+    f: &File,
+    offset: u64,
+    len: usize,
+    scratch: &mut AlignedBuf,
+    out: &mut Vec<u8>,
+) -> Option<io::Result<()>> {
+    if UNSUPPORTED.load(Ordering::Relaxed) {
+        return None;
+    }
+    let start = align_down(offset);
+    let end = align_up(offset + len as u64);
+    let n = (end - start) as usize;
+    scratch.reserve(n);
+    match set_direct(f, true) {
+        Ok(true) => {}
+        Ok(false) => return None,
+        Err(e) => return Some(Err(e)),
+    }
+    let buf = &mut scratch.as_mut()[..n];
+    let mut got = 0usize;
+    while got < n {
+        // Past the end of the file the read is short; anything short of
+        // the range wanted is an error below.
+        match f.read_at(&mut buf[got..], start + got as u64) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                return None;
+            }
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    let a = (offset - start) as usize;
+    if got < a + len {
+        return Some(Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "file is shorter than the chunk written there",
+        )));
+    }
+    out.clear();
+    out.extend_from_slice(&buf[a..a + len]);
+    Some(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// Bytes with runs of zeros at awkward places: aligned whole blocks,
+    /// unaligned runs, and a long run.
+    fn pattern(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        let mut v: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8 | 1
+            })
+            .collect();
+        for (at, n) in [
+            (8192, 4096),
+            (20_000, 10_000),
+            (1 << 20, 3 << 20),
+            (5_000_001, 7),
+        ] {
+            if at + n <= len {
+                v[at..at + n].fill(0);
+            }
+        }
+        v
+    }
+
+    /// Writes `data` into a new file as parts cut at `cuts`, each part fed
+    /// in pieces of `piece` bytes (all-zero pieces as zeros()), every part
+    /// on its own thread, as the restore's workers do.
+    fn write_parts(path: &std::path::Path, data: &[u8], cuts: &[usize], piece: usize) {
+        let f = File::create_new(path).unwrap();
+        let direct = wants_direct(data.len() as u64);
+        if cuts.is_empty() {
+            // A file in one part is created at length zero.
+        } else {
+            f.set_len(data.len() as u64).unwrap();
+        }
+        let mut bounds = vec![0];
+        bounds.extend_from_slice(cuts);
+        bounds.push(data.len());
+        let shared = SharedBlocks::default();
+        std::thread::scope(|s| {
+            for w in bounds.windows(2) {
+                let (a, b) = (w[0], w[1]);
+                let (shared, f) = (&shared, &f);
+                s.spawn(move || {
+                    let mut buf = AlignedBuf::default();
+                    let last = b == data.len();
+                    let mut out =
+                        PartWriter::new(f, a as u64, last, direct.then_some((&mut buf, shared)));
+                    for p in data[a..b].chunks(piece) {
+                        if p.iter().all(|&x| x == 0) {
+                            out.zeros(p.len() as u64).unwrap();
+                        } else {
+                            out.write(p).unwrap();
+                        }
+                    }
+                    out.finish().unwrap();
+                });
+            }
+        });
+        assert!(
+            shared.0.lock().unwrap().is_empty(),
+            "a shared block was not written"
+        );
+    }
+
+    #[test]
+    fn parts_written_directly_read_back_as_written_with_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = pattern((6 << 20) + 123, 7);
+        for (cuts, piece) in [
+            (vec![], 1 << 20),
+            (vec![], 65_537),
+            (vec![3_000_001], 300_007),
+            (vec![1_234_567, 4_194_304], 4096),
+            // A last part inside one block, and one ending on a boundary.
+            (vec![(6 << 20) + 100], 1 << 20),
+            (vec![2 << 20, 4 << 20], 100_003),
+        ] {
+            let p = dir.path().join(format!("f{}-{piece}", cuts.len()));
+            write_parts(&p, &data, &cuts, piece);
+            let got = std::fs::read(&p).unwrap();
+            assert_eq!(got.len(), data.len(), "cuts {cuts:?}");
+            assert!(
+                got == data,
+                "contents differ for cuts {cuts:?}, pieces of {piece}"
+            );
+            // The 3 MiB run of zeros is at least partly a hole.
+            let md = std::fs::metadata(&p).unwrap();
+            assert!(
+                md.blocks() * 512 <= (data.len() - (2 << 20)) as u64,
+                "no hole: {} blocks for cuts {cuts:?}",
+                md.blocks()
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_ending_in_zeros_gets_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = pattern(1_000_003, 3);
+        data.resize((4 << 20) + 5, 0);
+        for piece in [1 << 20, 99_999] {
+            let p = dir.path().join(format!("tail-{piece}"));
+            write_parts(&p, &data, &[], piece);
+            assert!(std::fs::read(&p).unwrap() == data);
+            let md = std::fs::metadata(&p).unwrap();
+            assert!(md.blocks() * 512 < 2 << 20, "{} blocks", md.blocks());
+        }
+    }
+
+    #[test]
+    fn small_files_and_refused_direct_io_write_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = pattern(3 << 20, 11);
+        assert!(!wants_direct(1000));
+        write_parts(&dir.path().join("small"), &data[..1000], &[], 333);
+        assert_eq!(
+            std::fs::read(dir.path().join("small")).unwrap(),
+            &data[..1000]
+        );
+        // As after a filesystem refused O_DIRECT.
+        UNSUPPORTED.store(true, Ordering::Relaxed);
+        assert!(!wants_direct(10 << 20));
+        let p = dir.path().join("buffered");
+        write_parts(&p, &data, &[777_777], 100_000);
+        assert!(std::fs::read(&p).unwrap() == data);
+        let f = File::open(&p).unwrap();
+        let (mut buf, mut out) = (AlignedBuf::default(), Vec::new());
+        assert!(read_direct(&f, 10, 10, &mut buf, &mut out).is_none());
+    }
+
+    #[test]
+    fn direct_reads_return_the_bytes_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r");
+        let data = pattern(3 << 20, 5);
+        std::fs::write(&p, &data).unwrap();
+        let f = File::open(&p).unwrap();
+        let mut scratch = AlignedBuf::default();
+        let mut out = Vec::new();
+        for (off, len) in [
+            (0usize, 4096usize),
+            (1, 70_000),
+            (1_000_001, 2 << 20),
+            ((3 << 20) - 9, 9),
+        ] {
+            match read_direct(&f, off as u64, len, &mut scratch, &mut out) {
+                None => return, // this filesystem has no direct I/O
+                Some(r) => r.unwrap(),
+            }
+            assert!(out == data[off..off + len], "at {off}+{len}");
+        }
+        let short = read_direct(&f, (3 << 20) - 9, 10, &mut scratch, &mut out).unwrap();
+        assert!(short.is_err(), "a read past the end is refused");
+    }
+}
