@@ -99,11 +99,12 @@ fn is_zero(b: &[u8]) -> bool {
 }
 
 /// Writes `data` at `pos`, leaving holes for its 4 KiB blocks (aligned in
-/// the file) that hold only zeros; returns whether any byte was written.
+/// the file) that hold only zeros; returns the end of the last byte
+/// written, if any was.
 /// The file is new, so what is not written reads as zeros (the file's
 /// length is set at its end).
-fn write_sparse(f: &File, data: &[u8], pos: u64) -> io::Result<bool> {
-    let mut any = false;
+fn write_sparse(f: &File, data: &[u8], pos: u64) -> io::Result<Option<u64>> {
+    let mut end = None;
     let mut run = 0usize; // start of the pending run of non-zero bytes
     let mut off = 0usize;
     while off < data.len() {
@@ -111,7 +112,7 @@ fn write_sparse(f: &File, data: &[u8], pos: u64) -> io::Result<bool> {
         if is_zero(&data[off..next]) {
             if run < off {
                 f.write_all_at(&data[run..off], pos + run as u64)?;
-                any = true;
+                end = Some(pos + off as u64);
             }
             run = next;
         }
@@ -119,9 +120,9 @@ fn write_sparse(f: &File, data: &[u8], pos: u64) -> io::Result<bool> {
     }
     if run < data.len() {
         f.write_all_at(&data[run..], pos + run as u64)?;
-        any = true;
+        end = Some(pos + data.len() as u64);
     }
-    Ok(any)
+    Ok(end)
 }
 
 /// The bytes of a part written directly from `offset` to `end` that are
@@ -237,8 +238,8 @@ impl<'a> PartWriter<'a> {
     /// Appends `data`.
     pub(crate) fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
         if self.stage.is_none() {
-            if write_sparse(self.file, data, self.pos)? {
-                self.written = self.pos + data.len() as u64;
+            if let Some(end) = write_sparse(self.file, data, self.pos)? {
+                self.written = end;
             }
             self.pos += data.len() as u64;
             return Ok(());
@@ -613,6 +614,32 @@ mod tests {
             assert!(std::fs::read(&p).unwrap() == data);
             let md = std::fs::metadata(&p).unwrap();
             assert!(md.blocks() * 512 < 2 << 20, "{} blocks", md.blocks());
+        }
+    }
+
+    #[test]
+    fn a_small_file_ending_in_a_few_zeros_keeps_its_length() {
+        // A gzip file ends in its length, often with zero bytes: they are
+        // not written, and the file must still get them.
+        let dir = tempfile::tempdir().unwrap();
+        for (len, zeros) in [
+            (4098usize, 2usize),
+            (4096 + 100, 100),
+            (5000, 4999),
+            (9000, 4904),
+            (100, 100),
+        ] {
+            let mut data = pattern(len - zeros, len as u64);
+            data.resize(len, 0);
+            for piece in [len, 1000, 2] {
+                let p = dir.path().join(format!("z-{len}-{zeros}-{piece}"));
+                write_parts(&p, &data, &[], piece);
+                assert_eq!(
+                    std::fs::read(&p).unwrap(),
+                    data,
+                    "{len} bytes, {zeros} zeros, pieces of {piece}"
+                );
+            }
         }
     }
 

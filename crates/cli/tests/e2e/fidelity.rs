@@ -168,6 +168,13 @@ fn build_tree(src: &Path) -> Built {
         f.set_len(8 << 20).unwrap();
     }
     write(&src.join("files/all-zeros"), &vec![0u8; (1 << 20) + 10_000]);
+    // Ending in a few zero bytes past a block, as gzip files often do
+    // (their last field is a length); small and large.
+    for (name, len) in [("zero-end", 4098usize), ("zero-end-big", (3 << 20) + 4098)] {
+        let mut d = pseudo(len - 2, len as u64);
+        d.extend_from_slice(&[0, 0]);
+        write(&src.join("files").join(name), &d);
+    }
     write(&src.join("files/.hidden"), b"dot file");
     write(&src.join("files/-dash"), b"leading dash");
 
