@@ -125,15 +125,6 @@ fn write_sparse(f: &File, data: &[u8], pos: u64) -> io::Result<Option<u64>> {
     Ok(end)
 }
 
-/// The bytes of a part written directly from `offset` to `end` that are
-/// in the file once the part is done: all but the blocks it shares with
-/// its neighbours, which the slower of the two parts writes.
-pub(crate) fn own_range(offset: u64, end: u64, last: bool) -> std::ops::Range<u64> {
-    let start = align_up(offset);
-    let stop = if last { end } else { align_down(end) };
-    start..stop.max(start)
-}
-
 /// The blocks where two parts of a split file meet, filled from both
 /// sides; the part that completes one writes it.
 #[derive(Default)]
@@ -173,8 +164,6 @@ impl SharedBlocks {
 /// The bytes of one part of a file, in order from its first offset.
 pub(crate) struct PartWriter<'a> {
     file: &'a File,
-    /// File offset of the part's first byte.
-    first: u64,
     /// File offset of the next byte.
     pos: u64,
     /// End of the last byte written (not a hole).
@@ -212,7 +201,6 @@ impl<'a> PartWriter<'a> {
         });
         PartWriter {
             file,
-            first: offset,
             pos: offset,
             written: offset,
             last,
@@ -222,17 +210,6 @@ impl<'a> PartWriter<'a> {
             fill: 0,
             direct: false,
         }
-    }
-
-    /// The bytes of this part already in the file (holes included): all
-    /// of it so far when buffered; when direct, what was staged and
-    /// written, leaving out the block shared with the part before.
-    pub(crate) fn settled(&self) -> std::ops::Range<u64> {
-        if self.stage.is_none() {
-            return self.first..self.pos;
-        }
-        let start = align_up(self.first);
-        start..self.stage_off.max(start)
     }
 
     /// Appends `data`.
@@ -451,56 +428,6 @@ fn set_direct(f: &File, on: bool) -> io::Result<bool> {
     }
 }
 
-/// Reads `len` bytes at `offset` of a file this restore wrote directly,
-/// into `out`, without going through the page cache either (the blocks
-/// are on the disk, not in memory). `None` when direct reads are not
-/// possible here: the caller reads the usual way.
-pub(crate) fn read_direct(
-    f: &File,
-    offset: u64,
-    len: usize,
-    scratch: &mut AlignedBuf,
-    out: &mut Vec<u8>,
-) -> Option<io::Result<()>> {
-    if UNSUPPORTED.load(Ordering::Relaxed) {
-        return None;
-    }
-    let start = align_down(offset);
-    let end = align_up(offset + len as u64);
-    let n = (end - start) as usize;
-    scratch.reserve(n);
-    match set_direct(f, true) {
-        Ok(true) => {}
-        Ok(false) => return None,
-        Err(e) => return Some(Err(e)),
-    }
-    let buf = &mut scratch.as_mut()[..n];
-    let mut got = 0usize;
-    while got < n {
-        // Past the end of the file the read is short; anything short of
-        // the range wanted is an error below.
-        match f.read_at(&mut buf[got..], start + got as u64) {
-            Ok(0) => break,
-            Ok(k) => got += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-                return None;
-            }
-            Err(e) => return Some(Err(e)),
-        }
-    }
-    let a = (offset - start) as usize;
-    if got < a + len {
-        return Some(Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "file is shorter than the chunk written there",
-        )));
-    }
-    out.clear();
-    out.extend_from_slice(&buf[a..a + len]);
-    Some(Ok(()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -659,33 +586,5 @@ mod tests {
         let p = dir.path().join("buffered");
         write_parts(&p, &data, &[777_777], 100_000);
         assert!(std::fs::read(&p).unwrap() == data);
-        let f = File::open(&p).unwrap();
-        let (mut buf, mut out) = (AlignedBuf::default(), Vec::new());
-        assert!(read_direct(&f, 10, 10, &mut buf, &mut out).is_none());
-    }
-
-    #[test]
-    fn direct_reads_return_the_bytes_asked_for() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("r");
-        let data = pattern(3 << 20, 5);
-        std::fs::write(&p, &data).unwrap();
-        let f = File::open(&p).unwrap();
-        let mut scratch = AlignedBuf::default();
-        let mut out = Vec::new();
-        for (off, len) in [
-            (0usize, 4096usize),
-            (1, 70_000),
-            (1_000_001, 2 << 20),
-            ((3 << 20) - 9, 9),
-        ] {
-            match read_direct(&f, off as u64, len, &mut scratch, &mut out) {
-                None => return, // this filesystem has no direct I/O
-                Some(r) => r.unwrap(),
-            }
-            assert!(out == data[off..off + len], "at {off}+{len}");
-        }
-        let short = read_direct(&f, (3 << 20) - 9, 10, &mut scratch, &mut out).unwrap();
-        assert!(short.is_err(), "a read past the end is refused");
     }
 }

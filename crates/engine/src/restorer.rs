@@ -5,13 +5,16 @@
 //! consecutive files, so each worker reads packs roughly in the order they
 //! were written and its read-ahead window serves many small files. Large
 //! files are cut into parts written in parallel at their offsets, so one
-//! big file does not leave the other cores idle.
-//! Every chunk is authenticated before a byte of it is written; a file
-//! whose data is damaged is removed rather than left with wrong bytes.
-//! A chunk met again (a copied file, a repeated segment) is read back from
-//! where this restore already wrote it rather than decoded a second time:
-//! its bytes were authenticated when first written, and a copy costs a
-//! small part of decrypting, decompressing and hashing it again.
+//! big file does not leave the other cores idle. Large files are written
+//! to the disk directly (`filewrite`) and queued apart from the small
+//! ones, so that while one worker waits on the disk another decodes small
+//! files. Every chunk is authenticated before a byte of it is written; a
+//! file whose data is damaged is removed rather than left with wrong
+//! bytes. A chunk met again (a copied file, a repeated segment) in a small
+//! file is read back from the page cache where this restore already wrote
+//! it rather than decoded a second time: its bytes were authenticated when
+//! first written, and a copy costs a small part of decrypting,
+//! decompressing and hashing it again.
 //! Runs of zeros become holes, so sparse files stay sparse. Directory
 //! metadata is applied last, deepest first, so restoring children does not
 //! disturb their parents' times and read-only directories can be filled.
@@ -94,8 +97,6 @@ struct Seen {
     len: usize,
     /// The chunk is all zeros, written as a hole: nothing to copy.
     zero: bool,
-    /// Written directly to the disk: read back the same way.
-    direct: bool,
 }
 
 /// Chunks smaller than this are decoded again rather than copied: opening
@@ -170,7 +171,9 @@ pub fn restore(
     };
     let threads = crate::threads(opts.threads);
     let (tx, rx) = bounded::<Batch>(threads);
+    let (big_tx, big_rx) = bounded::<Batch>(BIG_QUEUE);
     let mut plan = Plan {
+        big: Some(big_tx),
         index: repo.index(),
         fresh_dirs: std::collections::HashSet::new(),
         includes: includes.as_ref(),
@@ -185,8 +188,15 @@ pub fn restore(
         cancel,
     };
     let walked = std::thread::scope(|s| {
-        for _ in 0..threads {
-            let rx = rx.clone();
+        for k in 0..threads {
+            // Half the workers (at least one) take large files first, the
+            // others small ones: one waits on the disk while another
+            // keeps the cores busy.
+            let (pref, other) = if k < (threads / 2).max(1) {
+                (big_rx.clone(), rx.clone())
+            } else {
+                (rx.clone(), big_rx.clone())
+            };
             let shared = &shared;
             s.spawn(move || {
                 let mut w = Worker {
@@ -195,9 +205,8 @@ pub fn restore(
                     holds: None,
                     zero: false,
                     stage: AlignedBuf::default(),
-                    back: AlignedBuf::default(),
                 };
-                for batch in rx {
+                while let Some(batch) = next_batch(&pref, &other) {
                     for part in batch {
                         if cancel.load(Ordering::Relaxed) {
                             return;
@@ -208,6 +217,7 @@ pub fn restore(
             });
         }
         drop(rx);
+        drop(big_rx);
         let r = if start_node.node_type() == NodeType::Dir {
             let mut reader = repo.reader();
             let r = plan.dir(
@@ -229,6 +239,7 @@ pub fn restore(
         };
         plan.flush(&tx);
         drop(tx);
+        drop(plan.big.take());
         r
     });
     walked?;
@@ -258,6 +269,9 @@ pub fn restore(
 
 struct Plan<'a> {
     index: &'a cairn_repo::Index,
+    /// Parts of files written directly, queued apart from the batches of
+    /// small files (see [`next_batch`]).
+    big: Option<crossbeam_channel::Sender<Batch>>,
     /// Directories this restore created (empty when made).
     fresh_dirs: std::collections::HashSet<PathBuf>,
     includes: Option<&'a Gitignore>,
@@ -273,6 +287,10 @@ struct Plan<'a> {
 }
 
 const BATCH_BYTES: u64 = 8 << 20;
+/// Parts of large files the walk may queue ahead of the workers: enough
+/// to reach past a run of large files to the small ones behind it (a few
+/// hundred bytes each; the files are created as they are queued).
+const BIG_QUEUE: usize = 256;
 const BATCH_FILES: usize = 256;
 /// Files larger than this are split between workers.
 const PART_BYTES: u64 = 16 << 20;
@@ -452,11 +470,18 @@ impl Plan<'_> {
         for (k, &(first, offset)) in cuts.iter().enumerate() {
             let last = cuts.get(k + 1).map(|c| c.0).unwrap_or(n.content.len());
             let end = cuts.get(k + 1).map(|c| c.1).unwrap_or(off);
-            self.batch.push(Part {
+            let part = Part {
                 file: job.clone(),
                 chunks: first..last,
                 offset,
-            });
+            };
+            if job.direct
+                && let Some(big) = &self.big
+            {
+                let _ = big.send(vec![part]);
+                continue;
+            }
+            self.batch.push(part);
             self.batch_bytes += end - offset;
             if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_FILES {
                 self.flush(tx);
@@ -496,6 +521,41 @@ impl Plan<'_> {
             let b = std::mem::take(&mut self.batch);
             self.batch_bytes = 0;
             let _ = tx.send(b);
+        }
+    }
+}
+
+/// The next batch for a worker: from its preferred queue when that has
+/// one, else whichever has one first; `None` once both are closed and
+/// empty. With large files (written directly, so waiting on the disk) in
+/// one queue and small ones (written through the page cache, so busy on
+/// the CPU) in the other, a restore of both overlaps the two instead of
+/// spending the run of large files with the cores idle.
+fn next_batch(
+    pref: &crossbeam_channel::Receiver<Batch>,
+    other: &crossbeam_channel::Receiver<Batch>,
+) -> Option<Batch> {
+    use crossbeam_channel::TryRecvError;
+    match pref.try_recv() {
+        Ok(b) => return Some(b),
+        Err(TryRecvError::Disconnected) => return other.recv().ok(),
+        Err(TryRecvError::Empty) => {}
+    }
+    let mut sel = crossbeam_channel::Select::new();
+    let p = sel.recv(pref);
+    sel.recv(other);
+    let op = sel.select();
+    if op.index() == p {
+        match op.recv(pref) {
+            Ok(b) => Some(b),
+            Err(_) => other.recv().ok(),
+        }
+    } else {
+        match op.recv(other) {
+            Ok(b) => Some(b),
+            // The other queue is closed: the preferred one may still
+            // hold work.
+            Err(_) => pref.recv().ok(),
         }
     }
 }
@@ -558,8 +618,6 @@ struct Worker<'r> {
     zero: bool,
     /// Staging for direct writes.
     stage: AlignedBuf,
-    /// Staging for direct reads of chunks written before.
-    back: AlignedBuf,
 }
 
 impl Worker<'_> {
@@ -576,8 +634,8 @@ impl Worker<'_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
-            .map(|s| (s.path.clone(), s.offset, s.len, s.zero, s.direct));
-        if let Some((path, offset, len, zero, direct)) = copy {
+            .map(|s| (s.path.clone(), s.offset, s.len, s.zero));
+        if let Some((path, offset, len, zero)) = copy {
             if zero {
                 self.data.clear();
                 self.data.resize(len, 0);
@@ -585,8 +643,7 @@ impl Worker<'_> {
                 self.holds = Some(*id);
                 return Ok(false);
             }
-            let back = direct.then_some(&mut self.back);
-            if read_back(&path, offset, len, back, &mut self.data).is_ok() {
+            if read_back(&path, offset, len, &mut self.data).is_ok() {
                 self.zero = false;
                 self.holds = Some(*id);
                 shared.with(|s| s.bytes_copied += len as u64);
@@ -603,27 +660,15 @@ impl Worker<'_> {
     }
 }
 
-/// Reads `len` bytes at `offset` of a file this restore wrote (with
-/// direct reads, staged in `direct`, where it was written directly). Fails
-/// (and the chunk is decoded instead) if the file is gone or shorter, such
-/// as a file removed because another of its chunks was damaged.
-fn read_back(
-    path: &Path,
-    offset: u64,
-    len: usize,
-    direct: Option<&mut AlignedBuf>,
-    buf: &mut Vec<u8>,
-) -> std::io::Result<()> {
+/// Reads `len` bytes at `offset` of a file this restore wrote. Fails (and
+/// the chunk is decoded instead) if the file is gone or shorter, such as
+/// a file removed because another of its chunks was damaged.
+fn read_back(path: &Path, offset: u64, len: usize, buf: &mut Vec<u8>) -> std::io::Result<()> {
     use std::os::unix::fs::{FileExt, OpenOptionsExt};
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)?;
-    if let Some(scratch) = direct
-        && let Some(r) = crate::filewrite::read_direct(&f, offset, len, scratch, buf)
-    {
-        return r;
-    }
     buf.clear();
     buf.resize(len, 0);
     f.read_exact_at(buf, offset)
@@ -720,8 +765,6 @@ fn write_part(
     let mut stage = std::mem::take(&mut w.stage);
     let direct = file.direct;
     let last = part.chunks.end == file.node.content.len();
-    // Chunks written directly, to offer for copying once on the disk.
-    let mut written: std::collections::VecDeque<(Id, Seen)> = Default::default();
     let mut out = PartWriter::new(
         &f,
         part.offset,
@@ -742,25 +785,17 @@ fn write_part(
                 out.write(&w.data)
             }
             .map_err(|e| io("write", e))?;
-            if fresh {
+            // Bytes written directly are on the disk, not in memory: a
+            // copy would read them back from the disk, which large files
+            // keep busy, so decoding them again costs less.
+            if fresh && !direct {
                 let seen = Seen {
                     path: file.dest.clone(),
                     offset: pos,
                     len,
                     zero: w.zero,
-                    direct,
                 };
-                written.push_back((*id, seen));
-            }
-            // Offered for copying once their bytes are in the file.
-            let settled = out.settled();
-            while let Some((_, s)) = written.front()
-                && s.offset + s.len as u64 <= settled.end
-            {
-                let (id, s) = written.pop_front().expect("front");
-                if s.offset >= settled.start {
-                    shared.seen_at(id, s);
-                }
+                shared.seen_at(*id, seen);
             }
             pos += len as u64;
             progress.bytes.fetch_add(len as u64, Ordering::Relaxed);
@@ -770,15 +805,6 @@ fn write_part(
     let finished = r.and_then(|()| out.finish().map_err(|e| io("write", e)));
     w.stage = stage;
     finished?;
-    // Bytes written directly are in the file once the part is done, but
-    // for the blocks it shares with its neighbours, which the slower of
-    // the two writes: chunks there are not offered for copying.
-    let own = crate::filewrite::own_range(part.offset, pos, last);
-    for (id, seen) in written {
-        if own.start <= seen.offset && seen.offset + seen.len as u64 <= own.end {
-            shared.seen_at(id, seen);
-        }
-    }
     Ok(Some(f))
 }
 
@@ -804,17 +830,11 @@ mod tests {
         std::fs::write(&f, b"0123456789").unwrap();
         let l = dir.path().join("l");
         std::os::unix::fs::symlink(&f, &l).unwrap();
-        let mut scratch = AlignedBuf::default();
-        for direct in [false, true] {
-            let mut buf = Vec::new();
-            let mut rb = |p: &Path, off, len, buf: &mut Vec<u8>| {
-                read_back(p, off, len, direct.then_some(&mut scratch), buf)
-            };
-            rb(&f, 2, 5, &mut buf).unwrap();
-            assert_eq!(buf, b"23456");
-            assert!(rb(&f, 8, 5, &mut buf).is_err(), "short file");
-            assert!(rb(&dir.path().join("gone"), 0, 1, &mut buf).is_err());
-            assert!(rb(&l, 0, 1, &mut buf).is_err(), "symlink followed");
-        }
+        let mut buf = Vec::new();
+        read_back(&f, 2, 5, &mut buf).unwrap();
+        assert_eq!(buf, b"23456");
+        assert!(read_back(&f, 8, 5, &mut buf).is_err(), "short file");
+        assert!(read_back(&dir.path().join("gone"), 0, 1, &mut buf).is_err());
+        assert!(read_back(&l, 0, 1, &mut buf).is_err(), "symlink followed");
     }
 }
