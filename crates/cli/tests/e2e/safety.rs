@@ -517,6 +517,60 @@ fn corrupt_flipped_byte_in_pack() {
     d.verify(&blobs, &format!("pack {name}"), true);
 }
 
+/// A damaged chunk in a large file, which restore writes with direct I/O
+/// in parts on several workers: the file is removed rather than left with
+/// wrong or missing bytes, the exit code says integrity problem, and the
+/// other files, small and large, restore byte-identical.
+#[test]
+fn corrupt_chunk_of_a_large_file_written_directly() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), pseudo(10_000, 1)).unwrap();
+    fs::write(src.join("z"), pseudo(100_000, 3)).unwrap();
+    // 40 MiB: three parts, written at once by the workers.
+    fs::write(src.join("big"), pseudo(40 << 20, 2)).unwrap();
+    env.ok(&["init"]);
+    env.ok(&["backup", s(&src)]);
+    // The largest record holds a chunk of `big`: the small files' chunks
+    // are smaller than its smallest but last one.
+    let (path, e) = pack_files(&env.repo)
+        .values()
+        .flat_map(|p| pack_entries(p).into_iter().map(move |e| (p.clone(), e)))
+        .filter(|(_, e)| e.kind == 1)
+        .max_by_key(|(_, e)| e.length)
+        .unwrap();
+    assert!(
+        e.length > 100_000,
+        "largest chunk record is {} bytes",
+        e.length
+    );
+    let mut b = fs::read(&path).unwrap();
+    b[(e.offset + e.length / 2) as usize] ^= 0x40;
+    fs::write(&path, &b).unwrap();
+
+    let dest = env.path("dest");
+    let r = env.run(&["restore", "latest", s(&dest)]).expect(3);
+    assert!(r.stderr.contains("damaged"), "{}", r.stderr);
+    let out = restored(&dest, &src);
+    assert!(
+        !out.join("big").exists(),
+        "a damaged large file was left behind"
+    );
+    for f in ["a", "z"] {
+        assert_eq!(
+            fs::read(out.join(f)).unwrap(),
+            fs::read(src.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let left: Vec<_> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+}
+
 #[test]
 fn corrupt_truncated_pack() {
     let d = damaged_setup();
