@@ -29,6 +29,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::OFlags;
 
+use crate::restorer::is_zero;
+
 /// Alignment of direct I/O offsets, lengths and memory: the largest
 /// logical block size in use, so it suits every device.
 const ALIGN: usize = 4096;
@@ -92,12 +94,6 @@ fn align_up(x: u64) -> u64 {
     align_down(x + ALIGN as u64 - 1)
 }
 
-fn is_zero(b: &[u8]) -> bool {
-    let mut it = b.chunks_exact(16);
-    it.all(|c| u128::from_ne_bytes(c.try_into().expect("16 bytes")) == 0)
-        && it.remainder().iter().all(|&x| x == 0)
-}
-
 /// Writes `data` at `pos`, leaving holes for its 4 KiB blocks (aligned in
 /// the file) that hold only zeros; returns the end of the last byte
 /// written, if any was.
@@ -128,9 +124,10 @@ fn write_sparse(f: &File, data: &[u8], pos: u64) -> io::Result<Option<u64>> {
 /// The blocks where two parts of a split file meet, filled from both
 /// sides; the part that completes one writes it.
 #[derive(Default)]
-pub(crate) struct SharedBlocks(Mutex<HashMap<u64, Shared>>);
+pub(crate) struct SharedBlocks(Mutex<HashMap<u64, Meeting>>);
 
-struct Shared {
+/// One block where two parts meet, as far as it is filled.
+struct Meeting {
     bytes: AlignedBuf,
     have: usize,
     /// The file ends in this block, at this length.
@@ -142,9 +139,9 @@ impl SharedBlocks {
     /// bytes after them count as given (zeros past the end of the file,
     /// which then ends at `at + bytes.len()`). Returns the block once all
     /// of it is there.
-    fn give(&self, block: u64, at: usize, bytes: &[u8], pad: usize) -> Option<Shared> {
+    fn give(&self, block: u64, at: usize, bytes: &[u8], pad: usize) -> Option<Meeting> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let e = map.entry(block).or_insert_with(|| Shared {
+        let e = map.entry(block).or_insert_with(|| Meeting {
             bytes: AlignedBuf::new(ALIGN),
             have: 0,
             eof: None,
@@ -166,7 +163,8 @@ pub(crate) struct PartWriter<'a> {
     file: &'a File,
     /// File offset of the next byte.
     pos: u64,
-    /// End of the last byte written (not a hole).
+    /// End of the last byte written (not a hole), when buffered; a direct
+    /// part always sets the file's length at its end.
     written: u64,
     /// This part ends the file.
     last: bool,
@@ -301,7 +299,7 @@ impl<'a> PartWriter<'a> {
 
     /// Writes a completed shared block (and cuts the file back to its
     /// length if it ends there).
-    fn write_shared(&mut self, block: u64, done: Option<Shared>) -> io::Result<()> {
+    fn write_shared(&mut self, block: u64, done: Option<Meeting>) -> io::Result<()> {
         let Some(b) = done else {
             return Ok(());
         };
@@ -332,7 +330,6 @@ impl<'a> PartWriter<'a> {
                 (true, Some(s)) => {
                     let pos = self.stage_off + s as u64;
                     write_run(self.file, &mut self.direct, &bytes[s..at], pos)?;
-                    self.written = self.written.max(self.stage_off + at as u64);
                     start = None;
                 }
                 _ => {}
