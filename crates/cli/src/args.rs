@@ -44,6 +44,15 @@ pub struct Global {
     /// one remembered on first contact).
     #[arg(long, env = "CAIRN_SERVER_FINGERPRINT", global = true)]
     pub server_fingerprint: Option<String>,
+    /// For ssh:// repositories: the cairn program on the remote machine
+    /// (a forced command in its `authorized_keys` overrides it).
+    #[arg(
+        long,
+        env = "CAIRN_REMOTE_CAIRN",
+        default_value = "cairn",
+        global = true
+    )]
+    pub remote_cairn: String,
     /// How long to keep retrying an unreachable server before giving up.
     #[arg(long, env = "CAIRN_RETRY_FOR", default_value = "2min", value_parser = parse_duration, global = true)]
     pub retry_for: std::time::Duration,
@@ -426,6 +435,11 @@ pub enum KeyCommand {
     Remove {
         /// Key ID (prefix) from `cairn key list`.
         id: String,
+        /// Remove even the last owner key stored in the repository, so
+        /// that only owner key files outside it (such as the one in use)
+        /// open it.
+        #[arg(long)]
+        force: bool,
     },
     /// Change the passphrase of the key in use.
     Passwd {

@@ -47,7 +47,7 @@ impl Ctx {
     pub fn storage(&self) -> Result<Arc<dyn Storage>> {
         let loc = self.repo_location();
         if let Some(rest) = loc.strip_prefix("ssh://") {
-            return Ok(Arc::new(ssh_storage(&loc, rest)?));
+            return Ok(Arc::new(ssh_storage(&loc, rest, &self.g.remote_cairn)?));
         }
         if loc.starts_with("https://") || loc.starts_with("http://") {
             return Ok(Arc::new(self.https_storage(&loc)?));
@@ -263,7 +263,11 @@ impl Ctx {
 /// `$CAIRN_SSH`, split on spaces, e.g. `ssh -i key`) with the remote
 /// command `cairn serve --stdio --repo /path`; a forced command in the
 /// server's `authorized_keys` replaces it and sets the role.
-fn ssh_storage(loc: &str, rest: &str) -> Result<cairn_server::remote::RemoteStorage> {
+fn ssh_storage(
+    loc: &str,
+    rest: &str,
+    remote_cairn: &str,
+) -> Result<cairn_server::remote::RemoteStorage> {
     let (hostpart, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => bail!(
@@ -279,11 +283,24 @@ fn ssh_storage(loc: &str, rest: &str) -> Result<cairn_server::remote::RemoteStor
     };
     let ssh = std::env::var("CAIRN_SSH").unwrap_or_else(|_| "ssh".into());
     let words: Vec<String> = ssh.split_whitespace().map(str::to_string).collect();
-    let (userhost, port, path) = (
-        userhost.to_string(),
-        port.map(str::to_string),
-        path.to_string(),
-    );
+    if userhost.starts_with('-') {
+        bail!("repository {loc}: a host name cannot start with '-'");
+    }
+    // ssh joins its arguments into one command line for the remote
+    // shell, so each word is quoted here: a path with spaces or shell
+    // characters reaches `serve` as it was written.
+    let remote_command = [
+        remote_cairn,
+        "serve",
+        "--stdio",
+        "--role",
+        "admin",
+        "--repo",
+        path,
+    ]
+    .map(shell_quote)
+    .join(" ");
+    let (userhost, port) = (userhost.to_string(), port.map(str::to_string));
     let aes = cpu_has_aes();
     let make = move || {
         let program = words.first().map(String::as_str).unwrap_or("ssh");
@@ -302,14 +319,7 @@ fn ssh_storage(loc: &str, rest: &str) -> Result<cairn_server::remote::RemoteStor
             cmd.arg("-p").arg(p);
         }
         cmd.arg("-o").arg("BatchMode=yes");
-        cmd.arg(&userhost)
-            .arg("cairn")
-            .arg("serve")
-            .arg("--stdio")
-            .arg("--role")
-            .arg("admin")
-            .arg("--repo")
-            .arg(&path);
+        cmd.arg("--").arg(&userhost).arg(&remote_command);
         cmd
     };
     let staging = xdg("XDG_CACHE_HOME", ".cache")
@@ -318,6 +328,20 @@ fn ssh_storage(loc: &str, rest: &str) -> Result<cairn_server::remote::RemoteStor
     // Two sessions: packs upload in parallel while one waits for the box.
     cairn_server::remote::RemoteStorage::spawn(make, 2, loc, &staging)
         .with_context(|| format!("cannot reach {loc} over ssh"))
+}
+
+/// `word` as one word of a POSIX shell command line: single-quoted
+/// unless it holds only characters no shell treats specially.
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:@%+=,".contains(&b));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 /// Whether the CPU says it has AES instructions (x86 `aes`, Arm `aes`).
@@ -350,6 +374,19 @@ pub fn default_key_path(repo_id: &str) -> PathBuf {
 /// The directory the unprotected key of a new repository goes to.
 pub fn key_dir() -> PathBuf {
     xdg("XDG_CONFIG_HOME", ".config").join("cairn").join("keys")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn shell_quote_keeps_words_whole() {
+        assert_eq!(shell_quote("/srv/cairn"), "/srv/cairn");
+        assert_eq!(shell_quote("my repo"), "'my repo'");
+        assert_eq!(shell_quote("it's $(x)"), "'it'\\''s $(x)'");
+        assert_eq!(shell_quote(""), "''");
+    }
 }
 
 fn trim_newline(mut s: Vec<u8>) -> Vec<u8> {

@@ -27,3 +27,6 @@ mod ssh;
 
 #[path = "e2e/https.rs"]
 mod https;
+
+#[path = "e2e/hardening.rs"]
+mod hardening;

@@ -546,6 +546,7 @@ pub fn backup(
             cancel,
             failure: &failure,
             root_dev: 0,
+            kept: 0,
             chunk_buf: Vec::new(),
             racy_before: started_ns - RACY_NS,
             zero_ids: std::collections::HashMap::new(),
@@ -912,6 +913,8 @@ struct Walker<'a> {
     cancel: &'a AtomicBool,
     failure: &'a Failure,
     root_dev: u64,
+    /// Entries the snapshot will hold; none means a failed backup.
+    kept: u64,
     chunk_buf: Vec<u8>,
     racy_before: i64,
     zero_ids: std::collections::HashMap<usize, Id>,
@@ -948,12 +951,45 @@ impl Walker<'_> {
     /// Builds the root tree: ancestors of the sources as directories, so a
     /// restore recreates absolute paths under its target.
     fn walk_roots(&mut self, paths: &[PathBuf]) -> Result<Id> {
-        let r = self.walk_level(Path::new("/"), paths);
+        let root = Path::new("/");
+        // `/` as a source is the root tree itself: it has no name to be
+        // an entry under, and every other source lies inside it.
+        let r = if paths.iter().any(|p| p == root) {
+            self.walk_root_dir(root)
+        } else {
+            self.walk_level(root, paths)
+        };
         let sent = self.send_batch();
         self.jobs = None;
         let id = r?;
         sent?;
+        if self.kept == 0 && !self.stopped() {
+            return Err(Error::Input(format!(
+                "nothing to save: every entry of {} was excluded or could not be read{}; \
+                 no snapshot was written (check the excludes and the permissions)",
+                paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                match self.summary.warnings.first() {
+                    Some(w) => format!(" (first problem: {}: {})", w.path, w.message),
+                    None => String::new(),
+                }
+            )));
+        }
         Ok(id)
+    }
+
+    /// Backs up `/` as the root tree.
+    fn walk_root_dir(&mut self, root: &Path) -> Result<Id> {
+        let md = std::fs::symlink_metadata(root).map_err(|e| Error::Io {
+            op: "stat",
+            path: root.to_path_buf(),
+            source: e,
+        })?;
+        self.root_dev = md.dev();
+        self.dir(root)
     }
 
     fn walk_level(&mut self, here: &Path, paths: &[PathBuf]) -> Result<Id> {
@@ -1062,6 +1098,7 @@ impl Walker<'_> {
             },
             _ => self.summary.others += 1,
         }
+        self.kept += 1;
         Ok(Some(node))
     }
 

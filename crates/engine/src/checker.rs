@@ -398,7 +398,11 @@ fn check_pack(
         let mut last = ei;
         while last < entries.len() {
             let e = &entries[last].1;
-            let e_end = e.offset + u64::from(e.length);
+            // Index entries are checked against their pack when loaded;
+            // the sum is checked again so no entry can wrap it.
+            let Some(e_end) = e.offset.checked_add(u64::from(e.length)) else {
+                break;
+            };
             if e.offset < at || e_end > info.size || (end > at && e_end - at > WINDOW) {
                 break;
             }

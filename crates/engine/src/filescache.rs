@@ -140,9 +140,17 @@ impl FilesCache {
             self.old = None;
             return;
         }
-        let n = u32::from_le_bytes(len) as usize;
-        self.buf.resize(n, 0);
-        if r.read_exact(&mut self.buf).is_err() {
+        // The length is the file's: the buffer grows with the bytes that
+        // are there, and a record claiming more than the rest of the file
+        // ends the cache (it only costs a re-read).
+        let n = u64::from(u32::from_le_bytes(len));
+        self.buf.clear();
+        if !r
+            .by_ref()
+            .take(n)
+            .read_to_end(&mut self.buf)
+            .is_ok_and(|got| got as u64 == n)
+        {
             self.old = None;
             return;
         }
@@ -284,5 +292,23 @@ mod tests {
         c.commit();
         let mut c = FilesCache::open(&cp, false);
         assert_eq!(c.lookup(b"/f", &m), Lookup::Changed(vec![Id([1; 32])]));
+    }
+
+    /// A record claiming 4 GiB in a file that holds a few bytes ends the
+    /// cache: nothing that large is allocated, and the file is read again.
+    #[test]
+    fn hostile_record_length_is_not_allocated() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        std::fs::write(&f, b"1").unwrap();
+        let m = f.metadata().unwrap();
+        let cp = d.path().join("files");
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        bytes.extend_from_slice(b"short");
+        std::fs::write(&cp, &bytes).unwrap();
+        let mut c = FilesCache::open(&cp, false);
+        assert_eq!(c.lookup(b"/f", &m), Lookup::New);
+        assert!(c.buf.capacity() < 1 << 20);
     }
 }

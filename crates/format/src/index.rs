@@ -4,9 +4,9 @@
 //! blob without opening packs. Index files are named by the unkeyed BLAKE3
 //! of their bytes; several may list the same pack, and readers merge them.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, invalid};
 use crate::id::Id;
-use crate::pack::PackTrailer;
+use crate::pack::{PACK_MAGIC, PackTrailer, TAIL_FIXED};
 use crate::wire::{Reader, Writer};
 
 /// First 8 bytes of an index file.
@@ -60,12 +60,43 @@ pub fn decode_each(data: &[u8], mut f: impl FnMut(IndexPack) -> Result<()>) -> R
     for _ in 0..n {
         let pack = r.id()?;
         let size = r.varint()?;
+        let start = r.pos();
         let trailer = PackTrailer::decode_body(&mut r)?;
-        f(IndexPack {
+        let p = IndexPack {
             pack,
             size,
             trailer,
-        })?;
+        };
+        p.check_fits((r.pos() - start) as u64)?;
+        f(p)?;
     }
     r.finish()
+}
+
+impl IndexPack {
+    /// Checks that the trailer copy describes a pack of `size` bytes whose
+    /// trailer body is `body_len` bytes: its records tile the records area
+    /// exactly, as a pack's own trailer must. Readers then take offsets
+    /// and lengths from the index without sums that wrap or reads past a
+    /// pack's end, whoever wrote the index file.
+    fn check_fits(&self, body_len: u64) -> Result<()> {
+        let bad = |reason: String| {
+            invalid(
+                "index file",
+                format!(
+                    "pack {} of {} bytes: {reason}",
+                    self.pack.short(),
+                    self.size
+                ),
+            )
+        };
+        let records_end = self
+            .size
+            .checked_sub(body_len + TAIL_FIXED as u64)
+            .filter(|&end| end >= PACK_MAGIC.len() as u64)
+            .ok_or_else(|| bad("too short for its trailer".into()))?;
+        self.trailer
+            .check_layout(records_end)
+            .map_err(|e| bad(e.to_string()))
+    }
 }

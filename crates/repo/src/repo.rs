@@ -133,6 +133,28 @@ impl Repo {
         Ok(Repo::with(storage, config, keys))
     }
 
+    /// A repository in memory with fresh owner keys and the default
+    /// config. A dry run into a repository that does not exist yet
+    /// measures against it (everything is new) and so creates nothing: no
+    /// directory, no key.
+    pub fn scratch() -> Result<Repo> {
+        let storage: Arc<dyn Storage> = Arc::new(cairn_storage::MemoryStorage::new(
+            std::env::temp_dir().join("cairn-scratch-staging"),
+        ));
+        storage.prepare()?;
+        let keys = KeyMaterial::generate_owner()?;
+        let (min, avg, max) = init_options().chunk;
+        let config = Config::new(
+            cairn_crypto::random::<16>()?,
+            min,
+            avg,
+            max,
+            crate::now_ns(),
+        );
+        storage.put(Kind::Config, "config", &config.encode())?;
+        Ok(Repo::with(storage, config, keys))
+    }
+
     fn with(storage: Arc<dyn Storage>, config: Config, keys: KeyMaterial) -> Repo {
         Repo {
             storage,
@@ -732,12 +754,23 @@ fn open_key(storage: &dyn Storage, config: &Config, source: &KeySource) -> Resul
         }
         KeySource::Passphrase(p) => {
             let mut tried = 0;
+            // A key that cannot be read may be the one the passphrase
+            // opens: it is named, never taken for a wrong passphrase.
+            let mut damaged: Vec<String> = Vec::new();
             for obj in storage.list(Kind::Key)? {
-                let Ok(data) = storage.get(Kind::Key, &obj.name) else {
-                    continue;
+                let data = match storage.get(Kind::Key, &obj.name) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        damaged.push(format!("key {}: {e}", obj.name));
+                        continue;
+                    }
                 };
-                let Ok(kf) = KeyFile::decode(&data) else {
-                    continue;
+                let kf = match KeyFile::decode(&data) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        damaged.push(format!("key {}: {e}", obj.name));
+                        continue;
+                    }
                 };
                 if kf.repo_id != config.repo_id {
                     continue;
@@ -751,6 +784,16 @@ fn open_key(storage: &dyn Storage, config: &Config, source: &KeySource) -> Resul
                     Err(Unlock::WrongPassphrase) => {}
                     Err(Unlock::Bad(e)) => return Err(e),
                 }
+            }
+            if !damaged.is_empty() {
+                return Err(Error::corrupt(
+                    format!("the keys of the repository at {}", storage.location()),
+                    format!(
+                        "{}; no readable key opens with this passphrase, which may be the damaged key's. \
+                         Open the repository with an exported key file (--key-file), or put back a copy of the damaged key",
+                        damaged.join("; ")
+                    ),
+                ));
             }
             if tried == 0 {
                 return Err(Error::NoKey(format!(

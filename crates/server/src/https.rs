@@ -474,6 +474,23 @@ impl HttpsStorage {
     }
 }
 
+/// The largest response body the client accepts: more than any object a
+/// repository holds (a pack is tens of MiB, an upload at most 1 GiB).
+const MAX_RESPONSE: u64 = 1 << 30;
+
+/// Appends exactly `n` bytes to `body`, growing it as they arrive rather
+/// than allocating what a header claims.
+fn read_body(conn: &mut Conn, n: u64, body: &mut Vec<u8>) -> std::io::Result<()> {
+    let got = conn.by_ref().take(n).read_to_end(body)?;
+    if got as u64 != n {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the server closed the connection in the middle of a response",
+        ));
+    }
+    Ok(())
+}
+
 /// Reads one response: status line, headers, then a body of exactly
 /// `Content-Length` bytes (or chunked). `head`: no body follows.
 fn read_response(conn: &mut Conn, head: bool) -> std::io::Result<Response> {
@@ -539,15 +556,20 @@ fn read_response(conn: &mut Conn, head: bool) -> std::io::Result<Response> {
                 conn.read_until(b'\n', &mut end)?;
                 break;
             }
-            let at = body.len();
-            body.resize(at + size as usize, 0);
-            conn.read_exact(&mut body[at..])?;
+            // The sizes are the server's: the body grows only with bytes
+            // that arrived, and never past what a response may hold.
+            if size > MAX_RESPONSE - body.len() as u64 {
+                return Err(bad("response larger than any object"));
+            }
+            read_body(conn, size, &mut body)?;
             let mut crlf = [0u8; 2];
             conn.read_exact(&mut crlf)?;
         }
     } else if let Some(n) = length {
-        body.resize(n as usize, 0);
-        conn.read_exact(&mut body)?;
+        if n > MAX_RESPONSE {
+            return Err(bad("response larger than any object"));
+        }
+        read_body(conn, n, &mut body)?;
     } else if status != 204 && status != 304 {
         return Err(bad("response without a length"));
     }
@@ -711,5 +733,55 @@ mod tests {
             assert_eq!(kind_of_segment(kind_segment(k)), Some(k));
         }
         assert_eq!(kind_of_segment(".."), None);
+    }
+
+    /// A server that answers every request with `answer` and hangs up.
+    fn hostile_server(answer: &'static [u8]) -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { return };
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let _ = c.write_all(answer);
+            }
+        });
+        port
+    }
+
+    /// Lengths a server sends are never trusted with an allocation: a
+    /// claimed terabyte, or a chunk size past any object, is an error at
+    /// once, and a short body is an error, not zeros.
+    #[test]
+    fn hostile_response_lengths_are_errors() {
+        let answers: [&'static [u8]; 4] = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1099511627776\r\n\r\nabc",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\nabc",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffff\r\nabc",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 500000000\r\n\r\nabc",
+        ];
+        let staging = tempfile::tempdir().unwrap();
+        for answer in answers {
+            let port = hostile_server(answer);
+            let endpoint = Endpoint::parse(&format!("http://127.0.0.1:{port}/main")).unwrap();
+            let st = HttpsStorage::new(
+                endpoint,
+                "token",
+                Trust::OnFirstUse {
+                    file: staging.path().join("known"),
+                },
+                staging.path(),
+                Duration::from_millis(200),
+            )
+            .unwrap();
+            let t = std::time::Instant::now();
+            let r = st.get(Kind::Config, "config");
+            assert!(r.is_err(), "{}: {r:?}", String::from_utf8_lossy(answer));
+            assert!(t.elapsed() < Duration::from_secs(30));
+        }
     }
 }

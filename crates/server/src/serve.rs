@@ -85,7 +85,8 @@ pub fn serve(
                 }
             }),
             Op::GetRange => {
-                if req.len as usize + 1 > MAX_FRAME {
+                // `len` is the peer's: compared, never added to.
+                if req.len >= MAX_FRAME as u64 {
                     Err(Error::io(
                         "get",
                         &req.name,

@@ -6,10 +6,12 @@
 //! creates or, for content-addressed kinds whose name is the hash of their
 //! bytes, accepts an existing object of that name as already written.
 
+mod atomic;
 mod error;
 mod local;
 mod memory;
 
+pub use atomic::{Existing, atomic_write, create_dir_durable};
 pub use error::{Error, Result};
 pub use local::LocalStorage;
 pub use memory::MemoryStorage;

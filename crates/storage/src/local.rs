@@ -14,6 +14,22 @@ use rustix::fs::{CWD, RenameFlags, renameat_with};
 
 use crate::{Error, Kind, ObjectInfo, Result, Storage, temp_name, valid_name};
 
+/// The directories of a local repository: one per kind, and `tmp` for
+/// staging. `init` creates them all before the config, so a directory
+/// holding nothing else is what a crashed `init` left.
+const LAYOUT: &[&str] = &[
+    "keys",
+    "data",
+    "index",
+    "snapshots",
+    "locks",
+    "garbage",
+    "protected",
+    "receipts",
+    "origins",
+    "tmp",
+];
+
 /// A repository stored in a directory.
 #[derive(Debug, Clone)]
 pub struct LocalStorage {
@@ -33,17 +49,7 @@ impl LocalStorage {
 
     /// Creates the directory layout of a new repository.
     pub fn create_layout(&self) -> Result<()> {
-        for d in [
-            "keys",
-            "data",
-            "index",
-            "snapshots",
-            "locks",
-            "garbage",
-            "protected",
-            "receipts",
-            "tmp",
-        ] {
+        for d in LAYOUT {
             let p = self.root.join(d);
             fs::create_dir_all(&p).map_err(|e| Error::io("create directory", &p, e))?;
         }
@@ -300,10 +306,9 @@ impl Storage for LocalStorage {
     fn prepare(&self) -> Result<()> {
         // A directory holding only our (empty) layout is what a crashed
         // `init` leaves; anything else is someone's data.
-        let layout = ["keys", "data", "index", "snapshots", "locks", "tmp"];
         let foreign = fs::read_dir(&self.root).ok().is_some_and(|rd| {
             rd.flatten()
-                .any(|e| !layout.contains(&e.file_name().to_string_lossy().as_ref()))
+                .any(|e| !LAYOUT.contains(&e.file_name().to_string_lossy().as_ref()))
         });
         if foreign && !self.root.join("config").exists() {
             return Err(Error::NotEmpty {

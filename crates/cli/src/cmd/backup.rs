@@ -9,6 +9,7 @@ use crate::exit;
 use crate::output::{Bar, cancel_flag, size};
 
 pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<i32> {
+    let mut scratch = false;
     let mut repo = match ctx.open() {
         Err(e)
             if ctx.is_default_repo()
@@ -17,7 +18,14 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<i32> {
                     Some(cairn_repo::Error::NotARepository(_))
                 ) =>
         {
-            super::init::create(ctx)?
+            // A dry run creates nothing: it measures against an empty
+            // repository in memory, where everything is new.
+            if a.dry_run {
+                scratch = true;
+                cairn_repo::Repo::scratch()?
+            } else {
+                super::init::create(ctx)?
+            }
         }
         r => r?,
     };
@@ -30,14 +38,14 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<i32> {
         tags: a.tag,
         group: a.group,
         dry_run: a.dry_run,
-        cache_dir: (!a.no_cache).then(|| ctx.cache_dir(&repo)),
+        cache_dir: (!a.no_cache && !scratch).then(|| ctx.cache_dir(&repo)),
         command: std::env::args().collect(),
         hostname: a.host.unwrap_or_else(hostname),
         threads: 0,
         pack_size: a.pack_size.unwrap_or(0),
         scan: ctx.progress(),
         compression: a.compression,
-        state_dir: Some(ctx.cache_dir(&repo)),
+        state_dir: (!scratch).then(|| ctx.cache_dir(&repo)),
         accept_rollback: a.accept_rollback,
     };
     let progress = Arc::new(Progress::default());

@@ -121,7 +121,7 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<i32> {
             }
             Ok(exit::OK)
         }
-        KeyCommand::Remove { id } => {
+        KeyCommand::Remove { id, force } => {
             repo.require_owner("remove keys")?;
             let keys = repo.list_keys()?;
             let m: Vec<_> = keys.iter().filter(|(n, _)| n.starts_with(&id)).collect();
@@ -137,9 +137,16 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<i32> {
                 .iter()
                 .filter(|(_, k)| k.as_ref().is_some_and(|k| k.role == Role::Owner))
                 .count();
+            // Opened with a stored owner key, the target is never the
+            // last one (the key in use is another); opened from a key
+            // file, it can be, and then only files outside the repository
+            // would be left to read it.
             let is_owner = kf.as_ref().is_some_and(|k| k.role == Role::Owner);
-            if is_owner && owners == 1 && repo.keys().name.is_some() {
-                bail!("{id} is the last owner key stored in the repository");
+            if is_owner && owners == 1 && !force {
+                bail!(
+                    "{id} is the last owner key stored in the repository: without it, only owner key files kept elsewhere can open it, and losing them loses the backups. \
+                     Add one first (`cairn key add`), or give --force if the key files are kept safe"
+                );
             }
             repo.storage().delete(Kind::Key, name)?;
             if !ctx.g.quiet {

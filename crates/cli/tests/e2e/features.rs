@@ -753,6 +753,30 @@ fn features_owner_key_management() {
     // export refuses to overwrite.
     let r = env.run(&["key", "export", "-o", s(&exported)]).expect(2);
     assert!(!r.stderr.is_empty());
+    // Opened from the exported file, the one owner key stored in the
+    // repository is refused removal unless forced: the file would be the
+    // only way in.
+    let r = no_pass(
+        &env,
+        &["--key-file", &key_arg, "key", "remove", &first_id[..8]],
+    )
+    .expect(2);
+    assert!(r.stderr.contains("last owner key stored"), "{}", r.stderr);
+    env.ok(&["snapshots"]);
+    no_pass(
+        &env,
+        &[
+            "--key-file",
+            &key_arg,
+            "key",
+            "remove",
+            "--force",
+            &first_id[..8],
+        ],
+    )
+    .expect(0);
+    no_pass(&env, &["--key-file", &key_arg, "snapshots"]).expect(0);
+
     // Without any key the error says how to give one.
     let r = no_pass(&env, &["snapshots"]).expect(2);
     assert!(r.stderr.contains("CAIRN_PASSWORD"), "{}", r.stderr);

@@ -634,6 +634,37 @@ fn corrupt_index_file() {
     d.verify(&blobs, &format!("index file {name}"), true);
 }
 
+/// An index file that is correctly named (its hash matches) but whose
+/// first entry claims an offset near 2^64: the sum of offset and length
+/// would wrap. It must be a reported index problem (its blobs missing),
+/// never a panic or a hang, in check and in restore.
+#[test]
+fn hostile_index_entry_offset_is_refused() {
+    let d = damaged_setup();
+    let (name, path, packs) = chunk_index(&d);
+    let mut b = fs::read(&path).unwrap();
+    let at = packs[0].entries[0].0 + 33;
+    let mut end = at;
+    varint(&b, &mut end);
+    let mut hostile = Vec::new();
+    let mut v: u64 = u64::MAX - 15;
+    while v >= 0x80 {
+        hostile.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    hostile.push(v as u8);
+    b.splice(at..end, hostile);
+    let new_name = hex::encode(cairn_crypto::plain_hash(&b));
+    fs::remove_file(&path).unwrap();
+    fs::write(path.with_file_name(&new_name), &b).unwrap();
+    assert_ne!(name, new_name);
+    let blobs: BTreeSet<String> = packs
+        .iter()
+        .flat_map(|p| p.entries.iter().map(|e| e.1.id.clone()))
+        .collect();
+    d.verify(&blobs, &format!("index file {new_name}"), true);
+}
+
 /// An index file whose bytes no longer match its name, but still decode
 /// (one blob ID changed): check should say the index file is damaged, not
 /// blame the intact pack.

@@ -33,8 +33,8 @@ fn keygen(path: &Path) {
 }
 
 /// Starts sshd on a free loopback port; `forced` is the command every
-/// login with the client key runs.
-fn sshd(dir: &Path, forced: &str) -> Sshd {
+/// login with the client key runs (`None`: the one the client asks for).
+fn sshd(dir: &Path, forced: Option<&str>) -> Sshd {
     let sshd = Path::new("/usr/sbin/sshd");
     assert!(
         sshd.exists(),
@@ -45,9 +45,13 @@ fn sshd(dir: &Path, forced: &str) -> Sshd {
     keygen(&d.join("host"));
     keygen(&d.join("client"));
     let public = fs::read_to_string(d.join("client.pub")).unwrap();
+    let options = match forced {
+        Some(f) => format!("command=\"{f}\",no-pty,"),
+        None => String::new(),
+    };
     fs::write(
         d.join("authorized_keys"),
-        format!("command=\"{forced}\",no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding {public}"),
+        format!("{options}no-port-forwarding,no-agent-forwarding,no-X11-forwarding {public}"),
     )
     .unwrap();
     let port = TcpListener::bind("127.0.0.1:0")
@@ -104,18 +108,12 @@ fn put_source_over_ssh_backs_up_but_cannot_delete() {
         "{cairn} --repo {} serve --stdio --role put --group laptop:* --name laptop",
         s(&env.repo)
     );
-    let server = sshd(env.dir.path(), &forced);
+    let server = sshd(env.dir.path(), Some(&forced));
     let remote = format!("ssh://{}@127.0.0.1:{}/ignored", user(), server.port);
     let source = |args: &[&str]| {
         let mut c = env.cmd();
         c.env_remove("CAIRN_PASSWORD")
-            .env(
-                "CAIRN_SSH",
-                format!(
-                    "ssh -i {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
-                    s(&server.client_key)
-                ),
-            )
+            .env("CAIRN_SSH", ssh_command(&server))
             .arg("--repo")
             .arg(&remote)
             .args(args);
@@ -185,6 +183,51 @@ fn put_source_over_ssh_backs_up_but_cannot_delete() {
     assert_eq!(fs::read(got.join("big")).unwrap(), pseudo(6 << 20, 1));
     assert_eq!(fs::read(got.join("small")).unwrap(), b"hello");
     env.ok(&["check", "--read-data"]);
+}
+
+fn ssh_command(server: &Sshd) -> String {
+    format!(
+        "ssh -i {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+        s(&server.client_key)
+    )
+}
+
+/// ssh hands the remote shell one command line: a repository path with
+/// spaces, quotes and shell syntax must reach `serve` as written, neither
+/// split nor run.
+#[test]
+fn ssh_repository_path_with_spaces_and_shell_characters() {
+    let env = Env::new();
+    let server = sshd(env.dir.path(), None);
+    let base = env.path("box dir");
+    let repo = base.join("it's \"a\" repo; $(false) `false` \\ *");
+    fs::create_dir_all(&base).unwrap();
+    let remote = format!("ssh://{}@127.0.0.1:{}{}", user(), server.port, s(&repo));
+    let cairn = |args: &[&str]| {
+        let mut c = env.cmd();
+        c.env("CAIRN_SSH", ssh_command(&server))
+            .env("CAIRN_REMOTE_CAIRN", env!("CARGO_BIN_EXE_cairn"))
+            .arg("--repo")
+            .arg(&remote)
+            .args(args);
+        run(c)
+    };
+    // The box serves existing repositories only: made on the box.
+    let mut c = env.cmd();
+    c.arg("--repo").arg(&repo).arg("init");
+    run(c).expect(0);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), pseudo(100_000, 3)).unwrap();
+    cairn(&["backup", s(&src)]).expect(0);
+    assert_eq!(fs::read_dir(repo.join("snapshots")).unwrap().count(), 1);
+    assert_eq!(fs::read_dir(&base).unwrap().count(), 1);
+    let dest = env.path("dest");
+    cairn(&["restore", "latest", s(&dest)]).expect(0);
+    assert_eq!(
+        fs::read(restored(&dest, &src).join("f")).unwrap(),
+        pseudo(100_000, 3)
+    );
 }
 
 fn snapshot_listing(repo: &Path) -> Vec<String> {
