@@ -238,12 +238,18 @@ impl Ctx {
         index_limits()
     }
 
-    /// Where the local cache of the repository behind `storage` lives.
-    pub fn cache_dir_of(&self, storage: &dyn Storage) -> Result<PathBuf> {
-        let config = cairn_repo::read_config(storage)?;
-        Ok(xdg("XDG_CACHE_HOME", ".cache")
-            .join("cairn")
-            .join(hex::encode(config.repo_id)))
+    /// Where this machine keeps what it must not forget about the
+    /// repository behind `storage` (the rollback records):
+    /// `$XDG_STATE_HOME/cairn/<repo-id>`, not the cache a user may empty.
+    /// Records an earlier version kept in the cache are moved here.
+    pub fn state_dir_of(&self, storage: &dyn Storage) -> Result<PathBuf> {
+        let id = hex::encode(cairn_repo::read_config(storage)?.repo_id);
+        state_dir(&id)
+    }
+
+    /// [`Ctx::state_dir_of`] for an open repository.
+    pub fn state_dir(&self, repo: &Repo) -> Result<PathBuf> {
+        state_dir(&repo.id_hex())
     }
 
     /// Where this repository's local cache lives.
@@ -353,6 +359,31 @@ fn cpu_has_aes() -> bool {
     })
 }
 
+fn state_dir(repo_id: &str) -> Result<PathBuf> {
+    let dir = xdg("XDG_STATE_HOME", ".local/state")
+        .join("cairn")
+        .join(repo_id);
+    let legacy = xdg("XDG_CACHE_HOME", ".cache").join("cairn").join(repo_id);
+    let Ok(rd) = std::fs::read_dir(&legacy) else {
+        return Ok(dir);
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().starts_with("last-") {
+            continue;
+        }
+        let to = dir.join(&name);
+        if !to.exists() {
+            let bytes = std::fs::read(e.path())
+                .with_context(|| format!("cannot read {}", e.path().display()))?;
+            cairn_storage::atomic_write(&to, &bytes, 0o600, cairn_storage::Existing::Keep)?;
+        }
+        std::fs::remove_file(e.path())
+            .with_context(|| format!("cannot remove {}", e.path().display()))?;
+    }
+    Ok(dir)
+}
+
 /// `$XDG_DATA_HOME/cairn/repo`.
 pub fn default_repo() -> PathBuf {
     data_dir().join("repo")
@@ -374,19 +405,6 @@ pub fn default_key_path(repo_id: &str) -> PathBuf {
 /// The directory the unprotected key of a new repository goes to.
 pub fn key_dir() -> PathBuf {
     xdg("XDG_CONFIG_HOME", ".config").join("cairn").join("keys")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::shell_quote;
-
-    #[test]
-    fn shell_quote_keeps_words_whole() {
-        assert_eq!(shell_quote("/srv/cairn"), "/srv/cairn");
-        assert_eq!(shell_quote("my repo"), "'my repo'");
-        assert_eq!(shell_quote("it's $(x)"), "'it'\\''s $(x)'");
-        assert_eq!(shell_quote(""), "''");
-    }
 }
 
 fn trim_newline(mut s: Vec<u8>) -> Vec<u8> {
@@ -435,4 +453,17 @@ fn index_limits() -> cairn_repo::TableLimits {
         l.dir = Some(dir);
     }
     l
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn shell_quote_keeps_words_whole() {
+        assert_eq!(shell_quote("/srv/cairn"), "/srv/cairn");
+        assert_eq!(shell_quote("my repo"), "'my repo'");
+        assert_eq!(shell_quote("it's $(x)"), "'it'\\''s $(x)'");
+        assert_eq!(shell_quote(""), "''");
+    }
 }

@@ -41,16 +41,17 @@ pub struct Alerts {
 
 impl Alerts {
     /// What `state/alerts.json` remembers.
-    pub fn new(state: &std::path::Path) -> Alerts {
+    pub fn new(state: &std::path::Path) -> crate::Result<Alerts> {
         let file = state.join("alerts.json");
-        let seen = std::fs::read(&file)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        Alerts {
+        let seen = crate::state::read_json(
+            &file,
+            "move it away to forget the back-dated snapshots seen so far",
+        )?
+        .unwrap_or_default();
+        Ok(Alerts {
             file,
             seen: Mutex::new(seen),
-        }
+        })
     }
 
     /// Looks at a snapshot a source just uploaded; returns the group's
@@ -81,12 +82,7 @@ impl Alerts {
         b.last_ns = now_ns;
         b.oldest_claim_ns = b.oldest_claim_ns.min(claimed);
         let out = (f.envelope.group.clone(), b.clone());
-        if let Ok(bytes) = serde_json::to_vec_pretty(&*seen) {
-            let tmp = self.file.with_extension("tmp");
-            if std::fs::write(&tmp, bytes).is_ok() {
-                let _ = std::fs::rename(&tmp, &self.file);
-            }
-        }
+        crate::state::write_json(&self.file, &*seen);
         Some(out)
     }
 

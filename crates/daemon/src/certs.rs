@@ -45,7 +45,7 @@ pub fn ensure(config: &Config) -> Result<CertFiles> {
     if files.cert.exists() && files.key.exists() {
         return Ok(files);
     }
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    cairn_storage::create_dir_durable(&dir)?;
     let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
     let h = crate::jobs::hostname();
     if !h.is_empty() {
@@ -62,20 +62,8 @@ pub fn ensure(config: &Config) -> Result<CertFiles> {
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io("create", &tmp, e))?;
-    f.write_all(data)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io("write", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
+    cairn_storage::atomic_write(path, data, 0o600, cairn_storage::Existing::Replace)?;
+    Ok(())
 }
 
 /// Loads a certificate chain and key; returns them with the leaf's

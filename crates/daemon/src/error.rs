@@ -22,6 +22,20 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Writing one of the server's own files durably.
+    #[error(transparent)]
+    Storage(#[from] cairn_storage::Error),
+    /// A state file the server keeps is damaged: it is not reset
+    /// silently, since what it records (alerts, job outcomes) matters.
+    #[error("{path} is damaged ({reason}); {fix}", path = .path.display())]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+        /// What to do.
+        fix: &'static str,
+    },
     /// A repository the config names.
     #[error("repository {name}: {source}")]
     Repo {

@@ -59,19 +59,17 @@ pub struct JobBoard {
 
 impl JobBoard {
     /// The board of `config`, with what the state file remembers.
-    pub fn new(config: &Config) -> JobBoard {
+    pub fn new(config: &Config) -> crate::Result<JobBoard> {
         let file = config.state.join("jobs.json");
-        let last = std::fs::read(&file)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Vec<(String, String, Outcome)>>(&b).ok())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(r, j, o)| ((r, j), o))
-            .collect();
-        JobBoard {
+        let last: Vec<(String, String, Outcome)> = crate::state::read_json(
+            &file,
+            "move it away to start the job history afresh (the next runs record new outcomes)",
+        )?
+        .unwrap_or_default();
+        Ok(JobBoard {
             file,
-            last: Mutex::new(last),
-        }
+            last: Mutex::new(last.into_iter().map(|(r, j, o)| ((r, j), o)).collect()),
+        })
     }
 
     /// The last outcome of a job.
@@ -92,12 +90,7 @@ impl JobBoard {
         last.insert(key, o);
         let list: Vec<(&String, &String, &Outcome)> =
             last.iter().map(|((r, j), o)| (r, j, o)).collect();
-        if let Ok(b) = serde_json::to_vec_pretty(&list) {
-            let tmp = self.file.with_extension("tmp");
-            if std::fs::write(&tmp, b).is_ok() {
-                let _ = std::fs::rename(&tmp, &self.file);
-            }
-        }
+        crate::state::write_json(&self.file, &list);
     }
 
     /// The job lines of `/metrics`.

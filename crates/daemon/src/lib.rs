@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod limiter;
 pub mod metrics;
 pub mod server;
+mod state;
 pub mod status;
 pub mod tokens;
 

@@ -59,12 +59,15 @@ impl Server {
             s.clean_staging(std::time::Duration::from_secs(3600));
             repos.insert(r.name.clone(), s);
         }
+        let tokens = TokenStore::new(&config.state);
+        // A damaged token file refuses every request; say so at start.
+        tokens.list()?;
         Ok(Server {
-            tokens: TokenStore::new(&config.state),
+            tokens,
             limiter: Limiter::new(config.limits.auth_failures, config.limits.auth_window),
             metrics: Metrics::default(),
-            jobs: JobBoard::new(&config),
-            alerts: crate::alerts::Alerts::new(&config.state),
+            jobs: JobBoard::new(&config)?,
+            alerts: crate::alerts::Alerts::new(&config.state)?,
             recent: std::sync::Mutex::default(),
             repos,
             config,

@@ -1034,3 +1034,31 @@ fn a_source_cannot_poison_another_machines_backup_over_https() {
     assert!(!packs.contains(&first.to_hex()) && !packs.contains(&second.to_hex()));
     r.stop();
 }
+
+/// Damaged state files stop the box with their name and what to do; they
+/// are never reset silently (an alert on show would go quiet).
+#[test]
+fn damaged_state_files_refuse_to_start() {
+    let s = setup();
+    let state = s.dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let cfg = format!(
+        "listen = \"127.0.0.1:0\"\nstate = \"{}\"\n[[repository]]\nname = \"home\"\npath = \"{}\"\n",
+        state.display(),
+        s.root.display()
+    );
+    let file = s.dir.path().join("server.toml");
+    std::fs::write(&file, cfg).unwrap();
+    for name in ["jobs.json", "alerts.json", "tokens.json"] {
+        let p = state.join(name);
+        std::fs::write(&p, b"{ \"half\": [").unwrap();
+        let e = match start(Config::load(&file).unwrap()) {
+            Ok(_) => panic!("{name}: the box started on a damaged state file"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains(&p.display().to_string()), "{e}");
+        assert!(e.contains("damaged"), "{e}");
+        std::fs::remove_file(&p).unwrap();
+    }
+    drop(start(Config::load(&file).unwrap()).unwrap());
+}

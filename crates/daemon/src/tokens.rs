@@ -165,26 +165,8 @@ impl TokenStore {
     }
 
     fn write(&self, f: &TokenFile) -> Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-        let tmp = dir.join(format!(".tokens.{}.tmp", std::process::id()));
         let body = serde_json::to_vec_pretty(f).map_err(|e| Error::Tokens(e.to_string()))?;
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::io("create", &tmp, e))?;
-        out.write_all(&body)
-            .and_then(|()| out.sync_all())
-            .map_err(|e| Error::io("write", &tmp, e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| Error::io("rename", &self.path, e))?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+        cairn_storage::atomic_write(&self.path, &body, 0o600, cairn_storage::Existing::Replace)?;
         Ok(())
     }
 

@@ -78,7 +78,7 @@ pub struct BackupOptions {
     /// checked).
     pub state_dir: Option<PathBuf>,
     /// Back up even if the repository looks rolled back (see
-    /// [`check_rollback`]).
+    /// [`crate::rollback::check`]).
     pub accept_rollback: bool,
 }
 
@@ -103,75 +103,6 @@ impl Default for BackupOptions {
             state_dir: None,
             accept_rollback: false,
         }
-    }
-}
-
-/// The last snapshot this machine committed for a group, kept beside the
-/// files cache: `<snapshot hex> <time ns>`.
-fn last_path(cache_dir: &Path, group: &str) -> PathBuf {
-    let h = cairn_crypto::plain_hash(group.as_bytes());
-    cache_dir.join(format!("last-{}", hex::encode(&h[..8])))
-}
-
-/// Refuses to write into a repository that lost what this machine last
-/// wrote to it: the last snapshot it committed for the group is gone and
-/// nothing of the group as new or newer is there. Retention never does
-/// that (a policy keeps the newest snapshot of a group unless told to
-/// empty it), but a storage reset to an older copy does, and writing into
-/// it would build on data that may be gone.
-pub fn check_rollback(repo: &Repo, cache_dir: &Path, group: &str) -> Result<()> {
-    let path = last_path(cache_dir, group);
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(());
-    };
-    let mut it = text.split_whitespace();
-    let (Some(id), Some(t)) = (it.next(), it.next().and_then(|t| t.parse::<i64>().ok())) else {
-        return Ok(());
-    };
-    let (snaps, _) = Repo::list_snapshots(&**repo.storage())?;
-    let present = snaps
-        .iter()
-        .any(|s| s.id.to_hex() == id || (s.envelope.group == group && s.envelope.time_ns >= t));
-    if present {
-        return Ok(());
-    }
-    Err(Error::Input(format!(
-        "the repository looks rolled back: snapshot {} that this machine wrote for group {group:?} is gone, and nothing newer of that group is there. The storage may have been reset to an older copy; nothing was written. If the snapshot was forgotten on purpose, run again with --accept-rollback (or remove {})",
-        &id[..8.min(id.len())],
-        path.display()
-    )))
-}
-
-/// Forgets this machine's record of snapshots that were removed on
-/// purpose, so that the next backup does not take their absence for a
-/// rollback.
-pub fn forget_recorded(cache_dir: &Path, removed: &[Id]) {
-    let Ok(rd) = std::fs::read_dir(cache_dir) else {
-        return;
-    };
-    let gone: std::collections::HashSet<String> = removed.iter().map(|i| i.to_hex()).collect();
-    for e in rd.flatten() {
-        if !e.file_name().to_string_lossy().starts_with("last-") {
-            continue;
-        }
-        let recorded = std::fs::read_to_string(e.path()).unwrap_or_default();
-        if recorded
-            .split_whitespace()
-            .next()
-            .is_some_and(|id| gone.contains(id))
-        {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
-fn record_last(cache_dir: &Path, group: &str, id: &Id, time_ns: i64) {
-    let path = last_path(cache_dir, group);
-    let tmp = path.with_extension("tmp");
-    if std::fs::create_dir_all(cache_dir).is_ok()
-        && std::fs::write(&tmp, format!("{} {time_ns}\n", id.to_hex())).is_ok()
-    {
-        let _ = std::fs::rename(&tmp, &path);
     }
 }
 
@@ -455,7 +386,7 @@ pub fn backup(
         if let Some(d) = &opts.state_dir
             && !opts.accept_rollback
         {
-            check_rollback(repo, d, &summary.group)?;
+            crate::rollback::check(repo, d, &summary.group)?;
         }
         repo.storage()
             .clean_staging(std::time::Duration::from_secs(STALE_STAGING_SECS));
@@ -617,8 +548,15 @@ pub fn backup(
     used_packs.extend(dedup.used_packs());
     cairn_repo::garbage::check_commit(&**repo.storage(), &repo.condemned().seen, &used_packs)?;
     let id = repo.commit_snapshot(&env, &body, &session)?;
-    if let Some(d) = &opts.state_dir {
-        record_last(d, &summary.group, &id, started_ns);
+    if let Some(d) = &opts.state_dir
+        && let Err(e) = crate::rollback::record(d, &summary.group, &id, started_ns)
+    {
+        summary.warnings.push(Warning {
+            path: d.display().to_string(),
+            message: format!(
+                "snapshot saved, but this machine could not record it, so it cannot notice if the repository is later rolled back past it: {e}"
+            ),
+        });
     }
     if let Some(c) = cache {
         c.commit();

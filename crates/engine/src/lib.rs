@@ -12,6 +12,7 @@ mod filewrite;
 pub mod meta;
 pub mod repairer;
 pub mod restorer;
+pub mod rollback;
 mod source;
 pub mod walk;
 

@@ -184,32 +184,10 @@ pub(crate) fn unlock(
 /// Writes a key file outside the repository with mode 0600, refusing to
 /// overwrite an existing file.
 pub fn write_key_file(path: &Path, kf: &KeyFile) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |op, e| Error::Io {
-        op,
-        path: path.to_path_buf(),
-        source: e,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| io("create directory", e))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io("create key file", e))?;
-    f.write_all(&kf.encode())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io("write key file", e))?;
-    std::fs::hard_link(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io("create key file", e)
-    })?;
-    let _ = std::fs::remove_file(&tmp);
+    // Mode 0600 from the start, never replacing a key, and durable with
+    // its directory: a power cut after `init` must not keep the config
+    // and lose the only key.
+    cairn_storage::atomic_write(path, &kf.encode(), 0o600, cairn_storage::Existing::Keep)?;
     Ok(())
 }
 

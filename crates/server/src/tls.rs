@@ -81,26 +81,54 @@ pub enum Trust {
     },
 }
 
-/// Reads the fingerprint remembered for `host` (`host:port`).
-pub fn known_fingerprint(file: &Path, host: &str) -> Option<[u8; 32]> {
-    let text = std::fs::read_to_string(file).ok()?;
-    text.lines().find_map(|l| {
-        let mut w = l.split_whitespace();
-        (w.next()? == host).then(|| parse_fingerprint(w.next()?).ok())?
-    })
+/// Reads the fingerprint remembered for `host` (`host:port`). A file
+/// that cannot be read, or holds a line that is not `host fingerprint`,
+/// is an error: trust on first use must not open again because the
+/// record of the first use was damaged.
+pub fn known_fingerprint(file: &Path, host: &str) -> Result<Option<[u8; 32]>, String> {
+    let text = match std::fs::read(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+    };
+    let damaged = |n: usize, why: &str| {
+        format!(
+            "{} is damaged at line {n} ({why}): fix or delete that line, then compare the \
+             fingerprint the server shows with what `cairn server` printed",
+            file.display()
+        )
+    };
+    let text = String::from_utf8(text).map_err(|_| damaged(0, "not text"))?;
+    let mut found = None;
+    for (i, l) in text.lines().enumerate() {
+        let l = l.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let [h, fp] = w[..] else {
+            return Err(damaged(i + 1, "expected a host and a fingerprint"));
+        };
+        let fp = parse_fingerprint(fp).map_err(|e| damaged(i + 1, &e))?;
+        if h == host && found.is_none() {
+            found = Some(fp);
+        }
+    }
+    Ok(found)
 }
 
-fn remember(file: &Path, host: &str, fp: &[u8; 32]) -> std::io::Result<()> {
-    use std::io::Write;
-    if let Some(d) = file.parent() {
-        std::fs::create_dir_all(d)?;
+fn remember(file: &Path, host: &str, fp: &[u8; 32]) -> Result<(), String> {
+    let mut text = match std::fs::read(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+    };
+    if !text.is_empty() && !text.ends_with(b"\n") {
+        text.push(b'\n');
     }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(file)?;
-    writeln!(f, "{host} {}", show_fingerprint(fp))?;
-    f.sync_all()
+    text.extend_from_slice(format!("{host} {}\n", show_fingerprint(fp)).as_bytes());
+    cairn_storage::atomic_write(file, &text, 0o644, cairn_storage::Existing::Replace)
+        .map_err(|e| e.to_string())
 }
 
 /// Why the last handshake's certificate was refused, in words for the
@@ -173,7 +201,8 @@ impl ServerCertVerifier for Verifier {
                 {
                     return Ok(ServerCertVerified::assertion());
                 }
-                match known_fingerprint(file, &self.host) {
+                let known = known_fingerprint(file, &self.host).map_err(|e| self.refuse(e))?;
+                match known {
                     Some(known) if known == fp => Ok(ServerCertVerified::assertion()),
                     Some(known) => Err(self.refuse(format!(
                         "the server at {} shows certificate {}, but {} remembers {} for it: if \
@@ -188,9 +217,8 @@ impl ServerCertVerifier for Verifier {
                     None => {
                         remember(file, &self.host, &fp).map_err(|e| {
                             self.refuse(format!(
-                                "cannot remember the certificate of {} in {}: {e}",
-                                self.host,
-                                file.display()
+                                "cannot remember the certificate of {}: {e}",
+                                self.host
                             ))
                         })?;
                         eprintln!(
@@ -271,11 +299,29 @@ mod tests {
     fn known_servers_file_is_per_host() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("cfg/known_servers");
-        assert_eq!(known_fingerprint(&f, "a:1"), None);
+        assert_eq!(known_fingerprint(&f, "a:1"), Ok(None));
         remember(&f, "a:1", &[1; 32]).unwrap();
         remember(&f, "b:2", &[2; 32]).unwrap();
-        assert_eq!(known_fingerprint(&f, "a:1"), Some([1; 32]));
-        assert_eq!(known_fingerprint(&f, "b:2"), Some([2; 32]));
-        assert_eq!(known_fingerprint(&f, "a:2"), None);
+        assert_eq!(known_fingerprint(&f, "a:1"), Ok(Some([1; 32])));
+        assert_eq!(known_fingerprint(&f, "b:2"), Ok(Some([2; 32])));
+        assert_eq!(known_fingerprint(&f, "a:2"), Ok(None));
+    }
+
+    /// A garbled line (a host's fingerprint cut short, say) refuses every
+    /// host, naming the file and line: it must not read as "never seen"
+    /// and re-open trust on first use.
+    #[test]
+    fn damaged_known_servers_fails_closed() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("known_servers");
+        remember(&f, "a:1", &[1; 32]).unwrap();
+        let mut text = std::fs::read_to_string(&f).unwrap();
+        text.push_str("b:2 SHA256:0011\n");
+        std::fs::write(&f, &text).unwrap();
+        let e = known_fingerprint(&f, "b:2").unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+        assert!(known_fingerprint(&f, "c:3").is_err());
+        std::fs::write(&f, b"\xff\xfe").unwrap();
+        assert!(known_fingerprint(&f, "a:1").is_err());
     }
 }

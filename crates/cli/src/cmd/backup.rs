@@ -29,6 +29,11 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<i32> {
         }
         r => r?,
     };
+    let state_dir = if scratch {
+        None
+    } else {
+        Some(ctx.state_dir(&repo)?)
+    };
     let opts = BackupOptions {
         paths: a.paths,
         excludes: a.exclude,
@@ -45,7 +50,7 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<i32> {
         pack_size: a.pack_size.unwrap_or(0),
         scan: ctx.progress(),
         compression: a.compression,
-        state_dir: (!scratch).then(|| ctx.cache_dir(&repo)),
+        state_dir,
         accept_rollback: a.accept_rollback,
     };
     let progress = Arc::new(Progress::default());

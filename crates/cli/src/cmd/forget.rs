@@ -53,7 +53,7 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<i32> {
         }
         forget_ids(&*storage, &ids, a.dry_run)?;
         if !a.dry_run {
-            cairn_engine::archiver::forget_recorded(&ctx.cache_dir_of(&*storage)?, &ids);
+            forget_recorded(ctx, &*storage, &ids)?;
         }
         if ctx.g.json {
             let v: Vec<String> = ids.iter().map(|i| i.to_hex()).collect();
@@ -76,7 +76,7 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<i32> {
             Civil::in_zone(&tz, ns)
         })?;
         if !a.dry_run {
-            cairn_engine::archiver::forget_recorded(&ctx.cache_dir_of(&*storage)?, &report.removed);
+            forget_recorded(ctx, &*storage, &report.removed)?;
         }
         if ctx.g.json {
             let groups: Vec<_> = report
@@ -161,4 +161,18 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<i32> {
         crate::output::json(&doc)?;
     }
     Ok(exit::OK)
+}
+
+/// Drops this machine's rollback records of snapshots forgotten on
+/// purpose; a record that stays is said, since the next backup of its
+/// group would then refuse.
+fn forget_recorded(
+    ctx: &Ctx,
+    storage: &dyn cairn_storage::Storage,
+    ids: &[cairn_format::Id],
+) -> Result<()> {
+    for p in cairn_engine::rollback::forget_recorded(&ctx.state_dir_of(storage)?, ids) {
+        eprintln!("warning: {p}");
+    }
+    Ok(())
 }

@@ -610,6 +610,7 @@ fn restore_unprivileged(env: &Env, dest: &Path, extra: &[&str]) -> Option<Run> {
     .env("HOME", &home)
     .env("XDG_DATA_HOME", home.join(".local/share"))
     .env("XDG_CACHE_HOME", home.join(".cache"))
+    .env("XDG_STATE_HOME", home.join(".local/state"))
     .env("XDG_CONFIG_HOME", home.join(".config"))
     .env("CAIRN_PASSWORD", PASS);
     let r = run(c);

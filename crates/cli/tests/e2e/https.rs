@@ -119,6 +119,7 @@ fn source(env: &Env, b: &BoxProc, token: &Path, key: Option<&Path>) -> Command {
         .env("HOME", &home)
         .env("XDG_DATA_HOME", home.join(".local/share"))
         .env("XDG_CACHE_HOME", home.join(".cache"))
+        .env("XDG_STATE_HOME", home.join(".local/state"))
         .env("XDG_CONFIG_HOME", home.join(".config"))
         .arg("--repo")
         .arg(b.url())

@@ -76,6 +76,7 @@ fn keyless_cmd(env: &Env, repo: &Path) -> Command {
         .env("HOME", &home)
         .env("XDG_DATA_HOME", home.join(".local/share"))
         .env("XDG_CACHE_HOME", home.join(".cache"))
+        .env("XDG_STATE_HOME", home.join(".local/state"))
         .env("XDG_CONFIG_HOME", home.join(".config"))
         .arg("--repo")
         .arg(repo);
@@ -968,6 +969,42 @@ fn rolled_back_repository_is_refused() {
         "a refused backup wrote data"
     );
     assert_eq!(snapshot_count(&env), 1);
+
+    // The record is state, not cache: emptying the cache keeps it.
+    let state = env.home.join(".local/state/cairn");
+    let dirs: Vec<_> = fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let records: Vec<_> = fs::read_dir(&dirs[0])
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record = &records[0];
+    let kept = fs::read(record).unwrap();
+    fs::remove_dir_all(env.home.join(".cache/cairn")).unwrap();
+    let r = env.run(&["backup", s(&src)]).expect(2);
+    assert!(r.stderr.contains("rolled back"), "{}", r.stderr);
+    // A damaged record refuses too, naming the file, never a silent reset.
+    fs::write(record, b"garbled\n").unwrap();
+    let r = env.run(&["backup", s(&src)]).expect(2);
+    assert!(r.stderr.contains("damaged"), "{}", r.stderr);
+    assert!(r.stderr.contains(s(record)), "{}", r.stderr);
+    // A record an earlier version kept in the cache is moved and honoured.
+    fs::remove_file(record).unwrap();
+    let legacy = env
+        .home
+        .join(".cache/cairn")
+        .join(dirs[0].file_name().unwrap());
+    fs::create_dir_all(&legacy).unwrap();
+    fs::write(legacy.join(record.file_name().unwrap()), &kept).unwrap();
+    let r = env.run(&["backup", s(&src)]).expect(2);
+    assert!(r.stderr.contains("rolled back"), "{}", r.stderr);
+    assert_eq!(fs::read(record).unwrap(), kept);
+    assert_eq!(snapshot_count(&env), 1);
+
     env.ok(&["backup", "--accept-rollback", s(&src)]);
     // Forgetting the newest on purpose, here, clears the record.
     let newest = backup(&env, &[s(&src)]);

@@ -65,6 +65,7 @@ impl Env {
             .env("XDG_DATA_HOME", self.home.join(".local/share"))
             .env("XDG_CACHE_HOME", self.home.join(".cache"))
             .env("XDG_CONFIG_HOME", self.home.join(".config"))
+            .env("XDG_STATE_HOME", self.home.join(".local/state"))
             .env("CAIRN_PASSWORD", PASS);
         // `CAIRN_INDEX_MEMORY=0 cargo nextest run` runs every test with
         // the index and the in-flight set on disk.
