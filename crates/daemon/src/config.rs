@@ -144,7 +144,7 @@ impl Default for Limits {
             auth_window: Duration::from_secs(60),
             connections: 256,
             cert_reload: Duration::from_secs(30),
-            public_status: true,
+            public_status: false,
         }
     }
 }

@@ -69,7 +69,12 @@ pub fn read(storage: &dyn Storage) -> RepoStat {
 
 fn try_read(storage: &dyn Storage) -> cairn_repo::Result<RepoStat> {
     let (snaps, unreadable) = cairn_repo::Repo::list_snapshots(storage)?;
-    let received = cairn_maint::forget::receipts(storage).unwrap_or_default();
+    // A damaged receipt is shown as the repository's problem; the groups
+    // still show, with the times their snapshots claim.
+    let (received, receipt_problem) = match cairn_maint::forget::receipts(storage) {
+        Ok(r) => (r, None),
+        Err(e) => (Default::default(), Some(e.to_string())),
+    };
     let mut by: BTreeMap<String, GroupStat> = BTreeMap::new();
     for s in &snaps {
         let e = &s.envelope;
@@ -97,7 +102,7 @@ fn try_read(storage: &dyn Storage) -> cairn_repo::Result<RepoStat> {
         pack_bytes: packs.iter().map(|p| p.size).sum(),
         packs: packs.len(),
         unreadable: unreadable.len(),
-        error: None,
+        error: receipt_problem,
     })
 }
 

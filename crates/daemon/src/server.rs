@@ -133,13 +133,16 @@ impl Server {
     }
 }
 
+/// Whether the request comes from the box itself.
+fn from_loopback(req: &Request) -> bool {
+    req.extensions()
+        .get::<Peer>()
+        .is_some_and(|p| p.0.ip().is_loopback())
+}
+
 /// Whether the status page and metrics may answer this request.
-fn may_see_status(server: &Server, req: &Request) -> bool {
-    server.config.limits.public_status
-        || req
-            .extensions()
-            .get::<Peer>()
-            .is_some_and(|p| p.0.ip().is_loopback())
+pub(crate) fn may_see_status(server: &Server, req: &Request) -> bool {
+    server.config.limits.public_status || from_loopback(req)
 }
 
 fn router(server: Arc<Server>) -> Router {
@@ -172,7 +175,8 @@ fn router(server: Arc<Server>) -> Router {
                     if !may_see_status(&s, &req) {
                         return hidden();
                     }
-                    crate::status::render(&s).await.into_response()
+                    let detail = from_loopback(&req);
+                    crate::status::render(&s, detail).await.into_response()
                 }
             }),
         )

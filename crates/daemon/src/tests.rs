@@ -1062,3 +1062,36 @@ fn damaged_state_files_refuse_to_start() {
     }
     drop(start(Config::load(&file).unwrap()).unwrap());
 }
+
+/// The status page and `/metrics` answer loopback only unless the config
+/// opens them; the refused requests' log lines (token names, addresses)
+/// show only to a reader on the box itself.
+#[test]
+fn status_is_private_by_default_and_public_pages_hide_log_lines() {
+    let s = setup();
+    let r = serve(&s, "", "");
+    let server = r.server.clone();
+    let req = |ip: &str| {
+        let mut q = axum::extract::Request::new(axum::body::Body::empty());
+        q.extensions_mut()
+            .insert(crate::api::Peer(format!("{ip}:5000").parse().unwrap()));
+        q
+    };
+    assert!(!crate::server::may_see_status(&server, &req("192.0.2.9")));
+    assert!(crate::server::may_see_status(&server, &req("127.0.0.1")));
+    let (c, t) = raw(&r, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(c, 200, "{t}");
+    server.log("refused Delete Pack \"ab\" for token laptop (put) from 203.0.113.7: a put token cannot delete anything");
+    let private = crate::status::page(&server, true);
+    assert!(private.contains("token laptop"), "{private}");
+    assert!(private.contains("203.0.113.7"), "{private}");
+    let public = crate::status::page(&server, false);
+    assert!(public.contains("1 refused request"), "{public}");
+    assert!(!public.contains("laptop"), "{public}");
+    assert!(!public.contains("203.0.113.7"), "{public}");
+    r.stop();
+
+    let r = serve(&s, "[limits]\npublic_status = true\n", "");
+    assert!(crate::server::may_see_status(&r.server, &req("192.0.2.9")));
+    r.stop();
+}

@@ -102,18 +102,29 @@ pub fn forget(
 /// When a server received each snapshot that has a receipt. Retention
 /// goes by that time, not by the time a source claims: a source cannot
 /// place snapshots in old calendar buckets to push others out. A receipt
-/// that cannot be read counts as absent (the claimed time is used).
+/// that cannot be read is an error naming it, never a fall back to the
+/// claimed time (which would hand retention back to the source).
 pub fn receipts(storage: &dyn Storage) -> Result<std::collections::HashMap<Id, i64>> {
     let mut out = std::collections::HashMap::new();
     for o in storage.list(Kind::Receipt)? {
-        let Some(id) = Id::from_hex(&o.name) else {
-            continue;
+        let damaged = |why: String| {
+            Error::Untrusted(format!(
+                "receipt {} is damaged ({why}): retention cannot tell when the box received that snapshot. \
+                 Put back a copy of the receipt, or delete it to let retention use the time the snapshot claims",
+                o.name
+            ))
         };
-        if let Ok(d) = storage.get(Kind::Receipt, &o.name)
-            && let Ok(r) = cairn_format::maint::Receipt::decode(&d)
-        {
-            out.insert(id, r.received_ns);
-        }
+        let Some(id) = Id::from_hex(&o.name) else {
+            return Err(damaged("its name is not a snapshot ID".into()));
+        };
+        let d = match storage.get(Kind::Receipt, &o.name) {
+            Ok(d) => d,
+            // Forgotten since the listing, with its snapshot.
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let r = cairn_format::maint::Receipt::decode(&d).map_err(|e| damaged(e.to_string()))?;
+        out.insert(id, r.received_ns);
     }
     Ok(out)
 }

@@ -152,3 +152,32 @@ fn damaged_key_is_named_not_taken_for_a_wrong_passphrase() {
     assert!(r.stderr.contains(&format!("key {name}")), "{}", r.stderr);
     assert!(!r.stderr.contains("wrong passphrase"), "{}", r.stderr);
 }
+
+/// A damaged receipt stops retention, naming it: falling back to the time
+/// a snapshot claims would let a source decide what retention removes.
+#[test]
+fn damaged_receipt_stops_retention() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"x").unwrap();
+    env.ok(&["backup", s(&src)]);
+    fs::write(src.join("f"), b"y").unwrap();
+    env.ok(&["backup", s(&src)]);
+    let id = json(&env.ok(&["snapshots", "--json"]))[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fs::write(env.repo.join("receipts").join(&id), b"not a receipt").unwrap();
+    let r = env.run(&["forget", "--keep-last", "1"]).expect(3);
+    assert!(
+        r.stderr.contains(&format!("receipt {id} is damaged")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(snapshot_count(&env), 2);
+    fs::remove_file(env.repo.join("receipts").join(&id)).unwrap();
+    env.ok(&["forget", "--keep-last", "1"]);
+    assert_eq!(snapshot_count(&env), 1);
+}
