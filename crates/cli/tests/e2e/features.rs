@@ -250,7 +250,7 @@ impl Drop for Mount {
 #[test]
 fn features_one_file_system() {
     if !is_root() {
-        eprintln!("SKIP --one-file-system: mounting a tmpfs needs root");
+        skip("--one-file-system: mounting a tmpfs needs root");
         return;
     }
     let env = Env::new();
@@ -262,7 +262,7 @@ fn features_one_file_system() {
         .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", s(&mnt)])
         .status();
     if !st.is_ok_and(|s| s.success()) {
-        eprintln!("SKIP --one-file-system: mount -t tmpfs failed");
+        skip("--one-file-system: mount -t tmpfs failed");
         return;
     }
     let _guard = Mount(mnt.clone());

@@ -59,10 +59,10 @@ fn set_acls(file: &Path, dir: &Path) -> bool {
         for args in runs {
             let out = Command::new("setfacl").args(&args).output().unwrap();
             if !out.status.success() {
-                eprintln!(
-                    "SKIP ACLs: setfacl {args:?} failed: {}",
+                skip(&format!(
+                    "ACLs: setfacl {args:?} failed: {}",
                     String::from_utf8_lossy(&out.stderr)
-                );
+                ));
                 return false;
             }
         }
@@ -90,7 +90,7 @@ fn set_acls(file: &Path, dir: &Path) -> bool {
         ];
         for (p, name, v) in tries {
             if let Err(e) = set_xattr(p, name, v) {
-                eprintln!("SKIP ACLs: setting {name} on {}: {e}", p.display());
+                skip(&format!("ACLs: setting {name} on {}: {e}", p.display()));
                 return false;
             }
         }
@@ -157,7 +157,7 @@ fn build_tree(src: &Path) -> Built {
     let sparse = if md.blocks() * 512 < md.len() / 2 {
         Some(sparse)
     } else {
-        eprintln!("SKIP sparse check: this filesystem does not keep holes");
+        skip("sparse check: this filesystem does not keep holes");
         None
     };
 
@@ -218,10 +218,10 @@ fn build_tree(src: &Path) -> Built {
             rustix::fs::Mode::from_raw_mode(0o666),
             rustix::fs::makedev(1, 3),
         ) {
-            eprintln!("SKIP device node: mknod refused: {e}");
+            skip(&format!("device node: mknod refused: {e}"));
         }
     } else {
-        eprintln!("SKIP device node: not root");
+        skip("device node: not root");
     }
 
     // Names: not UTF-8, 255 bytes (ASCII and multi-byte), odd characters.
@@ -266,7 +266,7 @@ fn build_tree(src: &Path) -> Built {
         )
         .unwrap();
     } else {
-        eprintln!("SKIP foreign owners: not root");
+        skip("foreign owners: not root");
     }
 
     // Root only: entries nobody else could read, trusted.* xattrs.
@@ -356,7 +356,7 @@ fn fidelity_full_tree_roundtrip() {
     let src = env.path("src");
     let built = build_tree(&src);
     if !is_root() {
-        eprintln!("SKIP owner comparison: not root (owners cannot be restored)");
+        skip("owner comparison: not root (owners cannot be restored)");
     }
     env.ok(&["init"]);
     let out = env.ok(&["backup", s(&src)]);
@@ -582,7 +582,7 @@ fn restore_unprivileged(env: &Env, dest: &Path, extra: &[&str]) -> Option<Run> {
         return Some(env.run(&[&["restore", "latest", s(dest)], extra].concat()));
     }
     if !have("setpriv") {
-        eprintln!("SKIP unprivileged restore: setpriv is not installed");
+        skip("unprivileged restore: setpriv is not installed");
         return None;
     }
     // nobody must reach the repository and own the destination and a home.
@@ -615,7 +615,7 @@ fn restore_unprivileged(env: &Env, dest: &Path, extra: &[&str]) -> Option<Run> {
     .env("CAIRN_PASSWORD", PASS);
     let r = run(c);
     if r.stderr.contains("setpriv:") {
-        eprintln!("SKIP unprivileged restore: {}", r.stderr);
+        skip(&format!("unprivileged restore: {}", r.stderr));
         return None;
     }
     Some(r)

@@ -1096,14 +1096,14 @@ fn disk_full_stops_cleanly() {
     match m {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
-            eprintln!(
-                "skipped: cannot mount a tmpfs (needs root): {}",
+            skip(&format!(
+                "cannot mount a tmpfs (needs root): {}",
                 String::from_utf8_lossy(&o.stderr).trim()
-            );
+            ));
             return;
         }
         Err(e) => {
-            eprintln!("skipped: cannot run mount: {e}");
+            skip(&format!("cannot run mount: {e}"));
             return;
         }
     }
@@ -1404,7 +1404,7 @@ fn bad_input_permission_denied_is_skipped_and_reported() {
     };
     if is_root() {
         if Command::new("setpriv").arg("--version").output().is_err() {
-            eprintln!("skipped: setpriv (util-linux) is missing, cannot drop root");
+            skip("setpriv (util-linux) is missing, cannot drop root");
             return;
         }
         mode(env.dir.path(), 0o755);
