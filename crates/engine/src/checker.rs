@@ -414,7 +414,9 @@ fn check_pack(
             // (the trailer, or bytes the index does not describe).
             end = (at + WINDOW).min(info.size);
         }
-        if let Err(e) = storage.get_range_into(Kind::Pack, &name, at, end - at, &mut buf) {
+        if let Err(e) =
+            cairn_storage::read_exact_range(&**storage, Kind::Pack, &name, at, end - at, &mut buf)
+        {
             errors.push(format!("pack {name}: {e}"));
             for (id, _) in &entries[ei..] {
                 bad.push((*id, format!("unreadable pack {name}")));

@@ -7,6 +7,8 @@ pub mod archiver;
 pub mod checker;
 mod error;
 pub mod exclude;
+#[cfg(test)]
+mod fault_tests;
 pub mod filescache;
 mod filewrite;
 pub mod meta;

@@ -65,7 +65,8 @@ pub fn tree_refs(storage: &dyn Storage, index: &Index, id: &Id, loc: &Location) 
         ))
     };
     let first = u64::from(loc.length).min(4096);
-    let mut data = storage.get_range(Kind::Pack, &pack.to_hex(), loc.offset, first)?;
+    let mut data =
+        cairn_storage::read_range(storage, Kind::Pack, &pack.to_hex(), loc.offset, first)?;
     let parse = |data: &[u8]| -> std::result::Result<(usize, usize), cairn_format::Error> {
         let mut r = Reader::new(data, "blob record");
         let kind = r.u8()?;
@@ -86,7 +87,13 @@ pub fn tree_refs(storage: &dyn Storage, index: &Index, id: &Id, loc: &Location) 
         .filter(|&need| need as u64 <= u64::from(loc.length))
         .ok_or_else(|| damaged("lists more edges than the record holds"))?;
     if need > data.len() {
-        data = storage.get_range(Kind::Pack, &pack.to_hex(), loc.offset, need as u64)?;
+        data = cairn_storage::read_range(
+            storage,
+            Kind::Pack,
+            &pack.to_hex(),
+            loc.offset,
+            need as u64,
+        )?;
     }
     Ok(data[start..need]
         .chunks_exact(32)

@@ -570,7 +570,14 @@ fn repack_packs(
                     end = e_end;
                     j += 1;
                 }
-                st.get_range_into(Kind::Pack, &name, start, end - start, &mut buf)?;
+                cairn_storage::read_exact_range(
+                    st,
+                    Kind::Pack,
+                    &name,
+                    start,
+                    end - start,
+                    &mut buf,
+                )?;
                 for e in &want[i..j] {
                     let a = (e.offset - start) as usize;
                     let blob = SealedBlob {

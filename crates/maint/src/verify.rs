@@ -383,10 +383,7 @@ pub(crate) fn hash_pack(storage: &dyn Storage, id: &Id, size: u64, buf: &mut Vec
     let mut at = 0;
     while at < size {
         let n = WINDOW.min(size - at);
-        if storage
-            .get_range_into(Kind::Pack, &name, at, n, buf)
-            .is_err()
-        {
+        if cairn_storage::read_exact_range(storage, Kind::Pack, &name, at, n, buf).is_err() {
             return false;
         }
         h.update(buf);

@@ -553,7 +553,8 @@ pub fn read_pack_trailer(storage: &dyn Storage, id: &Id, size: u64) -> Result<In
         return Err(Error::corrupt(obj(), "shorter than an empty pack"));
     }
     let name = id.to_hex();
-    let tail = storage.get_range(
+    let tail = cairn_storage::read_range(
+        storage,
         Kind::Pack,
         &name,
         size - TAIL_FIXED as u64,
@@ -564,7 +565,7 @@ pub fn read_pack_trailer(storage: &dyn Storage, id: &Id, size: u64) -> Result<In
         return Err(Error::corrupt(obj(), "trailer length exceeds the pack"));
     }
     let start = size - TAIL_FIXED as u64 - tl;
-    let body = storage.get_range(Kind::Pack, &name, start, tl)?;
+    let body = cairn_storage::read_range(storage, Kind::Pack, &name, start, tl)?;
     let trailer = decode_trailer_at(&body, 0, body.len()).map_err(|e| Error::corrupt(obj(), e))?;
     trailer
         .check_layout(start)
@@ -899,9 +900,14 @@ impl BlobReader<'_> {
         w.pack = loc.pack;
         w.start = start;
         w.used = self.tick;
-        self.repo
-            .storage
-            .get_range_into(Kind::Pack, &pack.id.to_hex(), start, want, &mut w.buf)?;
+        cairn_storage::read_exact_range(
+            &*self.repo.storage,
+            Kind::Pack,
+            &pack.id.to_hex(),
+            start,
+            want,
+            &mut w.buf,
+        )?;
         let mut held: usize = self.windows.iter().map(|w| w.buf.capacity()).sum();
         while held > WINDOW_BYTES {
             let Some(j) = (0..self.windows.len())

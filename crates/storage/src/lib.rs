@@ -8,6 +8,7 @@
 
 mod atomic;
 mod error;
+pub mod faulty;
 mod local;
 mod memory;
 
@@ -125,6 +126,40 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn clean_staging(&self, min_age: std::time::Duration) {
         let _ = min_age;
     }
+}
+
+/// Reads exactly `len` bytes at `offset` into `buf`: a store that hands
+/// back fewer or more (a remote one, a hostile one) is an
+/// [`Error::Short`], never a buffer a reader would index past.
+pub fn read_exact_range(
+    st: &dyn Storage,
+    kind: Kind,
+    name: &str,
+    offset: u64,
+    len: u64,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
+    st.get_range_into(kind, name, offset, len, buf)?;
+    if buf.len() as u64 != len {
+        return Err(Error::Short {
+            kind,
+            name: name.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// [`read_exact_range`] into a new buffer.
+pub fn read_range(
+    st: &dyn Storage,
+    kind: Kind,
+    name: &str,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    read_exact_range(st, kind, name, offset, len, &mut buf)?;
+    Ok(buf)
 }
 
 /// Checks an object name: hex or `[a-z0-9-]`, no separators, bounded.

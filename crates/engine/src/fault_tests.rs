@@ -1,0 +1,319 @@
+//! Backup, restore and check against a storage that fails, comes back
+//! short or hands back hostile bytes at one call, for every call in turn:
+//! no panic, no wrong bytes restored, damage reported, and what was
+//! committed before stays whole.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use cairn_repo::{KeySource, Repo, init_options};
+use cairn_storage::faulty::{Fault, FaultyStorage, Hit};
+use cairn_storage::{Kind, MemoryStorage, Storage};
+
+use crate::archiver::{BackupOptions, Progress, backup};
+use crate::checker::{CheckOptions, CheckReport, check};
+use crate::restorer::{RestoreOptions, restore};
+
+const FAULTS: [Fault; 3] = [Fault::Fail, Fault::Short, Fault::Hostile];
+
+fn pseudo(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A repository in memory with one snapshot of `src`, and the bytes it
+/// holds.
+struct Fixture {
+    dir: tempfile::TempDir,
+    base: Arc<MemoryStorage>,
+    key: PathBuf,
+    first: String,
+    v1: BTreeMap<String, Vec<u8>>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let base = Arc::new(MemoryStorage::new(dir.path().join("staging")));
+        let mut o = init_options();
+        o.key_dir = Some(dir.path().to_path_buf());
+        o.chunk = (4 << 10, 16 << 10, 64 << 10);
+        o.kdf = cairn_crypto::KdfParams {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        };
+        let repo = Repo::init(base.clone(), &o).unwrap();
+        let key = dir.path().join(format!("{}.key", repo.id_hex()));
+        let mut f = Fixture {
+            dir,
+            base,
+            key,
+            first: String::new(),
+            v1: BTreeMap::new(),
+        };
+        f.write("big", pseudo(200_000, 1));
+        f.write("small", b"small file".to_vec());
+        f.write("sub/mid", pseudo(50_000, 2));
+        f.v1 = f.source();
+        f.first = f.backup(f.base.clone()).unwrap().unwrap();
+        f.write("big", pseudo(200_000, 3));
+        f.write("sub/new", pseudo(30_000, 4));
+        f
+    }
+
+    fn src(&self) -> PathBuf {
+        self.dir.path().join("src")
+    }
+
+    fn write(&self, rel: &str, data: Vec<u8>) {
+        let p = self.src().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+
+    /// The source's files, by path below it.
+    fn source(&self) -> BTreeMap<String, Vec<u8>> {
+        files(&self.src())
+    }
+
+    fn open(&self, st: Arc<dyn Storage>) -> crate::Result<Repo> {
+        Ok(Repo::open(
+            st,
+            &KeySource::File {
+                path: self.key.clone(),
+                passphrase: None,
+            },
+        )?)
+    }
+
+    fn backup(&self, st: Arc<dyn Storage>) -> crate::Result<Option<String>> {
+        let mut repo = self.open(st)?;
+        let opts = BackupOptions {
+            paths: vec![self.src()],
+            hostname: "test".into(),
+            pack_size: 64 << 10,
+            threads: 2,
+            compression: 1,
+            ..BackupOptions::default()
+        };
+        let s = backup(
+            &mut repo,
+            &opts,
+            &Progress::default(),
+            &AtomicBool::new(false),
+        )?;
+        Ok(s.snapshot)
+    }
+
+    /// Restores snapshot `id` into a new directory; the restored files
+    /// and whether the restore said everything went well.
+    fn restore(
+        &self,
+        st: Arc<dyn Storage>,
+        id: &str,
+    ) -> (BTreeMap<String, Vec<u8>>, crate::Result<bool>) {
+        let dest = tempfile::tempdir_in(self.dir.path()).unwrap();
+        let r = (|| {
+            let repo = self.open(st)?;
+            let (snaps, _) = Repo::list_snapshots(&**repo.storage())?;
+            let s = snaps
+                .iter()
+                .find(|s| s.id.to_hex() == id)
+                .ok_or_else(|| crate::Error::Input("snapshot not listed".into()))?;
+            let sum = restore(
+                &repo,
+                s.envelope.root,
+                &RestoreOptions {
+                    target: dest.path().to_path_buf(),
+                    threads: 2,
+                    ..Default::default()
+                },
+                &Progress::default(),
+                &AtomicBool::new(false),
+            )?;
+            Ok(sum.warnings.is_empty() && sum.damaged_files == 0)
+        })();
+        let below = dest.path().join(self.src().strip_prefix("/").unwrap());
+        (files(&below), r)
+    }
+
+    fn check(&self, st: Arc<dyn Storage>) -> crate::Result<CheckReport> {
+        let repo = self.open(st)?;
+        check(
+            &repo,
+            &CheckOptions {
+                read_data: true,
+                threads: 2,
+                only_packs: None,
+            },
+            &Progress::default(),
+            &AtomicBool::new(false),
+        )
+    }
+}
+
+fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// A copy of every object, so each round starts from the same repository.
+fn copy_of(st: &MemoryStorage, staging: &Path) -> Arc<MemoryStorage> {
+    let out = MemoryStorage::new(staging);
+    out.put(
+        Kind::Config,
+        "config",
+        &st.get(Kind::Config, "config").unwrap(),
+    )
+    .unwrap();
+    for k in [
+        Kind::Key,
+        Kind::Pack,
+        Kind::Index,
+        Kind::Snapshot,
+        Kind::Garbage,
+        Kind::Protect,
+        Kind::Receipt,
+        Kind::Origin,
+        Kind::Lock,
+    ] {
+        for o in st.list(k).unwrap() {
+            out.put(k, &o.name, &st.get(k, &o.name).unwrap()).unwrap();
+        }
+    }
+    Arc::new(out)
+}
+
+/// Calls an operation makes on a storage that never misbehaves.
+fn calls_of(st: Arc<dyn Storage>, op: impl FnOnce(Arc<dyn Storage>)) -> u64 {
+    let counted = Arc::new(FaultyStorage::new(st, Fault::Fail, 0));
+    op(counted.clone());
+    counted.calls()
+}
+
+/// Every restored file has the bytes of the snapshot; a restore that
+/// said all went well restored all of them.
+fn assert_restored(
+    want: &BTreeMap<String, Vec<u8>>,
+    got: &BTreeMap<String, Vec<u8>>,
+    clean: bool,
+    what: &str,
+) {
+    for (rel, bytes) in got {
+        assert_eq!(
+            want.get(rel),
+            Some(bytes),
+            "{what}: {rel} restored with wrong bytes"
+        );
+    }
+    if clean {
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{what}: a clean restore left files out"
+        );
+    }
+}
+
+#[test]
+fn backup_with_a_fault_at_any_call_keeps_the_repository_whole() {
+    let f = Fixture::new();
+    let v2 = f.source();
+    let staging = f.dir.path().join("staging");
+    let total = calls_of(copy_of(&f.base, &staging), |st| {
+        f.backup(st).unwrap().unwrap();
+    });
+    assert!(total > 10, "{total} calls");
+    for fault in FAULTS {
+        for n in 1..=total {
+            let st = copy_of(&f.base, &staging);
+            let faulty = Arc::new(FaultyStorage::new(st.clone(), fault, n));
+            let r = f.backup(faulty.clone());
+            let what = format!("backup, {fault:?} at call {n} ({:?})", faulty.hit());
+            let report = f.check(st.clone()).unwrap();
+            assert!(report.ok(), "{what}: check after it: {:?}", report.errors);
+            let (got, clean) = f.restore(st.clone(), &f.first);
+            assert!(
+                clean.unwrap(),
+                "{what}: the first snapshot does not restore"
+            );
+            assert_restored(&f.v1, &got, true, &what);
+            if let Ok(Some(id)) = r {
+                let (got, clean) = f.restore(st.clone(), &id);
+                assert!(clean.unwrap(), "{what}: its snapshot does not restore");
+                assert_restored(&v2, &got, true, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn restore_with_a_fault_at_any_call_never_writes_wrong_bytes() {
+    let f = Fixture::new();
+    let total = calls_of(f.base.clone(), |st| {
+        let (_, ok) = f.restore(st, &f.first);
+        assert!(ok.unwrap());
+    });
+    for fault in FAULTS {
+        for n in 1..=total {
+            let faulty = Arc::new(FaultyStorage::new(f.base.clone(), fault, n));
+            let (got, r) = f.restore(faulty.clone(), &f.first);
+            let what = format!("restore, {fault:?} at call {n} ({:?})", faulty.hit());
+            let clean = matches!(r, Ok(true));
+            assert_restored(&f.v1, &got, clean, &what);
+            // Bytes that came back altered are never taken for data.
+            if fault != Fault::Fail
+                && matches!(faulty.hit(), Some(Hit { kind: Kind::Pack, op }) if op.starts_with("get"))
+            {
+                assert!(!clean, "{what}: altered pack bytes went unnoticed");
+            }
+        }
+    }
+}
+
+#[test]
+fn check_with_a_fault_at_any_call_reports_it() {
+    let f = Fixture::new();
+    let total = calls_of(f.base.clone(), |st| {
+        assert!(f.check(st).unwrap().ok());
+    });
+    for fault in FAULTS {
+        for n in 1..=total {
+            let faulty = Arc::new(FaultyStorage::new(f.base.clone(), fault, n));
+            let r = f.check(faulty.clone());
+            let hit = faulty.hit();
+            let what = format!("check, {fault:?} at call {n} ({hit:?})");
+            let passed = r.as_ref().is_ok_and(|rep| rep.ok());
+            let read_pack =
+                matches!(&hit, Some(Hit { kind: Kind::Pack, op }) if op.starts_with("get"));
+            if fault == Fault::Fail || read_pack {
+                assert!(!passed, "{what}: check passed");
+            }
+        }
+    }
+}
