@@ -46,8 +46,8 @@ impl Ctx {
     /// The storage behind the location.
     pub fn storage(&self) -> Result<Arc<dyn Storage>> {
         let loc = self.repo_location();
-        if let Some(rest) = loc.strip_prefix("ssh://") {
-            return Ok(Arc::new(ssh_storage(&loc, rest, &self.g.remote_cairn)?));
+        if loc.starts_with("ssh://") {
+            return Ok(Arc::new(ssh_storage(&loc, &self.g.remote_cairn)?));
         }
         if loc.starts_with("https://") || loc.starts_with("http://") {
             return Ok(Arc::new(self.https_storage(&loc)?));
@@ -62,9 +62,9 @@ impl Ctx {
 
     /// A repository on a box: the token from --token-file or
     /// $CAIRN_TOKEN, the certificate pinned or remembered.
-    fn https_storage(&self, loc: &str) -> Result<cairn_server::https::HttpsStorage> {
-        use cairn_server::https::{Endpoint, HttpsStorage};
-        use cairn_server::tls::{Trust, parse_fingerprint};
+    fn https_storage(&self, loc: &str) -> Result<cairn_remote::https::HttpsStorage> {
+        use cairn_remote::https::{Endpoint, HttpsStorage};
+        use cairn_remote::tls::{Trust, parse_fingerprint};
         let endpoint = Endpoint::parse(loc).map_err(anyhow::Error::msg)?;
         let token = if let Some(f) = &self.g.token_file {
             let t = std::fs::read(f)
@@ -265,98 +265,14 @@ impl Ctx {
     }
 }
 
-/// Connects to `ssh://[user@]host[:port]/path` by running `ssh` (or
-/// `$CAIRN_SSH`, split on spaces, e.g. `ssh -i key`) with the remote
-/// command `cairn serve --stdio --repo /path`; a forced command in the
-/// server's `authorized_keys` replaces it and sets the role.
-fn ssh_storage(
-    loc: &str,
-    rest: &str,
-    remote_cairn: &str,
-) -> Result<cairn_server::remote::RemoteStorage> {
-    let (hostpart, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => bail!(
-            "repository {loc}: give a path after the host, e.g. ssh://backup@nas/srv/cairn/laptop"
-        ),
-    };
-    if hostpart.is_empty() || path.len() < 2 {
-        bail!("repository {loc}: expected ssh://[user@]host[:port]/path");
-    }
-    let (userhost, port) = match hostpart.rsplit_once(':') {
-        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty() => (h, Some(p)),
-        _ => (hostpart, None),
-    };
+/// Connects to an `ssh://` repository: `ssh` (or `$CAIRN_SSH`, split on
+/// spaces, e.g. `ssh -i key`) runs `cairn serve --stdio` on the box.
+fn ssh_storage(loc: &str, remote_cairn: &str) -> Result<cairn_remote::ssh::RemoteStorage> {
     let ssh = std::env::var("CAIRN_SSH").unwrap_or_else(|_| "ssh".into());
-    let words: Vec<String> = ssh.split_whitespace().map(str::to_string).collect();
-    if userhost.starts_with('-') {
-        bail!("repository {loc}: a host name cannot start with '-'");
-    }
-    // ssh joins its arguments into one command line for the remote
-    // shell, so each word is quoted here: a path with spaces or shell
-    // characters reaches `serve` as it was written.
-    let remote_command = [
-        remote_cairn,
-        "serve",
-        "--stdio",
-        "--role",
-        "admin",
-        "--repo",
-        path,
-    ]
-    .map(shell_quote)
-    .join(" ");
-    let (userhost, port) = (userhost.to_string(), port.map(str::to_string));
-    let aes = cpu_has_aes();
-    let make = move || {
-        let program = words.first().map(String::as_str).unwrap_or("ssh");
-        let mut cmd = std::process::Command::new(program);
-        // With AES in hardware, AES-GCM costs a fraction of ChaCha20's
-        // CPU, and on two cores the cipher competes with chunking and
-        // compression; without it, ssh's own order stays. Words from
-        // $CAIRN_SSH come after and win.
-        if program.ends_with("ssh") && aes {
-            cmd.arg("-c").arg(
-                "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr",
-            );
-        }
-        cmd.args(words.iter().skip(1));
-        if let Some(p) = &port {
-            cmd.arg("-p").arg(p);
-        }
-        cmd.arg("-o").arg("BatchMode=yes");
-        cmd.arg("--").arg(&userhost).arg(&remote_command);
-        cmd
-    };
     let staging = xdg("XDG_CACHE_HOME", ".cache")
         .join("cairn")
         .join("staging");
-    // Two sessions: packs upload in parallel while one waits for the box.
-    cairn_server::remote::RemoteStorage::spawn(make, 2, loc, &staging)
-        .with_context(|| format!("cannot reach {loc} over ssh"))
-}
-
-/// `word` as one word of a POSIX shell command line: single-quoted
-/// unless it holds only characters no shell treats specially.
-fn shell_quote(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./:@%+=,".contains(&b));
-    if plain {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', "'\\''"))
-    }
-}
-
-/// Whether the CPU says it has AES instructions (x86 `aes`, Arm `aes`).
-fn cpu_has_aes() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
-        c.lines()
-            .filter(|l| l.starts_with("flags") || l.starts_with("Features"))
-            .any(|l| l.split_whitespace().any(|w| w == "aes"))
-    })
+    cairn_remote::ssh::connect(loc, &ssh, remote_cairn, &staging).map_err(anyhow::Error::msg)
 }
 
 fn state_dir(repo_id: &str) -> Result<PathBuf> {
@@ -453,17 +369,4 @@ fn index_limits() -> cairn_repo::TableLimits {
         l.dir = Some(dir);
     }
     l
-}
-
-#[cfg(test)]
-mod tests {
-    use super::shell_quote;
-
-    #[test]
-    fn shell_quote_keeps_words_whole() {
-        assert_eq!(shell_quote("/srv/cairn"), "/srv/cairn");
-        assert_eq!(shell_quote("my repo"), "'my repo'");
-        assert_eq!(shell_quote("it's $(x)"), "'it'\\''s $(x)'");
-        assert_eq!(shell_quote(""), "''");
-    }
 }

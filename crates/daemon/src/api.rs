@@ -9,8 +9,8 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
+use cairn_remote::https::kind_of_segment;
 use cairn_server::guarded::{GuardedStorage, Refusal};
-use cairn_server::https::kind_of_segment;
 use cairn_storage::{Error, Kind, Storage};
 use http_body_util::BodyExt;
 

@@ -78,10 +78,10 @@ pub fn load(files: &CertFiles) -> Result<(Arc<CertifiedKey>, [u8; 32])> {
             files.cert.display()
         )));
     };
-    let fp = cairn_server::tls::fingerprint(leaf);
+    let fp = cairn_remote::tls::fingerprint(leaf);
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| Error::Tls(format!("{}: {e}", files.key.display())))?;
-    let provider = cairn_server::tls::provider();
+    let provider = cairn_remote::tls::provider();
     let ck = CertifiedKey::from_der(certs, key, &provider).map_err(|e| {
         Error::Tls(format!(
             "{} and {}: {e}",
@@ -178,7 +178,7 @@ impl ResolvesServerCert for Resolver {
 
 /// The rustls config serving `resolver`'s certificate.
 pub fn server_config(resolver: Resolver) -> Result<Arc<rustls::ServerConfig>> {
-    let mut cfg = rustls::ServerConfig::builder_with_provider(cairn_server::tls::provider())
+    let mut cfg = rustls::ServerConfig::builder_with_provider(cairn_remote::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(e.to_string()))?
         .with_no_client_auth()

@@ -285,7 +285,7 @@ fn spawn_reloader(s: Arc<Server>, r: Resolver, mut stop: tokio::sync::watch::Rec
                 Ok(Ok(Some(fp))) => s.log(&format!(
                     "certificate {} changed; now serving {}",
                     r.files().cert.display(),
-                    cairn_server::tls::show_fingerprint(&fp)
+                    cairn_remote::tls::show_fingerprint(&fp)
                 )),
                 Ok(Ok(None)) => {}
                 Ok(Err(e)) => s.log(&format!(

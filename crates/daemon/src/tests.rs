@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_server::https::{Endpoint, HttpsStorage};
+use cairn_remote::https::{Endpoint, HttpsStorage};
+use cairn_remote::tls::Trust;
 use cairn_server::testkit::{
     Setup, backup_as, check_read_data, fingerprint, open_with_key, restore_snapshot, setup,
 };
-use cairn_server::tls::Trust;
 use cairn_storage::{Error, Kind, Storage};
 
 use crate::config::Config;
@@ -65,7 +65,7 @@ type TlsStream = rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStre
 
 /// A TLS connection to `addr`, its certificate pinned to `fp`.
 fn tls(tcp: std::net::TcpStream, fp: [u8; 32]) -> TlsStream {
-    let cfg = cairn_server::tls::client_config(Trust::Pinned(fp), "test", Arc::default()).unwrap();
+    let cfg = cairn_remote::tls::client_config(Trust::Pinned(fp), "test", Arc::default()).unwrap();
     let conn = rustls::ClientConnection::new(cfg, "localhost".try_into().unwrap()).unwrap();
     rustls::StreamOwned::new(conn, tcp)
 }
@@ -332,7 +332,7 @@ fn certificates_are_pinned_remembered_and_reloaded() {
         // Replace the pair as a renewal would: key, then certificate.
         std::fs::rename(certs.join("next.key"), certs.join("box.key")).unwrap();
         std::fs::rename(certs.join("next.crt"), certs.join("box.crt")).unwrap();
-        cairn_server::tls::fingerprint(&rustls::pki_types::CertificateDer::from(
+        cairn_remote::tls::fingerprint(&rustls::pki_types::CertificateDer::from(
             c.cert.der().to_vec(),
         ))
     };

@@ -1,4 +1,4 @@
-//! The backup box (issue 5): a storage that sources reach over the
+//! The backup box: a storage that sources reach over the
 //! network and that decides, in one place, what each of them may do.
 //!
 //! [`policy`] says which operations a role allows on which kinds of
@@ -8,12 +8,8 @@
 //! enforcement point instead of each growing its own.
 
 pub mod guarded;
-pub mod https;
 pub mod policy;
-pub mod remote;
 pub mod serve;
-pub mod tls;
-pub mod wire;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

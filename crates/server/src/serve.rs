@@ -9,7 +9,7 @@ use cairn_format::wire::Writer;
 use cairn_storage::{Error, Storage};
 
 use crate::guarded::GuardedStorage;
-use crate::wire::{HELLO, MAX_FRAME, Op, Request, Status, read_frame, write_frame};
+use cairn_remote::wire::{HELLO, MAX_FRAME, Op, Request, Status, read_frame, write_frame};
 
 /// Largest staged upload: a pack is 32 MiB plus one record.
 pub const MAX_UPLOAD: u64 = 1 << 30;

@@ -149,7 +149,7 @@ fn connect(
         let (mut i, mut o) = (s_in, s_out);
         crate::serve::serve(&mut i, &mut o, &guarded)
     });
-    let remote = crate::remote::RemoteStorage::connect(
+    let remote = cairn_remote::ssh::RemoteStorage::connect(
         Box::new(c_in),
         Box::new(c_out),
         "pipe:test",
@@ -231,7 +231,7 @@ fn server_refuses_a_stranger_and_a_huge_frame() {
     let mut out = Vec::new();
     let e = crate::serve::serve(&mut &b"GET / HTTP/1.1\r\n"[..], &mut out, &g).unwrap_err();
     assert!(e.to_string().contains("protocol"), "{e}");
-    let mut input = crate::wire::HELLO.to_vec();
+    let mut input = cairn_remote::wire::HELLO.to_vec();
     input.extend_from_slice(&u32::MAX.to_le_bytes());
     let e = crate::serve::serve(&mut &input[..], &mut out, &g).unwrap_err();
     assert!(e.to_string().contains("more than"), "{e}");

@@ -1,7 +1,7 @@
 use anyhow::{Context, Result, bail};
 use cairn_daemon::config::{Config, Limits, RepoConfig, TlsFiles};
 use cairn_daemon::tokens::{TokenStore, show_time};
-use cairn_server::tls::show_fingerprint;
+use cairn_remote::tls::show_fingerprint;
 
 use crate::args::{ServeRole, ServerArgs, ServerCommand, ServerConfigArgs, TokenCommand};
 use crate::ctx::Ctx;
