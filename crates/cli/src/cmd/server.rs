@@ -1,7 +1,7 @@
 use anyhow::{Context, Result, bail};
-use cairn_daemon::config::{Config, Limits, RepoConfig, TlsFiles};
-use cairn_daemon::tokens::{TokenStore, show_time};
 use cairn_remote::tls::show_fingerprint;
+use cairn_server::config::{Config, Limits, RepoConfig, TlsFiles};
+use cairn_server::tokens::{TokenStore, show_time};
 
 use crate::args::{ServeRole, ServerArgs, ServerCommand, ServerConfigArgs, TokenCommand};
 use crate::ctx::Ctx;
@@ -32,7 +32,7 @@ fn config(w: &ServerConfigArgs) -> Result<Config> {
     let listen = w
         .listen
         .as_deref()
-        .unwrap_or(cairn_daemon::config::DEFAULT_LISTEN);
+        .unwrap_or(cairn_server::config::DEFAULT_LISTEN);
     let c = Config {
         listen: listen.parse().with_context(|| {
             format!("--listen {listen:?}: expected an address like 0.0.0.0:8443")
@@ -74,12 +74,12 @@ pub fn run(ctx: &Ctx, a: ServerArgs) -> Result<i32> {
                 if c.plain_http {
                     bail!("this server speaks plain HTTP: it has no certificate");
                 }
-                cairn_daemon::certs::ensure(&c)?
+                cairn_server::certs::ensure(&c)?
             } else {
                 // Flag form: the given certificate, or the one the
                 // server made in its state directory.
                 let dir = state_dir(w).join("tls");
-                cairn_daemon::certs::CertFiles {
+                cairn_server::certs::CertFiles {
                     cert: w
                         .tls_cert
                         .clone()
@@ -97,7 +97,7 @@ pub fn run(ctx: &Ctx, a: ServerArgs) -> Result<i32> {
                     files.cert.display()
                 );
             }
-            let (_, fp) = cairn_daemon::certs::load(&files)?;
+            let (_, fp) = cairn_server::certs::load(&files)?;
             println!("{}", show_fingerprint(&fp));
             Ok(exit::OK)
         }
@@ -108,7 +108,7 @@ pub fn run(ctx: &Ctx, a: ServerArgs) -> Result<i32> {
 fn serve(w: ServerConfigArgs) -> Result<i32> {
     let c = config(&w)?;
     let scheme = if c.plain_http { "http" } else { "https" };
-    let running = cairn_daemon::server::start(c)?;
+    let running = cairn_server::listener::start(c)?;
     let s = &running.server;
     let host = if running.addr.ip().is_unspecified() {
         crate::ctx::hostname()

@@ -5,16 +5,16 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::guarded::{GuardedStorage, Refusal};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use cairn_remote::https::kind_of_segment;
-use cairn_server::guarded::{GuardedStorage, Refusal};
 use cairn_storage::{Error, Kind, Storage};
 use http_body_util::BodyExt;
 
-use crate::server::Server;
+use crate::listener::Server;
 
 /// The client's address, put on each request by the connection loop.
 #[derive(Clone, Copy, Debug)]
@@ -323,7 +323,7 @@ async fn put(
         );
     };
     let max = if kind == Kind::Pack {
-        cairn_server::serve::MAX_UPLOAD
+        crate::serve::MAX_UPLOAD
     } else {
         MAX_SMALL
     };

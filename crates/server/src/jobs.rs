@@ -10,15 +10,15 @@ use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::policy::GroupPattern;
 use cairn_maint::forget::{ForgetOptions, forget};
 use cairn_maint::prune::{PruneOptions, prune};
 use cairn_maint::verify::{Subset, VerifyOptions, verify};
-use cairn_server::policy::GroupPattern;
 use cairn_storage::Storage;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, JobConfig, JobKind};
-use crate::server::Server;
+use crate::listener::Server;
 
 /// The last run of one job.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! Helpers for tests of the box, here and in `cairn-daemon`: a real
+//! Helpers for tests of the box and anything above it: a real
 //! repository with an owner key and a put-only key, a backup through any
 //! storage, a byte-exact picture of a repository directory, and a
 //! source forging copies of other sources' blobs (dedup poisoning).
@@ -16,11 +16,11 @@ use cairn_storage::{Kind, LocalStorage, Storage};
 /// `raw` as a source with a put token named `name` sees it, through the
 /// box's guard (refusals are not logged).
 pub fn put_token(raw: &Arc<dyn Storage>, name: &str) -> Arc<dyn Storage> {
-    Arc::new(crate::guarded::GuardedStorage::new(
+    Arc::new(cairn_server::guarded::GuardedStorage::new(
         raw.clone(),
-        crate::policy::Role::Put(None),
+        cairn_server::policy::Role::Put(None),
         name,
-        Arc::new(|_: &crate::guarded::Refusal| {}),
+        Arc::new(|_: &cairn_server::guarded::Refusal| {}),
     ))
 }
 

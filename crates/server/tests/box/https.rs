@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use cairn_remote::https::{Endpoint, HttpsStorage};
 use cairn_remote::tls::Trust;
-use cairn_server::testkit::{
+use cairn_storage::{Error, Kind, Storage};
+use cairn_testkit::{
     Setup, backup_as, check_read_data, fingerprint, open_with_key, restore_snapshot, setup,
 };
-use cairn_storage::{Error, Kind, Storage};
 
-use crate::config::Config;
-use crate::server::{Running, start};
+use cairn_server::config::Config;
+use cairn_server::listener::{Running, start};
 
 /// A box serving the test repository as `home`, with `extra` TOML
 /// appended to its config (limits, jobs).
@@ -966,7 +966,7 @@ fn a_source_cannot_poison_another_machines_backup_over_https() {
     let guessable = b"a file the attacker can guess, such as a stock config\n".repeat(200);
     let mallory = client(&r, &mallory_tok, &s.dir.path().join("m"));
     let m = open_with_key(mallory.clone(), &s.put_key);
-    let first = cairn_server::testkit::forge(
+    let first = cairn_testkit::forge(
         &mallory,
         &m,
         &[(BlobKind::Chunk, m.blob_id(&guessable))],
@@ -992,7 +992,7 @@ fn a_source_cannot_poison_another_machines_backup_over_https() {
             }
         }
     }
-    let second = cairn_server::testkit::forge(&mallory, &m, &ids, true);
+    let second = cairn_testkit::forge(&mallory, &m, &ids, true);
 
     let restore_and_check = |round: &str| {
         let owner = open_with_key(client(&r, &admin, &s.dir.path().join("o")), &s.owner_key);
@@ -1073,25 +1073,35 @@ fn status_is_private_by_default_and_public_pages_hide_log_lines() {
     let server = r.server.clone();
     let req = |ip: &str| {
         let mut q = axum::extract::Request::new(axum::body::Body::empty());
-        q.extensions_mut()
-            .insert(crate::api::Peer(format!("{ip}:5000").parse().unwrap()));
+        q.extensions_mut().insert(cairn_server::api::Peer(
+            format!("{ip}:5000").parse().unwrap(),
+        ));
         q
     };
-    assert!(!crate::server::may_see_status(&server, &req("192.0.2.9")));
-    assert!(crate::server::may_see_status(&server, &req("127.0.0.1")));
+    assert!(!cairn_server::listener::may_see_status(
+        &server,
+        &req("192.0.2.9")
+    ));
+    assert!(cairn_server::listener::may_see_status(
+        &server,
+        &req("127.0.0.1")
+    ));
     let (c, t) = raw(&r, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert_eq!(c, 200, "{t}");
     server.log("refused Delete Pack \"ab\" for token laptop (put) from 203.0.113.7: a put token cannot delete anything");
-    let private = crate::status::page(&server, true);
+    let private = cairn_server::status::page(&server, true);
     assert!(private.contains("token laptop"), "{private}");
     assert!(private.contains("203.0.113.7"), "{private}");
-    let public = crate::status::page(&server, false);
+    let public = cairn_server::status::page(&server, false);
     assert!(public.contains("1 refused request"), "{public}");
     assert!(!public.contains("laptop"), "{public}");
     assert!(!public.contains("203.0.113.7"), "{public}");
     r.stop();
 
     let r = serve(&s, "[limits]\npublic_status = true\n", "");
-    assert!(crate::server::may_see_status(&r.server, &req("192.0.2.9")));
+    assert!(cairn_server::listener::may_see_status(
+        &r.server,
+        &req("192.0.2.9")
+    ));
     r.stop();
 }

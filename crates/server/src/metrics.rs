@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 
-use crate::server::Server;
+use crate::listener::Server;
 
 /// Counters the request path bumps.
 #[derive(Default)]

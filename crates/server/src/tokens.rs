@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use cairn_server::policy::{GroupPattern, Role};
+use crate::policy::{GroupPattern, Role};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};

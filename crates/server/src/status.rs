@@ -9,7 +9,7 @@ use axum::response::Response;
 
 use crate::groups::GroupStat;
 use crate::jobs::job_name;
-use crate::server::Server;
+use crate::listener::Server;
 
 fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -121,7 +121,8 @@ pub async fn render(server: &std::sync::Arc<Server>, detail: bool) -> Response {
     r
 }
 
-pub(crate) fn page(s: &Server, detail: bool) -> String {
+/// The page as HTML; see [`render`].
+pub fn page(s: &Server, detail: bool) -> String {
     let now = cairn_repo::now_ns();
     let mut o = String::new();
     let mut bad_total = 0usize;

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use cairn_repo::{KeySource, Repo};
 use cairn_storage::{Error, Kind, LocalStorage, Storage};
 
-use crate::guarded::{GuardedStorage, Refusal};
-use crate::policy::{GroupPattern, Role};
+use cairn_server::guarded::{GuardedStorage, Refusal};
+use cairn_server::policy::{GroupPattern, Role};
 
-use crate::testkit::{
+use cairn_testkit::{
     Setup, backup_as, check_read_data, fingerprint, forge, open_with_key, pseudo, put_token,
     restore_snapshot, setup,
 };
@@ -147,7 +147,7 @@ fn connect(
     let guarded = GuardedStorage::new(raw, role, "pipe", Arc::new(|_: &Refusal| {}));
     let server = std::thread::spawn(move || {
         let (mut i, mut o) = (s_in, s_out);
-        crate::serve::serve(&mut i, &mut o, &guarded)
+        cairn_server::serve::serve(&mut i, &mut o, &guarded)
     });
     let remote = cairn_remote::ssh::RemoteStorage::connect(
         Box::new(c_in),
@@ -229,11 +229,11 @@ fn server_refuses_a_stranger_and_a_huge_frame() {
     let raw: Arc<dyn Storage> = Arc::new(LocalStorage::new(dir.path()));
     let g = GuardedStorage::new(raw.clone(), Role::Read, "x", Arc::new(|_: &Refusal| {}));
     let mut out = Vec::new();
-    let e = crate::serve::serve(&mut &b"GET / HTTP/1.1\r\n"[..], &mut out, &g).unwrap_err();
+    let e = cairn_server::serve::serve(&mut &b"GET / HTTP/1.1\r\n"[..], &mut out, &g).unwrap_err();
     assert!(e.to_string().contains("protocol"), "{e}");
     let mut input = cairn_remote::wire::HELLO.to_vec();
     input.extend_from_slice(&u32::MAX.to_le_bytes());
-    let e = crate::serve::serve(&mut &input[..], &mut out, &g).unwrap_err();
+    let e = cairn_server::serve::serve(&mut &input[..], &mut out, &g).unwrap_err();
     assert!(e.to_string().contains("more than"), "{e}");
 }
 
