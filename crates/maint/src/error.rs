@@ -6,7 +6,7 @@
 pub enum Error {
     /// Reading or writing the repository failed.
     #[error(transparent)]
-    Repo(#[from] cairn_repo::Error),
+    Repo(#[from] cairn_store::Error),
     /// The storage failed.
     #[error(transparent)]
     Storage(#[from] cairn_storage::Error),

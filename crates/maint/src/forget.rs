@@ -8,8 +8,8 @@
 use std::collections::BTreeSet;
 
 use cairn_format::Id;
-use cairn_repo::{Repo, SnapshotInfo};
 use cairn_storage::{Kind, Storage};
+use cairn_store::{SnapshotInfo, list_snapshots};
 
 use crate::retention::{self, Candidate, Civil, GroupPlan, Policy};
 use crate::{Error, Result};
@@ -47,7 +47,7 @@ pub fn forget(
     civil: &dyn Fn(i64) -> Civil,
 ) -> Result<ForgetReport> {
     opts.policy.validate()?;
-    let (snaps, unreadable) = Repo::list_snapshots(storage)?;
+    let (snaps, unreadable) = list_snapshots(storage)?;
     let chosen = select_groups(&snaps, &opts.groups)?;
     let protected = crate::protect::protected(storage)?;
     let received = receipts(storage)?;

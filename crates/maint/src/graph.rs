@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use cairn_format::Id;
 use cairn_format::blob::BlobKind;
 use cairn_format::wire::Reader;
-use cairn_repo::{BlobKind as Kind2, Index, Location};
 use cairn_storage::{Kind, Storage};
+use cairn_store::{BlobKind as Kind2, Index, Location};
 
 use crate::{Error, Result};
 
@@ -186,7 +186,7 @@ pub fn snapshot_trusts(st: &dyn Storage) -> Result<HashMap<Id, Trust>> {
             .ok()
             .and_then(|d| cairn_format::maint::Receipt::decode(&d).ok())
             .map_or(Trust::Any, |r| {
-                Trust::Origin(Some(cairn_repo::origin_tag(&r.sender)))
+                Trust::Origin(Some(cairn_store::origin_tag(&r.sender)))
             });
         out.insert(id, trust);
     }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_format::maint::Lease;
-use cairn_repo::now_ns;
 use cairn_storage::{Kind, Storage};
+use cairn_store::now_ns;
 
 use crate::{Error, Result};
 
@@ -80,7 +80,7 @@ fn describe(l: &Lease, now: i64) -> String {
 }
 
 impl LeaseGuard {
-    /// Takes the lease `purpose`, or fails with [`cairn_repo::Error::Busy`]
+    /// Takes the lease `purpose`, or fails with [`cairn_store::Error::Busy`]
     /// naming the holder and when its lease expires. A lease that expired,
     /// or cannot be read, is taken over.
     pub fn acquire(
@@ -95,7 +95,7 @@ impl LeaseGuard {
             let next = match current(&*storage, purpose)? {
                 None => 1,
                 Some((_, Ok(l))) if l.expires_ns > now && !crashed(&l) => {
-                    return Err(cairn_repo::Error::Busy(format!(
+                    return Err(cairn_store::Error::Busy(format!(
                         "another {purpose} is running on {}: lease held by {}; wait for it to finish, or if that process is gone, run again once the lease expires",
                         storage.location(),
                         describe(&l, now)
@@ -129,7 +129,7 @@ impl LeaseGuard {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(cairn_repo::Error::Busy(format!(
+        Err(cairn_store::Error::Busy(format!(
             "could not take the {purpose} lease on {}: other processes keep taking it",
             storage.location()
         ))
@@ -156,7 +156,7 @@ impl LeaseGuard {
     }
 
     fn lost(&self, why: &str) -> Error {
-        cairn_repo::Error::Busy(format!(
+        cairn_store::Error::Busy(format!(
             "the {} lease on {} was lost ({why}); stopped before changing anything more. Run again",
             self.lease.purpose,
             self.storage.location()

@@ -38,7 +38,7 @@ pub fn protected(storage: &dyn Storage) -> Result<HashMap<Id, Protection>> {
 /// Protects a snapshot; returns false if it was already protected.
 pub fn protect(storage: &dyn Storage, id: &Id, note: &str) -> Result<bool> {
     let p = Protection {
-        created_ns: cairn_repo::now_ns(),
+        created_ns: cairn_store::now_ns(),
         note: note.to_string(),
     };
     match storage.put(Kind::Protect, &id.to_hex(), &p.encode()) {

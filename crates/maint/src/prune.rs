@@ -24,12 +24,12 @@ use std::time::Duration;
 use cairn_format::Id;
 use cairn_format::index::IndexPack;
 use cairn_format::maint::Garbage;
-use cairn_repo::garbage::{read_garbage, write_garbage};
-use cairn_repo::{
-    LoadedIndex, PackSink, Repo, SealedBlob, TableLimits, load_index_tiered, now_ns,
+use cairn_storage::{Kind, Storage};
+use cairn_store::garbage::{read_garbage, write_garbage};
+use cairn_store::{
+    LoadedIndex, PackSink, SealedBlob, TableLimits, list_snapshots, load_index_tiered, now_ns,
     read_index_file, read_pack_trailer, write_index_file,
 };
-use cairn_storage::{Kind, Storage};
 
 use crate::graph::{
     OnDamage, Reach, Trust, pack_tags, read_origins, snapshot_trusts, trust_of, walk_trusted,
@@ -138,7 +138,7 @@ pub fn prune(storage: Arc<dyn Storage>, opts: &PruneOptions) -> Result<PruneRepo
     // A newer minor version may add objects that keep blobs alive, or
     // copies that must not be merged: a prune that does not know them
     // could delete what a snapshot needs.
-    let config = cairn_repo::read_config(&*storage)?;
+    let config = cairn_store::read_config(&*storage)?;
     if config.minor > cairn_format::FORMAT_MINOR {
         return Err(Error::Input(format!(
             "the repository is format {}.{}, newer than this build's {}.{}: an older prune could delete what newer writers rely on; upgrade cairn",
@@ -231,7 +231,7 @@ fn run(
         }
     }
 
-    let (snaps, bad) = Repo::list_snapshots(st)?;
+    let (snaps, bad) = list_snapshots(st)?;
     if let Some(b) = bad.first() {
         return Err(Error::Untrusted(format!(
             "{b}: what it references cannot be known"
@@ -473,7 +473,7 @@ fn sweep(
 
 /// What repacking needs to know.
 struct RepackCtx<'a> {
-    index: &'a cairn_repo::Index,
+    index: &'a cairn_store::Index,
     reach: &'a Reach,
     origins: &'a HashMap<Id, [u8; 8]>,
 }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_format::index::IndexPack;
-use cairn_repo::{read_pack_trailer, write_index_file};
 use cairn_storage::{Kind, Storage};
+use cairn_store::{read_pack_trailer, write_index_file};
 
 use crate::Result;
 use crate::lease::LeaseGuard;

@@ -8,8 +8,8 @@
 //! No key is needed: the walk goes through the visible edges.
 
 use cairn_format::Id;
-use cairn_repo::{BlobKind, Index};
 use cairn_storage::Storage;
+use cairn_store::{BlobKind, Index};
 
 use crate::graph::tree_refs;
 use crate::{Error, Result};

@@ -15,9 +15,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cairn_format::Id;
 use cairn_format::maint::{Lease, Protection};
-use cairn_repo::garbage::read_garbage;
-use cairn_repo::{TableLimits, load_index_tiered, read_config, read_index_file, read_pack_trailer};
 use cairn_storage::{Kind, Storage};
+use cairn_store::garbage::read_garbage;
+use cairn_store::{
+    TableLimits, load_index_tiered, read_config, read_index_file, read_pack_trailer,
+};
 
 use crate::Result;
 use crate::graph::{
@@ -221,7 +223,7 @@ pub fn verify(storage: &dyn Storage, opts: &VerifyOptions) -> Result<VerifyRepor
             }
             None if condemned
                 .get(&p.id)
-                .is_some_and(|&t| t <= cairn_repo::now_ns()) =>
+                .is_some_and(|&t| t <= cairn_store::now_ns()) =>
             {
                 rep.notes.push(format!(
                     "pack {} was deleted as garbage before its index was rewritten; the next prune finishes that",

@@ -8,6 +8,8 @@ use cairn_crypto::SealKey;
 use cairn_format::Id;
 use cairn_format::blob::{BlobHeader, BlobKind, Compression, decode_record};
 
+use cairn_store::SealedBlob;
+
 use crate::{Error, Result};
 
 /// Default zstd level. On the benchmark corpus with 512 KiB chunks, level
@@ -23,19 +25,6 @@ pub const DEFAULT_LEVEL: i32 = 1;
 /// archives and encrypted files cost a 64 KiB trial; compressible chunks
 /// cost nothing extra, since the trial is the start of their frame.
 const SAMPLE: usize = 64 * 1024;
-
-/// A sealed blob ready to append to a pack.
-#[derive(Debug)]
-pub struct SealedBlob {
-    /// Header (kind, ID, refs).
-    pub kind: BlobKind,
-    /// Blob ID.
-    pub id: Id,
-    /// The full record bytes.
-    pub record: Vec<u8>,
-    /// Plaintext length.
-    pub raw_len: u32,
-}
 
 /// Compresses and seals blobs under one session key.
 pub struct BlobSealer {

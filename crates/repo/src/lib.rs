@@ -1,51 +1,22 @@
-//! A Cairn repository over any [`cairn_storage::Storage`].
+//! The keyed half of a Cairn repository over any
+//! [`cairn_storage::Storage`]: keys and roles, sealing and reading blobs,
+//! opening a repository.
 //!
-//! This crate knows the rules that keep a repository consistent: packs are
-//! published before the index files that list them, and index files before
-//! the snapshot that needs them, so a snapshot is visible only when
-//! everything it references is durable. Backups never lock: everything
-//! they write has a fresh, content-derived name.
+//! The keyless half (index files, trailers, snapshot listing, garbage
+//! records, the pack writer) is `cairn-store`; its items are re-exported
+//! here so that code holding a key needs one crate.
 
 mod blobs;
-mod error;
-pub mod garbage;
-mod index;
 pub mod keys;
-mod packer;
 mod repo;
-pub mod snapshots;
-mod table;
 
-pub use blobs::{BlobSealer, DEFAULT_LEVEL, SealedBlob};
-pub use error::{Error, Result};
-pub use index::{Index, Location, PackInfo};
+pub use blobs::{BlobSealer, DEFAULT_LEVEL};
 pub use keys::{KeyMaterial, KeySource};
-pub use packer::{PackSink, StagedPack, WriteStats};
-pub use repo::{
-    BlobReader, InitOptions, LoadedIndex, Repo, Session, init_options, load_index_tiered,
-    read_config, read_index_file, read_pack_trailer, unlock_key, write_index_file,
+pub use repo::{BlobReader, InitOptions, Repo, Session, init_options, unlock_key};
+
+pub use cairn_store::{
+    BlobKind, Error, FormatResult, Id, Index, LoadedIndex, Location, PackInfo, PackSink, Result,
+    SealedBlob, SnapshotInfo, SpillSet, StagedPack, TableLimits, WriteStats, garbage,
+    load_index_tiered, now_ns, origin_tag, read_config, read_index_file, read_pack_trailer,
+    select_snapshot, snapshots, write_index_file,
 };
-pub use snapshots::{SnapshotInfo, select_snapshot};
-pub use table::{SpillSet, TableLimits};
-
-pub use cairn_format::blob::BlobKind;
-pub use cairn_format::{Id, Result as FormatResult};
-
-/// Current time in ns since the Unix epoch.
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
-/// The tag of a principal (token or SSH key name) in origin mark names
-/// (`docs/format.md`, "Origin marks"): the first 8 bytes of
-/// BLAKE3(`cairn origin` ‖ 0x00 ‖ name).
-pub fn origin_tag(principal: &str) -> [u8; 8] {
-    let mut b = b"cairn origin\0".to_vec();
-    b.extend_from_slice(principal.as_bytes());
-    cairn_crypto::plain_hash(&b)[..8]
-        .try_into()
-        .expect("8 bytes")
-}

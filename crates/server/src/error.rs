@@ -42,7 +42,7 @@ pub enum Error {
         /// Its name in the config.
         name: String,
         /// What is wrong with it.
-        source: cairn_repo::Error,
+        source: cairn_store::Error,
     },
 }
 

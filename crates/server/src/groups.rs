@@ -67,8 +67,8 @@ pub fn read(storage: &dyn Storage) -> RepoStat {
     }
 }
 
-fn try_read(storage: &dyn Storage) -> cairn_repo::Result<RepoStat> {
-    let (snaps, unreadable) = cairn_repo::Repo::list_snapshots(storage)?;
+fn try_read(storage: &dyn Storage) -> cairn_store::Result<RepoStat> {
+    let (snaps, unreadable) = cairn_store::list_snapshots(storage)?;
     // A damaged receipt is shown as the repository's problem; the groups
     // still show, with the times their snapshots claim.
     let (received, receipt_problem) = match cairn_maint::forget::receipts(storage) {

@@ -156,7 +156,7 @@ impl GuardedStorage {
     /// stored already: receipts and origin marks share the body.
     fn put_receipt(&self, kind: Kind, name: &str) -> Result<()> {
         let r = cairn_format::maint::Receipt {
-            received_ns: cairn_repo::now_ns(),
+            received_ns: cairn_store::now_ns(),
             sender: self.principal.clone(),
         };
         match self.inner.put(kind, name, &r.encode()) {
@@ -167,7 +167,7 @@ impl GuardedStorage {
 
     /// This caller's tag in origin marks.
     fn tag(&self) -> [u8; 8] {
-        cairn_repo::origin_tag(&self.principal)
+        cairn_store::origin_tag(&self.principal)
     }
 
     /// Before a source's pack is published: the box's record of who
@@ -259,7 +259,7 @@ impl GuardedStorage {
                     p.size
                 ));
             }
-            let stored = cairn_repo::read_pack_trailer(&*self.inner, &p.pack, size)
+            let stored = cairn_store::read_pack_trailer(&*self.inner, &p.pack, size)
                 .map_err(|e| format!("pack {}: {e}", p.pack.short()))?;
             if stored.trailer != p.trailer {
                 return Err(format!(

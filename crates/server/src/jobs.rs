@@ -142,11 +142,11 @@ impl JobBoard {
 
 /// Index memory limits of a job: past them the index goes to a file in
 /// `scratch` (on disk, where `/tmp` may be RAM).
-fn limits(scratch: &std::path::Path) -> cairn_repo::TableLimits {
+fn limits(scratch: &std::path::Path) -> cairn_store::TableLimits {
     let _ = std::fs::create_dir_all(scratch);
-    cairn_repo::TableLimits {
+    cairn_store::TableLimits {
         dir: Some(scratch.to_path_buf()),
-        ..cairn_repo::TableLimits::default()
+        ..cairn_store::TableLimits::default()
     }
 }
 
@@ -160,8 +160,7 @@ pub fn run(
 ) -> Result<String, String> {
     match job.run {
         JobKind::Retention => {
-            let (snaps, _) =
-                cairn_repo::Repo::list_snapshots(&*storage).map_err(|e| e.to_string())?;
+            let (snaps, _) = cairn_store::list_snapshots(&*storage).map_err(|e| e.to_string())?;
             let pattern = job.group.as_deref().map(GroupPattern::new).transpose()?;
             let mut groups: Vec<String> = snaps
                 .iter()
@@ -180,7 +179,7 @@ pub fn run(
                 allow_empty: false,
                 dry_run: false,
             };
-            let r = forget(&*storage, &opts, cairn_repo::now_ns(), &|ns| {
+            let r = forget(&*storage, &opts, cairn_store::now_ns(), &|ns| {
                 cairn_maint::retention::Civil::in_zone(&tz, ns)
             })
             .map_err(|e| e.to_string())?;
@@ -268,7 +267,7 @@ pub fn spawn(server: Arc<Server>, mut stop: tokio::sync::watch::Receiver<bool>) 
                 for (i, job) in r.jobs.iter().enumerate() {
                     let name = job_name(&r.jobs, i);
                     let due = server.jobs.last(&r.name, &name).is_none_or(|o| {
-                        cairn_repo::now_ns() - o.started_ns >= job.every.as_nanos() as i64
+                        cairn_store::now_ns() - o.started_ns >= job.every.as_nanos() as i64
                     });
                     if !due || *stop.borrow() {
                         continue;
@@ -276,7 +275,7 @@ pub fn spawn(server: Arc<Server>, mut stop: tokio::sync::watch::Receiver<bool>) 
                     let Some(storage) = server.repo(&r.name) else {
                         continue;
                     };
-                    let started_ns = cairn_repo::now_ns();
+                    let started_ns = cairn_store::now_ns();
                     let t = std::time::Instant::now();
                     let (job2, holder2) = (job.clone(), holder.clone());
                     let scratch = server.config.state.join("scratch");

@@ -51,7 +51,7 @@ impl Server {
         let mut repos = HashMap::new();
         for r in &config.repositories {
             let s: Arc<dyn Storage> = Arc::new(LocalStorage::new(r.path.clone()));
-            cairn_repo::read_config(&*s).map_err(|e| Error::Repo {
+            cairn_store::read_config(&*s).map_err(|e| Error::Repo {
                 name: r.name.clone(),
                 source: e,
             })?;
@@ -104,7 +104,10 @@ impl Server {
 
     /// A source's snapshot arrived: log it if it is back-dated.
     pub(crate) fn snapshot_arrived(&self, repo: &str, token: &str, data: &[u8]) {
-        if let Some((group, b)) = self.alerts.arrived(repo, token, data, cairn_repo::now_ns()) {
+        if let Some((group, b)) = self
+            .alerts
+            .arrived(repo, token, data, cairn_store::now_ns())
+        {
             self.log(&format!(
                 "token {token} sent a snapshot of {repo} group {group:?} claiming a time over a day before it arrived ({} such so far); retention goes by arrival, so it cannot push older snapshots out",
                 b.count

@@ -114,7 +114,7 @@ fn text(s: &Server) -> String {
         m.auth_failures.load(Ordering::Relaxed)
     );
 
-    let now = cairn_repo::now_ns();
+    let now = cairn_store::now_ns();
     let mut repo_lines = String::new();
     let mut group_lines: BTreeMap<&str, String> = BTreeMap::new();
     for r in &s.config.repositories {

@@ -123,7 +123,7 @@ pub async fn render(server: &std::sync::Arc<Server>, detail: bool) -> Response {
 
 /// The page as HTML; see [`render`].
 pub fn page(s: &Server, detail: bool) -> String {
-    let now = cairn_repo::now_ns();
+    let now = cairn_store::now_ns();
     let mut o = String::new();
     let mut bad_total = 0usize;
     let mut body = String::new();

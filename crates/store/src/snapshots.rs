@@ -2,6 +2,7 @@
 
 use cairn_format::Id;
 use cairn_format::snapshot::Envelope;
+use cairn_storage::{Kind, Storage};
 
 use crate::{Error, Result};
 
@@ -55,4 +56,28 @@ pub fn select_snapshot<'a>(
             "{n} snapshots match {spec:?}; give more digits"
         ))),
     }
+}
+
+/// Every snapshot's envelope (no key needed). Unreadable snapshot files
+/// are returned as errors in the second list.
+pub fn list_snapshots(storage: &dyn Storage) -> Result<(Vec<SnapshotInfo>, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    for obj in storage.list(Kind::Snapshot)? {
+        let Some(id) = Id::from_hex(&obj.name) else {
+            continue;
+        };
+        match storage.get(Kind::Snapshot, &obj.name) {
+            Ok(d) => match cairn_format::snapshot::decode(&d) {
+                Ok(f) => out.push(SnapshotInfo {
+                    id,
+                    envelope: f.envelope,
+                }),
+                Err(e) => bad.push(format!("snapshot {}: {e}", obj.name)),
+            },
+            Err(e) => bad.push(format!("snapshot {}: {e}", obj.name)),
+        }
+    }
+    out.sort_by_key(|s| (s.envelope.time_ns, s.id));
+    Ok((out, bad))
 }

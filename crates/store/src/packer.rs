@@ -18,7 +18,22 @@ use cairn_format::index::IndexPack;
 use cairn_format::pack::{PACK_MAGIC, PackEntry, PackTrailer, WRAPPED_LEN};
 use cairn_storage::{Kind, Storage};
 
-use crate::{Error, Result, SealedBlob};
+use cairn_format::blob::BlobKind;
+
+use crate::{Error, Result};
+
+/// A sealed blob ready to append to a pack.
+#[derive(Debug)]
+pub struct SealedBlob {
+    /// Header (kind, ID, refs).
+    pub kind: BlobKind,
+    /// Blob ID.
+    pub id: Id,
+    /// The full record bytes.
+    pub record: Vec<u8>,
+    /// Plaintext length.
+    pub raw_len: u32,
+}
 
 /// Packs are closed at this size: large enough that a repository of a few
 /// TiB has tens of thousands of packs, small enough to stage on a board.

@@ -77,7 +77,8 @@ impl Error {
             || matches!(self, Error::Storage(cairn_storage::Error::Short { .. }))
     }
 
-    pub(crate) fn corrupt(object: impl Into<String>, reason: impl ToString) -> Error {
+    /// A [`Error::Corrupt`] naming `object`.
+    pub fn corrupt(object: impl Into<String>, reason: impl ToString) -> Error {
         Error::Corrupt {
             object: object.into(),
             reason: reason.to_string(),

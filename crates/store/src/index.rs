@@ -136,7 +136,7 @@ impl Index {
     }
 
     /// Marks a registered pack as condemned (see [`PackInfo::condemned`]).
-    pub(crate) fn condemn(&mut self, pack: &Id) {
+    pub fn condemn(&mut self, pack: &Id) {
         if let Some(&pos) = self.pack_pos.get(pack) {
             self.packs[pos as usize].condemned = true;
         }
