@@ -30,3 +30,6 @@ mod https;
 
 #[path = "e2e/hardening.rs"]
 mod hardening;
+
+#[path = "e2e/powercut.rs"]
+mod powercut;

@@ -49,6 +49,10 @@ impl LocalStorage {
 
     /// Creates the directory layout of a new repository.
     pub fn create_layout(&self) -> Result<()> {
+        // A directory whose entry never reached its parent is lost in a
+        // power cut with all that was later put in it, fsynced or not: the
+        // repository directory itself, and `data/xx` below `data`.
+        crate::create_dir_durable(&self.root)?;
         for d in LAYOUT {
             let p = self.root.join(d);
             fs::create_dir_all(&p).map_err(|e| Error::io("create directory", &p, e))?;
@@ -57,6 +61,7 @@ impl LocalStorage {
             let p = self.root.join("data").join(format!("{i:02x}"));
             fs::create_dir_all(&p).map_err(|e| Error::io("create directory", &p, e))?;
         }
+        sync_dir(&self.root.join("data"))?;
         sync_dir(&self.root)
     }
 
@@ -112,10 +117,12 @@ impl LocalStorage {
     /// Moves a durable staged file to its final name without overwriting.
     fn publish(&self, kind: Kind, name: &str, staged: &Path) -> Result<()> {
         let dest = self.path(kind, name)?;
+        // A missing `data/xx` (removed by hand, or an old layout) is created
+        // durably: the directory fsync below covers only the object's entry.
         if let Some(parent) = dest.parent()
             && !parent.exists()
         {
-            fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
+            crate::create_dir_durable(parent)?;
         }
         let res = match renameat_with(CWD, staged, CWD, &dest, RenameFlags::NOREPLACE) {
             Ok(()) => Ok(()),
