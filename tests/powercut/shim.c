@@ -13,10 +13,22 @@
  * both, so threads and processes share one order; `blobs/<seq>` holds a
  * file's bytes. Records (names hex-encoded: they may hold any byte):
  *
- *   FILE <seq> <ino> <btime_s> <btime_ns> <path-hex>
- *   DIR <seq> <path-hex> <n>
+ *   FILE <seq> <ticket> <ino> <btime_s> <btime_ns> <path-hex>
+ *   DIR <seq> <ticket> <path-hex> <n>
  *   E <name-hex> <ino> <btime_s> <btime_ns> <type f|d|l|o> <mode-octal>
- *   ACK <seq> <label>            (written by the test)
+ *   ACK <seq> <ticket> <label>            (written by the test)
+ *
+ * <seq> orders the records as the syncs returned (a cut after record k
+ * keeps the syncs with seq <= k); <ticket> (the file `ticket`) orders the
+ * snapshots as they were taken.
+ *
+ * With $CAIRN_POWERCUT_ROOT set, every FILE or DIR record is followed by
+ * the whole tree below that root as it stood (its names, not its bytes),
+ * for a second model where every name change reached the disk but no
+ * unsynced byte did (a filesystem with delayed allocation):
+ *
+ *   TREE <n>
+ *   T <relpath-hex> <ino> <btime_s> <btime_ns> <type> <mode-octal>
  *
  * A record is appended after the real call returned: a cut before that
  * point must not count the data as durable. The snapshot is taken before
@@ -113,23 +125,36 @@ static int fd_path(int fd, char *out, size_t n) {
 
 /* Appends `rec` (whose sequence number is the placeholder %SEQ%) under the lock,
  * and moves the blob at `blob_tmp`, if any, to blobs/<seq>. */
-static void append(const char *dir, struct buf *rec, const char *blob_tmp) {
+static int lock_log(const char *dir) {
     char p[PATH_MAX];
     snprintf(p, sizeof p, "%s/lock", dir);
     int lk = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (lk < 0) die("open lock");
     while (flock(lk, LOCK_EX) != 0)
         if (errno != EINTR) die("flock");
-    snprintf(p, sizeof p, "%s/seq", dir);
+    return lk;
+}
+
+/* The next value of the counter in file `name`; the lock must be held. */
+static unsigned long long counter(const char *dir, const char *name) {
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
     int sf = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (sf < 0) die("open seq");
+    if (sf < 0) die("open counter");
     char num[32] = {0};
     ssize_t r = pread(sf, num, sizeof num - 1, 0);
-    if (r < 0) die("read seq");
-    unsigned long long seq = strtoull(num, NULL, 10) + 1;
-    int nl = snprintf(num, sizeof num, "%020llu", seq);
-    if (pwrite(sf, num, (size_t)nl, 0) != nl) die("write seq");
+    if (r < 0) die("read counter");
+    unsigned long long v = strtoull(num, NULL, 10) + 1;
+    int nl = snprintf(num, sizeof num, "%020llu", v);
+    if (pwrite(sf, num, (size_t)nl, 0) != nl) die("write counter");
     close(sf);
+    return v;
+}
+
+static void append(const char *dir, struct buf *rec, const char *blob_tmp) {
+    char p[PATH_MAX];
+    int lk = lock_log(dir);
+    unsigned long long seq = counter(dir, "seq");
     if (blob_tmp) {
         char dst[PATH_MAX];
         snprintf(dst, sizeof dst, "%s/blobs/%llu", dir, seq);
@@ -156,9 +181,53 @@ static char type_of(unsigned mode) {
     return 'o';
 }
 
+static void walk(int dfd, struct buf *rel, struct buf *out, int *n) {
+    DIR *d = fdopendir(dfd);
+    if (!d) die("fdopendir tree");
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        unsigned long long ino;
+        long long bs;
+        unsigned bns, mode;
+        if (ident(dirfd(d), e->d_name, 0, &ino, &bs, &bns, &mode) != 0) continue;
+        size_t keep = rel->len;
+        if (rel->len) put(rel, "/", 1);
+        put(rel, e->d_name, strlen(e->d_name));
+        put(out, "T ", 2);
+        puthex(out, rel->p, rel->len);
+        putf(out, " %llu %lld %u %c %o\n", ino, bs, bns, type_of(mode), mode & 07777);
+        (*n)++;
+        if (S_ISDIR(mode)) {
+            int sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (sub >= 0) walk(sub, rel, out, n);
+            else if (errno != ENOENT) die("open tree directory");
+        }
+        rel->len = keep;
+        if (rel->p) rel->p[keep] = 0;
+    }
+    closedir(d);
+}
+
+/* The names below $CAIRN_POWERCUT_ROOT, appended to `rec`. */
+static void tree(struct buf *rec) {
+    const char *root = getenv("CAIRN_POWERCUT_ROOT");
+    if (!root || !*root) return;
+    int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) die("open tree root");
+    struct buf rel = {0}, out = {0};
+    int n = 0;
+    walk(fd, &rel, &out, &n);
+    putf(rec, "TREE %d\n", n);
+    if (out.len) put(rec, out.p, out.len);
+    free(rel.p);
+    free(out.p);
+}
+
 /* Builds the record for `fd` before the sync; returns 0 when there is
  * nothing to record. */
-static int snapshot(const char *dir, int fd, struct buf *rec, char *blob_tmp) {
+static int snapshot(const char *dir, int fd, unsigned long long ticket, struct buf *rec,
+                    char *blob_tmp) {
     struct stat st;
     if (fstat(fd, &st) != 0) return 0;
     char path[PATH_MAX];
@@ -191,7 +260,7 @@ static int snapshot(const char *dir, int fd, struct buf *rec, char *blob_tmp) {
         }
         close(in);
         close(out);
-        putf(rec, "FILE %%SEQ%% %llu %lld %u ", ino, bs, bns);
+        putf(rec, "FILE %%SEQ%% %llu %llu %lld %u ", ticket, ino, bs, bns);
         puthex(rec, path, strlen(path));
         put(rec, "\n", 1);
         return 1;
@@ -220,7 +289,7 @@ static int snapshot(const char *dir, int fd, struct buf *rec, char *blob_tmp) {
             n++;
         }
         closedir(d);
-        put(rec, "DIR %SEQ% ", 10);
+        putf(rec, "DIR %%SEQ%% %llu ", ticket);
         puthex(rec, path, strlen(path));
         putf(rec, " %d\n", n);
         if (ents.len) put(rec, ents.p, ents.len);
@@ -238,7 +307,13 @@ static int recorded(int fd, int (*real)(int)) {
     struct buf rec = {0};
     char blob_tmp[PATH_MAX];
     blob_tmp[0] = 0;
-    int have = snapshot(dir, fd, &rec, blob_tmp);
+    /* Snapshots are taken under the lock, so their tickets order them as
+     * they happened; syncs may finish, and take their seq, in another
+     * order, and the replay uses the newest snapshot among them. */
+    int lk = lock_log(dir);
+    int have = snapshot(dir, fd, counter(dir, "ticket"), &rec, blob_tmp);
+    if (have) tree(&rec);
+    close(lk);
     errno = saved;
     int r = real(fd);
     if (r == 0 && have) {
