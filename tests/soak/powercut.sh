@@ -12,7 +12,6 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs="${CAIRN_POWERCUT_RUNS:-50}"
 export CAIRN_POWERCUT_CUTS=all
-cargo build -p cairn-cli --tests --quiet
 for seed in $(seq 1 "$runs"); do
   echo "== seed $seed of $runs"
   CAIRN_POWERCUT_SEED="$seed" cargo nextest run -p cairn-cli --test e2e \

@@ -110,7 +110,7 @@ fn append_record(log: &Path, line: impl FnOnce(u64, u64) -> String) {
 /// Of the snapshots whose sync returned by record `k`, the one taken
 /// last: syncs running at once may return in another order than they
 /// began, and an older listing must not hide a newer one's names.
-fn newest<T>(v: &[(u64, u64, T)], k: u64) -> Option<&T> {
+fn newest<T>(v: &[Synced<T>], k: u64) -> Option<&T> {
     v.iter()
         .filter(|(s, _, _)| *s <= k)
         .max_by_key(|(_, t, _)| *t)
@@ -118,6 +118,12 @@ fn newest<T>(v: &[(u64, u64, T)], k: u64) -> Option<&T> {
 }
 
 type Id = (u64, i64, u32);
+
+/// A snapshot taken at a sync: (seq, ticket, what it saw).
+type Synced<T> = (u64, u64, T);
+
+/// Every name below the root, by path relative to it.
+type Tree = Vec<(Vec<u8>, Entry)>;
 
 struct Entry {
     name: Vec<u8>,
@@ -130,13 +136,13 @@ struct Entry {
 #[derive(Default)]
 struct Log {
     /// Directory path -> (seq, ticket, entries).
-    dirs: HashMap<Vec<u8>, Vec<(u64, u64, Vec<Entry>)>>,
+    dirs: HashMap<Vec<u8>, Vec<Synced<Vec<Entry>>>>,
     /// File identity -> (seq, ticket, blob name) of each of its syncs.
-    files: HashMap<Id, Vec<(u64, u64, u64)>>,
+    files: HashMap<Id, Vec<Synced<u64>>>,
     /// (seq, label) of each acknowledged command.
     acks: Vec<(u64, String)>,
     /// (seq, ticket, every name below the root then).
-    trees: Vec<(u64, u64, Vec<(Vec<u8>, Entry)>)>,
+    trees: Vec<Synced<Tree>>,
     last: u64,
 }
 
