@@ -33,6 +33,10 @@ pub struct CheckOptions {
     /// With `read_data`, only the packs this accepts are read (a
     /// deterministic subset, so a repository is verified over many runs).
     pub only_packs: Option<PackFilter>,
+    /// Also report what the keyless structural check finds (unreadable
+    /// index files, missing, resized or unindexed packs); `false` when
+    /// that check has run and reported them already.
+    pub structure: bool,
 }
 
 impl std::fmt::Debug for CheckOptions {
@@ -41,6 +45,7 @@ impl std::fmt::Debug for CheckOptions {
             .field("read_data", &self.read_data)
             .field("threads", &self.threads)
             .field("subset", &self.only_packs.is_some())
+            .field("structure", &self.structure)
             .finish()
     }
 }
@@ -96,38 +101,31 @@ pub fn check(
     repo.require_owner("check contents")?;
     let mut rep = CheckReport::default();
     let mut damaged: HashMap<Id, String> = HashMap::new();
-    rep.errors.extend(repo.index_problems().iter().cloned());
+    if opts.structure {
+        rep.errors.extend(repo.index_problems().iter().cloned());
+    }
 
     // Packs: listed vs indexed.
-    let listed: HashMap<String, u64> = repo
+    let listed: HashMap<Id, u64> = repo
         .storage()
         .list(Kind::Pack)?
         .into_iter()
-        .map(|o| (o.name, o.size))
+        .filter_map(|o| Some((Id::from_hex(&o.name)?, o.size)))
         .collect();
     let index = repo.index();
     rep.packs = index.packs().len();
+    let cmp = cairn_repo::compare_packs(index, &listed);
     let mut bad_packs: HashSet<u32> = HashSet::new();
-    for (pos, p) in index.packs().iter().enumerate() {
-        match listed.get(&p.id.to_hex()) {
-            None => {
-                rep.errors.push(format!("pack {} is missing", p.id));
-                bad_packs.insert(pos as u32);
-            }
-            Some(&size) if size != p.size => {
-                rep.errors.push(format!(
-                    "pack {} is {size} bytes, the index says {} (truncated or replaced)",
-                    p.id, p.size
-                ));
-                bad_packs.insert(pos as u32);
-            }
-            _ => {}
+    for &(pos, m) in &cmp.mismatched {
+        if opts.structure {
+            rep.errors.push(m.describe(index.pack(pos)));
         }
+        bad_packs.insert(pos);
     }
-    for name in listed.keys() {
-        if Id::from_hex(name).is_none_or(|id| !index.has_pack(&id)) {
+    if opts.structure {
+        for id in &cmp.unindexed {
             rep.notes.push(format!(
-                "pack {name} is not indexed (left by an interrupted backup; the next backup indexes it)"
+                "pack {id} is not indexed (left by an interrupted backup; the next backup indexes it)"
             ));
         }
     }

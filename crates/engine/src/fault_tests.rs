@@ -152,6 +152,7 @@ impl Fixture {
         check(
             &repo,
             &CheckOptions {
+                structure: true,
                 read_data: true,
                 threads: 2,
                 only_packs: None,

@@ -122,6 +122,7 @@ pub fn repair_snapshots(
     let found = check(
         repo,
         &CheckOptions {
+            structure: true,
             read_data: true,
             threads: 0,
             only_packs: None,

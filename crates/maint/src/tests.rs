@@ -76,6 +76,7 @@ impl Fixture {
         let r = check(
             &self.open(),
             &CheckOptions {
+                structure: true,
                 read_data: true,
                 threads: 1,
                 only_packs: None,

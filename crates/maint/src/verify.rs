@@ -211,35 +211,27 @@ pub fn verify(storage: &dyn Storage, opts: &VerifyOptions) -> Result<VerifyRepor
         .filter_map(|o| Id::from_hex(&o.name).map(|id| (id, o.size)))
         .collect();
     let mut bad_packs: BTreeSet<Id> = BTreeSet::new();
-    for p in index.packs() {
-        match listing.get(&p.id) {
-            Some(&size) if size == p.size => {}
-            Some(&size) => {
-                rep.errors.push(format!(
-                    "pack {} is {size} bytes, the index says {} (truncated or replaced)",
-                    p.id, p.size
-                ));
-                bad_packs.insert(p.id);
-            }
-            None if condemned
+    let cmp = cairn_store::compare_packs(&index, &listing);
+    for &(pos, m) in &cmp.mismatched {
+        let p = index.pack(pos);
+        let collected = m == cairn_store::PackMismatch::Missing
+            && condemned
                 .get(&p.id)
-                .is_some_and(|&t| t <= cairn_store::now_ns()) =>
-            {
-                rep.notes.push(format!(
-                    "pack {} was deleted as garbage before its index was rewritten; the next prune finishes that",
-                    p.id.short()
-                ));
-            }
-            None => {
-                rep.errors.push(format!("pack {} is missing", p.id));
-                bad_packs.insert(p.id);
-            }
+                .is_some_and(|&t| t <= cairn_store::now_ns());
+        if collected {
+            rep.notes.push(format!(
+                "pack {} was deleted as garbage before its index was rewritten; the next prune finishes that",
+                p.id.short()
+            ));
+        } else {
+            rep.errors.push(m.describe(p));
+            bad_packs.insert(p.id);
         }
     }
-    let unindexed = listing.keys().filter(|id| !index.has_pack(id)).count();
-    if unindexed > 0 {
+    if !cmp.unindexed.is_empty() {
         rep.notes.push(format!(
-            "{unindexed} packs are not indexed (left by an interrupted backup; the next backup indexes them)"
+            "{} packs are not indexed (left by an interrupted backup; the next backup indexes them)",
+            cmp.unindexed.len()
         ));
     }
     // Every index file's copy of a trailer equals the pack's own.

@@ -17,6 +17,7 @@ mod error;
 pub mod garbage;
 mod index;
 mod indexfile;
+mod packcheck;
 mod packer;
 pub mod snapshots;
 mod table;
@@ -27,6 +28,7 @@ pub use indexfile::{
     LoadedIndex, load_index_tiered, read_config, read_index_file, read_pack_trailer,
     write_index_file,
 };
+pub use packcheck::{PackComparison, PackMismatch, compare_packs};
 pub use packer::{PACK_TARGET, PackSink, SealedBlob, StagedPack, WriteStats};
 pub use snapshots::{SnapshotInfo, list_snapshots, select_snapshot};
 pub use table::{SpillSet, TableLimits};

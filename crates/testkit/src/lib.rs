@@ -83,6 +83,7 @@ pub fn check_read_data(repo: &Repo) -> cairn_engine::checker::CheckReport {
     cairn_engine::checker::check(
         repo,
         &cairn_engine::checker::CheckOptions {
+            structure: true,
             read_data: true,
             threads: 2,
             only_packs: None,

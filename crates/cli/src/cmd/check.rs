@@ -44,6 +44,8 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<i32> {
     let res = check(
         &repo,
         &CheckOptions {
+            // The keyless check above reported the structure.
+            structure: false,
             read_data: true,
             threads: 0,
             only_packs: a.read_data_subset.map(|s| {
@@ -56,16 +58,8 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<i32> {
     );
     bar.finish();
     let mut r = res?;
-    for e in &v.errors {
-        if !r.errors.contains(e) {
-            r.errors.push(e.clone());
-        }
-    }
-    for n in &v.notes {
-        if !n.contains("not indexed") && !r.notes.contains(n) {
-            r.notes.push(n.clone());
-        }
-    }
+    r.errors.splice(0..0, v.errors.iter().cloned());
+    r.notes.splice(0..0, v.notes.iter().cloned());
     if ctx.g.json {
         let mut doc = serde_json::to_value(&r)?;
         doc["affected_snapshots"] = serde_json::to_value(&v.affected_snapshots)?;
