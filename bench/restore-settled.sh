@@ -12,7 +12,8 @@
 # WAIT seconds, then times each restore into a fresh directory.
 #   bench/restore-settled.sh [CORPUS] [WAIT]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here/.."
 corpus=${1:-/tmp/bench/corpus}
 wait=${2:-90}
 w=/tmp/bench/settled
@@ -38,5 +39,5 @@ import sys
 wall = [float(open(p).read().splitlines()[-1].split()[2]) for p in sys.argv[1:]]
 print("cairn/restic = %.2f/%.2f = %.2f" % (wall[0], wall[1], wall[0] / wall[1]))
 PY
-python3 ../shared/bench/verify-restore.py "$corpus" "$w/r-cairn$corpus" | tail -1
+python3 "$here/verify-restore.py" "$corpus" "$w/r-cairn$corpus" | tail -1
 rm -rf "$w"

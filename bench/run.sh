@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces bench/results.md: Cairn, restic and borg (zstd,3) in one run on
-# the shared harness's 3 GiB mixed corpus and 200k small files, Cairn alone
+# the 3 GiB mixed corpus and 200k small files of bench/peers.sh, Cairn alone
 # on 200k and 1M small files (memory scaling), and restores away from a
 # mass delete (bench/restore-settled.sh).
 #   apt-get install -y restic borgbackup time rsync
@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 here=$PWD
 cargo build --release
-peers=${PEERS:-../shared/bench/peers.sh}
+peers=${PEERS:-$here/bench/peers.sh}
 # Absolute output paths: peers.sh runs some tools from other directories.
 "$peers" -t "cairn restic borg-zstd3" -w /tmp/bench/wmain -o "$here/bench/peers" "$@"
 # Memory scaling, Cairn alone, one run after the other (never in parallel:

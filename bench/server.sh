@@ -20,7 +20,7 @@ reps=${2:-2}
 work=/tmp/bench/server
 cargo build --release -q
 cairn=$here/target/release/cairn
-[ -d "$corpus" ] || ../shared/bench/make-corpus.sh "$corpus" 1GiB
+[ -d "$corpus" ] || "$here/bench/make-corpus.sh" "$corpus" 1GiB
 bytes=$(du -sb "$corpus" | cut -f1)
 rm -rf "$work"; mkdir -p "$work"
 export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench
