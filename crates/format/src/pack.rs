@@ -148,7 +148,9 @@ pub fn trailer_len(tail: &[u8]) -> Result<u32> {
 }
 
 /// Decodes a whole pack's trailer from the full pack bytes, checking magic
-/// numbers and layout.
+/// numbers and layout: a trailer it returns has records that tile the
+/// pack from its magic to the trailer, so a caller can slice every record
+/// out of `pack` without further checks.
 pub fn decode_pack_trailer(pack: &[u8]) -> Result<PackTrailer> {
     if pack.len() < PACK_MAGIC.len() + TAIL_FIXED || &pack[..8] != PACK_MAGIC {
         return Err(Error::BadMagic { what: "pack" });
@@ -160,7 +162,9 @@ pub fn decode_pack_trailer(pack: &[u8]) -> Result<PackTrailer> {
             what: "pack trailer",
         });
     }
-    decode_trailer_at(pack, body_end - tl, body_end)
+    let t = decode_trailer_at(pack, body_end - tl, body_end)?;
+    t.check_layout((body_end - tl) as u64)?;
+    Ok(t)
 }
 
 /// Decodes a trailer body in `bytes[start..end]` and checks the layout.
@@ -196,5 +200,27 @@ mod tests {
         d.check_layout(13).unwrap();
         assert!(d.check_layout(14).is_err());
         assert!(decode_pack_trailer(&pack[..pack.len() - 1]).is_err());
+    }
+
+    /// A trailer whose record claims more bytes than lie before the
+    /// trailer used to decode, and a caller slicing that record out of the
+    /// pack would read past it.
+    #[test]
+    fn trailer_must_tile_the_pack() {
+        let t = PackTrailer {
+            key_id: [1; 16],
+            wrapped: [2; WRAPPED_LEN],
+            entries: vec![PackEntry {
+                kind: BlobKind::Chunk,
+                id: Id([9; 32]),
+                offset: 8,
+                length: 500,
+                raw_len: 3,
+            }],
+        };
+        let mut pack = PACK_MAGIC.to_vec();
+        pack.extend_from_slice(b"hello");
+        pack.extend_from_slice(&t.encode_tail());
+        assert!(decode_pack_trailer(&pack).is_err());
     }
 }
