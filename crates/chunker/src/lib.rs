@@ -139,10 +139,13 @@ impl Cutter {
     }
 }
 
-/// Whether `data` is all zeros, stopping at the first non-zero block.
-fn is_zero(data: &[u8]) -> bool {
-    data.chunks(256)
-        .all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
+/// Whether `data` is all zeros, 16 bytes at a time: zero runs are cut,
+/// stored and restored (as holes) apart from other data, here and in the
+/// archiver and the restorer.
+pub fn is_zero(data: &[u8]) -> bool {
+    let mut it = data.chunks_exact(16);
+    it.all(|c| u128::from_ne_bytes(c.try_into().expect("16 bytes")) == 0)
+        && it.remainder().iter().all(|&b| b == 0)
 }
 
 /// Streams chunks out of a reader with one reusable buffer.

@@ -342,15 +342,7 @@ pub fn read_new_passphrase(ctx: &Ctx, file: Option<&Path>) -> Result<Option<Vec<
     ctx.prompt("new passphrase", true)
 }
 
-/// This machine's host name.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into())
-}
+pub use cairn_repo::hostname;
 
 /// How much of the index stays in memory: past `CAIRN_INDEX_MEMORY` blobs
 /// (default 65536, about 3.5 MiB) it moves to a temporary file under the

@@ -24,26 +24,7 @@ pub fn size(n: u64) -> String {
     }
 }
 
-/// `2026-11-24 01:02:03` (UTC) from ns since the epoch.
-pub fn time(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let c = cairn_maint::retention::Civil::from_unix(secs, 0);
-    let rem = secs.rem_euclid(60);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{rem:02}",
-        c.year,
-        c.month,
-        c.day,
-        c.hour,
-        secs.rem_euclid(3600) / 60
-    )
-}
-
-/// RFC 3339 UTC, for JSON.
-pub fn rfc3339(ns: i64) -> String {
-    let t = time(ns);
-    format!("{}T{}Z", &t[..10], &t[11..])
-}
+pub use cairn_maint::times::{rfc3339, utc as time};
 
 /// A progress bar fed from engine counters by a background thread.
 pub struct Bar {

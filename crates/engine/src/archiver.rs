@@ -1296,12 +1296,9 @@ fn short(id: &Id) -> u128 {
     u128::from_le_bytes(id.0[..16].try_into().expect("16 bytes"))
 }
 
-/// Whether a chunk is all zeros; stops at the first non-zero block.
+/// Whether a chunk is a zero run worth storing as a hole (4 KiB or more).
 fn is_zero(data: &[u8]) -> bool {
-    data.len() >= 4096
-        && data
-            .chunks(256)
-            .all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
+    data.len() >= 4096 && cairn_chunker::is_zero(data)
 }
 
 /// Opens a file for reading without updating its access time where the

@@ -674,12 +674,7 @@ fn read_back(path: &Path, offset: u64, len: usize, buf: &mut Vec<u8>) -> std::io
     f.read_exact_at(buf, offset)
 }
 
-/// Whether a buffer holds only zeros, 16 bytes at a time.
-pub(crate) fn is_zero(data: &[u8]) -> bool {
-    let mut it = data.chunks_exact(16);
-    it.all(|c| u128::from_ne_bytes(c.try_into().expect("16 bytes")) == 0)
-        && it.remainder().iter().all(|&b| b == 0)
-}
+pub(crate) use cairn_chunker::is_zero;
 
 fn restore_part(
     w: &mut Worker<'_>,

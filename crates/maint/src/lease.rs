@@ -52,19 +52,12 @@ pub fn current(
     Ok(Some((g, l)))
 }
 
-/// This machine's host name, as leases record it.
-pub fn this_host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
 /// Whether a lease's holder ran on this host and its process is gone: a
 /// prune killed here need not block the next one until its lease expires.
 fn crashed(l: &Lease) -> bool {
     l.pid != 0
         && !l.host.is_empty()
-        && l.host == this_host()
+        && l.host == cairn_store::hostname()
         && l.pid != std::process::id()
         && !std::path::Path::new(&format!("/proc/{}", l.pid)).exists()
 }
@@ -110,7 +103,7 @@ impl LeaseGuard {
                 holder: holder.to_string(),
                 taken_ns: now,
                 expires_ns: now.saturating_add(ttl_ns),
-                host: this_host(),
+                host: cairn_store::hostname(),
                 pid: std::process::id(),
             };
             match storage.put(Kind::Lock, &lease.name(), &lease.encode()) {
@@ -270,7 +263,7 @@ mod tests {
             holder: "crashed".into(),
             taken_ns: now,
             expires_ns: now + 600_000_000_000,
-            host: this_host(),
+            host: cairn_store::hostname(),
             pid,
         };
         s.put(Kind::Lock, &l.name(), &l.encode()).unwrap();

@@ -13,6 +13,7 @@ pub mod protect;
 pub mod prune;
 pub mod repair;
 pub mod retention;
+pub mod times;
 pub mod usage;
 pub mod verify;
 

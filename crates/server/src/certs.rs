@@ -47,7 +47,7 @@ pub fn ensure(config: &Config) -> Result<CertFiles> {
     }
     cairn_storage::create_dir_durable(&dir)?;
     let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
-    let h = crate::jobs::hostname();
+    let h = cairn_store::hostname();
     if !h.is_empty() {
         names.push(h);
     }

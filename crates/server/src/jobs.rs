@@ -256,7 +256,11 @@ pub fn spawn(server: Arc<Server>, mut stop: tokio::sync::watch::Receiver<bool>) 
     if !any {
         return;
     }
-    let holder = format!("cairn server@{} pid {}", hostname(), std::process::id());
+    let holder = format!(
+        "cairn server@{} pid {}",
+        cairn_store::hostname(),
+        std::process::id()
+    );
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -308,11 +312,4 @@ pub fn spawn(server: Arc<Server>, mut stop: tokio::sync::watch::Receiver<bool>) 
             }
         }
     });
-}
-
-/// This machine's host name, for lease holders and the certificate.
-pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
 }

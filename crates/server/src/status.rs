@@ -62,15 +62,7 @@ pub fn size(n: u64) -> String {
     }
 }
 
-fn when(ns: i64) -> String {
-    jiff::Timestamp::from_nanosecond(i128::from(ns))
-        .map(|t| {
-            t.to_zoned_datetime(jiff::tz::TimeZone::system())
-                .strftime("%Y-%m-%d %H:%M %Z")
-                .to_string()
-        })
-        .unwrap_or_default()
-}
+use cairn_maint::times::local as when;
 
 /// Problems of a group, for the page (empty: all well).
 pub fn problems(

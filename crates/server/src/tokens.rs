@@ -89,9 +89,7 @@ impl std::fmt::Display for Rejection {
 
 /// Seconds since the epoch as RFC 3339 (UTC).
 pub fn show_time(secs: i64) -> String {
-    jiff::Timestamp::from_second(secs)
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| secs.to_string())
+    cairn_maint::times::rfc3339(secs.saturating_mul(1_000_000_000))
 }
 
 fn now() -> i64 {

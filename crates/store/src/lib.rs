@@ -36,6 +36,18 @@ pub use table::{SpillSet, TableLimits};
 pub use cairn_format::blob::BlobKind;
 pub use cairn_format::{Id, Result as FormatResult};
 
+/// This machine's host name, as snapshots, leases and the box's
+/// certificate record it: the kernel's, else `$HOSTNAME`, else
+/// `localhost`.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// Current time in ns since the Unix epoch.
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
