@@ -151,11 +151,17 @@ pub fn backup_as(
 
 /// A repository with an owner key file and a put-only key file beside it.
 pub struct Setup {
+    /// The temporary directory holding everything (removed on drop).
     pub dir: tempfile::TempDir,
+    /// The repository directory.
     pub root: std::path::PathBuf,
+    /// The repository's storage, with no guard in front.
     pub raw: Arc<dyn Storage>,
+    /// The repository opened with the owner key.
     pub owner: Repo,
+    /// The owner key file.
     pub owner_key: std::path::PathBuf,
+    /// A put-only key file, as a source holds it.
     pub put_key: std::path::PathBuf,
 }
 
