@@ -1,8 +1,8 @@
 //! Maintenance that the storage side runs without any key: it reads only
 //! plaintext (snapshot envelopes, pack trailers, index files, record
 //! headers), so a backup box can decide what to keep and collect garbage
-//! while holding nothing that reveals content (DESIGN.md, "The storage
-//! side needs no secret").
+//! while holding nothing that reveals content (`docs/design.md`, "The
+//! storage side needs no secret").
 
 pub mod duration;
 mod error;

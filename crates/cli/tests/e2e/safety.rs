@@ -1,4 +1,4 @@
-//! Safety (issue 3, "Safe" and "Bad input"): damage is found, named and
+//! Safety: damage is found, named and
 //! never restored as wrong bytes; a killed or interrupted backup loses
 //! nothing and resumes; concurrent backups coexist; a full disk and bad
 //! input are reported clearly and change nothing.
