@@ -1,0 +1,551 @@
+//! The walker: reads the sources in order, consults the files cache,
+//! chunks and hashes what changed, and builds the trees, handing new
+//! blobs to the seal workers.
+
+use std::ffi::OsString;
+use std::fs::{File, Metadata};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cairn_chunker::{Cutter, StreamChunker};
+use cairn_format::Id;
+use cairn_format::blob::BlobKind;
+use cairn_format::tree::{Node, NodeType, Tree};
+use cairn_repo::Repo;
+use crossbeam_channel::Sender;
+
+use crate::exclude::Excluder;
+use crate::filescache::{FilesCache, Lookup};
+use crate::meta::{Names, capture};
+use crate::source::SourceFile;
+use crate::{Error, Result, Warning, display_path};
+
+use super::pipeline::{
+    BATCH_BLOBS, BATCH_BYTES, Dedup, Failure, Job, PARALLEL_FILE, Plain, Pool, Ticket, Unhashed,
+    Work,
+};
+use super::{BackupOptions, BackupSummary, Progress};
+
+pub(super) fn scan(
+    paths: &[PathBuf],
+    ex: &Excluder,
+    one_fs: bool,
+    p: &Progress,
+    cancel: &AtomicBool,
+) {
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    let root_devs: Vec<u64> = paths
+        .iter()
+        .filter_map(|p| std::fs::symlink_metadata(p).ok().map(|m| m.dev()))
+        .collect();
+    while let Some(path) = stack.pop() {
+        if cancel.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(md) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if md.is_dir() {
+            if one_fs && !root_devs.contains(&md.dev()) {
+                continue;
+            }
+            if ex.is_tagged_cache(&path) {
+                continue;
+            }
+            if let Ok(rd) = std::fs::read_dir(&path) {
+                for e in rd.flatten() {
+                    let child = e.path();
+                    let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                    if !ex.excluded(&child, is_dir) {
+                        stack.push(child);
+                    }
+                }
+            }
+        } else if md.is_file() {
+            p.total_files.fetch_add(1, Ordering::Relaxed);
+            p.total_bytes.fetch_add(md.size(), Ordering::Relaxed);
+        }
+    }
+    p.scan_done.store(true, Ordering::Relaxed);
+}
+
+pub(super) struct Walker<'a> {
+    pub(super) repo: &'a Repo,
+    pub(super) cutter: &'a Cutter,
+    pub(super) excluder: &'a Excluder,
+    pub(super) opts: &'a BackupOptions,
+    pub(super) jobs: Option<Sender<Job>>,
+    /// New blobs not yet handed to the seal workers.
+    pub(super) batch: Job,
+    pub(super) batch_bytes: usize,
+    pub(super) pool: &'a Pool,
+    pub(super) dedup: &'a Dedup<'a>,
+    pub(super) cache: Option<FilesCache>,
+    pub(super) names: Names,
+    pub(super) summary: &'a mut BackupSummary,
+    pub(super) progress: &'a Progress,
+    pub(super) cancel: &'a AtomicBool,
+    pub(super) failure: &'a Failure,
+    pub(super) root_dev: u64,
+    /// Entries the snapshot will hold; none means a failed backup.
+    pub(super) kept: u64,
+    pub(super) chunk_buf: Vec<u8>,
+    pub(super) racy_before: i64,
+    pub(super) zero_ids: std::collections::HashMap<usize, Id>,
+}
+
+/// A virtual directory level above the sources: `/`, `/home`, ...
+pub(super) struct Level {
+    pub(super) children: Vec<(OsString, Option<PathBuf>)>,
+}
+
+impl Walker<'_> {
+    pub(super) fn warn(&mut self, path: &Path, message: impl Into<String>) {
+        self.summary.warnings.push(Warning {
+            path: path.display().to_string(),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn stopped(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed) || self.failure.is_set()
+    }
+
+    pub(super) fn check_stop(&self) -> Result<()> {
+        if self.failure.is_set() {
+            // The real error is in the failure slot; this only unwinds.
+            return Err(Error::Interrupted);
+        }
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        Ok(())
+    }
+
+    /// Builds the root tree: ancestors of the sources as directories, so a
+    /// restore recreates absolute paths under its target.
+    pub(super) fn walk_roots(&mut self, paths: &[PathBuf]) -> Result<Id> {
+        let root = Path::new("/");
+        // `/` as a source is the root tree itself: it has no name to be
+        // an entry under, and every other source lies inside it.
+        let r = if paths.iter().any(|p| p == root) {
+            self.walk_root_dir(root)
+        } else {
+            self.walk_level(root, paths)
+        };
+        let sent = self.send_batch();
+        self.jobs = None;
+        let id = r?;
+        sent?;
+        if self.kept == 0 && !self.stopped() {
+            return Err(Error::Input(format!(
+                "nothing to save: every entry of {} was excluded or could not be read{}; \
+                 no snapshot was written (check the excludes and the permissions)",
+                paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                match self.summary.warnings.first() {
+                    Some(w) => format!(" (first problem: {}: {})", w.path, w.message),
+                    None => String::new(),
+                }
+            )));
+        }
+        Ok(id)
+    }
+
+    /// Backs up `/` as the root tree.
+    pub(super) fn walk_root_dir(&mut self, root: &Path) -> Result<Id> {
+        let md = std::fs::symlink_metadata(root).map_err(|e| Error::Io {
+            op: "stat",
+            path: root.to_path_buf(),
+            source: e,
+        })?;
+        self.root_dev = md.dev();
+        self.dir(root)
+    }
+
+    pub(super) fn walk_level(&mut self, here: &Path, paths: &[PathBuf]) -> Result<Id> {
+        // Group the sources by their next component below `here`.
+        let mut level = Level {
+            children: Vec::new(),
+        };
+        for p in paths {
+            let rel = p.strip_prefix(here).unwrap_or(p);
+            let Some(first) = rel.components().next() else {
+                continue;
+            };
+            let name = first.as_os_str().to_os_string();
+            let full = here.join(&name);
+            let is_source = &full == p;
+            match level.children.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, src)) => {
+                    if is_source {
+                        *src = Some(full);
+                    }
+                }
+                None => level
+                    .children
+                    .push((name, if is_source { Some(full) } else { None })),
+            }
+        }
+        level
+            .children
+            .sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let mut nodes = Vec::new();
+        for (name, src) in level.children {
+            let full = here.join(&name);
+            match src {
+                Some(path) => {
+                    let md = std::fs::symlink_metadata(&path).map_err(|e| Error::Io {
+                        op: "stat",
+                        path: path.clone(),
+                        source: e,
+                    })?;
+                    self.root_dev = md.dev();
+                    if let Some(n) = self.entry(&path, name.as_bytes(), md)? {
+                        nodes.push(n);
+                    }
+                }
+                None => {
+                    let below: Vec<PathBuf> = paths
+                        .iter()
+                        .filter(|p| p.starts_with(&full))
+                        .cloned()
+                        .collect();
+                    let md = std::fs::symlink_metadata(&full).map_err(|e| Error::Io {
+                        op: "stat",
+                        path: full.clone(),
+                        source: e,
+                    })?;
+                    let mut n =
+                        capture(&full, name.as_bytes(), &md, &mut self.names).map_err(|e| {
+                            Error::Io {
+                                op: "read metadata of",
+                                path: full.clone(),
+                                source: e,
+                            }
+                        })?;
+                    n.subtree = Some(self.walk_level(&full, &below)?);
+                    nodes.push(n);
+                }
+            }
+        }
+        self.finish_tree(Tree { nodes })
+    }
+
+    /// Backs up one entry; `None` when it was skipped with a warning.
+    pub(super) fn entry(&mut self, path: &Path, name: &[u8], md: Metadata) -> Result<Option<Node>> {
+        self.check_stop()?;
+        let mut node = match capture(path, name, &md, &mut self.names) {
+            Ok(n) => n,
+            Err(e) => {
+                self.warn(path, format!("skipped: {e}"));
+                return Ok(None);
+            }
+        };
+        match node.node_type() {
+            NodeType::Dir => {
+                self.summary.dirs += 1;
+                let crosses = self.opts.one_file_system && md.dev() != self.root_dev;
+                node.subtree = Some(if crosses {
+                    self.finish_tree(Tree::default())?
+                } else {
+                    match self.dir(path) {
+                        Ok(id) => id,
+                        Err(Error::Io { source, .. }) => {
+                            self.warn(path, format!("directory skipped: {source}"));
+                            return Ok(None);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                });
+            }
+            NodeType::File => match self.file(path, &md) {
+                Ok(Some((content, size))) => {
+                    node.content = content;
+                    node.size = size;
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(e),
+            },
+            _ => self.summary.others += 1,
+        }
+        self.kept += 1;
+        Ok(Some(node))
+    }
+
+    pub(super) fn dir(&mut self, path: &Path) -> Result<Id> {
+        let io = |e| Error::Io {
+            op: "read directory",
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let mut names: Vec<OsString> = Vec::new();
+        for e in std::fs::read_dir(path).map_err(io)? {
+            names.push(e.map_err(io)?.file_name());
+        }
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let tagged = self.excluder.is_tagged_cache(path);
+        let mut nodes = Vec::with_capacity(names.len());
+        for name in names {
+            if tagged && name.as_bytes() != b"CACHEDIR.TAG" {
+                continue;
+            }
+            let child = path.join(&name);
+            let md = match std::fs::symlink_metadata(&child) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.warn(&child, "vanished during the backup");
+                    continue;
+                }
+                Err(e) => {
+                    self.warn(&child, format!("skipped: {e}"));
+                    continue;
+                }
+            };
+            if self.excluder.excluded(&child, md.is_dir()) {
+                continue;
+            }
+            if let Some(n) = self.entry(&child, name.as_bytes(), md)? {
+                nodes.push(n);
+            }
+        }
+        self.finish_tree(Tree { nodes })
+    }
+
+    /// Reads a file (unless the files cache vouches for it); returns its
+    /// chunk IDs and size, or `None` when it was skipped.
+    pub(super) fn file(&mut self, path: &Path, md: &Metadata) -> Result<Option<(Vec<Id>, u64)>> {
+        let pbytes = path.as_os_str().as_bytes();
+        let lookup = match &mut self.cache {
+            Some(c) => c.lookup(pbytes, md),
+            None => Lookup::New,
+        };
+        let previous = match &lookup {
+            Lookup::Changed(ids) | Lookup::Hit(ids) => Some(ids.clone()),
+            Lookup::New => None,
+        };
+        if let Lookup::Hit(ids) = lookup
+            && ids.iter().all(|id| self.dedup.known(id))
+        {
+            self.summary.unchanged_files += 1;
+            self.summary.total_bytes += md.size();
+            if let Some(c) = &mut self.cache {
+                c.record(pbytes, md, &ids);
+            }
+            self.progress.files.fetch_add(1, Ordering::Relaxed);
+            self.progress.bytes.fetch_add(md.size(), Ordering::Relaxed);
+            return Ok(Some((ids, md.size())));
+        }
+        if let Ok(mut cur) = self.progress.current.lock() {
+            cur.clear();
+            cur.push_str(&display_path(pbytes));
+        }
+        let f = match open_noatime(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.warn(path, "vanished during the backup");
+                return Ok(None);
+            }
+            Err(e) => {
+                self.warn(path, format!("skipped: {e}"));
+                return Ok(None);
+            }
+        };
+        let mut chunker = StreamChunker::with_buffer(
+            self.cutter,
+            SourceFile::new(f, md),
+            std::mem::take(&mut self.chunk_buf),
+        );
+        let mut content = Vec::new();
+        let mut size = 0u64;
+        let ticket = (self.jobs.is_some() && md.size() >= PARALLEL_FILE)
+            .then(|| Arc::new(Ticket::default()));
+        let mut sent = 0usize;
+        loop {
+            if self.stopped() {
+                self.check_stop()?;
+            }
+            let chunk = match chunker.next_chunk() {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    self.warn(path, format!("read failed, file skipped: {e}"));
+                    return Ok(None);
+                }
+            };
+            if let Some(t) = &ticket
+                && !is_zero(chunk)
+            {
+                size += chunk.len() as u64;
+                self.progress
+                    .bytes
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                let mut data = self.pool.take(chunk.len());
+                data.extend_from_slice(chunk);
+                let idx = content.len() as u32;
+                content.push(Id::default());
+                sent += 1;
+                self.batch_bytes += data.len();
+                self.batch.push(Work::Unhashed(Unhashed {
+                    ticket: t.clone(),
+                    idx,
+                    data,
+                }));
+                if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_BLOBS {
+                    self.send_batch()?;
+                }
+                continue;
+            }
+            let id = if is_zero(chunk) {
+                // Sparse files and disk images hold long runs of zeros:
+                // their chunk IDs are computed once per length.
+                let repo = self.repo;
+                *self
+                    .zero_ids
+                    .entry(chunk.len())
+                    .or_insert_with(|| repo.blob_id(chunk))
+            } else {
+                self.repo.blob_id(chunk)
+            };
+            size += chunk.len() as u64;
+            self.progress
+                .bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            // Counted as new even in a dry run, which sends nothing.
+            if self.dedup.is_new(&id, chunk.len()) && self.jobs.is_some() {
+                let mut data = self.pool.take(chunk.len());
+                data.extend_from_slice(chunk);
+                self.queue(Plain {
+                    kind: BlobKind::Chunk,
+                    id,
+                    refs: Vec::new(),
+                    data,
+                })?;
+            }
+            content.push(id);
+        }
+        let (f, buf) = chunker.into_parts();
+        self.chunk_buf = buf;
+        if let Some(t) = &ticket {
+            self.send_batch()?;
+            self.await_ticket(t, sent, &mut content)?;
+        }
+        self.summary.bytes_read += size;
+        self.summary.total_bytes += size;
+        self.progress.files.fetch_add(1, Ordering::Relaxed);
+        match &previous {
+            Some(old) if *old == content => self.summary.unchanged_files += 1,
+            Some(_) => self.summary.changed_files += 1,
+            None => self.summary.new_files += 1,
+        }
+        let after = f.file().metadata().ok();
+        let changed = after.as_ref().is_none_or(|a| {
+            a.size() != size
+                || a.mtime() != md.mtime()
+                || a.mtime_nsec() != md.mtime_nsec()
+                || a.ctime() != md.ctime()
+                || a.ctime_nsec() != md.ctime_nsec()
+        });
+        if changed {
+            self.warn(
+                path,
+                "changed while being read: the snapshot holds the bytes read, which may mix old and new contents",
+            );
+        } else if let Some(c) = &mut self.cache {
+            // A file modified just before the backup started (within the
+            // kernel's coarse timestamp tick) could change again without
+            // its mtime moving: the next run reads it again, as git does
+            // with racily clean files.
+            let mtime = (md.mtime() as i128) * 1_000_000_000 + (md.mtime_nsec() as i128);
+            if mtime < self.racy_before as i128 {
+                c.record(pbytes, md, &content);
+            } else {
+                c.record_untrusted(pbytes, md, &content);
+            }
+        }
+        Ok(Some((content, size)))
+    }
+
+    pub(super) fn finish_tree(&mut self, tree: Tree) -> Result<Id> {
+        let data = tree.encode();
+        let id = self.repo.blob_id(&data);
+        if self.dedup.is_new(&id, data.len()) && self.jobs.is_some() {
+            self.queue(Plain {
+                kind: BlobKind::Tree,
+                id,
+                refs: tree.refs(),
+                data,
+            })?;
+        }
+        Ok(id)
+    }
+
+    /// Waits until the seal workers have hashed the `sent` chunks of a
+    /// large file, and puts their IDs in place.
+    pub(super) fn await_ticket(&self, t: &Ticket, sent: usize, content: &mut [Id]) -> Result<()> {
+        let mut ids = t.ids.lock().unwrap_or_else(|p| p.into_inner());
+        while ids.len() < sent {
+            self.check_stop()?;
+            ids = t
+                .ready
+                .wait_timeout(ids, std::time::Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        for &(idx, id) in ids.iter() {
+            content[idx as usize] = id;
+        }
+        Ok(())
+    }
+
+    /// Adds a new blob to the batch, sending the batch when it is full.
+    pub(super) fn queue(&mut self, p: Plain) -> Result<()> {
+        self.batch_bytes += p.data.len();
+        self.batch.push(Work::Hashed(p));
+        if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_BLOBS {
+            self.send_batch()?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn send_batch(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let job = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        if let Some(tx) = &self.jobs
+            && tx.send(job).is_err()
+        {
+            self.check_stop()?;
+            return Err(Error::Interrupted);
+        }
+        Ok(())
+    }
+}
+
+/// Whether a chunk is a zero run worth storing as a hole (4 KiB or more).
+pub(super) fn is_zero(data: &[u8]) -> bool {
+    data.len() >= 4096 && cairn_chunker::is_zero(data)
+}
+
+/// Opens a file for reading without updating its access time where the
+/// kernel allows it (owner or root), falling back to a plain open.
+pub(super) fn open_noatime(path: &Path) -> std::io::Result<File> {
+    const O_NOATIME: i32 = 0o1000000;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NOATIME)
+        .open(path)
+    {
+        Ok(f) => Ok(f),
+        Err(e) if e.raw_os_error() == Some(1) => File::open(path),
+        Err(e) => Err(e),
+    }
+}
