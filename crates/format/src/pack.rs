@@ -167,7 +167,10 @@ pub fn decode_pack_trailer(pack: &[u8]) -> Result<PackTrailer> {
     Ok(t)
 }
 
-/// Decodes a trailer body in `bytes[start..end]` and checks the layout.
+/// Decodes a trailer body in `bytes[start..end]`. The layout is left to
+/// the caller ([`PackTrailer::check_layout`]): `bytes` may hold only the
+/// trailer, read from the end of a pack, so where its records end is
+/// known only to the caller.
 pub fn decode_trailer_at(bytes: &[u8], start: usize, end: usize) -> Result<PackTrailer> {
     let mut r = Reader::new(&bytes[start..end], "pack trailer");
     let t = PackTrailer::decode_body(&mut r)?;
