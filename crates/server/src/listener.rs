@@ -230,8 +230,17 @@ impl Running {
 }
 
 /// Starts the server on its own runtime thread and returns once it
-/// listens.
+/// listens. Its jobs do not run: `cairn_daemon::start` runs them beside it.
 pub fn start(config: Config) -> Result<Running> {
+    start_with(config, |_, _| {})
+}
+
+/// [`start`], running `beside` in the server's runtime too (the daemon's
+/// scheduler), given the server and the signal that stops it.
+pub fn start_with(
+    config: Config,
+    beside: impl FnOnce(Arc<Server>, tokio::sync::watch::Receiver<bool>) + Send + 'static,
+) -> Result<Running> {
     let server = Arc::new(Server::new(config)?);
     let c = &server.config;
     let tls = if c.plain_http {
@@ -260,7 +269,7 @@ pub fn start(config: Config) -> Result<Running> {
         .name("cairn-server".into())
         .spawn(move || {
             runtime.block_on(async move {
-                crate::jobs::spawn(s.clone(), stop_rx.clone());
+                beside(s.clone(), stop_rx.clone());
                 if let Some(r) = &tls {
                     spawn_reloader(s.clone(), r.clone(), stop_rx.clone());
                 }

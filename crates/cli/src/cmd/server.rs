@@ -108,7 +108,7 @@ pub fn run(ctx: &Ctx, a: ServerArgs) -> Result<i32> {
 fn serve(w: ServerConfigArgs) -> Result<i32> {
     let c = config(&w)?;
     let scheme = if c.plain_http { "http" } else { "https" };
-    let running = cairn_server::listener::start(c)?;
+    let running = cairn_daemon::start(c)?;
     let s = &running.server;
     let host = if running.addr.ip().is_unspecified() {
         crate::ctx::hostname()

@@ -15,8 +15,9 @@ use cairn_testkit::{
     Setup, backup_as, check_read_data, fingerprint, open_with_key, restore_snapshot, setup,
 };
 
+use cairn_daemon::start;
 use cairn_server::config::Config;
-use cairn_server::listener::{Running, start};
+use cairn_server::listener::Running;
 
 /// A box serving the test repository as `home`, with `extra` TOML
 /// appended to its config (limits, jobs).
