@@ -235,6 +235,31 @@ fn server_refuses_a_stranger_and_a_huge_frame() {
     input.extend_from_slice(&u32::MAX.to_le_bytes());
     let e = cairn_server::serve::serve(&mut &input[..], &mut out, &g).unwrap_err();
     assert!(e.to_string().contains("more than"), "{e}");
+
+    // A range the peer claims is near 2^64 long is refused in words; the
+    // length is compared, never added to (the sum wrapped before).
+    use cairn_remote::wire::{HELLO, Op, Request, Status, read_frame, write_frame};
+    let mut input = HELLO.to_vec();
+    let req = Request {
+        op: Op::GetRange,
+        kind: Kind::Pack,
+        name: "ab".repeat(32),
+        offset: 0,
+        len: u64::MAX,
+        body: Vec::new(),
+    };
+    write_frame(&mut input, &req.encode()).unwrap();
+    let mut out = Vec::new();
+    cairn_server::serve::serve(&mut &input[..], &mut out, &g).unwrap();
+    let mut answer = &out[HELLO.len()..];
+    read_frame(&mut answer).unwrap().expect("the role");
+    let reply = read_frame(&mut answer).unwrap().expect("a reply");
+    assert_eq!(reply[0], Status::Failed as u8);
+    assert!(
+        String::from_utf8_lossy(&reply[1..]).contains("too large"),
+        "{}",
+        String::from_utf8_lossy(&reply[1..])
+    );
 }
 
 /// A put source floods its group with snapshots claiming old times, one
