@@ -318,3 +318,30 @@ fn check_with_a_fault_at_any_call_reports_it() {
         }
     }
 }
+
+/// A reader that panics (a bug) at any call makes the restore end with
+/// the panic, whichever thread met it: the planner's panic used to leave
+/// the workers waiting on their queues, and the restore hung.
+#[test]
+fn restore_that_panics_at_any_call_ends() {
+    let f = Arc::new(Fixture::new());
+    let total = calls_of(f.base.clone(), |st| {
+        let (_, ok) = f.restore(st, &f.first);
+        assert!(ok.unwrap());
+    });
+    for n in 1..=total {
+        let faulty = Arc::new(FaultyStorage::new(f.base.clone(), Fault::Panic, n));
+        let (done, ended) = std::sync::mpsc::channel();
+        let (f2, st) = (f.clone(), faulty.clone());
+        std::thread::spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                f2.restore(st, &f2.first)
+            }));
+            let _ = done.send(r.is_err());
+        });
+        let panicked = ended
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("restore hung after a panic at call {n}"));
+        assert!(panicked, "call {n}: the panic was swallowed");
+    }
+}

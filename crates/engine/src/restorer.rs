@@ -218,29 +218,38 @@ pub fn restore(
         }
         drop(rx);
         drop(big_rx);
-        let r = if start_node.node_type() == NodeType::Dir {
-            let mut reader = repo.reader();
-            let r = plan.dir(
-                &mut reader,
-                start_node.subtree.as_ref().expect("dir has subtree"),
-                &start_path,
-                &opts.target,
-                &tx,
-            );
-            if opts.subpath.is_some() {
-                plan.dirs.push((opts.target.clone(), start_node.clone()));
-            }
+        // A panic while planning must still close the queues: the scope
+        // waits for the workers before it rethrows, and they wait on the
+        // queues, so the restore would hang instead of failing.
+        let planned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let r = if start_node.node_type() == NodeType::Dir {
+                let mut reader = repo.reader();
+                let r = plan.dir(
+                    &mut reader,
+                    start_node.subtree.as_ref().expect("dir has subtree"),
+                    &start_path,
+                    &opts.target,
+                    &tx,
+                );
+                if opts.subpath.is_some() {
+                    plan.dirs.push((opts.target.clone(), start_node.clone()));
+                }
+                r
+            } else {
+                let dest = opts
+                    .target
+                    .join(std::ffi::OsStr::from_bytes(&start_node.name));
+                plan.entry(&start_path, &start_node, &dest, &tx, &mut repo.reader())
+            };
+            plan.flush(&tx);
             r
-        } else {
-            let dest = opts
-                .target
-                .join(std::ffi::OsStr::from_bytes(&start_node.name));
-            plan.entry(&start_path, &start_node, &dest, &tx, &mut repo.reader())
-        };
-        plan.flush(&tx);
+        }));
         drop(tx);
         drop(plan.big.take());
-        r
+        match planned {
+            Ok(r) => r,
+            Err(p) => std::panic::resume_unwind(p),
+        }
     });
     walked?;
     if cancel.load(Ordering::Relaxed) {

@@ -381,33 +381,11 @@ impl Repo {
         Ok(key)
     }
 
-    /// Authenticates and decodes a record read from a pack at `loc`:
-    /// checks the header, opens the seal, decompresses, verifies the keyed
-    /// hash and, for trees, that the visible references match the contents.
-    pub fn decode_blob(
-        &self,
-        id: &Id,
-        loc: &Location,
-        record: &[u8],
-    ) -> Result<(BlobKind, Vec<u8>)> {
-        self.decode_blob_with(id, loc, record, &mut Vec::new())
-    }
-
-    /// [`Repo::decode_blob`] with a reusable scratch buffer.
-    pub fn decode_blob_with(
-        &self,
-        id: &Id,
-        loc: &Location,
-        record: &[u8],
-        scratch: &mut Vec<u8>,
-    ) -> Result<(BlobKind, Vec<u8>)> {
-        let mut out = Vec::new();
-        let kind = self.decode_blob_into(id, loc, record, scratch, &mut out)?;
-        Ok((kind, out))
-    }
-
-    /// Decodes into `out`, reusing both buffers (the check and restore
-    /// loops call this once per blob).
+    /// Authenticates and decodes a record read from a pack at `loc` into
+    /// `plain`: checks the header, opens the seal, decompresses, verifies
+    /// the keyed hash and, for trees, that the visible references match
+    /// the contents. Both buffers are reused (the check and restore loops
+    /// call this once per blob).
     pub fn decode_blob_into(
         &self,
         id: &Id,

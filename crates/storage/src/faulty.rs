@@ -23,6 +23,9 @@ pub enum Fault {
     /// listing gains an entry that does not exist, a size is huge); a
     /// write fails.
     Hostile,
+    /// The call panics, as a bug in a reader would: the operation must
+    /// end with the panic, never hang.
+    Panic,
 }
 
 /// Which call was hit, for a test to reason about what it may expect.
@@ -70,10 +73,14 @@ impl FaultyStorage {
     /// Whether this call is the one: counts it, and records the hit.
     fn this_one(&self, op: &'static str, kind: Kind) -> Option<Fault> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        (n == self.at).then(|| {
+        let hit = (n == self.at).then(|| {
             *self.hit.lock().unwrap_or_else(|p| p.into_inner()) = Some(Hit { op, kind });
             self.fault
-        })
+        });
+        if hit == Some(Fault::Panic) {
+            panic!("injected panic at call {n} ({op} {kind:?})");
+        }
+        hit
     }
 
     fn failure(&self, op: &'static str) -> Error {
@@ -144,7 +151,7 @@ impl Storage for FaultyStorage {
         match self.this_one("size", kind) {
             Some(Fault::Fail) => Err(self.failure("size")),
             Some(Fault::Short) => Ok(self.inner.size(kind, name)?.saturating_sub(1)),
-            Some(Fault::Hostile) => Ok(u64::MAX - 7),
+            Some(Fault::Hostile | Fault::Panic) => Ok(u64::MAX - 7),
             None => self.inner.size(kind, name),
         }
     }
@@ -174,7 +181,7 @@ impl Storage for FaultyStorage {
                 v.pop();
                 Ok(v)
             }
-            Some(Fault::Hostile) => {
+            Some(Fault::Hostile | Fault::Panic) => {
                 let mut v = self.inner.list(kind)?;
                 v.push(ObjectInfo {
                     name: "ff".repeat(32),
