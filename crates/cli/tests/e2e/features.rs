@@ -250,8 +250,7 @@ impl Drop for Mount {
 #[test]
 fn features_one_file_system() {
     if !is_root() {
-        skip("--one-file-system: mounting a tmpfs needs root");
-        return;
+        cannot_run("--one-file-system: mounting a tmpfs needs root");
     }
     let env = Env::new();
     let src = env.path("src");
@@ -262,8 +261,7 @@ fn features_one_file_system() {
         .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", s(&mnt)])
         .status();
     if !st.is_ok_and(|s| s.success()) {
-        skip("--one-file-system: mount -t tmpfs failed");
-        return;
+        cannot_run("--one-file-system: mount -t tmpfs failed");
     }
     let _guard = Mount(mnt.clone());
     write(&mnt.join("elsewhere"), b"on the tmpfs");

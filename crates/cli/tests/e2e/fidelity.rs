@@ -47,9 +47,9 @@ fn raw_acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
 }
 
 /// Gives `file` an access ACL and `dir` an access and a default ACL, with
-/// `setfacl` when installed, else as raw xattrs. Returns false (after
-/// saying why) when the filesystem refuses ACLs.
-fn set_acls(file: &Path, dir: &Path) -> bool {
+/// `setfacl` when installed, else as raw xattrs; fails the test when the
+/// filesystem refuses ACLs.
+fn set_acls(file: &Path, dir: &Path) {
     if have("setfacl") {
         let runs = [
             vec!["-m", "u:1234:rw,g:5678:r", s(file)],
@@ -59,11 +59,10 @@ fn set_acls(file: &Path, dir: &Path) -> bool {
         for args in runs {
             let out = Command::new("setfacl").args(&args).output().unwrap();
             if !out.status.success() {
-                skip(&format!(
+                cannot_run(&format!(
                     "ACLs: setfacl {args:?} failed: {}",
                     String::from_utf8_lossy(&out.stderr)
                 ));
-                return false;
             }
         }
     } else {
@@ -90,14 +89,12 @@ fn set_acls(file: &Path, dir: &Path) -> bool {
         ];
         for (p, name, v) in tries {
             if let Err(e) = set_xattr(p, name, v) {
-                skip(&format!("ACLs: setting {name} on {}: {e}", p.display()));
-                return false;
+                cannot_run(&format!("ACLs: setting {name} on {}: {e}", p.display()));
             }
         }
     }
     assert!(has_xattr(file, "system.posix_acl_access"));
     assert!(has_xattr(dir, "system.posix_acl_default"));
-    true
 }
 
 /// Every path below and including `root`, children before their parent,
@@ -120,7 +117,7 @@ fn post_order(root: &Path, out: &mut Vec<PathBuf>) {
 /// What the fidelity tree turned out to contain, where that depends on
 /// privileges and the filesystem.
 struct Built {
-    sparse: Option<PathBuf>,
+    sparse: PathBuf,
 }
 
 /// Builds the fidelity tree at `src`. Root-only entries (device node,
@@ -154,12 +151,9 @@ fn build_tree(src: &Path) -> Built {
         f.set_len(16 << 20).unwrap();
     }
     let md = std::fs::metadata(&sparse).unwrap();
-    let sparse = if md.blocks() * 512 < md.len() / 2 {
-        Some(sparse)
-    } else {
-        skip("sparse check: this filesystem does not keep holes");
-        None
-    };
+    if md.blocks() * 512 >= md.len() / 2 {
+        cannot_run("sparse check: this filesystem does not keep holes");
+    }
 
     // Sparse with a hole at the end, and a dense file of zeros only.
     {
@@ -218,10 +212,10 @@ fn build_tree(src: &Path) -> Built {
             rustix::fs::Mode::from_raw_mode(0o666),
             rustix::fs::makedev(1, 3),
         ) {
-            skip(&format!("device node: mknod refused: {e}"));
+            cannot_run(&format!("device node: mknod refused: {e}"));
         }
     } else {
-        skip("device node: not root");
+        cannot_run("device node: not root");
     }
 
     // Names: not UTF-8, 255 bytes (ASCII and multi-byte), odd characters.
@@ -266,7 +260,7 @@ fn build_tree(src: &Path) -> Built {
         )
         .unwrap();
     } else {
-        skip("foreign owners: not root");
+        cannot_run("foreign owners: not root");
     }
 
     // Root only: entries nobody else could read, trusted.* xattrs.
@@ -356,7 +350,7 @@ fn fidelity_full_tree_roundtrip() {
     let src = env.path("src");
     let built = build_tree(&src);
     if !is_root() {
-        skip("owner comparison: not root (owners cannot be restored)");
+        cannot_run("owner comparison: not root (owners cannot be restored)");
     }
     env.ok(&["init"]);
     let out = env.ok(&["backup", s(&src)]);
@@ -398,15 +392,13 @@ fn fidelity_full_tree_roundtrip() {
     assert_eq!(ro.mode() & 0o7777, 0o555);
     let old = std::fs::metadata(got.join("files/old")).unwrap();
     assert_eq!((old.mtime(), old.mtime_nsec()), (-86_400 * 365, 7));
-    if let Some(sp) = &built.sparse {
-        let m = std::fs::metadata(restored(&dest, sp)).unwrap();
-        assert!(
-            m.blocks() * 512 < m.len() / 2,
-            "restored sparse file has {} of {} bytes allocated",
-            m.blocks() * 512,
-            m.len()
-        );
-    }
+    let m = std::fs::metadata(restored(&dest, &built.sparse)).unwrap();
+    assert!(
+        m.blocks() * 512 < m.len() / 2,
+        "restored sparse file has {} of {} bytes allocated",
+        m.blocks() * 512,
+        m.len()
+    );
     let a = std::fs::metadata(got.join("hard/three-1")).unwrap();
     let c = std::fs::metadata(got.join("other/deeper/three-3")).unwrap();
     assert_eq!((a.ino(), a.nlink()), (c.ino(), 3));
@@ -576,14 +568,13 @@ fn fidelity_partial_restores() {
 }
 
 /// Runs `restore` as an unprivileged user: as root through `setpriv` as
-/// nobody (65534), otherwise directly. `None` when that is impossible here.
-fn restore_unprivileged(env: &Env, dest: &Path, extra: &[&str]) -> Option<Run> {
+/// nobody (65534), otherwise directly.
+fn restore_unprivileged(env: &Env, dest: &Path, extra: &[&str]) -> Run {
     if !is_root() {
-        return Some(env.run(&[&["restore", "latest", s(dest)], extra].concat()));
+        return env.run(&[&["restore", "latest", s(dest)], extra].concat());
     }
     if !have("setpriv") {
-        skip("unprivileged restore: setpriv is not installed");
-        return None;
+        cannot_run("unprivileged restore: setpriv is not installed");
     }
     // nobody must reach the repository and own the destination and a home.
     chmod(env.dir.path(), 0o755);
@@ -615,10 +606,9 @@ fn restore_unprivileged(env: &Env, dest: &Path, extra: &[&str]) -> Option<Run> {
     .env("CAIRN_PASSWORD", PASS);
     let r = run(c);
     if r.stderr.contains("setpriv:") {
-        skip(&format!("unprivileged restore: {}", r.stderr));
-        return None;
+        cannot_run(&format!("unprivileged restore: {}", r.stderr));
     }
-    Some(r)
+    r
 }
 
 #[test]
@@ -644,9 +634,7 @@ fn fidelity_unprivileged_restore_reports_owners() {
     env.ok(&["backup", s(&src)]);
 
     let dest = env.path("dest");
-    let Some(r) = restore_unprivileged(&env, &dest, &[]) else {
-        return;
-    };
+    let r = restore_unprivileged(&env, &dest, &[]);
     assert!(
         r.code == 0 || r.code == 1,
         "unprivileged restore must not fail:\n{}\n{}",
@@ -679,9 +667,7 @@ fn fidelity_unprivileged_restore_keeps_xattrs_of_read_only_files() {
     env.ok(&["init"]);
     env.ok(&["backup", s(&src)]);
     let dest = env.path("dest");
-    let Some(r) = restore_unprivileged(&env, &dest, &[]) else {
-        return;
-    };
+    let r = restore_unprivileged(&env, &dest, &[]);
     let diffs = compare_trees(&src, &restored(&dest, &src), false);
     assert!(
         diffs.is_empty() && r.code == 0,

@@ -1096,16 +1096,12 @@ fn disk_full_stops_cleanly() {
     match m {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
-            skip(&format!(
+            cannot_run(&format!(
                 "cannot mount a tmpfs (needs root): {}",
                 String::from_utf8_lossy(&o.stderr).trim()
             ));
-            return;
         }
-        Err(e) => {
-            skip(&format!("cannot run mount: {e}"));
-            return;
-        }
+        Err(e) => cannot_run(&format!("cannot run mount: {e}")),
     }
     let _unmount = Unmount(mnt.clone());
     let repo = mnt.join("repo");
@@ -1404,8 +1400,7 @@ fn bad_input_permission_denied_is_skipped_and_reported() {
     };
     if is_root() {
         if Command::new("setpriv").arg("--version").output().is_err() {
-            skip("setpriv (util-linux) is missing, cannot drop root");
-            return;
+            cannot_run("setpriv (util-linux) is missing, cannot drop root");
         }
         mode(env.dir.path(), 0o755);
         fs::create_dir_all(&env.repo).unwrap();
