@@ -182,8 +182,9 @@ pub fn decode_trailer_at(bytes: &[u8], start: usize, end: usize) -> Result<PackT
 mod tests {
     use super::*;
 
-    #[test]
-    fn tail_roundtrip() {
+    /// A pack holding `hello` whose trailer claims one record of `length`
+    /// bytes at offset 8.
+    fn pack_claiming(length: u32) -> (PackTrailer, Vec<u8>) {
         let t = PackTrailer {
             key_id: [1; 16],
             wrapped: [2; WRAPPED_LEN],
@@ -191,13 +192,19 @@ mod tests {
                 kind: BlobKind::Chunk,
                 id: Id([9; 32]),
                 offset: 8,
-                length: 5,
+                length,
                 raw_len: 3,
             }],
         };
         let mut pack = PACK_MAGIC.to_vec();
         pack.extend_from_slice(b"hello");
         pack.extend_from_slice(&t.encode_tail());
+        (t, pack)
+    }
+
+    #[test]
+    fn tail_roundtrip() {
+        let (t, pack) = pack_claiming(5);
         let d = decode_pack_trailer(&pack).unwrap();
         assert_eq!(d, t);
         d.check_layout(13).unwrap();
@@ -210,20 +217,7 @@ mod tests {
     /// pack would read past it.
     #[test]
     fn trailer_must_tile_the_pack() {
-        let t = PackTrailer {
-            key_id: [1; 16],
-            wrapped: [2; WRAPPED_LEN],
-            entries: vec![PackEntry {
-                kind: BlobKind::Chunk,
-                id: Id([9; 32]),
-                offset: 8,
-                length: 500,
-                raw_len: 3,
-            }],
-        };
-        let mut pack = PACK_MAGIC.to_vec();
-        pack.extend_from_slice(b"hello");
-        pack.extend_from_slice(&t.encode_tail());
+        let (_, pack) = pack_claiming(500);
         assert!(decode_pack_trailer(&pack).is_err());
     }
 }

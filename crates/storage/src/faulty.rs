@@ -135,18 +135,6 @@ impl Storage for FaultyStorage {
         }
     }
 
-    fn get_range_into(
-        &self,
-        kind: Kind,
-        name: &str,
-        offset: u64,
-        len: u64,
-        buf: &mut Vec<u8>,
-    ) -> Result<()> {
-        *buf = self.get_range(kind, name, offset, len)?;
-        Ok(())
-    }
-
     fn size(&self, kind: Kind, name: &str) -> Result<u64> {
         match self.this_one("size", kind) {
             Some(Fault::Fail) => Err(self.failure("size")),
