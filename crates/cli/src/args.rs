@@ -460,37 +460,7 @@ pub enum KeyCommand {
 
 pub use cairn_maint::duration::parse as parse_duration;
 
-/// Parses `10%`, `0.1`, `5 %`.
-pub fn parse_share(s: &str) -> Result<f64, String> {
-    let t = s.trim();
-    let v = match t.strip_suffix('%') {
-        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
-        None => t.parse::<f64>(),
-    }
-    .map_err(|_| format!("{s:?} is not a share like 10%"))?;
-    if !(0.0..=1.0).contains(&v) {
-        return Err(format!("{s:?} must be between 0% and 100%"));
-    }
-    Ok(v)
-}
-
-/// Parses `32MiB`, `4M`, `1048576`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 32MiB"))?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" | "kb" => 1 << 10,
-        "m" | "mib" | "mb" => 1 << 20,
-        "g" | "gib" | "gb" => 1 << 30,
-        u => return Err(format!("unknown size unit {u:?}; use KiB, MiB or GiB")),
-    };
-    Ok(n * mult)
-}
+pub use cairn_maint::units::{share as parse_share, size as parse_size};
 
 #[cfg(test)]
 mod tests {
@@ -508,8 +478,5 @@ mod tests {
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("d").is_err());
-        assert_eq!(parse_share("10%"), Ok(0.1));
-        assert_eq!(parse_share("0.25"), Ok(0.25));
-        assert!(parse_share("150%").is_err());
     }
 }

@@ -1,9 +1,16 @@
-//! `cairn server` with its jobs: the box's server (`cairn-server`) and,
-//! in its runtime, the scheduler that runs retention, prune, the
-//! structural check and verify on each repository ([`jobs`]). Like the
-//! server, it holds no key that reads.
+//! `cairn daemon`: one scheduler and one job model for everything that
+//! should happen without a human: backups of this machine, pulls of
+//! machines that come and go, command output, the box's maintenance
+//! (retention, prune, check, verify) and restore drills. A box is a
+//! daemon that also serves; the server crate stays keyless, and this one
+//! holds a key only where the config gives it one.
+//!
+//! [`config`] reads `cairn.toml`; [`schedule`] says when each job is due.
 
+pub mod config;
 pub mod jobs;
+pub mod paths;
+pub mod schedule;
 
 /// Starts the box with its scheduler; see [`cairn_server::listener::start`].
 pub fn start(

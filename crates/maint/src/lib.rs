@@ -14,6 +14,7 @@ pub mod prune;
 pub mod repair;
 pub mod retention;
 pub mod times;
+pub mod units;
 pub mod usage;
 pub mod verify;
 
