@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use cairn_repo::{KeySource, Repo};
-use cairn_storage::{LocalStorage, Storage};
+use cairn_storage::Storage;
 
 use crate::args::Global;
 
@@ -46,58 +46,43 @@ impl Ctx {
     /// The storage behind the location.
     pub fn storage(&self) -> Result<Arc<dyn Storage>> {
         let loc = self.repo_location();
-        if loc.starts_with("ssh://") {
-            return Ok(Arc::new(ssh_storage(&loc, &self.g.remote_cairn)?));
-        }
-        if loc.starts_with("https://") || loc.starts_with("http://") {
-            return Ok(Arc::new(self.https_storage(&loc)?));
-        }
-        if let Some((scheme, _)) = loc.split_once("://") {
-            bail!(
-                "repository {loc}: the {scheme}:// transport is not available in this version of cairn; use a local directory path"
-            );
-        }
-        Ok(Arc::new(LocalStorage::new(PathBuf::from(loc))))
+        let token = if loc.starts_with("https://") || loc.starts_with("http://") {
+            Some(self.token(&loc)?)
+        } else {
+            None
+        };
+        let access = cairn_remote::open::Access {
+            token,
+            fingerprint: self.g.server_fingerprint.clone(),
+            known_servers: xdg("XDG_CONFIG_HOME", ".config")
+                .join("cairn")
+                .join("known_servers"),
+            staging: xdg("XDG_CACHE_HOME", ".cache")
+                .join("cairn")
+                .join("staging"),
+            retry_for: self.g.retry_for,
+            ssh: std::env::var("CAIRN_SSH").unwrap_or_else(|_| "ssh".into()),
+            remote_cairn: self.g.remote_cairn.clone(),
+        };
+        cairn_remote::open::open(&loc, &access).map_err(anyhow::Error::msg)
     }
 
-    /// A repository on a box: the token from --token-file or
-    /// $CAIRN_TOKEN, the certificate pinned or remembered.
-    fn https_storage(&self, loc: &str) -> Result<cairn_remote::https::HttpsStorage> {
-        use cairn_remote::https::{Endpoint, HttpsStorage};
-        use cairn_remote::tls::{Trust, parse_fingerprint};
-        let endpoint = Endpoint::parse(loc).map_err(anyhow::Error::msg)?;
-        let token = if let Some(f) = &self.g.token_file {
+    /// The box's token from --token-file or $CAIRN_TOKEN.
+    fn token(&self, loc: &str) -> Result<String> {
+        if let Some(f) = &self.g.token_file {
             let t = std::fs::read(f)
                 .with_context(|| format!("cannot read token file {}", f.display()))?;
-            String::from_utf8(trim_newline(t))
+            return Ok(String::from_utf8(trim_newline(t))
                 .with_context(|| format!("token file {} is not text", f.display()))?
                 .trim()
-                .to_string()
-        } else if let Ok(t) = std::env::var("CAIRN_TOKEN") {
-            t.trim().to_string()
-        } else {
-            bail!(
-                "{loc} needs a token: set CAIRN_TOKEN or use --token-file (the box's admin makes one with `cairn server token add`)"
-            );
-        };
-        let trust = match &self.g.server_fingerprint {
-            Some(f) => Trust::Pinned(parse_fingerprint(f).map_err(anyhow::Error::msg)?),
-            None => Trust::OnFirstUse {
-                file: xdg("XDG_CONFIG_HOME", ".config")
-                    .join("cairn")
-                    .join("known_servers"),
-            },
-        };
-        let staging = xdg("XDG_CACHE_HOME", ".cache")
-            .join("cairn")
-            .join("staging");
-        Ok(HttpsStorage::new(
-            endpoint,
-            &token,
-            trust,
-            &staging,
-            self.g.retry_for,
-        )?)
+                .to_string());
+        }
+        if let Ok(t) = std::env::var("CAIRN_TOKEN") {
+            return Ok(t.trim().to_string());
+        }
+        bail!(
+            "{loc} needs a token: set CAIRN_TOKEN or use --token-file (the box's admin makes one with `cairn server token add`)"
+        )
     }
 
     /// The passphrase from --password-file or $CAIRN_PASSWORD, if any.
@@ -263,16 +248,6 @@ impl Ctx {
     pub fn progress(&self) -> bool {
         !self.g.json && !self.g.quiet && !self.g.no_progress && std::io::stderr().is_terminal()
     }
-}
-
-/// Connects to an `ssh://` repository: `ssh` (or `$CAIRN_SSH`, split on
-/// spaces, e.g. `ssh -i key`) runs `cairn serve --stdio` on the box.
-fn ssh_storage(loc: &str, remote_cairn: &str) -> Result<cairn_remote::ssh::RemoteStorage> {
-    let ssh = std::env::var("CAIRN_SSH").unwrap_or_else(|_| "ssh".into());
-    let staging = xdg("XDG_CACHE_HOME", ".cache")
-        .join("cairn")
-        .join("staging");
-    cairn_remote::ssh::connect(loc, &ssh, remote_cairn, &staging).map_err(anyhow::Error::msg)
 }
 
 fn state_dir(repo_id: &str) -> Result<PathBuf> {

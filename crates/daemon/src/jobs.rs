@@ -5,120 +5,32 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_maint::forget::{ForgetOptions, forget};
-use cairn_maint::prune::{PruneOptions, prune};
-use cairn_maint::verify::{Subset, VerifyOptions, verify};
 use cairn_server::config::{JobConfig, JobKind};
 use cairn_server::jobs::{Outcome, job_name};
 use cairn_server::listener::Server;
-use cairn_server::policy::GroupPattern;
 use cairn_storage::Storage;
 
-/// Index memory limits of a job: past them the index goes to a file in
-/// `scratch` (on disk, where `/tmp` may be RAM).
-/// When `scratch` cannot be made, the index stays in memory.
-fn limits(scratch: &std::path::Path) -> cairn_store::TableLimits {
-    cairn_store::TableLimits {
-        dir: std::fs::create_dir_all(scratch)
-            .ok()
-            .map(|()| scratch.to_path_buf()),
-        ..cairn_store::TableLimits::default()
-    }
-}
+use crate::config::Kind;
 
-/// Runs one job now and says what it did; `scratch` holds temporary
-/// files of large indexes.
+/// Runs one of the box's jobs now and says what it did.
 pub fn run(
     storage: Arc<dyn Storage>,
     job: &JobConfig,
     holder: &str,
     scratch: &std::path::Path,
 ) -> Result<String, String> {
-    match job.run {
-        JobKind::Retention => {
-            let (snaps, _) = cairn_store::list_snapshots(&*storage).map_err(|e| e.to_string())?;
-            let pattern = job.group.as_deref().map(GroupPattern::new).transpose()?;
-            let mut groups: Vec<String> = snaps
-                .iter()
-                .map(|s| s.envelope.group.clone())
-                .filter(|g| pattern.as_ref().is_none_or(|p| p.matches(g)))
-                .collect();
-            groups.sort();
-            groups.dedup();
-            if groups.is_empty() {
-                return Ok("no snapshots in the groups it applies to".into());
-            }
-            let tz = jiff::tz::TimeZone::system();
-            let opts = ForgetOptions {
-                policy: job.policy.clone(),
-                groups,
-                allow_empty: false,
-                dry_run: false,
-            };
-            let r = forget(&*storage, &opts, cairn_store::now_ns(), &|ns| {
-                cairn_maint::retention::Civil::in_zone(&tz, ns)
-            })
-            .map_err(|e| e.to_string())?;
-            let kept: usize = r
-                .plans
-                .iter()
-                .map(|p| p.decisions.iter().filter(|d| d.keep()).count())
-                .sum();
-            Ok(format!(
-                "removed {} snapshots, kept {kept}",
-                r.removed.len()
-            ))
-        }
-        JobKind::Prune => {
-            let opts = PruneOptions {
-                grace: job.grace,
-                holder: holder.to_string(),
-                limits: limits(scratch),
-                ..PruneOptions::default()
-            };
-            let r = prune(storage, &opts).map_err(|e| e.to_string())?;
-            Ok(format!(
-                "deleted {} packs ({} bytes), condemned {} ({} repacked)",
-                r.deleted_packs, r.deleted_bytes, r.condemned_packs, r.repacked_packs
-            ))
-        }
-        JobKind::Check | JobKind::Verify => {
-            let opts = VerifyOptions {
-                hash_packs: job.run == JobKind::Verify,
-                subset: job.subset.as_deref().map(Subset::parse).transpose()?,
-                limits: limits(scratch),
-                ..VerifyOptions::default()
-            };
-            let r = verify(&*storage, &opts).map_err(|e| e.to_string())?;
-            if r.ok() {
-                Ok(format!(
-                    "{} snapshots, {} packs, {} read in full: no damage",
-                    r.snapshots, r.packs, r.packs_hashed
-                ))
-            } else {
-                let affected: Vec<&String> = r.affected_snapshots.keys().collect();
-                Err(format!(
-                    "{} ({}); snapshots affected: {}",
-                    cairn_server::status::count(r.errors.len(), "problem"),
-                    r.errors
-                        .iter()
-                        .take(3)
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                    if affected.is_empty() {
-                        "none".to_string()
-                    } else {
-                        affected
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    }
-                ))
-            }
-        }
-    }
+    let kind = match job.run {
+        JobKind::Retention => Kind::Retention {
+            group: job.group.clone(),
+            policy: job.policy.clone(),
+        },
+        JobKind::Prune => Kind::Prune { grace: job.grace },
+        JobKind::Check => Kind::Check,
+        JobKind::Verify => Kind::Verify {
+            subset: job.subset.clone(),
+        },
+    };
+    crate::maint::run(storage, &kind, holder, scratch)
 }
 
 /// Starts the scheduler: every second it runs, one at a time, the jobs

@@ -7,10 +7,18 @@
 //!
 //! [`config`] reads `cairn.toml`; [`schedule`] says when each job is due.
 
+pub mod alerts;
+pub mod announce;
 pub mod config;
+pub mod guards;
+pub mod hooks;
 pub mod jobs;
+pub mod maint;
+pub mod open;
 pub mod paths;
+pub mod run;
 pub mod schedule;
+pub mod state;
 
 /// Starts the box with its scheduler; see [`cairn_server::listener::start`].
 pub fn start(

@@ -78,6 +78,9 @@ pub struct BackupOptions {
     /// Back up even if the repository looks rolled back (see
     /// [`crate::rollback::check`]).
     pub accept_rollback: bool,
+    /// Asked before the snapshot is committed, with what it loses
+    /// compared with the group's last snapshot (none: always committed).
+    pub guard: Option<crate::shrink::CommitGuard>,
 }
 
 impl Default for BackupOptions {
@@ -100,6 +103,7 @@ impl Default for BackupOptions {
             compression: cairn_repo::DEFAULT_LEVEL,
             state_dir: None,
             accept_rollback: false,
+            guard: None,
         }
     }
 }
@@ -182,10 +186,10 @@ pub fn backup(
     let paths = normalize_paths(&opts.paths)?;
     let excluder = Excluder::new(&opts.excludes, &opts.exclude_files, opts.exclude_caches)?;
     let mut summary = BackupSummary {
-        group: opts.group.clone().unwrap_or_else(|| {
-            let ps: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-            format!("{}:{}", opts.hostname, ps.join(","))
-        }),
+        group: opts
+            .group
+            .clone()
+            .unwrap_or_else(|| group_of(&opts.hostname, &paths)),
         ..BackupSummary::default()
     };
     if !opts.dry_run {
@@ -303,7 +307,7 @@ pub fn backup(
     // not extended with them (a million new blobs would double the memory
     // a backup needs), so `repo` must be reopened to read them.
     let (stats, mut used_packs) = sink_result?;
-    let (root, cache) = walk_result?;
+    let (root, mut cache) = walk_result?;
     if cancel.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
     }
@@ -316,18 +320,24 @@ pub fn backup(
         return Ok(summary);
     }
     let (snaps, _) = Repo::list_snapshots(&**repo.storage())?;
-    let parent = snaps
+    let previous = snaps
         .iter()
         .rev()
-        .find(|s| s.envelope.group == summary.group)
-        .map(|s| s.id);
+        .find(|s| s.envelope.group == summary.group);
+    let parent = previous.map(|s| s.id);
+    let files = summary.new_files + summary.changed_files + summary.unchanged_files;
+    if let (Some(guard), Some(prev)) = (&opts.guard, previous) {
+        let vanished = cache.as_mut().and_then(|c| c.vanished());
+        let s = crate::shrink::measure(&prev.envelope, files, summary.total_bytes, vanished);
+        (guard.0)(&s).map_err(Error::Refused)?;
+    }
     let env = Envelope {
         time_ns: started_ns,
         group: summary.group.clone(),
         tags: opts.tags.clone(),
         root,
         parent,
-        files: summary.new_files + summary.changed_files + summary.unchanged_files,
+        files,
         dirs: summary.dirs,
         bytes: summary.total_bytes,
         added_bytes: summary.bytes_added,
@@ -370,6 +380,17 @@ pub fn backup(
     summary.snapshot = Some(id.to_hex());
     summary.duration_secs = start.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// The group a backup of `paths` from `hostname` gets when none is
+/// named: `HOST:PATH[,PATH…]`, the paths made absolute and sorted.
+pub fn default_group(hostname: &str, paths: &[PathBuf]) -> Result<String> {
+    Ok(group_of(hostname, &normalize_paths(paths)?))
+}
+
+fn group_of(hostname: &str, paths: &[PathBuf]) -> String {
+    let ps: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    format!("{hostname}:{}", ps.join(","))
 }
 
 fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {

@@ -15,6 +15,10 @@ pub enum Error {
         "interrupted: no snapshot was written; data already uploaded is kept and the next run reuses it"
     )]
     Interrupted,
+    /// A guard held the snapshot back (see [`crate::shrink::CommitGuard`]);
+    /// nothing was committed, and uploaded data is kept for the rerun.
+    #[error("{0}")]
+    Refused(String),
     /// A local I/O error that stops the run.
     #[error("{op} {path}: {source}")]
     Io {

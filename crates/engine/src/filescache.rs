@@ -91,6 +91,11 @@ pub struct FilesCache {
     path: PathBuf,
     buf: Vec<u8>,
     w: Writer,
+    /// Whether a previous run's cache was there to compare with.
+    had_old: bool,
+    /// The previous cache ended in a damaged record.
+    damaged: bool,
+    vanished: crate::shrink::Tally,
 }
 
 impl FilesCache {
@@ -127,7 +132,11 @@ impl FilesCache {
             path: path.to_path_buf(),
             buf: Vec::new(),
             w: Writer::new(),
+            had_old: false,
+            damaged: false,
+            vanished: crate::shrink::Tally::default(),
         };
+        c.had_old = c.old.is_some();
         c.advance();
         c
     }
@@ -152,11 +161,15 @@ impl FilesCache {
             .is_ok_and(|got| got as u64 == n)
         {
             self.old = None;
+            self.damaged = true;
             return;
         }
         match Record::decode(&self.buf) {
             Some(rec) => self.next = Some(rec),
-            None => self.old = None,
+            None => {
+                self.old = None;
+                self.damaged = true;
+            }
         }
     }
 
@@ -167,7 +180,10 @@ impl FilesCache {
                 return Lookup::New;
             };
             match cmp_paths(&rec.path, path) {
-                Ordering::Less => self.advance(),
+                Ordering::Less => {
+                    self.vanished.add(&rec.path, rec.size);
+                    self.advance();
+                }
                 Ordering::Greater => return Lookup::New,
                 Ordering::Equal => {
                     let hit = rec.ino == md.ino()
@@ -184,6 +200,17 @@ impl FilesCache {
                 }
             }
         }
+    }
+
+    /// The files of the previous run that this one did not look up, once
+    /// the walk is complete; `None` when there was no previous cache (or
+    /// it was damaged part-way, so what it lists is not everything).
+    pub fn vanished(&mut self) -> Option<&crate::shrink::Tally> {
+        while let Some(rec) = self.next.take() {
+            self.vanished.add(&rec.path, rec.size);
+            self.advance();
+        }
+        (self.had_old && !self.damaged).then_some(&self.vanished)
     }
 
     /// Records a file read (or reused) in this run.

@@ -15,6 +15,7 @@ pub mod meta;
 pub mod repairer;
 pub mod restorer;
 pub mod rollback;
+pub mod shrink;
 mod source;
 pub mod walk;
 

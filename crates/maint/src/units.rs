@@ -22,6 +22,22 @@ pub fn size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// A byte count for people: `512 B`, `1.5 GiB`.
+pub fn human(n: u64) -> String {
+    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
 /// Parses `10%`, `0.1`, `5 %` into a share between 0 and 1.
 pub fn share(s: &str) -> Result<f64, String> {
     let t = s.trim();
@@ -49,6 +65,8 @@ mod tests {
                 .contains("too large")
         );
         assert!(super::size("3 parsecs").is_err());
+        assert_eq!(super::human(512), "512 B");
+        assert_eq!(super::human(3 << 29), "1.5 GiB");
         assert_eq!(super::share("10%"), Ok(0.1));
         assert_eq!(super::share("0.25"), Ok(0.25));
         assert!(super::share("150%").is_err());

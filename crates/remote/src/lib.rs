@@ -8,6 +8,7 @@
 //! before it is used.
 
 pub mod https;
+pub mod open;
 pub mod ssh;
 pub mod tls;
 pub mod wire;

@@ -1,0 +1,408 @@
+//! One run of one job, the same whether the daemon starts it or a user
+//! does with `cairn run`: hooks, guards, the work itself, and the record
+//! of how it ended.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cairn_engine::archiver::{BackupOptions, Progress, backup};
+
+use crate::config::{Backup, Config, Job, Kind};
+use crate::state::{JobState, Outcome, Running, StateDir};
+
+/// How a run ended, in detail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// Its outcome.
+    pub outcome: Outcome,
+    /// What it did, or why not.
+    pub message: String,
+    /// Snapshot written, if any.
+    pub snapshot: Option<String>,
+    /// Bytes added to the repository.
+    pub bytes_added: u64,
+}
+
+impl Report {
+    fn failed(message: String) -> Report {
+        Report {
+            outcome: Outcome::Failed,
+            message,
+            snapshot: None,
+            bytes_added: 0,
+        }
+    }
+}
+
+/// How long a remote repository may be unreachable within one run.
+const RETRY_FOR: Duration = Duration::from_secs(120);
+
+/// Who runs maintenance, for leases and garbage records.
+pub fn holder() -> String {
+    format!(
+        "cairn daemon@{} pid {}",
+        cairn_store::hostname(),
+        std::process::id()
+    )
+}
+
+/// What one run is given.
+pub struct Run<'a> {
+    /// The whole config.
+    pub config: &'a Config,
+    /// The job.
+    pub job: &'a Job,
+    /// Where state lives.
+    pub state: &'a StateDir,
+    /// Live counters, for status and progress bars.
+    pub progress: Arc<Progress>,
+    /// Set to stop the run cleanly.
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl Run<'_> {
+    /// Runs the job: `before` hooks, the work, `on_failure` and `after`
+    /// hooks.
+    pub fn execute(&self) -> Report {
+        let job = self.job;
+        let env = vec![
+            ("CAIRN_JOB", job.name.clone()),
+            ("CAIRN_REPOSITORY", job.repository.clone()),
+        ];
+        let mut report = match crate::hooks::run("before", &job.hooks.before, &env) {
+            Err(e) => Report::failed(format!("not run: {e}")),
+            Ok(()) => self.work(),
+        };
+        let mut env = env;
+        env.push((
+            "CAIRN_OUTCOME",
+            format!("{:?}", report.outcome).to_lowercase(),
+        ));
+        env.push(("CAIRN_MESSAGE", report.message.clone()));
+        if let Some(s) = &report.snapshot {
+            env.push(("CAIRN_SNAPSHOT", s.clone()));
+        }
+        if matches!(report.outcome, Outcome::Failed | Outcome::Refused)
+            && let Err(e) = crate::hooks::run("on_failure", &job.hooks.on_failure, &env)
+        {
+            report.message.push_str(&format!("; {e}"));
+        }
+        if let Err(e) = crate::hooks::run("after", &job.hooks.after, &env) {
+            report.message.push_str(&format!("; {e}"));
+            if report.outcome == Outcome::Ok {
+                report.outcome = Outcome::Failed;
+            }
+        }
+        report
+    }
+
+    fn work(&self) -> Report {
+        let job = self.job;
+        let Some(repo_cfg) = self.config.repositories.get(&job.repository) else {
+            return Report::failed(format!("no repository {}", job.repository));
+        };
+        match &job.kind {
+            Kind::Backup(b) => self.backup(repo_cfg, b),
+            Kind::Retention { .. } | Kind::Prune { .. } | Kind::Check | Kind::Verify { .. } => {
+                let storage = match crate::open::storage(repo_cfg, RETRY_FOR) {
+                    Ok(s) => s,
+                    Err(e) => return refused_or_failed(e),
+                };
+                match crate::maint::run(storage, &job.kind, &holder(), &self.state.scratch()) {
+                    Ok(m) => Report {
+                        outcome: Outcome::Ok,
+                        message: m,
+                        snapshot: None,
+                        bytes_added: 0,
+                    },
+                    Err(m) => Report::failed(m),
+                }
+            }
+            other => Report::failed(format!(
+                "{} jobs cannot run in this version of cairn",
+                other.name()
+            )),
+        }
+    }
+
+    fn backup(&self, repo_cfg: &crate::config::Repository, b: &Backup) -> Report {
+        let job = self.job;
+        if let Err(e) = crate::open::check_mount(repo_cfg) {
+            return refused(e);
+        }
+        if let Err(e) = crate::guards::check_sources(b) {
+            return refused(e);
+        }
+        let storage = match crate::open::storage(repo_cfg, RETRY_FOR) {
+            Ok(s) => s,
+            Err(e) => return Report::failed(e),
+        };
+        let mut repo = match crate::open::repo(repo_cfg, storage, &self.state.scratch()) {
+            Ok(r) => r,
+            Err(e) => return Report::failed(e),
+        };
+        let hostname = cairn_store::hostname();
+        let group = match &b.group {
+            Some(g) => g.clone(),
+            None => match cairn_engine::archiver::default_group(&hostname, &b.paths) {
+                Ok(g) => g,
+                Err(e) => return Report::failed(e.to_string()),
+            },
+        };
+        let approved = self.state.approved(&job.name);
+        let opts = BackupOptions {
+            paths: b.paths.clone(),
+            excludes: b.exclude.clone(),
+            exclude_files: b.exclude_file.clone(),
+            exclude_caches: b.exclude_caches,
+            one_file_system: b.one_file_system,
+            tags: b.tags.clone(),
+            group: Some(group.clone()),
+            cache_dir: Some(crate::open::cache_dir(&repo)),
+            command: vec![format!("cairn daemon: job {}", job.name)],
+            hostname,
+            compression: b.compression.unwrap_or(cairn_repo::DEFAULT_LEVEL),
+            state_dir: Some(crate::open::machine_state(&repo)),
+            guard: b
+                .max_vanished
+                .map(|limit| crate::guards::shrink_guard(&job.name, limit, approved)),
+            ..BackupOptions::default()
+        };
+        let s = match backup(&mut repo, &opts, &self.progress, &self.cancel) {
+            Ok(s) => s,
+            Err(cairn_engine::Error::Refused(m)) => return refused(m),
+            Err(cairn_engine::Error::Interrupted) => {
+                return Report {
+                    outcome: Outcome::Interrupted,
+                    message: "stopped before the snapshot was committed; the next run resumes".into(),
+                    snapshot: None,
+                    bytes_added: 0,
+                };
+            }
+            Err(e) => return Report::failed(e.to_string()),
+        };
+        if approved {
+            self.state.consume_approval(&job.name);
+        }
+        let id = s.snapshot.clone().unwrap_or_default();
+        let mut message = format!(
+            "snapshot {} of {}: {} files, {} read, {} added",
+            &id[..id.len().min(8)],
+            group,
+            s.new_files + s.changed_files + s.unchanged_files,
+            cairn_maint::units::human(s.bytes_read),
+            cairn_maint::units::human(s.bytes_added)
+        );
+        if !s.warnings.is_empty() {
+            message.push_str(&format!(
+                "; {} warnings, first: {}: {}",
+                s.warnings.len(),
+                s.warnings[0].path,
+                s.warnings[0].message
+            ));
+        }
+        let mut outcome = Outcome::Ok;
+        if let Some(policy) = &job.keep {
+            match self.retention(&repo, &group, policy) {
+                Ok(m) => message.push_str(&format!("; {m}")),
+                Err(e) => {
+                    message.push_str(&format!("; retention failed: {e}"));
+                    outcome = Outcome::Failed;
+                }
+            }
+        }
+        Report {
+            outcome,
+            message,
+            snapshot: s.snapshot,
+            bytes_added: s.bytes_added,
+        }
+    }
+
+    /// The job's `keep` on its own group, where the key may forget.
+    fn retention(
+        &self,
+        repo: &cairn_repo::Repo,
+        group: &str,
+        policy: &cairn_maint::retention::Policy,
+    ) -> Result<String, String> {
+        if repo.keys().role == cairn_format::keyfile::Role::PutOnly {
+            return Ok("retention left to the box (this key is put-only)".into());
+        }
+        let tz = jiff::tz::TimeZone::system();
+        let opts = cairn_maint::forget::ForgetOptions {
+            policy: policy.clone(),
+            groups: vec![group.to_string()],
+            allow_empty: false,
+            dry_run: false,
+        };
+        let r = cairn_maint::forget::forget(&**repo.storage(), &opts, cairn_store::now_ns(), &|ns| {
+            cairn_maint::retention::Civil::in_zone(&tz, ns)
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(format!("retention removed {}", r.removed.len()))
+    }
+}
+
+fn refused(message: String) -> Report {
+    Report {
+        outcome: Outcome::Refused,
+        message,
+        snapshot: None,
+        bytes_added: 0,
+    }
+}
+
+/// A repository that is not mounted is a refusal; anything else a failure.
+fn refused_or_failed(message: String) -> Report {
+    if message.contains("nothing was written") {
+        refused(message)
+    } else {
+        Report::failed(message)
+    }
+}
+
+/// Why a run could not start.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotStarted {
+    /// Another run of the job holds its lock.
+    Busy,
+    /// The state could not be read or written.
+    State(String),
+}
+
+/// A finished, recorded run.
+#[derive(Debug)]
+pub struct Recorded {
+    /// How it ended.
+    pub report: Report,
+    /// The job's state after it.
+    pub state: JobState,
+    /// The alert it calls for, if any.
+    pub alert: Option<crate::alerts::Alert>,
+}
+
+/// Runs `job` under its lock and records the outcome and the alert it
+/// calls for in its state; `announce` hears of the start and the end.
+pub fn run_recorded(
+    config: &Config,
+    job: &Job,
+    state: &StateDir,
+    progress: Arc<Progress>,
+    cancel: Arc<AtomicBool>,
+    announce: &dyn crate::announce::Announce,
+) -> Result<Recorded, NotStarted> {
+    let lock = state
+        .lock_job(&job.name)
+        .map_err(|e| NotStarted::State(e.to_string()))?
+        .ok_or(NotStarted::Busy)?;
+    let now = cairn_store::now_ns();
+    let mut st = state
+        .load(&job.name, now)
+        .map_err(|e| NotStarted::State(e.to_string()))?;
+    st.running = Some(Running {
+        pid: std::process::id(),
+        started_ns: now,
+        progress: Default::default(),
+    });
+    state
+        .save(&job.name, &st)
+        .map_err(|e| NotStarted::State(e.to_string()))?;
+    let started = std::time::Instant::now();
+    announce.started(job);
+    let report = {
+        let done = Arc::new(AtomicBool::new(false));
+        let ticker = progress_writer(state, &job.name, &st, progress.clone(), done.clone());
+        let r = Run {
+            config,
+            job,
+            state,
+            progress,
+            cancel,
+        }
+        .execute();
+        done.store(true, Ordering::Relaxed);
+        let _ = ticker.join();
+        r
+    };
+    let mut st = state.load(&job.name, now).unwrap_or(st);
+    record(&mut st, &report, now, started.elapsed());
+    let alert = crate::alerts::after_run(&mut st, report.outcome);
+    let saved = state.save(&job.name, &st);
+    drop(lock);
+    announce.finished(job, &report, alert);
+    saved.map_err(|e| NotStarted::State(e.to_string()))?;
+    Ok(Recorded {
+        report,
+        state: st,
+        alert,
+    })
+}
+
+/// Folds a finished run into the state.
+pub fn record(st: &mut JobState, r: &Report, started_ns: i64, took: Duration) {
+    st.running = None;
+    st.last_outcome = Some(r.outcome);
+    st.last_message = r.message.clone();
+    st.last_duration_ms = took.as_millis() as u64;
+    if r.outcome == Outcome::Interrupted {
+        // Not an attempt: the schedule still finds the job due, so the
+        // next start resumes it.
+        return;
+    }
+    st.last_start_ns = Some(started_ns);
+    st.last_end_ns = Some(cairn_store::now_ns());
+    match r.outcome {
+        Outcome::Ok => {
+            st.last_success_ns = Some(started_ns);
+            st.failures = 0;
+            st.ok_runs += 1;
+            st.last_bytes_added = r.bytes_added;
+            if r.snapshot.is_some() {
+                st.last_snapshot = r.snapshot.clone();
+            }
+        }
+        Outcome::Refused => {
+            st.failures += 1;
+            st.refusals += 1;
+        }
+        _ => {
+            st.failures += 1;
+            st.failed_runs += 1;
+        }
+    }
+}
+
+/// Writes the run's progress into its state every two seconds, so
+/// `cairn status` shows how far a running job got.
+fn progress_writer(
+    state: &StateDir,
+    job: &str,
+    st: &JobState,
+    progress: Arc<Progress>,
+    done: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let (state, job, mut st) = (state.clone(), job.to_string(), st.clone());
+    std::thread::spawn(move || {
+        let mut waited = Duration::ZERO;
+        while !done.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            waited += Duration::from_millis(100);
+            if waited < Duration::from_secs(2) {
+                continue;
+            }
+            waited = Duration::ZERO;
+            if let Some(r) = &mut st.running {
+                r.progress = crate::state::Progress {
+                    files: progress.files.load(Ordering::Relaxed),
+                    bytes: progress.bytes.load(Ordering::Relaxed),
+                    total_files: progress.total_files.load(Ordering::Relaxed),
+                    total_bytes: progress.total_bytes.load(Ordering::Relaxed),
+                    added: progress.added.load(Ordering::Relaxed),
+                };
+            }
+            let _ = state.save(&job, &st);
+        }
+    })
+}
