@@ -18,7 +18,7 @@ pub mod rollback;
 mod source;
 pub mod walk;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, StreamFailure};
 
 /// A problem with one entry that did not stop the run (exit code 1).
 #[derive(Clone, Debug, serde::Serialize)]
