@@ -62,7 +62,7 @@ pub struct Global {
 pub enum Command {
     /// Create a repository and its owner key.
     Init,
-    /// Back up paths into a new snapshot.
+    /// Back up paths, or a stream on stdin, into a new snapshot.
     Backup(BackupArgs),
     /// List snapshots.
     Snapshots(SnapshotsArgs),
@@ -290,24 +290,39 @@ pub struct ProtectArgs {
 #[derive(Args, Debug)]
 pub struct BackupArgs {
     /// Files and directories to back up.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
     pub paths: Vec<PathBuf>,
+    /// Back up what is piped in on stdin as one file of the snapshot, e.g.
+    /// `pg_dump shop | cairn backup --stdin --stdin-filename shop.sql`.
+    #[arg(long)]
+    pub stdin: bool,
+    /// Name of the file the stdin stream is stored as (default: stdin);
+    /// the default group is then HOST:stdin:NAME.
+    // `requires` alone lets `--stdin-filename N PATH` through: clap waives
+    // a requirement that conflicts with an argument given (PATH).
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "stdin",
+        conflicts_with = "paths"
+    )]
+    pub stdin_filename: Option<String>,
     /// Skip paths matching this gitignore-style pattern (repeatable).
-    #[arg(long, short = 'e')]
+    #[arg(long, short = 'e', conflicts_with = "stdin")]
     pub exclude: Vec<String>,
     /// Read exclude patterns from a file, one per line.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "stdin")]
     pub exclude_file: Vec<PathBuf>,
     /// Skip the contents of directories holding a valid CACHEDIR.TAG.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "stdin")]
     pub exclude_caches: bool,
     /// Stay on the filesystem of each source path.
-    #[arg(long, short = 'x')]
+    #[arg(long, short = 'x', conflicts_with = "stdin")]
     pub one_file_system: bool,
     /// Tag the snapshot (repeatable).
     #[arg(long)]
     pub tag: Vec<String>,
-    /// Group of the snapshot (default: HOST:PATHS).
+    /// Group of the snapshot (default: HOST:PATHS, or HOST:stdin:NAME).
     #[arg(long)]
     pub group: Option<String>,
     /// Read and chunk everything, write nothing.

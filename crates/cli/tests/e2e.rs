@@ -33,3 +33,6 @@ mod hardening;
 
 #[path = "e2e/powercut.rs"]
 mod powercut;
+
+#[path = "e2e/stream.rs"]
+mod stream;

@@ -29,6 +29,34 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A stream being backed up as a file failed (see
+    /// [`crate::archiver::backup_stream`]); no snapshot was written.
+    #[error(
+        "backup of the stream {name}: {why}; no snapshot was written (data already uploaded is kept and the next run reuses it)"
+    )]
+    Stream {
+        /// The file name the stream was to be stored as.
+        name: String,
+        /// What went wrong.
+        why: StreamFailure,
+    },
+}
+
+/// Why a stream backup stopped, apart from the repository failing: the
+/// daemon tells a failed dump from a cancelled job by it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamFailure {
+    /// Reading the stream failed.
+    #[error("reading it failed: {0}")]
+    Read(std::io::Error),
+    /// Its producer reported failure after the end of the stream (a dump
+    /// command that exited non-zero): the bytes may be a truncated dump.
+    #[error("{0}")]
+    Producer(String),
+    /// The run was cancelled.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl From<cairn_storage::Error> for Error {

@@ -205,12 +205,13 @@ impl FilesCache {
     /// The files of the previous run that this one did not look up, once
     /// the walk is complete; `None` when there was no previous cache (or
     /// it was damaged part-way, so what it lists is not everything).
-    pub fn vanished(&mut self) -> Option<&crate::shrink::Tally> {
+    pub fn vanished(&mut self) -> Option<crate::shrink::Tally> {
         while let Some(rec) = self.next.take() {
             self.vanished.add(&rec.path, rec.size);
             self.advance();
         }
-        (self.had_old && !self.damaged).then_some(&self.vanished)
+        let t = std::mem::take(&mut self.vanished);
+        (self.had_old && !self.damaged).then_some(t)
     }
 
     /// Records a file read (or reused) in this run.

@@ -19,7 +19,7 @@ pub mod shrink;
 mod source;
 pub mod walk;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, StreamFailure};
 
 /// A problem with one entry that did not stop the run (exit code 1).
 #[derive(Clone, Debug, serde::Serialize)]

@@ -1,7 +1,8 @@
+use std::io::IsTerminal;
 use std::sync::Arc;
 
-use anyhow::Result;
-use cairn_engine::archiver::{BackupOptions, BackupSummary, Progress, backup};
+use anyhow::{Result, bail};
+use cairn_engine::archiver::{BackupOptions, BackupSummary, Progress, backup, backup_stream};
 
 use crate::args::BackupArgs;
 use crate::ctx::{Ctx, hostname};
@@ -9,6 +10,13 @@ use crate::exit;
 use crate::output::{Bar, cancel_flag, size};
 
 pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<i32> {
+    // A terminal on stdin is a forgotten pipe: the backup would store
+    // whatever is typed until Ctrl-D.
+    if a.stdin && std::io::stdin().is_terminal() {
+        bail!(
+            "--stdin reads the data to back up from stdin, which is a terminal; pipe it in, e.g. `pg_dump shop | cairn backup --stdin --stdin-filename shop.sql`"
+        );
+    }
     let mut scratch = false;
     let mut repo = match ctx.open() {
         Err(e)
@@ -48,15 +56,30 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<i32> {
         hostname: a.host.unwrap_or_else(hostname),
         threads: 0,
         pack_size: a.pack_size.unwrap_or(0),
-        scan: ctx.progress(),
+        scan: ctx.progress() && !a.stdin,
         compression: a.compression,
         state_dir,
         accept_rollback: a.accept_rollback,
+        guard: None,
     };
     let progress = Arc::new(Progress::default());
     let cancel = cancel_flag();
     let bar = Bar::start(progress.clone(), "backup", ctx.progress());
-    let res = backup(&mut repo, &opts, &progress, &cancel);
+    let res = if a.stdin {
+        let name = a.stdin_filename.as_deref().unwrap_or("stdin");
+        backup_stream(
+            &mut repo,
+            &opts,
+            &mut std::io::stdin().lock(),
+            name,
+            // Whatever writes into the pipe is not ours to ask about.
+            &mut || Ok(()),
+            &progress,
+            &cancel,
+        )
+    } else {
+        backup(&mut repo, &opts, &progress, &cancel)
+    };
     bar.finish();
     let s = res?;
     if ctx.g.json {

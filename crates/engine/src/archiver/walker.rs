@@ -4,6 +4,7 @@
 
 use std::ffi::OsString;
 use std::fs::{File, Metadata};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -97,6 +98,21 @@ pub(super) struct Walker<'a> {
     pub(super) zero_ids: std::collections::HashMap<usize, Id>,
 }
 
+/// A source read by [`Walker::chunk`].
+pub(super) enum Chunked<R> {
+    /// Read to its end.
+    Read {
+        /// The reader, for a last look at the source.
+        reader: R,
+        /// Chunk IDs, in order.
+        content: Vec<Id>,
+        /// Bytes read.
+        size: u64,
+    },
+    /// Reading failed.
+    Failed(std::io::Error),
+}
+
 /// A virtual directory level above the sources: `/`, `/home`, ...
 pub(super) struct Level {
     pub(super) children: Vec<(OsString, Option<PathBuf>)>,
@@ -131,15 +147,11 @@ impl Walker<'_> {
         let root = Path::new("/");
         // `/` as a source is the root tree itself: it has no name to be
         // an entry under, and every other source lies inside it.
-        let r = if paths.iter().any(|p| p == root) {
-            self.walk_root_dir(root)
+        let id = if paths.iter().any(|p| p == root) {
+            self.walk_root_dir(root)?
         } else {
-            self.walk_level(root, paths)
+            self.walk_level(root, paths)?
         };
-        let sent = self.send_batch();
-        self.jobs = None;
-        let id = r?;
-        sent?;
         if self.kept == 0 && !self.stopped() {
             return Err(Error::Input(format!(
                 "nothing to save: every entry of {} was excluded or could not be read{}; \
@@ -357,15 +369,66 @@ impl Walker<'_> {
                 return Ok(None);
             }
         };
-        let mut chunker = StreamChunker::with_buffer(
-            self.cutter,
-            SourceFile::new(f, md),
-            std::mem::take(&mut self.chunk_buf),
-        );
+        let (f, content, size) =
+            match self.chunk(SourceFile::new(f, md), md.size() >= PARALLEL_FILE)? {
+                Chunked::Read {
+                    reader,
+                    content,
+                    size,
+                } => (reader, content, size),
+                Chunked::Failed(e) => {
+                    self.warn(path, format!("read failed, file skipped: {e}"));
+                    return Ok(None);
+                }
+            };
+        self.summary.bytes_read += size;
+        self.summary.total_bytes += size;
+        self.progress.files.fetch_add(1, Ordering::Relaxed);
+        match &previous {
+            Some(old) if *old == content => self.summary.unchanged_files += 1,
+            Some(_) => self.summary.changed_files += 1,
+            None => self.summary.new_files += 1,
+        }
+        let after = f.file().metadata().ok();
+        let changed = after.as_ref().is_none_or(|a| {
+            a.size() != size
+                || a.mtime() != md.mtime()
+                || a.mtime_nsec() != md.mtime_nsec()
+                || a.ctime() != md.ctime()
+                || a.ctime_nsec() != md.ctime_nsec()
+        });
+        if changed {
+            self.warn(
+                path,
+                "changed while being read: the snapshot holds the bytes read, which may mix old and new contents",
+            );
+        } else if let Some(c) = &mut self.cache {
+            // A file modified just before the backup started (within the
+            // kernel's coarse timestamp tick) could change again without
+            // its mtime moving: the next run reads it again, as git does
+            // with racily clean files.
+            let mtime = (md.mtime() as i128) * 1_000_000_000 + (md.mtime_nsec() as i128);
+            if mtime < self.racy_before as i128 {
+                c.record(pbytes, md, &content);
+            } else {
+                c.record_untrusted(pbytes, md, &content);
+            }
+        }
+        Ok(Some((content, size)))
+    }
+
+    /// Reads `reader` to its end, cutting it into chunks, and queues the
+    /// new ones; returns its chunk IDs and size, or the read error that
+    /// stopped it (after which some of its chunks may have been stored).
+    /// Only the chunker's buffer and the chunks in flight are held, never
+    /// the whole source. `parallel`: the seal workers hash the chunks (see
+    /// [`PARALLEL_FILE`]), and this waits for their IDs at the end.
+    pub(super) fn chunk<R: Read>(&mut self, reader: R, parallel: bool) -> Result<Chunked<R>> {
+        let mut chunker =
+            StreamChunker::with_buffer(self.cutter, reader, std::mem::take(&mut self.chunk_buf));
         let mut content = Vec::new();
         let mut size = 0u64;
-        let ticket = (self.jobs.is_some() && md.size() >= PARALLEL_FILE)
-            .then(|| Arc::new(Ticket::default()));
+        let ticket = (self.jobs.is_some() && parallel).then(|| Arc::new(Ticket::default()));
         let mut sent = 0usize;
         loop {
             if self.stopped() {
@@ -375,8 +438,8 @@ impl Walker<'_> {
                 Ok(Some(c)) => c,
                 Ok(None) => break,
                 Err(e) => {
-                    self.warn(path, format!("read failed, file skipped: {e}"));
-                    return Ok(None);
+                    self.chunk_buf = chunker.into_parts().1;
+                    return Ok(Chunked::Failed(e));
                 }
             };
             if let Some(t) = &ticket
@@ -430,46 +493,17 @@ impl Walker<'_> {
             }
             content.push(id);
         }
-        let (f, buf) = chunker.into_parts();
+        let (reader, buf) = chunker.into_parts();
         self.chunk_buf = buf;
         if let Some(t) = &ticket {
             self.send_batch()?;
             self.await_ticket(t, sent, &mut content)?;
         }
-        self.summary.bytes_read += size;
-        self.summary.total_bytes += size;
-        self.progress.files.fetch_add(1, Ordering::Relaxed);
-        match &previous {
-            Some(old) if *old == content => self.summary.unchanged_files += 1,
-            Some(_) => self.summary.changed_files += 1,
-            None => self.summary.new_files += 1,
-        }
-        let after = f.file().metadata().ok();
-        let changed = after.as_ref().is_none_or(|a| {
-            a.size() != size
-                || a.mtime() != md.mtime()
-                || a.mtime_nsec() != md.mtime_nsec()
-                || a.ctime() != md.ctime()
-                || a.ctime_nsec() != md.ctime_nsec()
-        });
-        if changed {
-            self.warn(
-                path,
-                "changed while being read: the snapshot holds the bytes read, which may mix old and new contents",
-            );
-        } else if let Some(c) = &mut self.cache {
-            // A file modified just before the backup started (within the
-            // kernel's coarse timestamp tick) could change again without
-            // its mtime moving: the next run reads it again, as git does
-            // with racily clean files.
-            let mtime = (md.mtime() as i128) * 1_000_000_000 + (md.mtime_nsec() as i128);
-            if mtime < self.racy_before as i128 {
-                c.record(pbytes, md, &content);
-            } else {
-                c.record_untrusted(pbytes, md, &content);
-            }
-        }
-        Ok(Some((content, size)))
+        Ok(Chunked::Read {
+            reader,
+            content,
+            size,
+        })
     }
 
     pub(super) fn finish_tree(&mut self, tree: Tree) -> Result<Id> {
