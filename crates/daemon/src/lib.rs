@@ -16,9 +16,12 @@ pub mod jobs;
 pub mod maint;
 pub mod open;
 pub mod paths;
+pub mod probe;
 pub mod run;
 pub mod schedule;
+pub mod scheduler;
 pub mod state;
+pub mod status;
 
 /// Starts the box with its scheduler; see [`cairn_server::listener::start`].
 pub fn start(

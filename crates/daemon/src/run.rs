@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cairn_engine::archiver::{BackupOptions, Progress, backup};
 
-use crate::config::{Backup, Config, Job, Kind};
+use crate::config::{Backup, CommandJob, Config, Job, Kind};
 use crate::state::{JobState, Outcome, Running, StateDir};
 
 /// How a run ended, in detail.
@@ -119,6 +119,7 @@ impl Run<'_> {
                     Err(m) => Report::failed(m),
                 }
             }
+            Kind::Command(c) => self.command(repo_cfg, c),
             other => Report::failed(format!(
                 "{} jobs cannot run in this version of cairn",
                 other.name()
@@ -134,13 +135,9 @@ impl Run<'_> {
         if let Err(e) = crate::guards::check_sources(b) {
             return refused(e);
         }
-        let storage = match crate::open::storage(repo_cfg, RETRY_FOR) {
-            Ok(s) => s,
-            Err(e) => return Report::failed(e),
-        };
-        let mut repo = match crate::open::repo(repo_cfg, storage, &self.state.scratch()) {
+        let mut repo = match self.open_for_writing(repo_cfg) {
             Ok(r) => r,
-            Err(e) => return Report::failed(e),
+            Err(r) => return r,
         };
         let hostname = cairn_store::hostname();
         let group = match &b.group {
@@ -220,6 +217,123 @@ impl Run<'_> {
         }
     }
 
+    /// Opens the repository of a job that writes snapshots.
+    fn open_for_writing(
+        &self,
+        repo_cfg: &crate::config::Repository,
+    ) -> Result<cairn_repo::Repo, Report> {
+        let storage = crate::open::storage(repo_cfg, RETRY_FOR).map_err(refused_or_failed)?;
+        crate::open::repo(repo_cfg, storage, &self.state.scratch()).map_err(Report::failed)
+    }
+
+    /// Stores a command's standard output as one file of a snapshot,
+    /// streamed; a command that fails leaves no snapshot.
+    fn command(&self, repo_cfg: &crate::config::Repository, c: &CommandJob) -> Report {
+        use std::process::{Command, Stdio};
+        let mut repo = match self.open_for_writing(repo_cfg) {
+            Ok(r) => r,
+            Err(r) => return r,
+        };
+        let hostname = cairn_store::hostname();
+        let group = c
+            .group
+            .clone()
+            .unwrap_or_else(|| format!("{hostname}:stdin:{}", c.filename));
+        let shown = c.command.join(" ");
+        let mut child = match Command::new(&c.command[0])
+            .args(&c.command[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        {
+            Ok(ch) => ch,
+            Err(e) => return Report::failed(format!("command `{shown}` could not start: {e}")),
+        };
+        let (Some(mut out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Report::failed(format!("command `{shown}`: no pipe to read"));
+        };
+        let stderr = std::thread::spawn(move || tail_of(err));
+        let opts = BackupOptions {
+            tags: c.tags.clone(),
+            group: Some(group.clone()),
+            command: vec![format!("cairn daemon: job {}", self.job.name)],
+            hostname,
+            state_dir: Some(crate::open::machine_state(&repo)),
+            ..BackupOptions::default()
+        };
+        let mut status = None;
+        let res = cairn_engine::archiver::backup_stream(
+            &mut repo,
+            &opts,
+            &mut out,
+            &c.filename,
+            &mut || {
+                let st = child.wait().map_err(|e| format!("command `{shown}`: {e}"))?;
+                status = Some(st);
+                if st.success() {
+                    Ok(())
+                } else {
+                    Err(format!("command `{shown}` failed ({st})"))
+                }
+            },
+            &self.progress,
+            &self.cancel,
+        );
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let errtext = stderr.join().unwrap_or_default();
+        let s = match res {
+            Ok(s) => s,
+            Err(cairn_engine::Error::Stream {
+                why: cairn_engine::StreamFailure::Interrupted,
+                ..
+            })
+            | Err(cairn_engine::Error::Interrupted) => {
+                return Report {
+                    outcome: Outcome::Interrupted,
+                    message: "stopped before the snapshot was committed".into(),
+                    snapshot: None,
+                    bytes_added: 0,
+                };
+            }
+            Err(e) => {
+                let mut m = e.to_string();
+                if !errtext.is_empty() {
+                    m.push_str(&format!("; it printed: {errtext}"));
+                }
+                return Report::failed(m);
+            }
+        };
+        let id = s.snapshot.clone().unwrap_or_default();
+        let mut message = format!(
+            "snapshot {} of {group}: {} of output, {} added",
+            &id[..id.len().min(8)],
+            cairn_maint::units::human(s.bytes_read),
+            cairn_maint::units::human(s.bytes_added)
+        );
+        let mut outcome = Outcome::Ok;
+        if let Some(policy) = &self.job.keep {
+            match self.retention(&repo, &group, policy) {
+                Ok(m) => message.push_str(&format!("; {m}")),
+                Err(e) => {
+                    message.push_str(&format!("; retention failed: {e}"));
+                    outcome = Outcome::Failed;
+                }
+            }
+        }
+        Report {
+            outcome,
+            message,
+            snapshot: s.snapshot,
+            bytes_added: s.bytes_added,
+        }
+    }
+
     /// The job's `keep` on its own group, where the key may forget.
     fn retention(
         &self,
@@ -243,6 +357,25 @@ impl Run<'_> {
         .map_err(|e| e.to_string())?;
         Ok(format!("retention removed {}", r.removed.len()))
     }
+}
+
+/// The last two KiB a command wrote to standard error, read to the end
+/// so the command never blocks on a full pipe.
+fn tail_of(mut r: impl std::io::Read) -> String {
+    let mut tail: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = r.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > 4096 {
+            tail.drain(..tail.len() - 2048);
+        }
+    }
+    let t = String::from_utf8_lossy(&tail);
+    let t = t.trim();
+    t[t.floor_char_boundary(t.len().saturating_sub(2048))..].to_string()
 }
 
 fn refused(message: String) -> Report {
