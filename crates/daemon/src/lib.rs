@@ -4,6 +4,7 @@
 //! server, it holds no key that reads.
 
 pub mod jobs;
+pub mod notify;
 
 /// Starts the box with its scheduler; see [`cairn_server::listener::start`].
 pub fn start(
