@@ -14,6 +14,7 @@ pub mod guards;
 pub mod hooks;
 pub mod jobs;
 pub mod maint;
+pub mod notify;
 pub mod open;
 pub mod paths;
 pub mod probe;
