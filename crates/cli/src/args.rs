@@ -95,6 +95,43 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the backup box over HTTPS, or manage its tokens.
     Server(ServerArgs),
+    /// Run the jobs of cairn.toml on their schedules: backups, pulls,
+    /// command dumps, maintenance and restore drills.
+    Daemon(DaemonArgs),
+    /// Run one job of cairn.toml now, in the foreground, with its guards.
+    Run(JobArgs),
+    /// Show each job's health; exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    Status(ConfigArg),
+    /// Let the next run of a job commit although it lost more than
+    /// max_vanished of the last snapshot.
+    Approve(JobArgs),
+}
+
+/// Where the daemon's config is.
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArg {
+    /// The config file (default: /etc/cairn/cairn.toml as root, else
+    /// $XDG_CONFIG_HOME/cairn/cairn.toml).
+    #[arg(long, short = 'c', env = "CAIRN_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    #[command(flatten)]
+    pub cfg: ConfigArg,
+    /// Check the config file, name every mistake with its line and
+    /// column, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct JobArgs {
+    /// The job's name in the config.
+    pub job: String,
+    #[command(flatten)]
+    pub cfg: ConfigArg,
 }
 
 #[derive(Args, Debug)]

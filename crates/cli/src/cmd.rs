@@ -2,6 +2,7 @@
 
 mod backup;
 mod check;
+mod daemon;
 mod diff;
 mod forget;
 mod init;
@@ -41,6 +42,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Repair(r) => repair::run(&ctx, r),
         Command::Serve(a) => serve::run(&ctx, a),
         Command::Server(a) => server::run(&ctx, a),
+        Command::Daemon(a) => daemon::daemon(a),
+        Command::Run(a) => daemon::run_job(&ctx, a),
+        Command::Status(a) => daemon::status(&ctx, a),
+        Command::Approve(a) => daemon::approve(a),
     }
 }
 
