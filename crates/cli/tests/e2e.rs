@@ -36,3 +36,6 @@ mod powercut;
 
 #[path = "e2e/stream.rs"]
 mod stream;
+
+#[path = "e2e/daemon.rs"]
+mod daemon;

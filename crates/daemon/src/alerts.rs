@@ -52,7 +52,11 @@ pub fn after_run(st: &mut JobState, outcome: Outcome) -> Option<Alert> {
 /// Whether the job is overdue now: no success since `overdue_after`
 /// (counted from when the job was first seen, if it never succeeded).
 /// Marks the state and returns the alert the first time.
-pub fn overdue(st: &mut JobState, now_ns: i64, overdue_after: std::time::Duration) -> Option<Alert> {
+pub fn overdue(
+    st: &mut JobState,
+    now_ns: i64,
+    overdue_after: std::time::Duration,
+) -> Option<Alert> {
     let since = st.last_success_ns.unwrap_or(st.created_ns);
     let late = now_ns.saturating_sub(since) > overdue_after.as_nanos() as i64;
     if !late || st.alert.is_some() {
@@ -81,7 +85,11 @@ mod tests {
         sent.extend(after_run(&mut st, Outcome::Refused));
         sent.extend(after_run(&mut st, Outcome::Refused));
         sent.extend(after_run(&mut st, Outcome::Failed));
-        assert_eq!(sent, [Alert::Refused, Alert::Failed], "a new kind of trouble is news");
+        assert_eq!(
+            sent,
+            [Alert::Refused, Alert::Failed],
+            "a new kind of trouble is news"
+        );
     }
 
     #[test]
@@ -92,7 +100,10 @@ mod tests {
             ..JobState::default()
         };
         assert_eq!(overdue(&mut st, 1800 * 1_000_000_000, h), None);
-        assert_eq!(overdue(&mut st, 7200 * 1_000_000_000, h), Some(Alert::Overdue));
+        assert_eq!(
+            overdue(&mut st, 7200 * 1_000_000_000, h),
+            Some(Alert::Overdue)
+        );
         assert_eq!(overdue(&mut st, 9000 * 1_000_000_000, h), None);
         assert_eq!(after_run(&mut st, Outcome::Ok), Some(Alert::Recovered));
     }

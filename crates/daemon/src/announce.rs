@@ -43,7 +43,11 @@ impl Announce for LogOnly {
         ));
     }
     fn alert(&self, job: &Job, alert: Alert, message: &str) {
-        log_line(&format!("job {}: alert {}: {message}", job.name, alert.name()));
+        log_line(&format!(
+            "job {}: alert {}: {message}",
+            job.name,
+            alert.name()
+        ));
     }
     fn log(&self, line: &str) {
         log_line(line);
@@ -66,9 +70,13 @@ impl Notifying {
         let mut routes = Vec::new();
         for n in &config.notify {
             let channel = channel(n)?;
-            channel
-                .validate()
-                .map_err(|e| format!("{}: [[notify]] at line {}: {e}", config.file.display(), n.line))?;
+            channel.validate().map_err(|e| {
+                format!(
+                    "{}: [[notify]] at line {}: {e}",
+                    config.file.display(),
+                    n.line
+                )
+            })?;
             routes.push(crate::notify::Route {
                 channel,
                 jobs: n.jobs.clone(),

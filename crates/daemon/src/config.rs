@@ -415,6 +415,7 @@ struct RawJob {
     probe_every: Option<Spanned<String>>,
     blackout: Option<Spanned<OneOrMany>>,
     overdue_after: Option<Spanned<String>>,
+    retry: Option<Spanned<String>>,
     // hooks
     before: Option<Spanned<RawHook>>,
     after: Option<Spanned<RawHook>>,
@@ -1439,6 +1440,7 @@ fn schedule(p: &mut Problems, ctx: &str, j: &RawJob) -> Schedule {
         }
     }
     s.jitter = dur(p, "jitter", &j.jitter).unwrap_or_default();
+    s.retry = dur(p, "retry", &j.retry).unwrap_or_default();
     if let Some(pe) = dur(p, "probe_every", &j.probe_every) {
         s.probe_every = pe.max(Duration::from_secs(1));
     }

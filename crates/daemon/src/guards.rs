@@ -99,6 +99,11 @@ pub fn check_mount(path: &Path, rule: &MountRule, what: &str) -> Result<(), Stri
 /// Checks the sources of a backup before it starts.
 pub fn check_sources(b: &Backup) -> Result<(), String> {
     for p in &b.paths {
+        // The mount first: an unmounted disk shows as an empty directory,
+        // and the message should say what is really wrong.
+        if let Some(rule) = &b.require_mount {
+            check_mount(p, rule, &format!("source {}", p.display()))?;
+        }
         let md = std::fs::symlink_metadata(p).map_err(|e| {
             format!(
                 "source {} is missing ({e}); is its disk mounted? Nothing was written",
@@ -114,9 +119,6 @@ pub fn check_sources(b: &Backup) -> Result<(), String> {
                     p.display()
                 ));
             }
-        }
-        if let Some(rule) = &b.require_mount {
-            check_mount(p, rule, &format!("source {}", p.display()))?;
         }
         if let Some(m) = &b.marker {
             let marker = if m.is_absolute() {
@@ -256,7 +258,10 @@ mod tests {
         let g = shrink_guard("home", 0.2, false);
         let m = (g.0)(&s).unwrap_err();
         assert!(m.contains("300 of the 1000 files (30%)"), "{m}");
-        assert!(m.contains("/home/me/Photos (gone: 300 files, 3.0 MiB)"), "{m}");
+        assert!(
+            m.contains("/home/me/Photos (gone: 300 files, 3.0 MiB)"),
+            "{m}"
+        );
         assert!(m.contains("cairn approve home"), "{m}");
         assert!((shrink_guard("home", 0.2, true).0)(&s).is_ok());
         assert!((shrink_guard("home", 0.5, false).0)(&s).is_ok());

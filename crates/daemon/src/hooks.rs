@@ -50,8 +50,15 @@ mod tests {
             "echo \"no snapshot for $CAIRN_JOB\" >&2; exit 3".to_string(),
         ]];
         let e = super::run("before", &bad, &[("CAIRN_JOB", "home".into())]).unwrap_err();
-        assert!(e.contains("exit status: 3") && e.contains("no snapshot for home"), "{e}");
+        assert!(
+            e.contains("exit status: 3") && e.contains("no snapshot for home"),
+            "{e}"
+        );
         let missing = vec![vec!["/no/such/program".to_string()]];
-        assert!(super::run("after", &missing, &[]).unwrap_err().contains("could not start"));
+        assert!(
+            super::run("after", &missing, &[])
+                .unwrap_err()
+                .contains("could not start")
+        );
     }
 }

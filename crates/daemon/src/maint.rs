@@ -111,4 +111,3 @@ pub fn run(
         other => Err(format!("{} is not a maintenance job", other.name())),
     }
 }
-

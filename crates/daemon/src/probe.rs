@@ -46,7 +46,13 @@ mod tests {
     fn the_target_follows_ssh_options() {
         let mut p = Pull {
             ssh: "backup@laptop.lan".into(),
-            ssh_command: vec!["ssh".into(), "-i".into(), "k".into(), "-p".into(), "2222".into()],
+            ssh_command: vec![
+                "ssh".into(),
+                "-i".into(),
+                "k".into(),
+                "-p".into(),
+                "2222".into(),
+            ],
             ..Pull::default()
         };
         assert_eq!(target(&p), ("laptop.lan".into(), 2222));
@@ -57,7 +63,11 @@ mod tests {
         assert_eq!(target(&p), ("nas".into(), 22));
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         p.ssh = "u@127.0.0.1".into();
-        p.ssh_command = vec!["ssh".into(), "-p".into(), l.local_addr().unwrap().port().to_string()];
+        p.ssh_command = vec![
+            "ssh".into(),
+            "-p".into(),
+            l.local_addr().unwrap().port().to_string(),
+        ];
         assert!(reachable(&p));
         drop(l);
         assert!(!reachable(&p));

@@ -172,7 +172,8 @@ impl Run<'_> {
             Err(cairn_engine::Error::Interrupted) => {
                 return Report {
                     outcome: Outcome::Interrupted,
-                    message: "stopped before the snapshot was committed; the next run resumes".into(),
+                    message: "stopped before the snapshot was committed; the next run resumes"
+                        .into(),
                     snapshot: None,
                     bytes_added: 0,
                 };
@@ -271,7 +272,9 @@ impl Run<'_> {
             &mut out,
             &c.filename,
             &mut || {
-                let st = child.wait().map_err(|e| format!("command `{shown}`: {e}"))?;
+                let st = child
+                    .wait()
+                    .map_err(|e| format!("command `{shown}`: {e}"))?;
                 status = Some(st);
                 if st.success() {
                     Ok(())
@@ -351,10 +354,11 @@ impl Run<'_> {
             allow_empty: false,
             dry_run: false,
         };
-        let r = cairn_maint::forget::forget(&**repo.storage(), &opts, cairn_store::now_ns(), &|ns| {
-            cairn_maint::retention::Civil::in_zone(&tz, ns)
-        })
-        .map_err(|e| e.to_string())?;
+        let r =
+            cairn_maint::forget::forget(&**repo.storage(), &opts, cairn_store::now_ns(), &|ns| {
+                cairn_maint::retention::Civil::in_zone(&tz, ns)
+            })
+            .map_err(|e| e.to_string())?;
         Ok(format!("retention removed {}", r.removed.len()))
     }
 }

@@ -299,6 +299,9 @@ pub struct Schedule {
     pub probe_every: Duration,
     /// Windows in which no run starts.
     pub blackout: Vec<Window>,
+    /// The wait before the first retry of a failed run (doubling after
+    /// each further failure); zero means [`FIRST_RETRY`].
+    pub retry: Duration,
 }
 
 /// What the schedule needs to know of the past.
@@ -327,7 +330,17 @@ impl Schedule {
     /// at most an hour.
     fn retry_cap(&self) -> Duration {
         let hour = Duration::from_secs(3600);
-        self.every.map_or(hour, |e| e.min(hour)).max(FIRST_RETRY)
+        self.every
+            .map_or(hour, |e| e.min(hour))
+            .max(self.first_retry())
+    }
+
+    fn first_retry(&self) -> Duration {
+        if self.retry.is_zero() {
+            FIRST_RETRY
+        } else {
+            self.retry
+        }
     }
 
     /// When the job is next due by the clock (ns since the epoch), before
@@ -337,7 +350,8 @@ impl Schedule {
             && let Some(end) = past.last_end_ns
         {
             let shift = (past.failures - 1).min(20);
-            let wait = FIRST_RETRY
+            let wait = self
+                .first_retry()
                 .saturating_mul(1u32 << shift)
                 .min(self.retry_cap());
             let retry = end.saturating_add(wait.as_nanos() as i64);

@@ -81,9 +81,9 @@ pub fn run(
                     announce.log(&format!("config reloaded: {} jobs", c.jobs.len()));
                     config = c;
                 }
-                Err(e) => announce.log(&format!(
-                    "config not reloaded, the running one stays:\n{e}"
-                )),
+                Err(e) => {
+                    announce.log(&format!("config not reloaded, the running one stays:\n{e}"))
+                }
             }
         }
         reap(&mut active, &*announce);
@@ -210,7 +210,11 @@ fn due(
             }
             // Timed: when due and the disk is there. Untimed: each time
             // the disk appears, and for retries after a failure.
-            if s.timed() { clock_due } else { absent || clock_due }
+            if s.timed() {
+                clock_due
+            } else {
+                absent || clock_due
+            }
         }
         When::Reachable => {
             if !clock_due || !probe_due(memory, &job.name, now, s.probe_every) {
@@ -236,8 +240,7 @@ fn probe_due(memory: &mut Memory, job: &str, now: i64, every: Duration) -> bool 
 /// Whether a repository's disk is there: its mount rule holds and the
 /// repository directory exists.
 fn disk_present(r: &crate::config::Repository) -> bool {
-    crate::open::check_mount(r).is_ok()
-        && r.local_path().is_some_and(|p| p.join("config").exists())
+    crate::open::check_mount(r).is_ok() && r.local_path().is_some_and(|p| p.join("config").exists())
 }
 
 fn reap(active: &mut HashMap<String, Active>, announce: &dyn Announce) {
@@ -250,9 +253,9 @@ fn reap(active: &mut HashMap<String, Active>, announce: &dyn Announce) {
         if let Some(a) = active.remove(&name) {
             match a.handle.join() {
                 Ok(Ok(_)) => {}
-                Ok(Err(NotStarted::Busy)) => {
-                    announce.log(&format!("job {name}: already running elsewhere (cairn run?)"))
-                }
+                Ok(Err(NotStarted::Busy)) => announce.log(&format!(
+                    "job {name}: already running elsewhere (cairn run?)"
+                )),
                 Ok(Err(NotStarted::State(e))) => {
                     announce.log(&format!("job {name}: its state cannot be kept: {e}"))
                 }

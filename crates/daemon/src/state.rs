@@ -306,6 +306,11 @@ mod tests {
         s.consume_approval("home");
         assert!(!s.approved("home"));
         std::fs::write(d.path().join("jobs/bad.json"), b"{").unwrap();
-        assert!(s.load("bad", 0).unwrap_err().to_string().contains("move it away"));
+        assert!(
+            s.load("bad", 0)
+                .unwrap_err()
+                .to_string()
+                .contains("move it away")
+        );
     }
 }

@@ -145,7 +145,9 @@ pub fn view(config: &Config, now_ns: i64) -> View {
             match st.last_outcome {
                 Some(Outcome::Failed) => (Health::Red, "failed"),
                 Some(Outcome::Refused) => (Health::Red, "refused"),
-                _ if late && st.last_start_ns.is_some() || st.alert.as_deref() == Some("overdue") => {
+                _ if late && st.last_start_ns.is_some()
+                    || st.alert.as_deref() == Some("overdue") =>
+                {
                     (Health::Red, "overdue")
                 }
                 Some(Outcome::Interrupted) => (Health::Yellow, "interrupted"),
@@ -178,7 +180,11 @@ pub fn view(config: &Config, now_ns: i64) -> View {
             next_run_ns: next,
             waits_for,
             last_proven_ns: st.last_proven_ns,
-            progress: st.running.as_ref().filter(|_| running).map(|r| r.progress.clone()),
+            progress: st
+                .running
+                .as_ref()
+                .filter(|_| running)
+                .map(|r| r.progress.clone()),
             last_snapshot: st.last_snapshot.clone(),
             last_bytes_added: st.last_bytes_added,
             last_duration_ms: st.last_duration_ms,
@@ -238,9 +244,7 @@ pub fn render(v: &View) -> String {
             s.push_str(&format!("     last error: {e}\n"));
         }
         match (j.next_run_ns, &j.waits_for) {
-            (Some(n), Some(w)) => {
-                s.push_str(&format!("     next run: {} (and {w})\n", local(n)))
-            }
+            (Some(n), Some(w)) => s.push_str(&format!("     next run: {} (and {w})\n", local(n))),
             (Some(n), None) => s.push_str(&format!("     next run: {}\n", local(n))),
             (None, Some(w)) => s.push_str(&format!("     next run: when {w}\n")),
             (None, None) => {}

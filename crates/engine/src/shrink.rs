@@ -184,7 +184,10 @@ fn ratio(a: u64, b: u64) -> f64 {
 /// Decides, before a snapshot is committed, whether it may be: an `Err`
 /// holds the snapshot back with that reason (see [`crate::Error::Refused`]).
 #[derive(Clone)]
-pub struct CommitGuard(pub Arc<dyn Fn(&Shrinkage) -> Result<(), String> + Send + Sync>);
+pub struct CommitGuard(pub Arc<GuardFn>);
+
+/// The decision a [`CommitGuard`] makes.
+pub type GuardFn = dyn Fn(&Shrinkage) -> Result<(), String> + Send + Sync;
 
 impl std::fmt::Debug for CommitGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

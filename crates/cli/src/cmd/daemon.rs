@@ -84,9 +84,8 @@ pub fn daemon(a: DaemonArgs) -> Result<i32> {
         );
         return Ok(exit::OK);
     }
-    let announce = Arc::new(
-        cairn_daemon::announce::Notifying::new(&config).map_err(anyhow::Error::msg)?,
-    );
+    let announce =
+        Arc::new(cairn_daemon::announce::Notifying::new(&config).map_err(anyhow::Error::msg)?);
     let signals = cairn_daemon::scheduler::Signals::default();
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, signals.stop.clone())?;

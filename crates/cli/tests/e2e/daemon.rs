@@ -1,0 +1,664 @@
+//! `cairn daemon`, `run`, `status` and `approve` against real
+//! directories, mounts, signals, an HTTP receiver and an SMTP server.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::util::{Env, cannot_run, is_root, json, s};
+
+/// A config file in the test directory, with the state beside it.
+fn config(env: &Env, body: &str) -> PathBuf {
+    let file = env.path("cairn.toml");
+    let text = format!(
+        "[daemon]\nstate = \"{}\"\nlisten = \"off\"\n\n{body}",
+        env.path("state").display()
+    );
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+fn cairn(env: &Env, args: &[&str]) -> crate::util::Run {
+    let mut c = env.cmd();
+    c.args(args);
+    crate::util::run(c)
+}
+
+fn snapshot_count(env: &Env, repo: &Path) -> usize {
+    let out = cairn(env, &["--repo", s(repo), "--json", "snapshots"]).expect(0);
+    json(&out.stdout).as_array().map_or(0, |a| a.len())
+}
+
+/// Job state as the daemon wrote it.
+fn job_state(env: &Env, job: &str) -> serde_json::Value {
+    let p = env.path(&format!("state/jobs/{job}.json"));
+    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        if t.elapsed() > limit {
+            panic!("waited {limit:?} for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A tmpfs mounted for a test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m", "cairn-test", s(at)])
+            .status()
+            .is_ok_and(|st| st.success());
+        if !ok {
+            cannot_run("mount -t tmpfs failed (needs root and mount permission)");
+        }
+        Tmpfs(at.to_path_buf())
+    }
+    fn unmount(&self) {
+        let st = Command::new("umount").arg(&self.0).status().unwrap();
+        assert!(st.success(), "umount {}", self.0.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg(&self.0)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The daemon config the README shows must pass `--check-config` as
+/// written, and mistakes are named with line and column.
+#[test]
+fn the_readme_config_checks_and_mistakes_are_placed() {
+    let env = Env::new();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let at = readme
+        .find("## Backups that run themselves")
+        .expect("README section \"Backups that run themselves\"");
+    let block = &readme[at..];
+    let start = block
+        .find("```toml\n")
+        .expect("a toml block in that section")
+        + 8;
+    let end = start + block[start..].find("```").unwrap();
+    let file = env.path("readme.toml");
+    std::fs::write(&file, &block[start..end]).unwrap();
+    let out = cairn(&env, &["daemon", "--check-config", "--config", s(&file)]).expect(0);
+    assert!(
+        out.stdout
+            .contains("ok: 2 repositories, 5 jobs, 1 notification channels"),
+        "{}",
+        out.stdout
+    );
+
+    let bad = env.path("bad.toml");
+    std::fs::write(
+        &bad,
+        "[repository.r]\npath = \"/r\"\n\n[[job]]\nname = \"home\"\nkind = \"backup\"\nrepository = \"r\"\npaths = [\"/home\"]\nevery = \"1 fortnight\"\nmax_vanshed = \"10%\"\n\n[[job]]\nname = \"x\"\nkind = \"backup\"\nrepository = \"r\"\npaths = [\"/x\"]\nevery = \"1h\"\nwhen = \"sometimes\"\n",
+    )
+    .unwrap();
+    let out = cairn(&env, &["daemon", "--check-config", "-c", s(&bad)]).expect(2);
+    let place = format!("{}:", bad.display());
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with(&place))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(":10:1: unknown key `max_vanshed`; did you mean `max_vanished`?")),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(":18:8: job \"x\": when = \"sometimes\"; accepted:")),
+        "{}",
+        out.stderr
+    );
+    // `cairn status` on a config it cannot read: UNKNOWN.
+    cairn(&env, &["status", "-c", s(&bad)]).expect(3);
+}
+
+/// A source tmpfs unmounted, then empty, then 30% of its files deleted:
+/// each run refused with nothing committed and the retention untouched,
+/// one alert for the refusals, one recovery; `approve` lets the next run
+/// through and only that one.
+#[test]
+fn guards_refuse_and_approve_lets_one_run_through() {
+    if !is_root() {
+        cannot_run("mounting a tmpfs needs root");
+    }
+    let env = Env::new();
+    env.ok(&["init"]);
+    let src = env.path("src");
+    let fs = Tmpfs::mount(&src);
+    for i in 0..10 {
+        std::fs::write(src.join(format!("f{i}")), vec![b'x'; 1000 + i]).unwrap();
+    }
+    let events = env.path("events");
+    let file = config(
+        &env,
+        &format!(
+            r#"[repository.r]
+path = "{repo}"
+password_file = "{pw}"
+
+[[job]]
+name = "home"
+kind = "backup"
+repository = "r"
+paths = ["{src}"]
+require_mount = "{src}"
+every = "1h"
+max_vanished = "20%"
+keep = {{ last = 5 }}
+
+[[notify]]
+kind = "command"
+command = ["sh", "-c", "cat >> {events}; echo >> {events}"]
+"#,
+            repo = env.repo.display(),
+            pw = env.path("pw").display(),
+            src = src.display(),
+            events = events.display(),
+        ),
+    );
+    std::fs::write(env.path("pw"), crate::util::PASS).unwrap();
+    let cfg = s(&file);
+    let alerts = || -> Vec<String> {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| json(l)["event"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+
+    cairn(&env, &["run", "home", "-c", cfg]).expect(0);
+    assert_eq!(snapshot_count(&env, &env.repo), 1);
+
+    fs.unmount();
+    let out = cairn(&env, &["run", "home", "-c", cfg]).expect(2);
+    assert!(
+        out.stdout.contains("REFUSED") && out.stdout.contains("is not mounted"),
+        "{}",
+        out.stdout
+    );
+    let st = cairn(&env, &["status", "-c", cfg]).expect(2);
+    assert!(
+        st.stdout.contains("CRIT home") && st.stdout.contains("refused"),
+        "{}",
+        st.stdout
+    );
+
+    let _fs2 = Tmpfs::mount(&src);
+    let out = cairn(&env, &["run", "home", "-c", cfg]).expect(2);
+    assert!(out.stdout.contains("is empty"), "{}", out.stdout);
+    assert_eq!(snapshot_count(&env, &env.repo), 1, "nothing committed");
+    assert_eq!(alerts(), ["refused"], "two refusals, one alert");
+
+    for i in 0..10 {
+        std::fs::write(src.join(format!("f{i}")), vec![b'x'; 1000 + i]).unwrap();
+    }
+    cairn(&env, &["run", "home", "-c", cfg]).expect(0);
+    assert_eq!(alerts(), ["refused", "recovered"]);
+    assert_eq!(snapshot_count(&env, &env.repo), 2);
+
+    for i in 0..3 {
+        std::fs::remove_file(src.join(format!("f{i}"))).unwrap();
+    }
+    let out = cairn(&env, &["run", "home", "-c", cfg]).expect(2);
+    assert!(
+        out.stdout.contains("3 of the 10 files (30%)")
+            && out
+                .stdout
+                .contains(&format!("Most vanished from: {} (3 files", src.display()))
+            && out.stdout.contains("cairn approve home"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        snapshot_count(&env, &env.repo),
+        2,
+        "held back, retention untouched"
+    );
+    assert_eq!(alerts(), ["refused", "recovered", "refused"]);
+
+    cairn(&env, &["approve", "home", "-c", cfg]).expect(0);
+    cairn(&env, &["run", "home", "-c", cfg]).expect(0);
+    assert_eq!(snapshot_count(&env, &env.repo), 3);
+    // The approval was for one run.
+    for i in 3..6 {
+        std::fs::remove_file(src.join(format!("f{i}"))).unwrap();
+    }
+    cairn(&env, &["run", "home", "-c", cfg]).expect(2);
+    assert_eq!(snapshot_count(&env, &env.repo), 3);
+    let st = cairn(&env, &["--json", "status", "-c", cfg]).expect(2);
+    let v = json(&st.stdout);
+    assert_eq!(v["jobs"][0]["state"], "refused");
+    assert_eq!(v["jobs"][0]["refusals"], 4);
+}
+
+/// A repository whose disk is not mounted is refused and never created;
+/// with `when = "mounted"` the daemon backs up as soon as the disk
+/// appears.
+#[test]
+fn a_repository_disk_that_is_not_mounted_is_refused_then_used_when_it_appears() {
+    if !is_root() {
+        cannot_run("mounting a tmpfs needs root");
+    }
+    let env = Env::new();
+    let disk = env.path("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let repo = disk.join("cairn");
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), b"data").unwrap();
+    std::fs::write(env.path("pw"), crate::util::PASS).unwrap();
+    let file = config(
+        &env,
+        &format!(
+            r#"[repository.usb]
+path = "{repo}"
+password_file = "{pw}"
+require_mount = "{disk}"
+
+[[job]]
+name = "usb"
+kind = "backup"
+repository = "usb"
+paths = ["{src}"]
+when = "mounted"
+probe_every = "1s"
+"#,
+            repo = repo.display(),
+            pw = env.path("pw").display(),
+            disk = disk.display(),
+            src = src.display(),
+        ),
+    );
+    let cfg = s(&file);
+    let out = cairn(&env, &["run", "usb", "-c", cfg]).expect(2);
+    assert!(out.stdout.contains("is not mounted"), "{}", out.stdout);
+    assert_eq!(
+        std::fs::read_dir(&disk).unwrap().count(),
+        0,
+        "nothing created"
+    );
+
+    let mut daemon = Daemon::start(&env, &file);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        std::fs::read_dir(&disk).unwrap().count(),
+        0,
+        "still nothing"
+    );
+    // The disk appears, holding its repository.
+    let _fs = Tmpfs::mount(&disk);
+    cairn(&env, &["--repo", s(&repo), "init"]).expect(0);
+    wait_for("the backup on the disk", Duration::from_secs(30), || {
+        env.path("state/jobs/usb.json").exists() && job_state(&env, "usb")["ok_runs"] == 1
+    });
+    assert_eq!(snapshot_count(&env, &repo), 1);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(job_state(&env, "usb")["ok_runs"], 1, "once per appearance");
+    daemon.stop();
+}
+
+/// The daemon running, as a child that is stopped when dropped.
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(env: &Env, config: &Path) -> Daemon {
+        let mut c = env.cmd();
+        c.args(["daemon", "-c", s(config)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn cairn daemon");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (err, l2) = (child.stderr.take().unwrap(), log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                l2.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        Daemon { child, log }
+    }
+
+    fn signal(&self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, sig).unwrap();
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, and the exit code.
+    fn stop(&mut self) -> i32 {
+        self.signal(rustix::process::Signal::TERM);
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code().unwrap_or(-1);
+            }
+            if t.elapsed() > Duration::from_secs(20) {
+                let _ = self.child.kill();
+                panic!("the daemon did not stop on SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Stopped (SIGSTOP) past two due times, then continued: exactly one
+/// run, then the schedule goes on from there. One daemon per state
+/// directory; SIGTERM stops it cleanly.
+#[test]
+fn a_daemon_that_slept_runs_once_on_waking() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), b"data").unwrap();
+    std::fs::write(env.path("pw"), crate::util::PASS).unwrap();
+    let file = config(
+        &env,
+        &format!(
+            r#"[repository.r]
+path = "{repo}"
+password_file = "{pw}"
+
+[[job]]
+name = "often"
+kind = "backup"
+repository = "r"
+paths = ["{src}"]
+every = "4s"
+"#,
+            repo = env.repo.display(),
+            pw = env.path("pw").display(),
+            src = src.display(),
+        ),
+    );
+    let mut d = Daemon::start(&env, &file);
+    let runs = || {
+        if env.path("state/jobs/often.json").exists() {
+            job_state(&env, "often")["ok_runs"].as_u64().unwrap_or(0)
+        } else {
+            0
+        }
+    };
+    wait_for("the first run", Duration::from_secs(30), || runs() == 1);
+    let second = cairn(&env, &["daemon", "-c", s(&file)]).expect(2);
+    assert!(
+        second.stderr.contains("another cairn daemon is running"),
+        "{}",
+        second.stderr
+    );
+
+    d.signal(rustix::process::Signal::STOP);
+    std::thread::sleep(Duration::from_secs(10));
+    let before = runs();
+    d.signal(rustix::process::Signal::CONT);
+    wait_for("the catch-up run", Duration::from_secs(10), || {
+        runs() == before + 1
+    });
+    // The next is an interval after the catch-up, not at once.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        runs(),
+        before + 1,
+        "exactly one run for the missed ones:\n{}",
+        d.log()
+    );
+    assert_eq!(d.stop(), 0, "{}", d.log());
+    assert!(d.log().contains("cairn daemon stopped"), "{}", d.log());
+}
+
+/// A loopback HTTP receiver that records request bodies.
+struct Receiver {
+    url: String,
+    bodies: Arc<Mutex<Vec<String>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", l.local_addr().unwrap());
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let b2 = bodies.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0u8; len];
+                let _ = r.read_exact(&mut body);
+                b2.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&body).into_owned());
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        Receiver { url, bodies }
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| json(b)["event"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+}
+
+/// Debian's aiosmtpd on loopback, each message a file in `dir`.
+struct Smtp {
+    port: u16,
+    child: Child,
+    dir: PathBuf,
+}
+
+const SMTP_SINK: &str = r#"
+import asyncio, os, socket, sys
+try:
+    from aiosmtpd.smtp import SMTP
+except ImportError as e:
+    print("cannot import aiosmtpd: %s" % e, file=sys.stderr); sys.exit(3)
+out = sys.argv[1]
+class H:
+    async def handle_DATA(self, server, session, envelope):
+        n = len(os.listdir(out))
+        with open(os.path.join(out, ".tmp"), "wb") as f:
+            f.write(envelope.original_content or envelope.content)
+        os.rename(os.path.join(out, ".tmp"), os.path.join(out, "%04d.eml" % n))
+        return "250 OK"
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(8)
+loop = asyncio.new_event_loop(); asyncio.set_event_loop(loop)
+loop.run_until_complete(loop.create_server(lambda: SMTP(H()), sock=s))
+print(s.getsockname()[1], flush=True)
+loop.run_forever()
+"#;
+
+impl Smtp {
+    fn start(dir: &Path) -> Smtp {
+        std::fs::create_dir_all(dir).unwrap();
+        // Debian's python, where python3-aiosmtpd lives (a python3 from
+        // elsewhere may come first in PATH).
+        let python = if Path::new("/usr/bin/python3").exists() {
+            "/usr/bin/python3"
+        } else {
+            "python3"
+        };
+        let mut child = Command::new(python)
+            .args(["-c", SMTP_SINK, s(dir)])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| cannot_run(&format!("python3 for the SMTP server: {e}")));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let Ok(port) = line.trim().parse() else {
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            cannot_run(&format!("an SMTP server (install python3-aiosmtpd): {err}"));
+        };
+        Smtp {
+            port,
+            child,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn messages(&self) -> Vec<String> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .collect();
+        v.sort();
+        v.iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A command job whose command fails half-way leaves no snapshot; ten
+/// failures in a row make one alert, by webhook and by email through a
+/// real SMTP server, and the success after them one recovery.
+#[test]
+fn ten_failures_make_one_alert_and_one_recovery() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    std::fs::write(env.path("pw"), crate::util::PASS).unwrap();
+    let hook = Receiver::start();
+    let smtp = Smtp::start(&env.path("mail"));
+    let flag = env.path("db-up");
+    let file = config(
+        &env,
+        &format!(
+            r#"[repository.r]
+path = "{repo}"
+password_file = "{pw}"
+
+[[job]]
+name = "db"
+kind = "command"
+repository = "r"
+command = ["sh", "-c", "echo 'CREATE TABLE half;'; test -e {flag} || {{ echo 'connection lost' >&2; exit 1; }}; echo 'COMMIT;'"]
+filename = "shop.sql"
+every = "1d"
+
+[[notify]]
+kind = "webhook"
+url = "{url}"
+
+[[notify]]
+kind = "email"
+smtp = "127.0.0.1:{port}"
+tls = "none"
+from = "cairn@example.org"
+to = ["admin@example.org"]
+"#,
+            repo = env.repo.display(),
+            pw = env.path("pw").display(),
+            flag = flag.display(),
+            url = hook.url,
+            port = smtp.port,
+        ),
+    );
+    let cfg = s(&file);
+    for _ in 0..10 {
+        let out = cairn(&env, &["run", "db", "-c", cfg]).expect(2);
+        assert!(
+            out.stdout.contains("FAILED") && out.stdout.contains("connection lost"),
+            "{}",
+            out.stdout
+        );
+    }
+    assert_eq!(
+        snapshot_count(&env, &env.repo),
+        0,
+        "a failed dump is no snapshot"
+    );
+    std::fs::write(&flag, b"").unwrap();
+    cairn(&env, &["run", "db", "-c", cfg]).expect(0);
+    assert_eq!(snapshot_count(&env, &env.repo), 1);
+    let restored = env.path("out");
+    env.ok(&["restore", "latest", s(&restored)]);
+    assert_eq!(
+        std::fs::read_to_string(restored.join("shop.sql")).unwrap(),
+        "CREATE TABLE half;\nCOMMIT;\n"
+    );
+    let alerts: Vec<String> = hook
+        .events()
+        .into_iter()
+        .filter(|e| e != "started" && e != "succeeded")
+        .collect();
+    assert_eq!(alerts, ["failed", "recovered"]);
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 2, "{mails:?}");
+    assert!(
+        mails[0].contains("db") && mails[0].contains("connection lost"),
+        "{}",
+        mails[0]
+    );
+    assert!(
+        mails[1].to_lowercase().contains("recovered") || mails[1].contains("OK"),
+        "{}",
+        mails[1]
+    );
+}
