@@ -105,6 +105,18 @@ pub enum Command {
     /// Let the next run of a job commit although it lost more than
     /// max_vanished of the last snapshot.
     Approve(JobArgs),
+    /// On a machine a box pulls from: run the backup the box asks for
+    /// over this SSH connection (the forced command of the box's key in
+    /// `authorized_keys`). Needs --key-file, the machine's put-only key.
+    PullAgent(PullAgentArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PullAgentArgs {
+    /// Only back up paths below this directory (repeatable; default:
+    /// any path the box asks for).
+    #[arg(long, value_name = "DIR")]
+    pub allow: Vec<PathBuf>,
 }
 
 /// Where the daemon's config is.

@@ -1,5 +1,6 @@
 //! One module per verb.
 
+mod agent;
 mod backup;
 mod check;
 mod daemon;
@@ -46,6 +47,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Run(a) => daemon::run_job(&ctx, a),
         Command::Status(a) => daemon::status(&ctx, a),
         Command::Approve(a) => daemon::approve(a),
+        Command::PullAgent(a) => agent::run(&ctx, a),
     }
 }
 

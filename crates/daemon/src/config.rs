@@ -1121,6 +1121,14 @@ impl Config {
                         words
                     }
                 };
+                if let Some(g) = &j.group
+                    && g.get_ref().contains('*')
+                {
+                    p.span(
+                        g,
+                        format!("{ctx}: the group of a pull job is one group, without '*'"),
+                    );
+                }
                 let mut b = backup();
                 b.max_vanished = max_vanished;
                 Kind::Pull(Pull {

@@ -18,6 +18,7 @@ pub mod notify;
 pub mod open;
 pub mod paths;
 pub mod probe;
+pub mod pull;
 pub mod run;
 pub mod schedule;
 pub mod scheduler;

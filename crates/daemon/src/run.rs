@@ -120,6 +120,7 @@ impl Run<'_> {
                 }
             }
             Kind::Command(c) => self.command(repo_cfg, c),
+            Kind::Pull(p) => self.pull(repo_cfg, p),
             other => Report::failed(format!(
                 "{} jobs cannot run in this version of cairn",
                 other.name()
@@ -347,20 +348,70 @@ impl Run<'_> {
         if repo.keys().role == cairn_format::keyfile::Role::PutOnly {
             return Ok("retention left to the box (this key is put-only)".into());
         }
-        let tz = jiff::tz::TimeZone::system();
-        let opts = cairn_maint::forget::ForgetOptions {
-            policy: policy.clone(),
-            groups: vec![group.to_string()],
-            allow_empty: false,
-            dry_run: false,
-        };
-        let r =
-            cairn_maint::forget::forget(&**repo.storage(), &opts, cairn_store::now_ns(), &|ns| {
-                cairn_maint::retention::Civil::in_zone(&tz, ns)
-            })
-            .map_err(|e| e.to_string())?;
-        Ok(format!("retention removed {}", r.removed.len()))
+        retention(&**repo.storage(), group, policy)
     }
+
+    /// Backs up another machine over SSH; the box holds no key for it.
+    fn pull(&self, repo_cfg: &crate::config::Repository, p: &crate::config::Pull) -> Report {
+        let storage = match crate::open::storage(repo_cfg, RETRY_FOR) {
+            Ok(s) => s,
+            Err(e) => return refused_or_failed(e),
+        };
+        let approved = self.state.approved(&self.job.name);
+        let req = crate::pull::request(&self.job.name, p, approved);
+        let log = Arc::new(|l: &str| crate::announce::log_line(l));
+        let r = match crate::pull::pull(storage.clone(), p, &req, log) {
+            Ok(r) => r,
+            Err(e) => return Report::failed(e),
+        };
+        let outcome = match r.outcome.as_str() {
+            "ok" => Outcome::Ok,
+            "refused" => Outcome::Refused,
+            "interrupted" => Outcome::Interrupted,
+            _ => Outcome::Failed,
+        };
+        let mut report = Report {
+            outcome,
+            message: r.message,
+            snapshot: r.snapshot,
+            bytes_added: r.bytes_added,
+        };
+        if outcome == Outcome::Ok {
+            if approved {
+                self.state.consume_approval(&self.job.name);
+            }
+            if let Some(policy) = &self.job.keep {
+                match retention(&*storage, &req.group, policy) {
+                    Ok(m) => report.message.push_str(&format!("; {m}")),
+                    Err(e) => {
+                        report.message.push_str(&format!("; retention failed: {e}"));
+                        report.outcome = Outcome::Failed;
+                    }
+                }
+            }
+        }
+        report
+    }
+}
+
+/// Applies `policy` to `group`; needs no key.
+fn retention(
+    storage: &dyn cairn_storage::Storage,
+    group: &str,
+    policy: &cairn_maint::retention::Policy,
+) -> Result<String, String> {
+    let tz = jiff::tz::TimeZone::system();
+    let opts = cairn_maint::forget::ForgetOptions {
+        policy: policy.clone(),
+        groups: vec![group.to_string()],
+        allow_empty: false,
+        dry_run: false,
+    };
+    let r = cairn_maint::forget::forget(storage, &opts, cairn_store::now_ns(), &|ns| {
+        cairn_maint::retention::Civil::in_zone(&tz, ns)
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(format!("retention removed {}", r.removed.len()))
 }
 
 /// The last two KiB a command wrote to standard error, read to the end
