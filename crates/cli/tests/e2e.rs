@@ -39,3 +39,6 @@ mod stream;
 
 #[path = "e2e/daemon.rs"]
 mod daemon;
+
+#[path = "e2e/pull.rs"]
+mod pull;

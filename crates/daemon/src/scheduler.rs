@@ -316,6 +316,7 @@ fn committed_since(config: &Config, job: &Job, since_ns: i64) -> Option<String> 
                 cairn_engine::archiver::default_group(&cairn_store::hostname(), &b.paths).ok()?
             }
         },
+        Kind::Pull(p) => crate::pull::group(p),
         Kind::Command(c) => c
             .group
             .clone()
