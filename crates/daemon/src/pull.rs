@@ -63,6 +63,10 @@ pub struct Request {
     /// Whether this run is approved past the shrink guard.
     #[serde(default)]
     pub approved: bool,
+    /// The machine's put-only key, as a path there (`remote_key_file`);
+    /// a `--key-file` in the machine's forced command wins.
+    #[serde(default)]
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// What the agent reports at the end.
@@ -109,6 +113,7 @@ pub fn request(job: &str, p: &Pull, approved: bool) -> Request {
         compression: p.backup.compression,
         max_vanished: p.backup.max_vanished,
         approved,
+        key_file: p.remote_key_file.clone(),
     }
 }
 

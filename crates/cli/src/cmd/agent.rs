@@ -75,8 +75,8 @@ fn agent(ctx: &Ctx, a: &PullAgentArgs) -> Result<AgentResult, String> {
     if let Err(e) = cairn_daemon::guards::check_sources(&sources) {
         return Ok(refused(e));
     }
-    let key = ctx.g.key_file.clone().ok_or(
-        "pull-agent needs --key-file: the machine's put-only key (cairn key add --role put-only)",
+    let key = ctx.g.key_file.clone().or(req.key_file.clone()).ok_or(
+        "pull-agent needs a key: --key-file in the forced command, or remote_key_file in the box's job (the machine's put-only key)",
     )?;
     let staging = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
