@@ -9,10 +9,10 @@
 
 pub mod alerts;
 pub mod announce;
+pub mod boxed;
 pub mod config;
 pub mod guards;
 pub mod hooks;
-pub mod jobs;
 pub mod maint;
 pub mod notify;
 pub mod open;
@@ -25,9 +25,9 @@ pub mod scheduler;
 pub mod state;
 pub mod status;
 
-/// Starts the box with its scheduler; see [`cairn_server::listener::start`].
+/// Starts the box with its scheduler; see [`boxed::start`].
 pub fn start(
     config: cairn_server::config::Config,
 ) -> cairn_server::Result<cairn_server::listener::Running> {
-    cairn_server::listener::start_with(config, jobs::spawn)
+    boxed::start(config)
 }

@@ -22,6 +22,23 @@ pub struct Report {
     pub snapshot: Option<String>,
     /// Bytes added to the repository.
     pub bytes_added: u64,
+    /// When the run started (ns; set once it is recorded).
+    pub started_ns: i64,
+    /// How long it took (ms; set once it is recorded).
+    pub took_ms: u64,
+}
+
+impl Default for Report {
+    fn default() -> Report {
+        Report {
+            outcome: Outcome::Failed,
+            message: String::new(),
+            snapshot: None,
+            bytes_added: 0,
+            started_ns: 0,
+            took_ms: 0,
+        }
+    }
 }
 
 impl Report {
@@ -29,8 +46,7 @@ impl Report {
         Report {
             outcome: Outcome::Failed,
             message,
-            snapshot: None,
-            bytes_added: 0,
+            ..Report::default()
         }
     }
 }
@@ -115,6 +131,7 @@ impl Run<'_> {
                         message: m,
                         snapshot: None,
                         bytes_added: 0,
+                        ..Report::default()
                     },
                     Err(m) => Report::failed(m),
                 }
@@ -177,6 +194,7 @@ impl Run<'_> {
                         .into(),
                     snapshot: None,
                     bytes_added: 0,
+                    ..Report::default()
                 };
             }
             Err(e) => return Report::failed(e.to_string()),
@@ -216,6 +234,7 @@ impl Run<'_> {
             message,
             snapshot: s.snapshot,
             bytes_added: s.bytes_added,
+            ..Report::default()
         }
     }
 
@@ -303,6 +322,7 @@ impl Run<'_> {
                     message: "stopped before the snapshot was committed".into(),
                     snapshot: None,
                     bytes_added: 0,
+                    ..Report::default()
                 };
             }
             Err(e) => {
@@ -335,6 +355,7 @@ impl Run<'_> {
             message,
             snapshot: s.snapshot,
             bytes_added: s.bytes_added,
+            ..Report::default()
         }
     }
 
@@ -375,6 +396,7 @@ impl Run<'_> {
             message: r.message,
             snapshot: r.snapshot,
             bytes_added: r.bytes_added,
+            ..Report::default()
         };
         if outcome == Outcome::Ok {
             if approved {
@@ -439,6 +461,7 @@ fn refused(message: String) -> Report {
         message,
         snapshot: None,
         bytes_added: 0,
+        ..Report::default()
     }
 }
 
@@ -514,6 +537,9 @@ pub fn run_recorded(
         let _ = ticker.join();
         r
     };
+    let mut report = report;
+    report.started_ns = now;
+    report.took_ms = started.elapsed().as_millis() as u64;
     let mut st = state.load(&job.name, now).unwrap_or(st);
     record(&mut st, &report, now, started.elapsed());
     let alert = crate::alerts::after_run(&mut st, report.outcome);

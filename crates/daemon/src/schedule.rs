@@ -89,6 +89,8 @@ fn time_of_day(s: &str, end: bool) -> Result<(u8, u8), String> {
 /// (every hour at a quarter past), `hourly`, `daily`, `weekly`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Calendar {
+    /// As written, for status pages.
+    text: String,
     days: Days,
     /// Times of day, sorted; empty for an hourly calendar.
     times: Vec<(u8, u8)>,
@@ -117,6 +119,7 @@ impl Calendar {
                 .filter(|m| *m < 60)
                 .ok_or_else(|| format!("{s:?}: the minute in *:MM must be 00 to 59"))?;
             return Ok(Calendar {
+                text: s.trim().to_string(),
                 days,
                 times: Vec::new(),
                 hourly: Some(m),
@@ -134,6 +137,7 @@ impl Calendar {
         list.sort();
         list.dedup();
         Ok(Calendar {
+            text: s.trim().to_string(),
             days,
             times: list,
             hourly: None,
@@ -304,6 +308,17 @@ pub struct Schedule {
     pub retry: Duration,
 }
 
+/// A duration in the largest units that divide it: `1d`, `90min`, `45s`.
+pub fn words(d: Duration) -> String {
+    let s = d.as_secs();
+    for (unit, n) in [("w", 7 * 86_400), ("d", 86_400), ("h", 3600), ("min", 60)] {
+        if s >= n && s % n == 0 {
+            return format!("{}{unit}", s / n);
+        }
+    }
+    format!("{s}s")
+}
+
 /// What the schedule needs to know of the past.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Past {
@@ -321,6 +336,25 @@ pub struct Past {
 pub const FIRST_RETRY: Duration = Duration::from_secs(60);
 
 impl Schedule {
+    /// The schedule in words, for status pages: `every 1d`, `at 02:30`,
+    /// `when the disk appears`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(e) = self.every {
+            parts.push(format!("every {}", words(e)));
+        }
+        if !self.at.is_empty() {
+            let t: Vec<&str> = self.at.iter().map(|c| c.text.as_str()).collect();
+            parts.push(format!("at {}", t.join(", ")));
+        }
+        match self.when {
+            When::Always => {}
+            When::Reachable => parts.push("when reachable".into()),
+            When::Mounted => parts.push("when the disk appears".into()),
+        }
+        parts.join(", ")
+    }
+
     /// Whether the clock alone ever makes the job due.
     pub fn timed(&self) -> bool {
         self.every.is_some() || !self.at.is_empty()

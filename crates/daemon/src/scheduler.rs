@@ -98,6 +98,7 @@ pub fn run(
             return Ok(());
         }
         let now = cairn_store::now_ns();
+        let mut candidates: Vec<(i64, &Job)> = Vec::new();
         for job in &config.jobs {
             if active.contains_key(&job.name) {
                 continue;
@@ -130,11 +131,18 @@ pub fn run(
                     ),
                 );
             }
-            if active.len() >= config.max_concurrent {
-                continue;
-            }
             if !due(&config, job, &st, now, &tz, &mut memory) {
                 continue;
+            }
+            // The job waiting longest goes first, so a job due every
+            // second cannot starve the others.
+            let since = job.schedule.next_due(&job.name, &st.past(), &tz).unwrap_or(now);
+            candidates.push((since, job));
+        }
+        candidates.sort_by_key(|(since, _)| *since);
+        for (_, job) in candidates {
+            if active.len() >= config.max_concurrent {
+                break;
             }
             if job.schedule.when == When::Mounted {
                 memory.absent.insert(job.name.clone(), false);
@@ -290,13 +298,14 @@ fn recover_interrupted(config: &Config, state: &StateDir, announce: &dyn Announc
                     &id[..8.min(id.len())]
                 ),
                 snapshot: Some(id),
-                bytes_added: 0,
+                ..Default::default()
             },
             None => crate::run::Report {
                 outcome: Outcome::Interrupted,
                 message: "the daemon stopped during the run; it runs again now".into(),
                 snapshot: None,
                 bytes_added: 0,
+                ..Default::default()
             },
         };
         crate::run::record(&mut st, &report, running.started_ns, Duration::ZERO);

@@ -1,8 +1,8 @@
-//! The record of the box's jobs (retention, prune, the structural check
-//! and verify): the last outcome of each, shown on the status page and in
-//! `/metrics`, and kept in `STATE/jobs.json` so a restart neither forgets
-//! them nor reruns every job at once. The scheduler that runs them is
-//! `cairn-daemon`'s.
+//! The record of the box's jobs (its maintenance, its pulls, any job of
+//! the daemon that runs beside it): the last outcome of each, shown on
+//! the status page and in `/metrics`, and kept in `STATE/jobs.json`. The
+//! scheduler that runs them is `cairn-daemon`'s, which declares each job
+//! here with its schedule and records each run.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -47,6 +47,8 @@ pub fn job_name(cfg: &[JobConfig], i: usize) -> String {
 pub struct JobBoard {
     file: std::path::PathBuf,
     last: Mutex<BTreeMap<(String, String), Outcome>>,
+    /// Jobs the scheduler runs, by repository, with their schedules.
+    declared: Mutex<BTreeMap<(String, String), String>>,
 }
 
 impl JobBoard {
@@ -61,7 +63,27 @@ impl JobBoard {
         Ok(JobBoard {
             file,
             last: Mutex::new(last.into_iter().map(|(r, j, o)| ((r, j), o)).collect()),
+            declared: Mutex::default(),
         })
+    }
+
+    /// Says that a job of `repo` runs, on `schedule` (words for people).
+    pub fn declare(&self, repo: &str, job: &str, schedule: &str) {
+        self.declared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((repo.to_string(), job.to_string()), schedule.to_string());
+    }
+
+    /// The jobs of `repo` the scheduler declared, with their schedules
+    /// and last outcomes, by name.
+    pub fn of(&self, repo: &str) -> Vec<(String, String, Option<Outcome>)> {
+        let declared = self.declared.lock().unwrap_or_else(|p| p.into_inner());
+        declared
+            .iter()
+            .filter(|((r, _), _)| r == repo)
+            .map(|((r, j), sched)| (j.clone(), sched.clone(), self.last(r, j)))
+            .collect()
     }
 
     /// The last outcome of a job.

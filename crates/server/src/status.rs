@@ -8,7 +8,6 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 
 use crate::groups::GroupStat;
-use crate::jobs::job_name;
 use crate::listener::Server;
 
 fn esc(s: &str) -> String {
@@ -167,15 +166,14 @@ pub fn page(s: &Server, detail: bool) -> String {
             );
         }
         body.push_str("</tbody></table>");
-        if !r.jobs.is_empty() {
+        let jobs = s.jobs.of(&r.name);
+        if !jobs.is_empty() {
             body.push_str(
-                "<table class=\"jobs\"><thead><tr><th>Job</th><th>Every</th><th>Last run</th>\
+                "<table class=\"jobs\"><thead><tr><th>Job</th><th>When</th><th>Last run</th>\
                  <th>Took</th><th>Outcome</th></tr></thead><tbody>",
             );
-            for (i, j) in r.jobs.iter().enumerate() {
-                let name = job_name(&r.jobs, i);
-                let last = s.jobs.last(&r.name, &name);
-                let (class, when_s, took, outcome) = match &last {
+            for (name, schedule, last) in &jobs {
+                let (class, when_s, took, outcome) = match last {
                     None => (
                         "",
                         "not yet".to_string(),
@@ -193,8 +191,8 @@ pub fn page(s: &Server, detail: bool) -> String {
                 let _ = write!(
                     body,
                     "<tr class=\"{class}\" data-job=\"{0}\"><td>{0}</td><td>{1}</td><td>{2}</td><td>{3}</td><td>{4}</td></tr>",
-                    esc(&name),
-                    age(j.every.as_nanos() as i64),
+                    esc(name),
+                    esc(schedule),
                     esc(&when_s),
                     took,
                     esc(&outcome)
