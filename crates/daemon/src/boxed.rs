@@ -39,6 +39,8 @@ pub fn from_server(c: &ServerConfig) -> Config {
                 server_fingerprint: None,
                 require_mount: None,
                 repo_id: None,
+                serve: true,
+                stale_after: Some(r.stale_after),
             },
         );
         for (i, j) in r.jobs.iter().enumerate() {
@@ -79,6 +81,7 @@ pub fn from_server(c: &ServerConfig) -> Config {
         repositories,
         jobs,
         notify: Vec::new(),
+        server: None,
     }
 }
 
@@ -201,6 +204,10 @@ pub fn start_with(
                 .declare(&job.repository, board_name(job), &job.schedule.describe());
         }
         seed_from_board(&daemon, &server);
+        let shown = daemon.clone();
+        server.jobs.set_extra_metrics(Box::new(move |out| {
+            crate::web::metrics(&crate::status::view(&shown, cairn_store::now_ns()), out)
+        }));
         let signals = crate::scheduler::Signals::default();
         let flag = signals.stop.clone();
         tokio::spawn(async move {

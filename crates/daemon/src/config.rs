@@ -62,6 +62,21 @@ pub struct Config {
     pub jobs: Vec<Job>,
     /// Where alerts go.
     pub notify: Vec<Notify>,
+    /// The backup box this daemon also is, if `[server]` is there.
+    pub server: Option<Server>,
+}
+
+/// `[server]`: the daemon also serves repositories to other machines over
+/// HTTPS, as `cairn server` does; its status page and `/metrics` are the
+/// box's, and show the daemon's jobs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Server {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// A certificate chain and key in PEM files (else self-signed).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Plain HTTP on loopback, behind a proxy.
+    pub plain_http: bool,
 }
 
 /// The default address of the status page and `/metrics`.
@@ -86,6 +101,11 @@ pub struct Repository {
     pub require_mount: Option<MountRule>,
     /// The repository's ID, when it must be this one.
     pub repo_id: Option<String>,
+    /// Served to other machines by `[server]`.
+    pub serve: bool,
+    /// On the box's status page, a group with no snapshot for this long
+    /// shows in red.
+    pub stale_after: Option<Duration>,
 }
 
 impl Repository {
@@ -364,6 +384,24 @@ struct RawRepository {
     server_fingerprint: Option<String>,
     require_mount: Option<Spanned<RawMount>>,
     repo_id: Option<Spanned<String>>,
+    serve: Option<Spanned<bool>>,
+    stale_after: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<Spanned<String>>,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    plain_http: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 #[derive(Deserialize, Clone)]
@@ -621,6 +659,7 @@ impl Config {
             repositories: BTreeMap::new(),
             jobs: Vec::new(),
             notify: Vec::new(),
+            server: None,
         };
         if !errors.is_empty() {
             return Err(ConfigError::Invalid {
@@ -635,6 +674,11 @@ impl Config {
                 "daemon" => {
                     if let Some(d) = de::<RawDaemon>(&mut p, value) {
                         config.daemon(&mut p, d);
+                    }
+                }
+                "server" => {
+                    if let Some(sv) = de::<RawServer>(&mut p, value) {
+                        config.server(&mut p, start, sv);
                     }
                 }
                 "repository" => {
@@ -677,13 +721,36 @@ impl Config {
                 other => p.at(
                     key.span().start,
                     format!(
-                        "unknown key {other:?}; the file holds [daemon], [repository.NAME], [[job]] and [[notify]]"
+                        "unknown key {other:?}; the file holds [daemon], [server], [repository.NAME], [[job]] and [[notify]]"
                     ),
                 ),
             }
         }
         for (at, j) in raw_jobs {
             config.job(&mut p, at, j);
+        }
+        if config.server.is_some() && !config.repositories.values().any(|r| r.serve) {
+            p.at(
+                0,
+                "[server] serves the repositories marked serve = true, and none is",
+            );
+        }
+        if config.server.is_none()
+            && let Some(r) = config.repositories.values().find(|r| r.serve)
+        {
+            p.at(
+                0,
+                format!(
+                    "repository {} says serve = true, but there is no [server] section",
+                    r.name
+                ),
+            );
+        }
+        if let Some(l) = config.listen
+            && !l.ip().is_loopback()
+            && !config.public_status
+        {
+            p.at(0, format!("[daemon] listen = {l} is not loopback: the status page tells anyone how your backups are doing; set public_status = true if that is meant"));
         }
         if p.list.is_empty() {
             Ok(config)
@@ -722,6 +789,39 @@ impl Config {
                 self.max_concurrent = *m.get_ref();
             }
         }
+    }
+
+    fn server(&mut self, p: &mut Problems, at: usize, sv: RawServer) {
+        let listen = match &sv.listen {
+            None => cairn_server::config::DEFAULT_LISTEN.parse().ok(),
+            Some(l) => match l.get_ref().parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    p.span(
+                        l,
+                        format!(
+                            "listen = {:?} is not an address like 0.0.0.0:8443",
+                            l.get_ref()
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let Some(listen) = listen else { return };
+        if sv.plain_http && !listen.ip().is_loopback() {
+            p.at(at, format!("plain_http is for loopback only, and {listen} is not: tokens would cross the network in the clear"));
+        }
+        if sv.plain_http && sv.tls.is_some() {
+            p.at(at, "plain_http and tls exclude each other");
+        }
+        self.server = Some(Server {
+            listen,
+            tls: sv.tls.map(|t| (t.cert, t.key)),
+            plain_http: sv.plain_http,
+        });
+        // The box's status page is on the server's port.
+        self.listen = None;
     }
 
     fn repository(&mut self, p: &mut Problems, at: usize, name: String, r: RawRepository) {
@@ -776,6 +876,17 @@ impl Config {
                 );
             }
         }
+        if let Some(sv) = &r.serve
+            && *sv.get_ref()
+            && r.path.is_none()
+        {
+            p.span(sv, "serve = true needs a path on this machine");
+        }
+        let stale_after = r.stale_after.as_ref().and_then(|v| {
+            interval(v.get_ref())
+                .map_err(|e| p.span(v, format!("stale_after: {e}")))
+                .ok()
+        });
         if r.token_file.is_some()
             && r.url
                 .as_ref()
@@ -794,6 +905,8 @@ impl Config {
                 server_fingerprint: r.server_fingerprint,
                 require_mount,
                 repo_id: r.repo_id.map(|s| s.into_inner().to_ascii_lowercase()),
+                serve: r.serve.is_some_and(|s| s.into_inner()),
+                stale_after,
             },
         );
     }
@@ -1274,6 +1387,38 @@ impl Config {
     /// The job of that name.
     pub fn job_named(&self, name: &str) -> Option<&Job> {
         self.jobs.iter().find(|j| j.name == name)
+    }
+
+    /// The server config of `[server]`: the repositories marked `serve`,
+    /// with tokens, certificate and the job board in the state directory.
+    pub fn server_config(&self) -> Option<cairn_server::config::Config> {
+        let sv = self.server.as_ref()?;
+        Some(cairn_server::config::Config {
+            listen: sv.listen,
+            state: self.state.clone(),
+            plain_http: sv.plain_http,
+            tls: sv
+                .tls
+                .clone()
+                .map(|(cert, key)| cairn_server::config::TlsFiles { cert, key }),
+            repositories: self
+                .repositories
+                .values()
+                .filter(|r| r.serve)
+                .filter_map(|r| {
+                    Some(cairn_server::config::RepoConfig {
+                        name: r.name.clone(),
+                        path: r.local_path()?.to_path_buf(),
+                        jobs: Vec::new(),
+                        stale_after: r.stale_after.unwrap_or(Duration::from_secs(2 * 86_400)),
+                    })
+                })
+                .collect(),
+            limits: cairn_server::config::Limits {
+                public_status: self.public_status,
+                ..Default::default()
+            },
+        })
     }
 }
 

@@ -24,6 +24,7 @@ pub mod schedule;
 pub mod scheduler;
 pub mod state;
 pub mod status;
+pub mod web;
 
 /// Starts the box with its scheduler; see [`boxed::start`].
 pub fn start(

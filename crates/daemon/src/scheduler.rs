@@ -136,7 +136,10 @@ pub fn run(
             }
             // The job waiting longest goes first, so a job due every
             // second cannot starve the others.
-            let since = job.schedule.next_due(&job.name, &st.past(), &tz).unwrap_or(now);
+            let since = job
+                .schedule
+                .next_due(&job.name, &st.past(), &tz)
+                .unwrap_or(now);
             candidates.push((since, job));
         }
         candidates.sort_by_key(|(since, _)| *since);

@@ -49,7 +49,12 @@ pub struct JobBoard {
     last: Mutex<BTreeMap<(String, String), Outcome>>,
     /// Jobs the scheduler runs, by repository, with their schedules.
     declared: Mutex<BTreeMap<(String, String), String>>,
+    /// More job lines for `/metrics`, from the scheduler.
+    extra: Mutex<Option<ExtraMetrics>>,
 }
+
+/// Writes the scheduler's own job lines into `/metrics`.
+pub type ExtraMetrics = Box<dyn Fn(&mut String) + Send + Sync>;
 
 impl JobBoard {
     /// The board of `config`, with what the state file remembers.
@@ -64,7 +69,13 @@ impl JobBoard {
             file,
             last: Mutex::new(last.into_iter().map(|(r, j, o)| ((r, j), o)).collect()),
             declared: Mutex::default(),
+            extra: Mutex::default(),
         })
+    }
+
+    /// Adds the scheduler's job lines to `/metrics`.
+    pub fn set_extra_metrics(&self, f: ExtraMetrics) {
+        *self.extra.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
     }
 
     /// Says that a job of `repo` runs, on `schedule` (words for people).
@@ -151,6 +162,9 @@ impl JobBoard {
                     label(j)
                 );
             }
+        }
+        if let Some(f) = &*self.extra.lock().unwrap_or_else(|p| p.into_inner()) {
+            f(out);
         }
     }
 }

@@ -84,17 +84,65 @@ pub fn daemon(a: DaemonArgs) -> Result<i32> {
         );
         return Ok(exit::OK);
     }
-    let announce =
-        Arc::new(cairn_daemon::announce::Notifying::new(&config).map_err(anyhow::Error::msg)?);
     let signals = cairn_daemon::scheduler::Signals::default();
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, signals.stop.clone())?;
     }
     signal_hook::flag::register(signal_hook::consts::SIGHUP, signals.reload.clone())?;
+    let notifying = cairn_daemon::announce::Notifying::new(&config).map_err(anyhow::Error::msg)?;
+    if let Some(server) = config.server_config() {
+        // A box: the server, with the scheduler beside it.
+        let running = cairn_daemon::boxed::start_with(server, config, Some(notifying))?;
+        eprintln!(
+            "cairn daemon: serving on {}{}",
+            running.addr,
+            running
+                .fingerprint
+                .as_ref()
+                .map_or(String::new(), |f| format!(
+                    ", certificate {}",
+                    cairn_remote::tls::show_fingerprint(f)
+                ))
+        );
+        while !signals.stop.load(std::sync::atomic::Ordering::SeqCst) {
+            if signals
+                .reload
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                eprintln!(
+                    "cairn daemon: a box reloads its config by restarting (systemctl restart)"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        running.stop();
+        return Ok(exit::OK);
+    }
+    let announce = Arc::new(notifying);
+    let shared = Arc::new(std::sync::RwLock::new(config.clone()));
+    let web = match config.listen {
+        Some(addr) => {
+            Some(cairn_daemon::web::start(shared.clone(), addr).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
+    if let Some(w) = &web {
+        eprintln!(
+            "cairn daemon: status page and /metrics on http://{}/",
+            w.addr
+        );
+    }
     let reload_file = file.clone();
-    let reload = move || Config::load(&reload_file).map_err(|e| e.to_string());
+    let reload = move || {
+        let c = Config::load(&reload_file).map_err(|e| e.to_string())?;
+        *shared.write().unwrap_or_else(|p| p.into_inner()) = c.clone();
+        Ok(c)
+    };
     let res = cairn_daemon::scheduler::run(config, &reload, &signals, announce.clone());
     announce.flush(Duration::from_secs(10));
+    if let Some(w) = web {
+        w.stop();
+    }
     res.map_err(anyhow::Error::msg)?;
     Ok(exit::OK)
 }
