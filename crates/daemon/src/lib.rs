@@ -10,6 +10,7 @@
 pub mod alerts;
 pub mod announce;
 pub mod config;
+pub mod drill;
 pub mod guards;
 pub mod hooks;
 pub mod jobs;

@@ -22,6 +22,8 @@ pub struct Report {
     pub snapshot: Option<String>,
     /// Bytes added to the repository.
     pub bytes_added: u64,
+    /// A drill proved a restore: `record` dates the last proven restore.
+    pub proven: bool,
 }
 
 impl Report {
@@ -31,6 +33,7 @@ impl Report {
             message,
             snapshot: None,
             bytes_added: 0,
+            proven: false,
         }
     }
 }
@@ -115,16 +118,84 @@ impl Run<'_> {
                         message: m,
                         snapshot: None,
                         bytes_added: 0,
+                        proven: false,
                     },
                     Err(m) => Report::failed(m),
                 }
             }
             Kind::Command(c) => self.command(repo_cfg, c),
             Kind::Pull(p) => self.pull(repo_cfg, p),
-            other => Report::failed(format!(
-                "{} jobs cannot run in this version of cairn",
-                other.name()
-            )),
+            Kind::Drill {
+                group,
+                files,
+                bytes,
+            } => self.drill(
+                repo_cfg,
+                group.clone(),
+                crate::drill::Limits {
+                    files: *files,
+                    bytes: *bytes,
+                },
+            ),
+        }
+    }
+
+    /// Restores a sample of each group's newest snapshot and compares it
+    /// with the source; see [`crate::drill`].
+    fn drill(
+        &self,
+        repo_cfg: &crate::config::Repository,
+        group: Option<String>,
+        limits: crate::drill::Limits,
+    ) -> Report {
+        use crate::drill::{Stopped, needs_read_key};
+        let storage = match crate::open::storage(repo_cfg, RETRY_FOR) {
+            Ok(s) => s,
+            Err(e) => return refused_or_failed(e),
+        };
+        let repo = match crate::open::repo(repo_cfg, storage, &self.state.scratch()) {
+            Ok(r) => r,
+            // No key configured, none left by `cairn init`: a keyless box.
+            Err(e) if e.contains("needs a key") => return Report::failed(needs_read_key(&e)),
+            Err(e) => return Report::failed(e),
+        };
+        if repo.require_owner("restore").is_err() {
+            return Report::failed(needs_read_key(&format!(
+                "the key of repository {} is {}, which adds backups but cannot read them",
+                repo_cfg.name,
+                repo.role().name()
+            )));
+        }
+        let opts = crate::drill::Options {
+            group,
+            limits,
+            dir: self
+                .state
+                .scratch()
+                .join(format!("drill-{}", self.job.name)),
+            seed: crate::drill::seed(),
+        };
+        match crate::drill::drill(&repo, &opts, &self.progress, &self.cancel) {
+            Ok(d) => Report {
+                outcome: if d.proven() {
+                    Outcome::Ok
+                } else {
+                    Outcome::Failed
+                },
+                message: d.message(),
+                snapshot: None,
+                bytes_added: 0,
+                proven: d.proven(),
+            },
+            Err(Stopped::Interrupted) => Report {
+                outcome: Outcome::Interrupted,
+                message: "stopped before the drill finished; the next run draws a new sample"
+                    .into(),
+                snapshot: None,
+                bytes_added: 0,
+                proven: false,
+            },
+            Err(e) => Report::failed(e.to_string()),
         }
     }
 
@@ -177,6 +248,7 @@ impl Run<'_> {
                         .into(),
                     snapshot: None,
                     bytes_added: 0,
+                    proven: false,
                 };
             }
             Err(e) => return Report::failed(e.to_string()),
@@ -216,6 +288,7 @@ impl Run<'_> {
             message,
             snapshot: s.snapshot,
             bytes_added: s.bytes_added,
+            proven: false,
         }
     }
 
@@ -303,6 +376,7 @@ impl Run<'_> {
                     message: "stopped before the snapshot was committed".into(),
                     snapshot: None,
                     bytes_added: 0,
+                    proven: false,
                 };
             }
             Err(e) => {
@@ -335,6 +409,7 @@ impl Run<'_> {
             message,
             snapshot: s.snapshot,
             bytes_added: s.bytes_added,
+            proven: false,
         }
     }
 
@@ -375,6 +450,7 @@ impl Run<'_> {
             message: r.message,
             snapshot: r.snapshot,
             bytes_added: r.bytes_added,
+            proven: false,
         };
         if outcome == Outcome::Ok {
             if approved {
@@ -439,6 +515,7 @@ fn refused(message: String) -> Report {
         message,
         snapshot: None,
         bytes_added: 0,
+        proven: false,
     }
 }
 
@@ -549,6 +626,9 @@ pub fn record(st: &mut JobState, r: &Report, started_ns: i64, took: Duration) {
             st.last_bytes_added = r.bytes_added;
             if r.snapshot.is_some() {
                 st.last_snapshot = r.snapshot.clone();
+            }
+            if r.proven {
+                st.last_proven_ns = st.last_end_ns;
             }
         }
         Outcome::Refused => {

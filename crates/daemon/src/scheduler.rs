@@ -291,12 +291,14 @@ fn recover_interrupted(config: &Config, state: &StateDir, announce: &dyn Announc
                 ),
                 snapshot: Some(id),
                 bytes_added: 0,
+                proven: false,
             },
             None => crate::run::Report {
                 outcome: Outcome::Interrupted,
                 message: "the daemon stopped during the run; it runs again now".into(),
                 snapshot: None,
                 bytes_added: 0,
+                proven: false,
             },
         };
         crate::run::record(&mut st, &report, running.started_ns, Duration::ZERO);
