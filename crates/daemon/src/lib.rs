@@ -11,6 +11,7 @@ pub mod alerts;
 pub mod announce;
 pub mod boxed;
 pub mod config;
+pub mod drill;
 pub mod guards;
 pub mod hooks;
 pub mod maint;

@@ -26,6 +26,8 @@ pub struct Report {
     pub started_ns: i64,
     /// How long it took (ms; set once it is recorded).
     pub took_ms: u64,
+    /// A drill proved a restore: `record` dates the last proven restore.
+    pub proven: bool,
 }
 
 impl Default for Report {
@@ -37,6 +39,7 @@ impl Default for Report {
             bytes_added: 0,
             started_ns: 0,
             took_ms: 0,
+            proven: false,
         }
     }
 }
@@ -138,10 +141,74 @@ impl Run<'_> {
             }
             Kind::Command(c) => self.command(repo_cfg, c),
             Kind::Pull(p) => self.pull(repo_cfg, p),
-            other => Report::failed(format!(
-                "{} jobs cannot run in this version of cairn",
-                other.name()
-            )),
+            Kind::Drill {
+                group,
+                files,
+                bytes,
+            } => self.drill(
+                repo_cfg,
+                group.clone(),
+                crate::drill::Limits {
+                    files: *files,
+                    bytes: *bytes,
+                },
+            ),
+        }
+    }
+
+    /// Restores a sample of each group's newest snapshot and compares it
+    /// with the source; see [`crate::drill`].
+    fn drill(
+        &self,
+        repo_cfg: &crate::config::Repository,
+        group: Option<String>,
+        limits: crate::drill::Limits,
+    ) -> Report {
+        use crate::drill::{Stopped, needs_read_key};
+        let storage = match crate::open::storage(repo_cfg, RETRY_FOR) {
+            Ok(s) => s,
+            Err(e) => return refused_or_failed(e),
+        };
+        let repo = match crate::open::repo(repo_cfg, storage, &self.state.scratch()) {
+            Ok(r) => r,
+            // No key configured, none left by `cairn init`: a keyless box.
+            Err(e) if e.contains("needs a key") => return Report::failed(needs_read_key(&e)),
+            Err(e) => return Report::failed(e),
+        };
+        if repo.require_owner("restore").is_err() {
+            return Report::failed(needs_read_key(&format!(
+                "the key of repository {} is {}, which adds backups but cannot read them",
+                repo_cfg.name,
+                repo.role().name()
+            )));
+        }
+        let opts = crate::drill::Options {
+            group,
+            limits,
+            dir: self
+                .state
+                .scratch()
+                .join(format!("drill-{}", self.job.name)),
+            seed: crate::drill::seed(),
+        };
+        match crate::drill::drill(&repo, &opts, &self.progress, &self.cancel) {
+            Ok(d) => Report {
+                outcome: if d.proven() {
+                    Outcome::Ok
+                } else {
+                    Outcome::Failed
+                },
+                message: d.message(),
+                proven: d.proven(),
+                ..Report::default()
+            },
+            Err(Stopped::Interrupted) => Report {
+                outcome: Outcome::Interrupted,
+                message: "stopped before the drill finished; the next run draws a new sample"
+                    .into(),
+                ..Report::default()
+            },
+            Err(e) => Report::failed(e.to_string()),
         }
     }
 
@@ -575,6 +642,9 @@ pub fn record(st: &mut JobState, r: &Report, started_ns: i64, took: Duration) {
             st.last_bytes_added = r.bytes_added;
             if r.snapshot.is_some() {
                 st.last_snapshot = r.snapshot.clone();
+            }
+            if r.proven {
+                st.last_proven_ns = st.last_end_ns;
             }
         }
         Outcome::Refused => {

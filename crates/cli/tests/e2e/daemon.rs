@@ -662,3 +662,245 @@ to = ["admin@example.org"]
         mails[1]
     );
 }
+
+/// The status JSON of one job.
+fn job_view(env: &Env, cfg: &str, job: &str) -> serde_json::Value {
+    let out = cairn(env, &["--json", "status", "-c", cfg]);
+    let v = json(&out.stdout);
+    v["jobs"]
+        .as_array()
+        .and_then(|a| a.iter().find(|j| j["name"] == job))
+        .unwrap_or_else(|| panic!("no job {job} in the status:\n{}", out.stdout))
+        .clone()
+}
+
+/// Whatever a drill restored is gone when it ends.
+fn drill_scratch_is_empty(env: &Env) {
+    let scratch = env.path("state/scratch");
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.iter()
+            .all(|n| !n.to_string_lossy().starts_with("drill")),
+        "left in {}: {left:?}",
+        scratch.display()
+    );
+}
+
+/// A drill restores a sample of the newest snapshot, compares it with
+/// the unchanged sources and dates the proven restore; sources changed
+/// since the snapshot are skipped and counted; a source whose bytes
+/// changed under its old size and mtime fails the drill by its path, and
+/// so does a damaged pack.
+#[test]
+fn a_drill_proves_a_restore_and_finds_bytes_changed_under_an_unchanged_mtime() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    env.ok(&["init"]);
+    std::fs::write(env.path("pw"), crate::util::PASS).unwrap();
+    let src = env.path("src");
+    for i in 0..40u64 {
+        let dir = src.join(format!("d{}", i % 4));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(format!("f{i}")),
+            crate::util::pseudo(1000 + 997 * i as usize, i),
+        )
+        .unwrap();
+    }
+    let file = config(
+        &env,
+        &format!(
+            r#"[repository.r]
+path = "{repo}"
+password_file = "{pw}"
+
+[[job]]
+name = "home"
+kind = "backup"
+repository = "r"
+paths = ["{src}"]
+every = "1d"
+
+[[job]]
+name = "drill"
+kind = "drill"
+repository = "r"
+group = "*"
+every = "1w"
+sample = {{ files = 10 }}
+
+[[job]]
+name = "all"
+kind = "drill"
+repository = "r"
+every = "1w"
+sample = {{ files = 1000, bytes = "1GiB" }}
+"#,
+            repo = env.repo.display(),
+            pw = env.path("pw").display(),
+            src = src.display(),
+        ),
+    );
+    let cfg = s(&file);
+    cairn(&env, &["run", "home", "-c", cfg]).expect(0);
+    assert!(job_view(&env, cfg, "drill")["last_proven_ns"].is_null());
+
+    let out = cairn(&env, &["run", "drill", "-c", cfg]).expect(0);
+    assert!(
+        out.stdout.contains("10 of 40 files restored")
+            && out
+                .stdout
+                .contains("10 identical to the source, 0 skipped as changed"),
+        "{}",
+        out.stdout
+    );
+    let v = job_view(&env, cfg, "drill");
+    let proven = v["last_proven_ns"].as_i64().expect("last_proven_ns set");
+    assert_eq!(
+        (v["state"].as_str(), v["health"].as_str()),
+        (Some("idle"), Some("green"))
+    );
+    drill_scratch_is_empty(&env);
+    let text = cairn(&env, &["status", "-c", cfg]).stdout;
+    // Proven for `drill`; `all` has not run yet.
+    assert!(
+        text.matches("last proven restore:").count() == 2
+            && text.matches("last proven restore: never").count() == 1,
+        "{text}"
+    );
+
+    // Three sources changed since the snapshot and one deleted:
+    // restored, not compared.
+    for i in 0..3 {
+        let f = src.join(format!("d{}/f{i}", i % 4));
+        let mut data = std::fs::read(&f).unwrap();
+        data.extend_from_slice(b"more");
+        std::fs::write(&f, data).unwrap();
+    }
+    std::fs::remove_file(src.join("d3/f3")).unwrap();
+    let out = cairn(&env, &["run", "all", "-c", cfg]).expect(0);
+    assert!(
+        out.stdout.contains("40 of 40 files restored")
+            && out.stdout.contains(
+                "36 identical to the source, 3 skipped as changed since the snapshot, 1 skipped as gone from the source"
+            ),
+        "{}",
+        out.stdout
+    );
+
+    // Silent corruption: other bytes, the same size and mtime.
+    let victim = src.join("d1/f9");
+    let md = std::fs::metadata(&victim).unwrap();
+    let mut data = std::fs::read(&victim).unwrap();
+    data[500] ^= 0xff;
+    std::fs::write(&victim, &data).unwrap();
+    crate::util::set_mtime(&victim, md.mtime(), md.mtime_nsec() as u32);
+    let out = cairn(&env, &["run", "all", "-c", cfg]).expect(2);
+    assert!(
+        out.stdout.contains("FAILED")
+            && out.stdout.contains(&format!(
+                "{}: the restored file differs from the source at byte 500",
+                victim.display()
+            )),
+        "{}",
+        out.stdout
+    );
+    drill_scratch_is_empty(&env);
+    let st = cairn(&env, &["status", "-c", cfg]).expect(2);
+    assert!(st.stdout.contains("CRIT all"), "{}", st.stdout);
+    let v = job_view(&env, cfg, "all");
+    assert_eq!(v["state"], "failed");
+    assert!(
+        v["last_error"].as_str().unwrap().contains(s(&victim)),
+        "{v}"
+    );
+    // The earlier proof of the other drill stands.
+    assert_eq!(job_view(&env, cfg, "drill")["last_proven_ns"], proven);
+
+    // Damage in the repository: the restore authenticates every chunk,
+    // so the file it hits is not restored and the drill fails.
+    let largest = crate::util::files_below(&env.repo.join("data"))
+        .into_iter()
+        .map(|p| env.repo.join("data").join(p))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut pack = std::fs::read(&largest).unwrap();
+    let mid = pack.len() / 2;
+    pack[mid] ^= 0xff;
+    std::fs::write(&largest, pack).unwrap();
+    let out = cairn(&env, &["run", "all", "-c", cfg]).expect(2);
+    assert!(out.stdout.contains("is damaged"), "{}", out.stdout);
+    drill_scratch_is_empty(&env);
+}
+
+/// A drill with a put-only key, or with no key at all (a keyless box),
+/// fails saying it needs a key that can read, and status shows it red
+/// with no proven restore.
+#[test]
+fn a_drill_without_a_key_that_can_read_fails_and_says_so() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), b"data").unwrap();
+    env.ok(&["backup", s(&src)]);
+    let put = env.put_only_key("put.key");
+    let file = config(
+        &env,
+        &format!(
+            r#"[repository.put]
+path = "{repo}"
+key_file = "{put}"
+
+[repository.bare]
+path = "{repo}"
+
+[[job]]
+name = "put-drill"
+kind = "drill"
+repository = "put"
+every = "1w"
+
+[[job]]
+name = "box-drill"
+kind = "drill"
+repository = "bare"
+every = "1w"
+"#,
+            repo = env.repo.display(),
+            put = put.display(),
+        ),
+    );
+    let cfg = s(&file);
+    for (job, why) in [
+        ("put-drill", "the key of repository put is put-only"),
+        ("box-drill", "repository bare needs a key"),
+    ] {
+        let out = cairn(&env, &["run", job, "-c", cfg]).expect(2);
+        assert!(
+            out.stdout.contains("FAILED")
+                && out.stdout.contains("needs a key that can read the backups")
+                && out.stdout.contains(why),
+            "{}",
+            out.stdout
+        );
+        let v = job_view(&env, cfg, job);
+        assert_eq!(
+            (v["state"].as_str(), v["health"].as_str()),
+            (Some("failed"), Some("red"))
+        );
+        assert!(v["last_proven_ns"].is_null(), "{v}");
+    }
+    let st = cairn(&env, &["status", "-c", cfg]).expect(2);
+    assert!(
+        st.stdout.contains("CRIT put-drill")
+            && st.stdout.contains("CRIT box-drill")
+            && st.stdout.contains("needs a key that can read")
+            && st.stdout.matches("last proven restore: never").count() == 2,
+        "{}",
+        st.stdout
+    );
+    drill_scratch_is_empty(&env);
+}
