@@ -904,3 +904,152 @@ every = "1w"
     );
     drill_scratch_is_empty(&env);
 }
+
+/// A failing job is retried with growing waits and alerts once; its
+/// recovery alerts once.
+#[test]
+fn a_failing_job_retries_with_backoff_and_alerts_once() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    std::fs::write(env.path("pw"), crate::util::PASS).unwrap();
+    let flag = env.path("up");
+    let events = env.path("events");
+    let file = config(
+        &env,
+        &format!(
+            r#"[repository.r]
+path = "{repo}"
+password_file = "{pw}"
+
+[[job]]
+name = "dump"
+kind = "command"
+repository = "r"
+command = ["sh", "-c", "test -e {flag} && echo ok"]
+filename = "dump.txt"
+every = "1d"
+retry = "1s"
+
+[[notify]]
+kind = "command"
+command = ["sh", "-c", "cat >> {events}; echo >> {events}"]
+"#,
+            repo = env.repo.display(),
+            pw = env.path("pw").display(),
+            flag = flag.display(),
+            events = events.display(),
+        ),
+    );
+    let mut d = Daemon::start(&env, &file);
+    let mut ends: Vec<i64> = Vec::new();
+    wait_for("three failed attempts", Duration::from_secs(30), || {
+        if !env.path("state/jobs/dump.json").exists() {
+            return false;
+        }
+        let st = job_state(&env, "dump");
+        let end = st["last_end_ns"].as_i64().unwrap_or(0);
+        if st["running"].is_null() && end > 0 && ends.last() != Some(&end) {
+            ends.push(end);
+        }
+        st["failed_runs"].as_u64().unwrap_or(0) >= 3
+    });
+    std::fs::write(&flag, b"").unwrap();
+    wait_for("the recovery", Duration::from_secs(30), || {
+        job_state(&env, "dump")["ok_runs"] == 1
+    });
+    assert_eq!(d.stop(), 0);
+    let st = job_state(&env, "dump");
+    assert_eq!(st["failed_runs"], 3, "{st}");
+    if ends.len() >= 3 {
+        let (g1, g2) = (ends[1] - ends[0], ends[2] - ends[1]);
+        assert!(
+            g1 >= 900_000_000 && g2 > g1 + 500_000_000,
+            "waits {g1} then {g2} ns"
+        );
+    }
+    let sent: Vec<String> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| json(l)["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(sent, ["failed", "recovered"], "{}", d.log());
+}
+
+/// The daemon stopped (SIGTERM) and then killed (SIGKILL) in the middle
+/// of a backup: each restart resumes it, and in the end there is one
+/// snapshot and the data was stored once.
+#[test]
+fn a_daemon_stopped_or_killed_mid_backup_resumes_without_duplicates() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    std::fs::write(env.path("pw"), crate::util::PASS).unwrap();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let size = 192usize << 20;
+    std::fs::write(src.join("big"), crate::util::pseudo(size, 5)).unwrap();
+    let file = config(
+        &env,
+        &format!(
+            r#"[repository.r]
+path = "{repo}"
+password_file = "{pw}"
+
+[[job]]
+name = "big"
+kind = "backup"
+repository = "r"
+paths = ["{src}"]
+every = "1d"
+"#,
+            repo = env.repo.display(),
+            pw = env.path("pw").display(),
+            src = src.display(),
+        ),
+    );
+    let stored = || -> u64 {
+        fn walk(d: &Path, sum: &mut u64) {
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                let md = e.metadata().unwrap();
+                if md.is_dir() {
+                    walk(&e.path(), sum);
+                } else {
+                    *sum += md.len();
+                }
+            }
+        }
+        let mut sum = 0;
+        walk(&env.repo.join("data"), &mut sum);
+        sum
+    };
+    let mut d = Daemon::start(&env, &file);
+    wait_for("a first pack", Duration::from_secs(60), || stored() > 0);
+    assert_eq!(d.stop(), 0, "{}", d.log());
+    assert_eq!(job_state(&env, "big")["last_outcome"], "interrupted");
+    assert_eq!(snapshot_count(&env, &env.repo), 0);
+    let after_stop = stored();
+    assert!(after_stop < size as u64, "stopped before the end");
+
+    let d = Daemon::start(&env, &file);
+    wait_for("a pack more", Duration::from_secs(60), || {
+        stored() > after_stop
+    });
+    d.signal(rustix::process::Signal::KILL);
+    drop(d);
+    assert!(
+        !job_state(&env, "big")["running"].is_null(),
+        "killed while running"
+    );
+
+    let mut d = Daemon::start(&env, &file);
+    wait_for("the resumed backup", Duration::from_secs(120), || {
+        job_state(&env, "big")["ok_runs"] == 1
+    });
+    assert_eq!(d.stop(), 0);
+    assert_eq!(snapshot_count(&env, &env.repo), 1, "{}", d.log());
+    let total = stored();
+    assert!(
+        total < size as u64 + (size as u64) / 20,
+        "stored {total} bytes for {size}: data was stored twice"
+    );
+}

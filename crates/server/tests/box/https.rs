@@ -1106,3 +1106,157 @@ fn status_is_private_by_default_and_public_pages_hide_log_lines() {
     ));
     r.stop();
 }
+
+/// The daemon's status page (no box): a failing job shows red in a real
+/// browser, `/metrics` carries each job's last success and state, and
+/// `/status.json` the same view. Then the same daemon config as a box
+/// (`[server]`): its pull job, failing, shows red on the box's page.
+#[test]
+fn the_daemon_status_page_shows_a_failing_job_in_red() {
+    let s = setup();
+    let state = s.dir.path().join("daemon-state");
+    let src = s.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), b"hello").unwrap();
+    let key = s.owner_key.display();
+    let text = format!(
+        r#"[daemon]
+state = "{state}"
+listen = "127.0.0.1:0"
+
+[repository.home]
+path = "{root}"
+key_file = "{key}"
+
+[[job]]
+name = "documents"
+kind = "backup"
+repository = "home"
+paths = ["{src}"]
+every = "1d"
+
+[[job]]
+name = "shop-db"
+kind = "command"
+repository = "home"
+command = ["sh", "-c", "echo 'pg_dump: connection refused' >&2; exit 1"]
+filename = "shop.sql"
+every = "1d"
+"#,
+        state = state.display(),
+        root = s.root.display(),
+        src = src.display(),
+    );
+    let config = cairn_daemon::config::Config::parse(Path::new("cairn.toml"), &text).unwrap();
+    let st = cairn_daemon::state::StateDir::new(&state);
+    for job in &config.jobs {
+        cairn_daemon::run::run_recorded(
+            &config,
+            job,
+            &st,
+            Arc::default(),
+            Arc::default(),
+            &cairn_daemon::announce::LogOnly,
+        )
+        .unwrap();
+    }
+    let shared = Arc::new(std::sync::RwLock::new(config));
+    let web = cairn_daemon::web::start(shared, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let fetch = |path: &str| {
+        let mut c = std::net::TcpStream::connect(web.addr).unwrap();
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    };
+    let metrics = fetch("/metrics");
+    for want in [
+        "cairn_job_last_success_timestamp_seconds{job=\"documents\",kind=\"backup\",repository=\"home\"}",
+        "cairn_job_state{job=\"shop-db\",state=\"failed\"} 1",
+        "cairn_job_health{job=\"shop-db\",kind=\"command\",repository=\"home\"} 2",
+        "cairn_job_runs_total{job=\"shop-db\",outcome=\"failed\"} 1",
+        "cairn_job_last_bytes_added{job=\"documents\"",
+    ] {
+        assert!(metrics.contains(want), "missing {want:?} in\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("cairn_job_last_success_timestamp_seconds{job=\"shop-db\""),
+        "{metrics}"
+    );
+    let json = fetch("/status.json");
+    assert!(json.contains("\"state\":\"failed\""), "{json}");
+
+    let (dom, shot) = chromium(&format!("http://{}/", web.addr), s.dir.path());
+    assert!(
+        dom.contains("class=\"bad\" data-job=\"shop-db\"")
+            && dom.contains("class=\"ok\" data-job=\"documents\"")
+            && dom.contains("connection refused")
+            && dom.contains("1 job needs attention"),
+        "{dom}"
+    );
+    let red = red_pixels(&shot);
+    assert!(red > 300, "only {red} red pixels in the screenshot");
+    web.stop();
+
+    // The same jobs on a box, with a pull from a machine that refuses.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let box_state = s.dir.path().join("box-state");
+    let text = format!(
+        r#"[daemon]
+state = "{box_state}"
+
+[server]
+listen = "127.0.0.1:0"
+
+[repository.home]
+path = "{root}"
+serve = true
+
+[[job]]
+name = "laptop"
+kind = "pull"
+repository = "home"
+ssh = "nobody@127.0.0.1"
+ssh_command = "ssh -p {port} -o ConnectTimeout=5"
+paths = ["/home/me"]
+every = "1d"
+"#,
+        box_state = box_state.display(),
+        root = s.root.display(),
+    );
+    let config = cairn_daemon::config::Config::parse(Path::new("cairn.toml"), &text).unwrap();
+    let server = config.server_config().unwrap();
+    let r = cairn_daemon::boxed::start_with(server, config, None).unwrap();
+    let t = Instant::now();
+    while r.server.jobs.last("home", "laptop").is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the pull did not run"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (dom, shot) = chromium(
+        &format!("https://127.0.0.1:{}/", r.addr.port()),
+        s.dir.path(),
+    );
+    assert!(
+        dom.contains("class=\"bad\" data-job=\"laptop\"") && dom.contains("FAILED"),
+        "{dom}"
+    );
+    assert!(red_pixels(&shot) > 300);
+    let (_, metrics) = raw(
+        &r,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        metrics.contains("cairn_job_state{job=\"laptop\",state=\"failed\"} 1"),
+        "{metrics}"
+    );
+    r.stop();
+}
