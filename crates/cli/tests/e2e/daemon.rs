@@ -402,6 +402,7 @@ kind = "backup"
 repository = "r"
 paths = ["{src}"]
 every = "4s"
+keep = {{ last = 1 }}
 "#,
             repo = env.repo.display(),
             pw = env.path("pw").display(),
@@ -441,6 +442,11 @@ every = "4s"
     );
     assert_eq!(d.stop(), 0, "{}", d.log());
     assert!(d.log().contains("cairn daemon stopped"), "{}", d.log());
+    assert_eq!(
+        snapshot_count(&env, &env.repo),
+        1,
+        "keep = {{ last = 1 }} applied after each run"
+    );
 }
 
 /// A loopback HTTP receiver that records request bodies.
@@ -1052,4 +1058,89 @@ every = "1d"
         total < size as u64 + (size as u64) / 20,
         "stored {total} bytes for {size}: data was stored twice"
     );
+}
+
+/// A job that cannot run (its disk never appears) becomes overdue and
+/// alerts once, though nothing ran; SIGHUP reads the config again and a
+/// job added to it runs.
+#[test]
+fn overdue_alerts_without_a_run_and_sighup_reloads() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    std::fs::write(env.path("pw"), crate::util::PASS).unwrap();
+    let disk = env.path("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let events = env.path("events");
+    let body = |extra: &str| {
+        format!(
+            r#"[repository.usb]
+path = "{disk}/cairn"
+password_file = "{pw}"
+require_mount = "{disk}"
+
+[repository.r]
+path = "{repo}"
+password_file = "{pw}"
+
+[[job]]
+name = "usb"
+kind = "command"
+repository = "usb"
+command = ["echo", "x"]
+filename = "x"
+when = "mounted"
+probe_every = "1s"
+overdue_after = "2s"
+
+[[notify]]
+kind = "command"
+command = ["sh", "-c", "cat >> {events}; echo >> {events}"]
+{extra}"#,
+            disk = disk.display(),
+            pw = env.path("pw").display(),
+            repo = env.repo.display(),
+            events = events.display(),
+        )
+    };
+    let file = config(&env, &body(""));
+    let d = Daemon::start(&env, &file);
+    let sent = || -> Vec<String> {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| json(l)["event"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    wait_for("the overdue alert", Duration::from_secs(20), || {
+        !sent().is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sent(), ["overdue"], "{}", d.log());
+    let st = cairn(&env, &["status", "-c", s(&file)]).expect(2);
+    assert!(
+        st.stdout.contains("CRIT usb") && st.stdout.contains("overdue"),
+        "{}",
+        st.stdout
+    );
+
+    config(
+        &env,
+        &body(
+            "
+[[job]]
+name = \"added\"
+kind = \"command\"
+repository = \"r\"
+command = [\"echo\", \"y\"]
+filename = \"y\"
+every = \"1h\"
+",
+        ),
+    );
+    d.signal(rustix::process::Signal::HUP);
+    wait_for("the added job", Duration::from_secs(20), || {
+        env.path("state/jobs/added.json").exists() && job_state(&env, "added")["ok_runs"] == 1
+    });
+    assert!(d.log().contains("config reloaded: 2 jobs"), "{}", d.log());
 }
