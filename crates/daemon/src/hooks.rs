@@ -2,7 +2,7 @@
 //! a shell, their output kept for the log, a failing `before` stopping
 //! the run.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// The last bytes of a hook's output worth putting in a message.
 const TAIL: usize = 2048;
@@ -15,21 +15,18 @@ pub fn run(which: &str, list: &[Vec<String>], env: &[(&str, String)]) -> Result<
             continue;
         };
         let shown = argv.join(" ");
-        let out = Command::new(prog)
-            .args(args)
+        let mut cmd = Command::new(prog);
+        cmd.args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("CAIRN_HOOK", which)
-            .stdin(Stdio::null())
-            .output()
+            .env("CAIRN_HOOK", which);
+        let (status, out, err) = crate::tail::run(cmd, TAIL)
             .map_err(|e| format!("{which} hook `{shown}` could not start: {e}"))?;
-        if !out.status.success() {
-            let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
-            text.push_str(&String::from_utf8_lossy(&out.stdout));
+        if !status.success() {
+            let text = format!("{err}\n{out}");
             let text = text.trim();
             let tail = &text[text.floor_char_boundary(text.len().saturating_sub(TAIL))..];
             return Err(format!(
-                "{which} hook `{shown}` failed ({}){}{}",
-                out.status,
+                "{which} hook `{shown}` failed ({status}){}{}",
                 if tail.is_empty() { "" } else { ": " },
                 tail
             ));

@@ -25,6 +25,7 @@ pub mod schedule;
 pub mod scheduler;
 pub mod state;
 pub mod status;
+pub mod tail;
 pub mod web;
 
 /// Starts the box with its scheduler; see [`boxed::start`].

@@ -125,33 +125,55 @@ pub fn pull(
     p: &Pull,
     req: &Request,
     log: Arc<dyn Fn(&str) + Send + Sync>,
+    limits: Silence,
 ) -> Result<AgentResult, String> {
     let (prog, opts) = p.ssh_command.split_first().ok_or("ssh_command is empty")?;
+    // ssh's keep-alives notice a machine that vanished without closing
+    // the connection (a laptop lid shut, Wi-Fi gone).
+    let keepalive: &[&str] = if prog.ends_with("ssh") {
+        &[
+            "-o",
+            "ServerAliveInterval=30",
+            "-o",
+            "ServerAliveCountMax=4",
+        ]
+    } else {
+        &[]
+    };
     let mut child = Command::new(prog)
         .args(opts)
+        .args(keepalive)
         .args(["-o", "BatchMode=yes", "--", &p.ssh, &p.remote_cairn, AGENT])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start {prog}: {e}"))?;
-    let (Some(mut to), Some(mut from), Some(err)) =
+    let (Some(mut to), Some(from), Some(err)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
         let _ = child.kill();
         let _ = child.wait();
         return Err("no pipes to the ssh process".into());
     };
-    let stderr = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-            lines.push(l);
-            if lines.len() > 200 {
-                lines.remove(0);
-            }
-        }
-        lines
-    });
+    // The machine's words are kept in bounded memory: its result line is
+    // the last, and a few KiB before it explain a failure.
+    let stderr = std::thread::spawn(move || crate::tail::read(err, 16 << 10));
+    let heard = Arc::new(std::sync::atomic::AtomicI64::new(cairn_store::now_ns()));
+    let spoke = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = watchdog(
+        child.id(),
+        heard.clone(),
+        spoke.clone(),
+        done.clone(),
+        limits,
+    );
+    let mut from = Heard {
+        inner: from,
+        heard,
+        spoke,
+    };
     let line = serde_json::to_string(req).map_err(|e| e.to_string())?;
     // Groups of pull jobs hold no `*` (the config refuses one), so the
     // pattern matches this group only.
@@ -174,10 +196,12 @@ pub fn pull(
         .and_then(|()| to.flush())
         .and_then(|()| cairn_server::serve::serve(&mut from, &mut to, &guarded));
     drop(to);
-    let mut rest = Vec::new();
-    let _ = from.read_to_end(&mut rest);
+    let _ = std::io::copy(&mut from, &mut std::io::sink());
     let status = child.wait().map_err(|e| e.to_string())?;
-    let lines = stderr.join().unwrap_or_default();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let silenced = watchdog.join().unwrap_or(None);
+    let text = stderr.join().unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
     if let Some(r) = lines
         .iter()
         .rev()
@@ -189,10 +213,13 @@ pub fn pull(
     let said = lines
         .iter()
         .filter(|l| !l.trim().is_empty())
-        .cloned()
+        .copied()
         .collect::<Vec<_>>()
         .join(" | ");
     let said = &said[said.floor_char_boundary(said.len().saturating_sub(1500))..];
+    if let Some(why) = silenced {
+        return Err(format!("the backup on {} was stopped: {why}", p.ssh));
+    }
     Err(format!(
         "the backup on {} did not finish ({status}{}){}",
         p.ssh,
@@ -205,6 +232,77 @@ pub fn pull(
             format!(": {said}")
         }
     ))
+}
+
+/// How long the machine may stay silent before the box gives up on it.
+#[derive(Clone, Copy, Debug)]
+pub struct Silence {
+    /// Until its first bytes (connecting, starting, opening the key).
+    pub first: std::time::Duration,
+    /// Between any two reads afterwards (a walk over millions of
+    /// unchanged files sends nothing for a while).
+    pub between: std::time::Duration,
+}
+
+impl Default for Silence {
+    fn default() -> Silence {
+        Silence {
+            first: std::time::Duration::from_secs(120),
+            between: std::time::Duration::from_secs(1800),
+        }
+    }
+}
+
+/// The machine's output, noting when it last said something.
+struct Heard<R> {
+    inner: R,
+    heard: Arc<std::sync::atomic::AtomicI64>,
+    spoke: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<R: Read> Read for Heard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            use std::sync::atomic::Ordering;
+            self.heard.store(cairn_store::now_ns(), Ordering::Relaxed);
+            self.spoke.store(true, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+}
+
+/// Kills the ssh process when the machine stays silent too long, and
+/// says why; ends when `done` is set.
+fn watchdog(
+    pid: u32,
+    heard: Arc<std::sync::atomic::AtomicI64>,
+    spoke: Arc<std::sync::atomic::AtomicBool>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+    limits: Silence,
+) -> std::thread::JoinHandle<Option<String>> {
+    use std::sync::atomic::Ordering;
+    std::thread::spawn(move || {
+        while !done.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let (limit, what) = if spoke.load(Ordering::Relaxed) {
+                (limits.between, "it sent nothing")
+            } else {
+                (limits.first, "it never answered")
+            };
+            let quiet = cairn_store::now_ns() - heard.load(Ordering::Relaxed);
+            if quiet > limit.as_nanos() as i64 {
+                if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                }
+                return Some(format!(
+                    "{what} for {}; the next run resumes",
+                    crate::schedule::words(limit)
+                ));
+            }
+        }
+        None
+    })
 }
 
 /// Reads the request line an agent gets first, without reading past it
@@ -262,5 +360,65 @@ mod tests {
         assert!(e.contains("not by hand"), "{e}");
         let e = read_request(&mut std::io::BufReader::new(&b"{\"version\":1}\n"[..])).unwrap_err();
         assert!(e.contains("not understood"), "{e}");
+    }
+
+    /// A machine that answers with garbage and floods its error output:
+    /// the pull fails saying so, in bounded memory, and nothing is stored.
+    #[test]
+    fn a_hostile_machine_gets_nowhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(cairn_storage::MemoryStorage::new(dir.path()));
+        let fake = |script: &str| Pull {
+            ssh: "laptop".into(),
+            ssh_command: vec!["sh".into(), "-c".into(), script.into(), "fake-ssh".into()],
+            remote_cairn: "cairn".into(),
+            backup: crate::config::Backup {
+                paths: vec!["/home".into()],
+                ..Default::default()
+            },
+            ..Pull::default()
+        };
+        let log: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(|_: &str| {});
+        let quick = Silence {
+            first: std::time::Duration::from_secs(2),
+            between: std::time::Duration::from_secs(2),
+        };
+        let p = fake(
+            "head -c 1 >/dev/null; head -c 50000000 /dev/zero; head -c 30000000 /dev/zero | tr '\\0' x >&2; exit 1",
+        );
+        let e = pull(
+            storage.clone(),
+            &p,
+            &request("j", &p, false),
+            log.clone(),
+            quick,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("did not finish") && e.len() < 20_000,
+            "{}",
+            &e[..200.min(e.len())]
+        );
+        // Silent: it never answers, and is given up on.
+        let p = fake("cat >/dev/null");
+        let e = pull(
+            storage.clone(),
+            &p,
+            &request("j", &p, false),
+            log.clone(),
+            quick,
+        )
+        .unwrap_err();
+        assert!(e.contains("it never answered for 2s"), "{e}");
+        // Answers, then falls silent.
+        let p = fake("printf 'CAIRN'; exec sleep 30");
+        let e = pull(storage.clone(), &p, &request("j", &p, false), log, quick).unwrap_err();
+        assert!(e.contains("it sent nothing for 2s"), "{e}");
+        assert!(
+            storage
+                .list(cairn_storage::Kind::Snapshot)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -343,7 +343,7 @@ impl Run<'_> {
             let _ = child.wait();
             return Report::failed(format!("command `{shown}`: no pipe to read"));
         };
-        let stderr = std::thread::spawn(move || tail_of(err));
+        let stderr = std::thread::spawn(move || crate::tail::read(err, 2048));
         let opts = BackupOptions {
             tags: c.tags.clone(),
             group: Some(group.clone()),
@@ -448,10 +448,29 @@ impl Run<'_> {
         let approved = self.state.approved(&self.job.name);
         let req = crate::pull::request(&self.job.name, p, approved);
         let log = Arc::new(|l: &str| crate::announce::log_line(l));
-        let r = match crate::pull::pull(storage.clone(), p, &req, log) {
+        let r = match crate::pull::pull(storage.clone(), p, &req, log, Default::default()) {
             Ok(r) => r,
             Err(e) => return Report::failed(e),
         };
+        // The machine's word is checked: its snapshot must have arrived,
+        // in the job's group.
+        if r.outcome == "ok" {
+            let arrived = r.snapshot.as_deref().is_some_and(|id| {
+                cairn_store::list_snapshots(&*storage).is_ok_and(|(snaps, _)| {
+                    snaps
+                        .iter()
+                        .any(|s| s.id.to_hex() == id && s.envelope.group == req.group)
+                })
+            });
+            if !arrived {
+                return Report::failed(format!(
+                    "{} reported snapshot {} of {}, but no such snapshot arrived",
+                    p.ssh,
+                    r.snapshot.as_deref().unwrap_or("(none)"),
+                    req.group
+                ));
+            }
+        }
         let outcome = match r.outcome.as_str() {
             "ok" => Outcome::Ok,
             "refused" => Outcome::Refused,
@@ -501,25 +520,6 @@ fn retention(
     })
     .map_err(|e| e.to_string())?;
     Ok(format!("retention removed {}", r.removed.len()))
-}
-
-/// The last two KiB a command wrote to standard error, read to the end
-/// so the command never blocks on a full pipe.
-fn tail_of(mut r: impl std::io::Read) -> String {
-    let mut tail: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 8192];
-    while let Ok(n) = r.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        tail.extend_from_slice(&buf[..n]);
-        if tail.len() > 4096 {
-            tail.drain(..tail.len() - 2048);
-        }
-    }
-    let t = String::from_utf8_lossy(&tail);
-    let t = t.trim();
-    t[t.floor_char_boundary(t.len().saturating_sub(2048))..].to_string()
 }
 
 fn refused(message: String) -> Report {
