@@ -128,6 +128,7 @@ cairn_step() {
   echo "$name $(wall_of "$work/$name.time") $(rss_of "$work/$name.time") $(rss_of "$work/agent.time")" >> "$work/times"
 }
 
+mkdir -p "$work/rsync"
 rsync_step rsync-first "$user@127.0.0.1:$src/" "$work/rsync/1/"
 cairn_step cairn-first
 "$here/bench/mutate-corpus.sh" "$src" 1 > "$work/mutate.out" 2>&1

@@ -45,6 +45,38 @@ struct Memory {
     probed: HashMap<String, i64>,
     /// Whether the job's disk was seen absent since its last run.
     absent: HashMap<String, bool>,
+    /// Each job's state as last read, with its file's change time: an
+    /// idle daemon looks at a file's metadata each second, and reads
+    /// the file only when a run (its own or `cairn run`'s) changed it.
+    states: HashMap<String, (Option<std::time::SystemTime>, crate::state::JobState)>,
+}
+
+impl Memory {
+    /// The state of `job`, read again only when its file changed; a job
+    /// seen for the first time is recorded as created now.
+    fn state(&mut self, dir: &StateDir, job: &str, now: i64) -> Option<crate::state::JobState> {
+        let stamp = dir.modified(job);
+        // A state that says "running" is read each time: the run's end
+        // may land within the file system's timestamp tick.
+        if let Some((seen, st)) = self.states.get(job)
+            && stamp.is_some()
+            && *seen == stamp
+            && st.running.is_none()
+        {
+            return Some(st.clone());
+        }
+        let st = dir.load(job, now).ok()?;
+        if stamp.is_none()
+            && let Ok(Some(_l)) = dir.lock_job(job)
+        {
+            // First sight: remember when, so a calendar job counts from
+            // here and overdue has a start.
+            let _ = dir.save(job, &st);
+        }
+        self.states
+            .insert(job.to_string(), (dir.modified(job), st.clone()));
+        Some(st)
+    }
 }
 
 /// Runs the daemon until `signals.stop` is set.
@@ -86,7 +118,9 @@ pub fn run(
                 }
             }
         }
-        reap(&mut active, &*announce);
+        for name in reap(&mut active, &*announce) {
+            memory.states.remove(&name);
+        }
         if signals.stop.load(Ordering::SeqCst) {
             for a in active.values() {
                 a.cancel.store(true, Ordering::SeqCst);
@@ -103,24 +137,23 @@ pub fn run(
             if active.contains_key(&job.name) {
                 continue;
             }
-            let Ok(mut st) = state.load(&job.name, now) else {
+            let Some(mut st) = memory.state(&state, &job.name, now) else {
                 continue;
             };
-            if st.last_start_ns.is_none() && st.created_ns == now && st.running.is_none() {
-                // First sight: remember when, so a calendar job counts
-                // from here and overdue has a start.
-                if let Ok(Some(_l)) = state.lock_job(&job.name) {
-                    let _ = state.save(&job.name, &st);
-                }
-            }
             let overdue_after = job
                 .overdue_after
                 .or_else(|| job.schedule.default_overdue(now, &tz));
+            // Cheap test first: the lock is taken only to record an alert.
             if let Some(after) = overdue_after
+                && st.alert.is_none()
+                && now.saturating_sub(st.last_success_ns.unwrap_or(st.created_ns))
+                    > after.as_nanos() as i64
                 && let Ok(Some(_l)) = state.lock_job(&job.name)
-                && let Some(a) = crate::alerts::overdue(&mut st, now, after)
+                && let Ok(mut fresh) = state.load(&job.name, now)
+                && let Some(a) = crate::alerts::overdue(&mut fresh, now, after)
             {
-                let _ = state.save(&job.name, &st);
+                let _ = state.save(&job.name, &fresh);
+                st = fresh;
                 announce.alert(
                     job,
                     a,
@@ -254,14 +287,15 @@ fn disk_present(r: &crate::config::Repository) -> bool {
     crate::open::check_mount(r).is_ok() && r.local_path().is_some_and(|p| p.join("config").exists())
 }
 
-fn reap(active: &mut HashMap<String, Active>, announce: &dyn Announce) {
+/// Joins the runs that ended; returns their jobs' names.
+fn reap(active: &mut HashMap<String, Active>, announce: &dyn Announce) -> Vec<String> {
     let done: Vec<String> = active
         .iter()
         .filter(|(_, a)| a.handle.is_finished())
         .map(|(k, _)| k.clone())
         .collect();
-    for name in done {
-        if let Some(a) = active.remove(&name) {
+    for name in &done {
+        if let Some(a) = active.remove(name) {
             match a.handle.join() {
                 Ok(Ok(_)) => {}
                 Ok(Err(NotStarted::Busy)) => announce.log(&format!(
@@ -274,6 +308,7 @@ fn reap(active: &mut HashMap<String, Active>, announce: &dyn Announce) {
             }
         }
     }
+    done
 }
 
 /// Runs that a dead daemon left marked as running: they are recorded as

@@ -199,6 +199,13 @@ impl StateDir {
         }
     }
 
+    /// When the state file of `job` last changed (`None`: there is none).
+    pub fn modified(&self, job: &str) -> Option<std::time::SystemTime> {
+        std::fs::metadata(self.file(job))
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
     /// Replaces the state of `job` atomically and durably.
     pub fn save(&self, job: &str, st: &JobState) -> Result<(), StateError> {
         let dir = self.jobs();

@@ -1030,6 +1030,13 @@ every = "1d"
     };
     let mut d = Daemon::start(&env, &file);
     wait_for("a first pack", Duration::from_secs(60), || stored() > 0);
+    // A job never overlaps itself: `cairn run` finds the daemon's run.
+    let busy = cairn(&env, &["run", "big", "-c", s(&file)]).expect(2);
+    assert!(
+        busy.stderr.contains("is running already"),
+        "{}",
+        busy.stderr
+    );
     assert_eq!(d.stop(), 0, "{}", d.log());
     assert_eq!(job_state(&env, "big")["last_outcome"], "interrupted");
     assert_eq!(snapshot_count(&env, &env.repo), 0);
@@ -1143,4 +1150,103 @@ every = \"1h\"
         env.path("state/jobs/added.json").exists() && job_state(&env, "added")["ok_runs"] == 1
     });
     assert!(d.log().contains("config reloaded: 2 jobs"), "{}", d.log());
+}
+
+/// Hooks run around each run (`after` always, a failing `before` stops
+/// the run with its output in the message), and `max_concurrent = 1`
+/// runs due jobs one after another.
+#[test]
+fn hooks_surround_runs_and_max_concurrent_bounds_them() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    std::fs::write(env.path("pw"), crate::util::PASS).unwrap();
+    let log = env.path("hooks.log");
+    let job = |name: &str| {
+        format!(
+            r#"
+[[job]]
+name = "{name}"
+kind = "command"
+repository = "r"
+command = ["sh", "-c", "sleep 1; echo {name}"]
+filename = "{name}.txt"
+every = "1h"
+before = ["sh", "-c", "echo start $CAIRN_JOB $(date +%s%N) >> {log}"]
+after = ["sh", "-c", "echo end $CAIRN_JOB $CAIRN_OUTCOME $(date +%s%N) >> {log}"]
+"#,
+            log = log.display()
+        )
+    };
+    let file = config(
+        &env,
+        &format!(
+            r#"[repository.r]
+path = "{repo}"
+password_file = "{pw}"
+{a}{b}
+[[job]]
+name = "guarded"
+kind = "command"
+repository = "r"
+command = ["echo", "never"]
+filename = "never.txt"
+every = "1h"
+before = ["sh", "-c", "echo 'no btrfs here' >&2; exit 3"]
+after = ["touch", "{after}"]
+"#,
+            repo = env.repo.display(),
+            pw = env.path("pw").display(),
+            a = job("one"),
+            b = job("two"),
+            after = env.path("after-ran").display(),
+        ),
+    );
+    // max_concurrent defaults to 2; one at a time here.
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("listen = \"off\"", "listen = \"off\"\nmax_concurrent = 1");
+    std::fs::write(&file, text).unwrap();
+
+    let out = cairn(&env, &["run", "guarded", "-c", s(&file)]).expect(2);
+    assert!(
+        out.stdout.contains("before hook") && out.stdout.contains("no btrfs here"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        env.path("after-ran").exists(),
+        "after runs whatever happened"
+    );
+    assert_eq!(snapshot_count(&env, &env.repo), 0);
+
+    let mut d = Daemon::start(&env, &file);
+    wait_for("both jobs", Duration::from_secs(30), || {
+        ["one", "two"].iter().all(|j| {
+            env.path(&format!("state/jobs/{j}.json")).exists() && job_state(&env, j)["ok_runs"] == 1
+        })
+    });
+    assert_eq!(d.stop(), 0);
+    let lines: Vec<Vec<String>> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect();
+    let at = |what: &str, job: &str| -> i64 {
+        lines
+            .iter()
+            .find(|l| l[0] == what && l[1] == job)
+            .and_then(|l| l.last()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {what} of {job} in {lines:?}"))
+    };
+    assert!(
+        lines.iter().any(|l| l[0] == "end" && l[2] == "ok"),
+        "{lines:?}"
+    );
+    let (s1, e1, s2, e2) = (
+        at("start", "one"),
+        at("end", "one"),
+        at("start", "two"),
+        at("end", "two"),
+    );
+    assert!(e1 <= s2 || e2 <= s1, "the runs overlapped: {lines:?}");
 }
