@@ -141,6 +141,7 @@ pub fn pull(
         &[]
     };
     let mut child = Command::new(prog)
+        .args(cairn_remote::ssh::cipher_preference(prog))
         .args(opts)
         .args(keepalive)
         .args(["-o", "BatchMode=yes", "--", &p.ssh, &p.remote_cairn, AGENT])

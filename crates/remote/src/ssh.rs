@@ -67,19 +67,10 @@ pub fn connect(
     .map(shell_quote)
     .join(" ");
     let (userhost, port) = (userhost.to_string(), port.map(str::to_string));
-    let aes = cpu_has_aes();
     let make = move || {
         let program = words.first().map(String::as_str).unwrap_or("ssh");
         let mut cmd = std::process::Command::new(program);
-        // With AES in hardware, AES-GCM costs a fraction of ChaCha20's
-        // CPU, and on two cores the cipher competes with chunking and
-        // compression; without it, ssh's own order stays. Words from
-        // the ssh command come after and win.
-        if program.ends_with("ssh") && aes {
-            cmd.arg("-c").arg(
-                "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr",
-            );
-        }
+        cmd.args(cipher_preference(program));
         cmd.args(words.iter().skip(1));
         if let Some(p) = &port {
             cmd.arg("-p").arg(p);
@@ -91,6 +82,22 @@ pub fn connect(
     // Two sessions: packs upload in parallel while one waits for the box.
     RemoteStorage::spawn(make, 2, loc, staging)
         .map_err(|e| format!("cannot reach {loc} over ssh: {e}"))
+}
+
+/// Options that make `program` (when it is OpenSSH's `ssh`) prefer
+/// AES-GCM on a CPU with AES instructions: it costs a fraction of
+/// ChaCha20's CPU, and on two cores the cipher competes with chunking and
+/// compression; without AES, ssh's own order stays. Words the user gives
+/// after these win.
+pub fn cipher_preference(program: &str) -> Vec<String> {
+    if program.ends_with("ssh") && cpu_has_aes() {
+        vec![
+            "-c".into(),
+            "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr".into(),
+        ]
+    } else {
+        Vec::new()
+    }
 }
 
 /// `word` as one word of a POSIX shell command line: single-quoted
