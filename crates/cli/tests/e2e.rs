@@ -39,3 +39,6 @@ mod stream;
 
 #[path = "e2e/daemon.rs"]
 mod daemon;
+
+#[path = "e2e/dist.rs"]
+mod dist;
