@@ -42,3 +42,6 @@ mod daemon;
 
 #[path = "e2e/pull.rs"]
 mod pull;
+
+#[path = "e2e/dist.rs"]
+mod dist;
