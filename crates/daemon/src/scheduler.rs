@@ -48,34 +48,67 @@ struct Memory {
     /// Each job's state as last read, with its file's change time: an
     /// idle daemon looks at a file's metadata each second, and reads
     /// the file only when a run (its own or `cairn run`'s) changed it.
-    states: HashMap<String, (Option<std::time::SystemTime>, crate::state::JobState)>,
+    states: HashMap<String, Known>,
+    /// Each job's `overdue_after`, computed once per config (a calendar's
+    /// longest gap takes a few hundred time-zone conversions).
+    overdue: HashMap<String, Option<Duration>>,
+}
+
+/// A job's state as last read, and what follows from it.
+struct Known {
+    stamp: Option<std::time::SystemTime>,
+    st: crate::state::JobState,
+    /// When the clock makes it due next (see [`crate::schedule::Schedule::next_due`]).
+    next: Option<i64>,
 }
 
 impl Memory {
-    /// The state of `job`, read again only when its file changed; a job
-    /// seen for the first time is recorded as created now.
-    fn state(&mut self, dir: &StateDir, job: &str, now: i64) -> Option<crate::state::JobState> {
-        let stamp = dir.modified(job);
+    /// The state of `job` and its next due time, read and computed again
+    /// only when its file changed; a job seen for the first time is
+    /// recorded as created now.
+    fn state(
+        &mut self,
+        dir: &StateDir,
+        job: &Job,
+        now: i64,
+        tz: &jiff::tz::TimeZone,
+    ) -> Option<(crate::state::JobState, Option<i64>)> {
+        let stamp = dir.modified(&job.name);
         // A state that says "running" is read each time: the run's end
         // may land within the file system's timestamp tick.
-        if let Some((seen, st)) = self.states.get(job)
+        if let Some(k) = self.states.get(&job.name)
             && stamp.is_some()
-            && *seen == stamp
-            && st.running.is_none()
+            && k.stamp == stamp
+            && k.st.running.is_none()
         {
-            return Some(st.clone());
+            return Some((k.st.clone(), k.next));
         }
-        let st = dir.load(job, now).ok()?;
+        let st = dir.load(&job.name, now).ok()?;
         if stamp.is_none()
-            && let Ok(Some(_l)) = dir.lock_job(job)
+            && let Ok(Some(_l)) = dir.lock_job(&job.name)
         {
             // First sight: remember when, so a calendar job counts from
             // here and overdue has a start.
-            let _ = dir.save(job, &st);
+            let _ = dir.save(&job.name, &st);
         }
-        self.states
-            .insert(job.to_string(), (dir.modified(job), st.clone()));
-        Some(st)
+        let next = job.schedule.next_due(&job.name, &st.past(), tz);
+        self.states.insert(
+            job.name.clone(),
+            Known {
+                stamp: dir.modified(&job.name),
+                st: st.clone(),
+                next,
+            },
+        );
+        Some((st, next))
+    }
+
+    /// The job's `overdue_after`, or its default.
+    fn overdue_after(&mut self, job: &Job, now: i64, tz: &jiff::tz::TimeZone) -> Option<Duration> {
+        *self.overdue.entry(job.name.clone()).or_insert_with(|| {
+            job.overdue_after
+                .or_else(|| job.schedule.default_overdue(now, tz))
+        })
     }
 }
 
@@ -112,6 +145,8 @@ pub fn run(
                 Ok(c) => {
                     announce.log(&format!("config reloaded: {} jobs", c.jobs.len()));
                     config = c;
+                    memory.overdue.clear();
+                    memory.states.clear();
                 }
                 Err(e) => {
                     announce.log(&format!("config not reloaded, the running one stays:\n{e}"))
@@ -137,12 +172,10 @@ pub fn run(
             if active.contains_key(&job.name) {
                 continue;
             }
-            let Some(mut st) = memory.state(&state, &job.name, now) else {
+            let Some((mut st, next)) = memory.state(&state, job, now, &tz) else {
                 continue;
             };
-            let overdue_after = job
-                .overdue_after
-                .or_else(|| job.schedule.default_overdue(now, &tz));
+            let overdue_after = memory.overdue_after(job, now, &tz);
             // Cheap test first: the lock is taken only to record an alert.
             if let Some(after) = overdue_after
                 && st.alert.is_none()
@@ -164,15 +197,12 @@ pub fn run(
                     ),
                 );
             }
-            if !due(&config, job, &st, now, &tz, &mut memory) {
+            if !due(&config, job, &st, next, now, &tz, &mut memory) {
                 continue;
             }
             // The job waiting longest goes first, so a job due every
             // second cannot starve the others.
-            let since = job
-                .schedule
-                .next_due(&job.name, &st.past(), &tz)
-                .unwrap_or(now);
+            let since = next.unwrap_or(now);
             candidates.push((since, job));
         }
         candidates.sort_by_key(|(since, _)| *since);
@@ -219,6 +249,7 @@ fn due(
     config: &Config,
     job: &Job,
     st: &crate::state::JobState,
+    clock: Option<i64>,
     now: i64,
     tz: &jiff::tz::TimeZone,
     memory: &mut Memory,
@@ -227,11 +258,10 @@ fn due(
     if st.running.is_some() {
         return false;
     }
-    if s.blackout_end(now, tz).is_some() {
+    let clock_due = clock.is_some_and(|d| d <= now);
+    if (clock_due || s.when == When::Mounted) && s.blackout_end(now, tz).is_some() {
         return false;
     }
-    let clock = s.next_due(&job.name, &st.past(), tz);
-    let clock_due = clock.is_some_and(|d| d <= now);
     match s.when {
         When::Always => clock_due,
         When::Mounted => {
