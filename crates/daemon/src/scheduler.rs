@@ -167,6 +167,11 @@ pub fn run(
             return Ok(());
         }
         let now = cairn_store::now_ns();
+        let second = 1_000_000_000i64;
+        // When something can next happen: the loop sleeps until then
+        // (at most a minute), so an idle daemon wakes once a second only
+        // to look at its signals.
+        let mut wake = now + 60 * second;
         let mut candidates: Vec<(i64, &Job)> = Vec::new();
         for job in &config.jobs {
             if active.contains_key(&job.name) {
@@ -196,6 +201,22 @@ pub fn run(
                             .map_or("the job was set up".to_string(), cairn_maint::times::local)
                     ),
                 );
+            }
+            match next {
+                Some(n) if n > now => wake = wake.min(n),
+                Some(_) => wake = wake.min(now + second),
+                None => {}
+            }
+            if job.schedule.when != When::Always {
+                let probed = memory.probed.get(&job.name).copied().unwrap_or(now);
+                let every = job.schedule.probe_every.as_nanos() as i64;
+                wake = wake.min((probed + every).max(now + second));
+            }
+            if let Some(after) = overdue_after
+                && st.alert.is_none()
+            {
+                let late = st.last_success_ns.unwrap_or(st.created_ns) + after.as_nanos() as i64;
+                wake = wake.min((late + 1).max(now + second));
             }
             if !due(&config, job, &st, next, now, &tz, &mut memory) {
                 continue;
@@ -233,13 +254,20 @@ pub fn run(
                 Err(e) => announce.log(&format!("job {}: cannot start a thread: {e}", job.name)),
             }
         }
-        std::thread::sleep(Duration::from_millis(250));
-        // Four short sleeps per second keep stop and reload prompt.
-        for _ in 0..3 {
+        if !active.is_empty() {
+            wake = wake.min(now + second);
+        }
+        // Sleep in steps of at most a second, so stop and reload stay
+        // prompt; a machine that slept past `wake` finds it gone at once.
+        loop {
             if signals.stop.load(Ordering::SeqCst) || signals.reload.load(Ordering::SeqCst) {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(250));
+            let left = wake - cairn_store::now_ns();
+            if left <= 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_nanos(left.min(second) as u64));
         }
     }
 }
