@@ -3,11 +3,11 @@
 # jobs configured and none due. Target: RSS <= 16 MiB, CPU <= 1 s per idle
 # hour.
 #
-# Inits a repository under /tmp/bench/daemon-idle, writes a config of 20
-# jobs (8 backups every 1d of small directories, 4 command jobs at 02:30,
-# 2 retention, 2 prune, 1 check and 2 verify jobs every 1w, and one
-# backup with when = "mounted" on a disk that is not there, probed every
-# 10 s by default), starts `cairn daemon -c FILE` and waits until the
+# Inits a repository in a fresh /tmp/bench/daemon-idle.XXXXXX, writes a
+# config of 20 jobs (8 backups every 1d of small directories, 4 command
+# jobs at 02:30, 2 retention, 2 prune, 1 check and 2 verify jobs every 1w,
+# and one backup with when = "mounted" on a disk that is not there, probed
+# every 10 s by default), starts `cairn daemon -c FILE` and waits until the
 # first runs are over (interval jobs that never ran are due at once),
 # then samples the daemon's /proc files every SAMPLE seconds for IDLE_SECS
 # seconds: VmRSS (its maximum over the window is the figure), VmHWM (the
@@ -31,18 +31,24 @@ else
   cargo build --release -q -p cairn-cli
   cairn=${CARGO_TARGET_DIR:-$here/target}/release/cairn
 fi
-w=/tmp/bench/daemon-idle
 say() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+# One measurement at a time (two idle daemons would share the CPU figure),
+# each in its own directory (a second run must not delete the first's).
+mkdir -p /tmp/bench
+exec 9> /tmp/bench/daemon-idle.lock
+flock -n 9 || { echo "another bench/daemon-idle.sh is running; wait for it to end" >&2; exit 1; }
+w=$(mktemp -d /tmp/bench/daemon-idle.XXXXXX)
 
 pid=
 cleanup() {
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   fi
+  rm -rf "$w"
 }
 trap cleanup EXIT
 
-rm -rf "$w"; mkdir -p "$w/home" "$w/src"
+mkdir -p "$w/home" "$w/src"
 export HOME=$w/home XDG_CACHE_HOME=$w/home/.cache XDG_CONFIG_HOME=$w/home/.config
 export XDG_STATE_HOME=$w/home/.local/state XDG_DATA_HOME=$w/home/.local/share
 unset CAIRN_CONFIG CAIRN_REPO CAIRN_PASSWORD_FILE
@@ -152,9 +158,13 @@ while [ "$t" -lt "$idle" ]; do
 done
 read -r busy1 total1 < <(machine)
 cpu1=$(cpu); ns1=$(cpu_ns); ctxt1=$(ctxt); syscr1=$(syscr); runs1=$(grep -c ': started' "$w/daemon.log" || true)
+if [ ! -f "$w/daemon.log" ] || [ ! -d "$w/state/jobs" ]; then
+  echo "$w was removed during the window (a cleanup of /tmp/bench?): the figures are void; run again" >&2
+  exit 1
+fi
 hwm=$(kib VmHWM); threads=$(kib Threads)
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
-cleanup; pid=
+kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=
 
 python3 - "$here/bench/daemon-results.md" <<PY
 import datetime, os, subprocess, sys
@@ -192,4 +202,3 @@ text = "\n".join(out) + "\n"
 open(sys.argv[1], "w").write(text)
 print(text, end="")
 PY
-rm -rf "$w"
