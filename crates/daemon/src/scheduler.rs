@@ -257,8 +257,14 @@ pub fn run(
         if !active.is_empty() {
             wake = wake.min(now + second);
         }
-        // Sleep in steps of at most a second, so stop and reload stay
+        // Sleep in steps of at most a second (a quarter while runs are
+        // going, so a stop cancels them at once), so stop and reload stay
         // prompt; a machine that slept past `wake` finds it gone at once.
+        let step = if active.is_empty() {
+            second
+        } else {
+            second / 4
+        };
         loop {
             if signals.stop.load(Ordering::SeqCst) || signals.reload.load(Ordering::SeqCst) {
                 break;
@@ -267,7 +273,7 @@ pub fn run(
             if left <= 0 {
                 break;
             }
-            std::thread::sleep(Duration::from_nanos(left.min(second) as u64));
+            std::thread::sleep(Duration::from_nanos(left.min(step) as u64));
         }
     }
 }
