@@ -992,7 +992,7 @@ fn a_daemon_stopped_or_killed_mid_backup_resumes_without_duplicates() {
     std::fs::write(env.path("pw"), crate::util::PASS).unwrap();
     let src = env.path("src");
     std::fs::create_dir_all(&src).unwrap();
-    let size = 192usize << 20;
+    let size = 320usize << 20;
     std::fs::write(src.join("big"), crate::util::pseudo(size, 5)).unwrap();
     let file = config(
         &env,
