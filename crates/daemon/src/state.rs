@@ -251,14 +251,28 @@ impl StateDir {
         self.lock(self.root.join("daemon.lock"))
     }
 
+    /// Whether someone holds the lock at `path`, without creating it:
+    /// `cairn status` run by another user (root) must not leave lock
+    /// files the daemon's own user cannot open.
+    fn held(path: &Path) -> bool {
+        use rustix::fs::{FlockOperation, flock};
+        let Ok(f) = File::open(path) else {
+            return false;
+        };
+        match flock(&f, FlockOperation::NonBlockingLockShared) {
+            Ok(()) => false,
+            Err(e) => e == rustix::io::Errno::WOULDBLOCK,
+        }
+    }
+
     /// Whether a daemon holds its lock now.
     pub fn daemon_running(&self) -> bool {
-        matches!(self.lock(self.root.join("daemon.lock")), Ok(None))
+        Self::held(&self.root.join("daemon.lock"))
     }
 
     /// Whether a run of `job` holds its lock now.
     pub fn job_running(&self, job: &str) -> bool {
-        matches!(self.lock_job(job), Ok(None))
+        Self::held(&self.jobs().join(format!("{job}.lock")))
     }
 
     fn approval(&self, job: &str) -> PathBuf {
@@ -302,6 +316,11 @@ mod tests {
         st.failures = 2;
         s.save("home", &st).unwrap();
         assert_eq!(s.load("home", 7).unwrap(), st);
+        assert!(!s.job_running("home"));
+        assert!(
+            !d.path().join("jobs/home.lock").exists(),
+            "looking creates nothing"
+        );
         let held = s.lock_job("home").unwrap().expect("free");
         assert!(s.lock_job("home").unwrap().is_none(), "held");
         assert!(s.job_running("home"));
