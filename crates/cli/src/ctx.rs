@@ -16,18 +16,7 @@ pub struct Ctx {
     pub g: Global,
 }
 
-fn home() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"))
-}
-
-fn xdg(var: &str, fallback: &str) -> PathBuf {
-    std::env::var_os(var)
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .unwrap_or_else(|| home().join(fallback))
-}
+use cairn_daemon::paths::xdg;
 
 impl Ctx {
     /// The repository location as given, or the default one.

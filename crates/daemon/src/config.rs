@@ -1004,46 +1004,13 @@ impl Config {
         const KINDS: &str = "backup, pull, command, retention, prune, check, verify or drill";
         let kind_name = j.kind.get_ref().as_str();
         // Which optional keys each kind takes.
-        let allowed: &[&str] = match kind_name {
-            "backup" => &[
-                "paths",
-                "exclude",
-                "exclude_file",
-                "exclude_caches",
-                "one_file_system",
-                "group",
-                "tags",
-                "keep",
-                "max_vanished",
-                "require_mount",
-                "marker",
-                "compression",
-            ],
-            "pull" => &[
-                "ssh",
-                "ssh_command",
-                "remote_cairn",
-                "remote_key_file",
-                "paths",
-                "exclude",
-                "exclude_caches",
-                "one_file_system",
-                "group",
-                "tags",
-                "keep",
-                "max_vanished",
-                "compression",
-            ],
-            "command" => &["command", "filename", "group", "tags", "keep"],
-            "retention" => &["group", "keep"],
-            "prune" => &["grace"],
-            "check" => &[],
-            "verify" => &["subset"],
-            "drill" => &["group", "sample"],
-            other => {
+        let allowed: &[&str] = match KIND_KEYS.iter().find(|(k, _)| *k == kind_name) {
+            Some((_, keys)) => keys,
+            None if kind_name == "check" => &[],
+            None => {
                 p.span(
                     &j.kind,
-                    format!("{ctx}: kind = {other:?}; accepted: {KINDS}"),
+                    format!("{ctx}: kind = {kind_name:?}; accepted: {KINDS}"),
                 );
                 return;
             }
@@ -1422,7 +1389,7 @@ impl Config {
     }
 }
 
-/// Which keys each kind takes, for messages.
+/// Which optional keys each kind takes (`check` takes none).
 const KIND_KEYS: &[(&str, &[&str])] = &[
     (
         "backup",

@@ -10,18 +10,8 @@ use std::sync::{Arc, RwLock};
 use crate::config::Config;
 use crate::status::{Health, View};
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+use cairn_server::metrics::label;
+use cairn_server::status::esc;
 
 /// The page as HTML.
 pub fn page(v: &View, host: &str) -> String {

@@ -10,7 +10,8 @@ use axum::response::Response;
 use crate::groups::GroupStat;
 use crate::listener::Server;
 
-fn esc(s: &str) -> String {
+/// Text escaped for HTML.
+pub fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

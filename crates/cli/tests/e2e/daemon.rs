@@ -48,6 +48,17 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The events a `command` notification channel appended to `file`, one
+/// JSON document per line.
+fn events_sent(file: &Path) -> Vec<String> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| json(l)["event"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
 /// A tmpfs mounted for a test, unmounted when dropped.
 struct Tmpfs(PathBuf);
 
@@ -181,14 +192,7 @@ command = ["sh", "-c", "cat >> {events}; echo >> {events}"]
     );
     std::fs::write(env.path("pw"), crate::util::PASS).unwrap();
     let cfg = s(&file);
-    let alerts = || -> Vec<String> {
-        std::fs::read_to_string(&events)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| json(l)["event"].as_str().unwrap_or("").to_string())
-            .collect()
-    };
+    let alerts = || events_sent(&events);
 
     cairn(&env, &["run", "home", "-c", cfg]).expect(0);
     assert_eq!(snapshot_count(&env, &env.repo), 1);
@@ -973,13 +977,7 @@ command = ["sh", "-c", "cat >> {events}; echo >> {events}"]
             "waits {g1} then {g2} ns"
         );
     }
-    let sent: Vec<String> = std::fs::read_to_string(&events)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| json(l)["event"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(sent, ["failed", "recovered"], "{}", d.log());
+    assert_eq!(events_sent(&events), ["failed", "recovered"], "{}", d.log());
 }
 
 /// The daemon stopped (SIGTERM) and then killed (SIGKILL) in the middle
@@ -1013,21 +1011,7 @@ every = "1d"
             src = src.display(),
         ),
     );
-    let stored = || -> u64 {
-        fn walk(d: &Path, sum: &mut u64) {
-            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-                let md = e.metadata().unwrap();
-                if md.is_dir() {
-                    walk(&e.path(), sum);
-                } else {
-                    *sum += md.len();
-                }
-            }
-        }
-        let mut sum = 0;
-        walk(&env.repo.join("data"), &mut sum);
-        sum
-    };
+    let stored = || crate::util::pack_bytes(&env.repo);
     let mut d = Daemon::start(&env, &file);
     wait_for("a first pack", Duration::from_secs(60), || stored() > 0);
     // A job never overlaps itself: `cairn run` finds the daemon's run.
@@ -1111,14 +1095,7 @@ command = ["sh", "-c", "cat >> {events}; echo >> {events}"]
     };
     let file = config(&env, &body(""));
     let d = Daemon::start(&env, &file);
-    let sent = || -> Vec<String> {
-        std::fs::read_to_string(&events)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| json(l)["event"].as_str().unwrap_or("").to_string())
-            .collect()
-    };
+    let sent = || events_sent(&events);
     wait_for("the overdue alert", Duration::from_secs(20), || {
         !sent().is_empty()
     });

@@ -105,22 +105,6 @@ fn keygen(path: &Path) {
         .arg(path)));
 }
 
-fn pack_bytes(repo: &Path) -> u64 {
-    fn walk(d: &Path, sum: &mut u64) {
-        for e in fs::read_dir(d).into_iter().flatten().flatten() {
-            let md = e.metadata().unwrap();
-            if md.is_dir() {
-                walk(&e.path(), sum);
-            } else {
-                *sum += md.len();
-            }
-        }
-    }
-    let mut sum = 0;
-    walk(&repo.join("data"), &mut sum);
-    sum
-}
-
 /// The laptop is away, then appears: the pull starts within a probe
 /// interval, lands under the laptop's group and restores byte-identical.
 /// The box's key opens nothing but the agent. Cut off mid-backup, the

@@ -469,3 +469,20 @@ pub fn cannot_run(what: &str) -> ! {
         "this test cannot run here: {what}; run the tests as root with the programs .ci/run installs"
     )
 }
+
+/// Bytes of pack files in a local repository (what was stored).
+pub fn pack_bytes(repo: &Path) -> u64 {
+    fn walk(d: &Path, sum: &mut u64) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let md = e.metadata().unwrap();
+            if md.is_dir() {
+                walk(&e.path(), sum);
+            } else {
+                *sum += md.len();
+            }
+        }
+    }
+    let mut sum = 0;
+    walk(&repo.join("data"), &mut sum);
+    sum
+}
