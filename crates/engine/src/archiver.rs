@@ -32,6 +32,7 @@ use crate::filescache::FilesCache;
 use crate::{Error, Result, Warning};
 
 mod pipeline;
+mod prefetch;
 mod run;
 mod stream;
 mod walker;

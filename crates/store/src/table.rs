@@ -27,8 +27,13 @@ use crate::{Error, Result};
 
 /// Bytes of one record: ID, pack, offset, length, raw length, kind, pad.
 const RECORD: usize = 56;
-/// Records per fence key.
-const GROUP: usize = 64;
+/// Records per fence key. A lookup reads one group with `pread`: a
+/// backup looks up every unchanged file's chunks, and at 64 records a
+/// group the copying of 3.5 KiB per lookup was a tenth of a walk's CPU.
+/// At 16, the fences cost half a byte per blob.
+const GROUP: usize = 16;
+/// Records read at once by a scan, which reads the file in order.
+const SCAN: usize = 1024;
 
 /// When the table leaves memory, and how large its sort runs are.
 #[derive(Clone, Debug)]
@@ -209,11 +214,12 @@ impl DiskTable {
     }
 
     fn scan(&self, f: &mut dyn FnMut(&Id, &Location)) -> Result<()> {
-        let mut buf = [0u8; GROUP * RECORD];
-        for g in 0..self.fences.len() {
-            let n = self
-                .group(g, &mut buf)
-                .ok_or_else(|| io_err("read", std::io::Error::other("short read")))?;
+        let mut buf = vec![0u8; SCAN * RECORD];
+        for start in (0..self.len).step_by(SCAN) {
+            let n = (self.len - start).min(SCAN);
+            self.file
+                .read_exact_at(&mut buf[..n * RECORD], (start * RECORD) as u64)
+                .map_err(|e| io_err("read", e))?;
             for r in buf[..n * RECORD].chunks_exact(RECORD) {
                 let (id, l) =
                     decode(r).ok_or_else(|| Error::corrupt("index table", "undecodable record"))?;

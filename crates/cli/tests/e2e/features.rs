@@ -72,6 +72,9 @@ fn features_incremental_backups() {
     write(&src.join("sub/c.txt"), b"gamma");
     write(&src.join("sub/d.bin"), &pseudo(1_500_000, 2));
     symlink("a.txt", src.join("link")).unwrap();
+    // A file after a subdirectory: the walker asks the files cache about a
+    // directory's files a run at a time, up to the next subdirectory.
+    write(&src.join("z.txt"), b"zeta");
     let states = env.path("states");
     std::fs::create_dir(&states).unwrap();
     env.ok(&["init"]);
@@ -81,7 +84,7 @@ fn features_incremental_backups() {
     // tree new in the second.
     let before = ancestor_times(&src);
     let s1 = backup_json(&env, &[s(&src)]);
-    assert_eq!(file_counts(&s1), (4, 0, 0), "{s1:#}");
+    assert_eq!(file_counts(&s1), (5, 0, 0), "{s1:#}");
     assert!(u(&s1, "blobs_added") > 0 && u(&s1, "bytes_added") > 0);
     assert!(s1["warnings"].as_array().unwrap().is_empty(), "{s1:#}");
     copy_tree(&src, &states.join("1"));
@@ -89,7 +92,7 @@ fn features_incremental_backups() {
     // Unchanged: nothing read, nothing added.
     let s2 = backup_json(&env, &[s(&src)]);
     let ancestors_moved = ancestor_times(&src) != before;
-    assert_eq!(file_counts(&s2), (0, 0, 4), "{s2:#}");
+    assert_eq!(file_counts(&s2), (0, 0, 5), "{s2:#}");
     assert_eq!(u(&s2, "bytes_read"), 0, "{s2:#}");
     if ancestors_moved {
         eprintln!("an ancestor of the source changed during the test: only its trees may be new");
@@ -107,18 +110,19 @@ fn features_incremental_backups() {
     assert!(s2["warnings"].as_array().unwrap().is_empty(), "{s2:#}");
     // The text summary says the same.
     let text = env.ok(&["backup", s(&src)]);
-    assert!(text.contains("0 new, 0 changed, 4 unchanged"), "{text}");
+    assert!(text.contains("0 new, 0 changed, 5 unchanged"), "{text}");
     copy_tree(&src, &states.join("2"));
 
-    // One file changed, one added.
+    // Two files changed (one before a subdirectory, one after), one added.
     let mut c = std::fs::read(src.join("sub/c.txt")).unwrap();
     c.extend_from_slice(b" and more");
     std::fs::write(src.join("sub/c.txt"), c).unwrap();
+    std::fs::write(src.join("z.txt"), b"zeta!").unwrap();
     write(&src.join("e.txt"), b"epsilon");
     let s3 = backup_json(&env, &[s(&src)]);
-    assert_eq!(file_counts(&s3), (1, 1, 3), "{s3:#}");
-    // Only the two small files were read.
-    assert_eq!(u(&s3, "bytes_read"), 14 + 7, "{s3:#}");
+    assert_eq!(file_counts(&s3), (1, 2, 3), "{s3:#}");
+    // Only the three small files were read.
+    assert_eq!(u(&s3, "bytes_read"), 14 + 5 + 7, "{s3:#}");
     copy_tree(&src, &states.join("3"));
 
     // Each snapshot restores its own state.

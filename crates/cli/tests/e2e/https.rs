@@ -318,11 +318,13 @@ fn eight_sources_concurrently_survive_a_killed_box() {
     let mut peak = b.peak_rss_kib();
 
     // Round two: new data, and the box is killed under it and restarted.
+    // Enough data that the kill lands while the sources still send: 6 MiB
+    // each was all sent within the first 300 ms on a fast machine.
     for (i, d) in srcs.iter().enumerate() {
-        fs::write(d.join("own2"), pseudo(6 << 20, 2000 + i as u64)).unwrap();
+        fs::write(d.join("own2"), pseudo(16 << 20, 2000 + i as u64)).unwrap();
     }
     let clients = spawn_all(&b, 2);
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(200));
     peak = peak.max(b.peak_rss_kib());
     let port = b.port;
     b.child.kill().unwrap();

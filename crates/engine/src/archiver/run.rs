@@ -195,6 +195,7 @@ impl<'a> Run<'a> {
                 chunk_buf: Vec::new(),
                 racy_before,
                 zero_ids: std::collections::HashMap::new(),
+                prefetch: super::prefetch::Prefetch::start(),
             };
             let walked = walk(&mut w);
             let sent = w.send_batch();
