@@ -13,7 +13,9 @@ use std::sync::Mutex;
 use cairn_format::wire::Reader;
 use cairn_storage::{Error, Kind, ObjectInfo, Result, Storage};
 
-use crate::wire::{HELLO, MAX_FRAME, Op, PUT_PIECE, Request, Status, read_frame, write_frame};
+use crate::wire::{
+    HELLO, MAX_FRAME, Op, PUT_PIECE, Request, Status, read_frame, write_frame, write_frame_parts,
+};
 
 /// Connects to `ssh://[user@]host[:port]/path`: `ssh` (the words of
 /// `ssh_command`, e.g. `ssh -i key`) runs `REMOTE_CAIRN serve --stdio
@@ -128,11 +130,21 @@ struct Conn {
     output: Box<dyn Write + Send>,
     /// The stream failed: its state is unknown, it is not reused.
     broken: bool,
+    /// An upload's piece buffer, kept for the next upload: a fresh 4 MiB
+    /// buffer is a fresh mapping, faulted in and zeroed.
+    piece: Vec<u8>,
 }
 
 impl Conn {
     fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
         let r = write_frame(&mut self.output, frame);
+        self.broken |= r.is_err();
+        r
+    }
+
+    /// Sends a frame of `head` and then `body`, without joining them.
+    fn send_parts(&mut self, head: &[u8], body: &[u8]) -> std::io::Result<()> {
+        let r = write_frame_parts(&mut self.output, &[head, body]);
         self.broken |= r.is_err();
         r
     }
@@ -249,6 +261,7 @@ fn greet(
                 input,
                 output,
                 broken: false,
+                piece: Vec::new(),
             },
             String::from_utf8_lossy(&role).into_owned(),
         ))
@@ -430,7 +443,9 @@ impl RemoteStorage {
         let begin = Self::req(Op::PutBegin, kind, name);
         c.send(&begin.encode()).map_err(io)?;
         let mut sent = vec![begin];
-        let mut buf = vec![0u8; PUT_PIECE];
+        let mut buf = std::mem::take(&mut c.piece);
+        buf.resize(PUT_PIECE, 0);
+        let data = Self::req(Op::PutData, kind, name).encode_head();
         let mut read_err = None;
         loop {
             let mut n = 0;
@@ -447,15 +462,16 @@ impl RemoteStorage {
             if read_err.is_some() || n == 0 {
                 break;
             }
-            let mut r = Self::req(Op::PutData, kind, name);
-            r.body = buf[..n].to_vec();
-            c.send(&r.encode()).map_err(io)?;
-            r.body = Vec::new();
-            sent.push(r);
+            if let Err(e) = c.send_parts(&data, &buf[..n]) {
+                c.piece = buf;
+                return Err(io(e));
+            }
+            sent.push(Self::req(Op::PutData, kind, name));
             if n < buf.len() {
                 break;
             }
         }
+        c.piece = buf;
         // A source that failed to read ends the upload with a mismatched
         // end, which the server refuses, so nothing is published.
         let end = if read_err.is_some() {

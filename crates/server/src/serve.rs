@@ -9,7 +9,7 @@ use cairn_format::wire::Writer;
 use cairn_storage::{Error, Storage};
 
 use crate::guarded::GuardedStorage;
-use cairn_remote::wire::{HELLO, MAX_FRAME, Op, Request, Status, read_frame, write_frame};
+use cairn_remote::wire::{HELLO, MAX_FRAME, Op, Request, Status, read_frame_into, write_frame};
 
 /// Largest staged upload: a pack is 32 MiB plus one record.
 pub const MAX_UPLOAD: u64 = 1 << 30;
@@ -64,14 +64,16 @@ pub fn serve(
     out.write_all(HELLO)?;
     write_frame(out, storage.role_name().as_bytes())?;
     let mut upload: Option<Upload> = None;
-    while let Some(frame) = read_frame(input)? {
-        let req = match Request::decode(&frame) {
+    let mut frame = Vec::new();
+    while read_frame_into(input, &mut frame)? {
+        let (req, at) = match Request::decode_head(&frame) {
             Ok(r) => r,
             Err(e) => {
                 reply(out, Status::Failed, format!("bad request: {e}").as_bytes())?;
                 continue;
             }
         };
+        let body = &frame[at..];
         let result: Result<Vec<u8>, Error> = match req.op {
             Op::Get => storage.get(req.kind, &req.name).and_then(|d| {
                 if d.len() + 1 > MAX_FRAME {
@@ -101,9 +103,7 @@ pub fn serve(
                 w.varint(n);
                 w.buf
             }),
-            Op::Put => storage
-                .put(req.kind, &req.name, &req.body)
-                .map(|()| Vec::new()),
+            Op::Put => storage.put(req.kind, &req.name, body).map(|()| Vec::new()),
             Op::List => storage.list(req.kind).map(|list| {
                 let mut w = Writer::new();
                 w.varint(list.len() as u64);
@@ -118,10 +118,10 @@ pub fn serve(
                 Vec::new()
             }),
             Op::PutData => match &mut upload {
-                Some(u) if u.len + req.body.len() as u64 <= MAX_UPLOAD => {
-                    u.len += req.body.len() as u64;
+                Some(u) if u.len + body.len() as u64 <= MAX_UPLOAD => {
+                    u.len += body.len() as u64;
                     u.file
-                        .write_all(&req.body)
+                        .write_all(body)
                         .map(|()| Vec::new())
                         .map_err(|e| Error::io("write", &u.path, e))
                 }

@@ -4,6 +4,7 @@
 //! error; standard output carries the storage protocol only.
 
 use std::io::BufReader;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -86,9 +87,17 @@ fn agent(ctx: &Ctx, a: &PullAgentArgs) -> Result<AgentResult, String> {
         })
         .join("cairn")
         .join("staging");
+    // Standard output unbuffered and unlocked: the protocol frames its own
+    // writes, and Rust's line-buffered stdout searched every 4 MiB piece
+    // for newlines.
+    let out = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .map_err(|e| format!("cannot use standard output: {e}"))?;
     let storage = cairn_remote::ssh::RemoteStorage::connect(
         Box::new(input),
-        Box::new(std::io::stdout()),
+        Box::new(out),
         "the box",
         &staging,
     )
