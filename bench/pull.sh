@@ -13,11 +13,15 @@
 # both from GNU time. Caches are dropped before each timed step.
 #   apt-get install -y rsync time openssh-server
 #   bench/pull.sh [MIXED_SIZE]   # default 3GiB; corpora kept under /tmp/bench
-# Writes bench/pull-results.md. Never run while something else builds.
+#   FIRST_ROUNDS=1 INC_ROUNDS=1 bench/pull.sh   # one pair of each, ~8 minutes
+# Writes bench/pull-results.md and bench/pull-raw/ (every GNU time output).
+# Never run while something else builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 here=$PWD
 mixed_size=${1:-3GiB}
+first_rounds=${FIRST_ROUNDS:-3}
+inc_rounds=${INC_ROUNDS:-5}
 work=/tmp/bench/pull
 tree=/tmp/bench/home-tree
 cargo build --release -q
@@ -47,8 +51,13 @@ ssh_dir=$work/ssh; mkdir -p "$ssh_dir"
 for k in host rsync box; do ssh-keygen -q -t ed25519 -N '' -f "$ssh_dir/$k"; done
 port=$((20000 + RANDOM % 20000))
 user=$(id -un)
-"$cairn" init --repo "$work/repo" >/dev/null 2>&1
-"$cairn" --repo "$work/repo" key add --role put-only --no-password -o "$work/put.key" >/dev/null
+# An empty repository, and no caches or job state on either end: a first run.
+fresh_repo() {
+  rm -rf "$work/repo" "$work/put.key" "$work/state" "$HOME/.cache" "$HOME/.local/state"
+  "$cairn" init --repo "$work/repo" >/dev/null 2>&1
+  "$cairn" --repo "$work/repo" key add --role put-only --no-password -o "$work/put.key" >/dev/null
+}
+fresh_repo
 cat > "$ssh_dir/authorized_keys" <<EOF
 $(cat "$ssh_dir/rsync.pub")
 command="/usr/bin/time -v -o $work/agent.time $cairn pull-agent --key-file $work/put.key --allow $src",restrict $(cat "$ssh_dir/box.pub")
@@ -117,6 +126,7 @@ rsync_step() {
     -e "ssh -i $ssh_dir/rsync $ssh_opts" "$@" > "$work/$name.out" 2>&1 || {
       echo "$name failed:"; tail -20 "$work/$name.out"; exit 1; }
   echo "$name $(wall_of "$work/$name.time") $(rss_of "$work/$name.time") $(rss_of "$work/remote.time")" >> "$work/times"
+  mv "$work/remote.time" "$work/$name.remote.time"
 }
 cairn_step() {
   local name=$1
@@ -126,41 +136,58 @@ cairn_step() {
     echo "$name failed:"; tail -20 "$work/$name.out"; exit 1; }
   for _ in $(seq 50); do [ -s "$work/agent.time" ] && break; sleep 0.1; done
   echo "$name $(wall_of "$work/$name.time") $(rss_of "$work/$name.time") $(rss_of "$work/agent.time")" >> "$work/times"
+  mv "$work/agent.time" "$work/$name.agent.time"
 }
 
 mkdir -p "$work/rsync"
-rsync_step rsync-first "$user@127.0.0.1:$src/" "$work/rsync/1/"
-cairn_step cairn-first
-"$here/bench/mutate-corpus.sh" "$src" 1 > "$work/mutate.out" 2>&1
-rsync_step rsync-link-dest --link-dest="$work/rsync/1/" "$user@127.0.0.1:$src/" "$work/rsync/2/"
-cairn_step cairn-incremental
+for r in $(seq "$first_rounds"); do
+  rm -rf "$work/rsync/first"
+  rsync_step "rsync-first-$r" "$user@127.0.0.1:$src/" "$work/rsync/first/"
+  fresh_repo
+  cairn_step "cairn-first-$r"
+done
+prev=$work/rsync/first
+for r in $(seq "$inc_rounds"); do
+  "$here/bench/mutate-corpus.sh" "$src" 1 "$r" > "$work/mutate.out" 2>&1
+  rsync_step "rsync-link-dest-$r" --link-dest="$prev/" "$user@127.0.0.1:$src/" "$work/rsync/inc-$r/"
+  [ "$prev" = "$work/rsync/first" ] || rm -rf "$prev"
+  prev=$work/rsync/inc-$r
+  cairn_step "cairn-incremental-$r"
+done
 # Both copies hold the changed tree.
-python3 "$here/bench/verify-restore.py" "$src" "$work/rsync/2" > "$work/verify-rsync.txt" || true
+python3 "$here/bench/verify-restore.py" "$src" "$prev" > "$work/verify-rsync.txt" || true
 "$cairn" --repo "$work/repo" restore latest "$work/restored" --no-progress >/dev/null
 python3 "$here/bench/verify-restore.py" "$src" "$work/restored$src" > "$work/verify-cairn.txt" || {
   echo "Cairn's restore differs from the source:"; cat "$work/verify-cairn.txt"; exit 1; }
 
 python3 - "$work/times" "$files" "$bytes" "$("$cairn" --version)" "$(rsync --version | head -1)" "$mixed_size" > "$here/bench/pull-results.md" <<'PY'
-import sys
+import statistics, sys
 times, files, size, cv, rv, mixed = sys.argv[1:7]
-t = {}
+runs = {}
 for l in open(times):
     n, w, box, laptop = l.split()
-    t[n] = (float(w), int(box) / 1024, int(laptop) / 1024)
+    step, r = n.rsplit("-", 1)
+    runs.setdefault(step, []).append((int(r), float(w), int(box) / 1024, int(laptop) / 1024))
+med = {k: statistics.median(w for _, w, _, _ in v) for k, v in runs.items()}
+peak = lambda k, i: max(x[i] for x in runs[k])
 print("# Pull backups over SSH: bench/pull.sh\n")
 print(f"A home-like tree: 200k small files and the {mixed} mixed corpus, {int(files):,} files, "
-      f"{int(size) / 2**30:.2f} GiB; pulled over SSH on loopback; one run; {cv}; {rv}. "
-      "The incremental runs follow a 1% change (bench/mutate-corpus.sh).\n")
-print("| step | wall s | box peak RSS MiB | laptop peak RSS MiB |")
-print("|---|---|---|---|")
+      f"{int(size) / 2**30:.2f} GiB; pulled over SSH on loopback; {cv}; {rv}. Caches dropped before "
+      f"each step. First runs: {len(runs['cairn-first'])} alternating pairs into empty targets; "
+      f"incremental runs: {len(runs['cairn-incremental'])} alternating pairs, each after a 1% change "
+      "(bench/mutate-corpus.sh, seeded by the round).\n")
+print("| step | runs, wall s | median wall s | box peak RSS MiB | laptop peak RSS MiB |")
+print("|---|---|---|---|---|")
 for n in ["rsync-first", "cairn-first", "rsync-link-dest", "cairn-incremental"]:
-    w, b, l = t[n]
-    print(f"| {n} | {w:.1f} | {b:.0f} | {l:.0f} |")
-print("\n| ratio | value | bar |")
+    ws = " ".join(f"{w:.1f}" for _, w, _, _ in sorted(runs[n]))
+    print(f"| {n} | {ws} | {med[n]:.1f} | {peak(n, 2):.0f} | {peak(n, 3):.0f} |")
+print("\n| ratio (of the medians) | value | bar |")
 print("|---|---|---|")
-print(f"| Cairn first / rsync first, wall | {t['cairn-first'][0] / t['rsync-first'][0]:.2f} | <= 0.5 |")
-print(f"| Cairn incremental / rsync --link-dest, wall | {t['cairn-incremental'][0] / t['rsync-link-dest'][0]:.2f} | <= 0.2 |")
-print(f"| Cairn box peak RSS | {max(t['cairn-first'][1], t['cairn-incremental'][1]):.0f} MiB | <= 64 MiB |")
-print(f"| Cairn laptop peak RSS | {max(t['cairn-first'][2], t['cairn-incremental'][2]):.0f} MiB | <= 64 MiB |")
+print(f"| Cairn first / rsync first, wall | {med['cairn-first'] / med['rsync-first']:.2f} | <= 0.5 |")
+print(f"| Cairn incremental / rsync --link-dest, wall | {med['cairn-incremental'] / med['rsync-link-dest']:.2f} | <= 0.2 |")
+print(f"| Cairn box peak RSS | {max(peak('cairn-first', 2), peak('cairn-incremental', 2)):.0f} MiB | <= 64 MiB |")
+print(f"| Cairn laptop peak RSS | {max(peak('cairn-first', 3), peak('cairn-incremental', 3)):.0f} MiB | <= 64 MiB |")
 PY
+rm -rf "$here/bench/pull-raw"; mkdir -p "$here/bench/pull-raw"
+cp "$work"/*.time "$work/times" "$work"/verify-*.txt "$here/bench/pull-raw/"
 cat "$here/bench/pull-results.md"
