@@ -193,6 +193,23 @@ impl<'c, R: Read> StreamChunker<'c, R> {
         Ok(Some(chunk))
     }
 
+    /// Returns the next `len` bytes as a chunk (fewer at the end of the
+    /// stream), for cut points found elsewhere ([`StreamChunker::next_chunk`]
+    /// run from a later offset, by another thread). `len` is at most `max`.
+    pub fn next_chunk_of(&mut self, len: usize) -> io::Result<Option<&[u8]>> {
+        let max = self.cutter.params.max;
+        if self.end - self.start < max && !self.eof {
+            self.fill()?;
+        }
+        let n = len.min(max).min(self.end - self.start);
+        if n == 0 {
+            return Ok(None);
+        }
+        let chunk = &self.buf[self.start..self.start + n];
+        self.start += n;
+        Ok(Some(chunk))
+    }
+
     fn fill(&mut self) -> io::Result<()> {
         let max = self.cutter.params.max;
         if self.buf.len() != 2 * max {
@@ -228,6 +245,91 @@ impl<'c, R: Read> StreamChunker<'c, R> {
     }
 }
 
+/// Cut points of a stream from some offset on, found by a helper thread
+/// while the caller chunks the same stream from its start.
+///
+/// A chunk boundary depends only on the bytes from the chunk's start, so
+/// once the caller reaches a boundary the helper also found, every later
+/// boundary is the helper's: from there the caller only slices
+/// ([`StreamChunker::next_chunk_of`]) and skips the gear hash. The chunks
+/// are exactly those of one pass over the stream; a helper that is slow,
+/// fails or never meets the caller's chain only costs the time it saves.
+/// Cutting is the largest single cost of re-reading a large changed file,
+/// and this spreads it over two cores.
+#[derive(Debug, Default)]
+pub struct CutsAhead {
+    state: std::sync::Mutex<Ahead>,
+    more: std::sync::Condvar,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Ahead {
+    /// Chunk boundaries found, in order, starting with the helper's offset.
+    ends: Vec<u64>,
+    done: bool,
+}
+
+impl CutsAhead {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ahead> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The helper's work: chunks `reader`, which starts at offset `from`
+    /// of the stream, and publishes each boundary, until the end, an error
+    /// or [`CutsAhead::stop`].
+    pub fn find(&self, cutter: &Cutter, reader: impl Read, from: u64) {
+        self.lock().ends.push(from);
+        self.more.notify_all();
+        let mut chunker = StreamChunker::new(cutter, reader);
+        let mut pos = from;
+        while !self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+            match chunker.next_chunk() {
+                Ok(Some(c)) => {
+                    pos += c.len() as u64;
+                    self.lock().ends.push(pos);
+                    self.more.notify_all();
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        self.lock().done = true;
+        self.more.notify_all();
+    }
+
+    /// The helper could not start (its own open of the source failed):
+    /// the caller cuts everything itself.
+    pub fn give_up(&self) {
+        self.lock().done = true;
+        self.more.notify_all();
+    }
+
+    /// Tells the helper to stop.
+    pub fn stop(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Waits until the helper is past `pos`; the index of `pos` among its
+    /// boundaries, if it is one.
+    pub fn position(&self, pos: u64) -> Option<usize> {
+        let mut g = self.lock();
+        while !g.done && g.ends.last().is_none_or(|&e| e < pos) {
+            g = self.more.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        g.ends.binary_search(&pos).ok()
+    }
+
+    /// The boundary after the one at index `i`, waiting for the helper;
+    /// `None` when it ended before finding one.
+    pub fn end_after(&self, i: usize) -> Option<u64> {
+        let mut g = self.lock();
+        while !g.done && g.ends.len() <= i + 1 {
+            g = self.more.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        g.ends.get(i + 1).copied()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +353,44 @@ mod tests {
                 x as u8
             })
             .collect()
+    }
+
+    /// The caller chunks from the start and takes over the helper's cuts
+    /// where the chains meet: the chunks are those of a single pass, for
+    /// helpers started anywhere, zero runs included.
+    #[test]
+    fn cuts_found_ahead_give_the_same_chunks() {
+        let c = Cutter::new(small(), 7);
+        let mut data = pseudo(200_000, 5);
+        data[50_000..60_000].fill(0);
+        let serial = c.split(&data);
+        for from in [0usize, 1, 999, 50_500, 100_000, 199_990, 200_000] {
+            let ahead = CutsAhead::default();
+            std::thread::scope(|s| {
+                s.spawn(|| ahead.find(&c, &data[from..], from as u64));
+                let mut chunker = StreamChunker::new(&c, &data[..]);
+                let (mut pos, mut lens, mut at) = (0u64, Vec::new(), None::<usize>);
+                loop {
+                    let next = match at {
+                        Some(i) => match ahead.end_after(i) {
+                            Some(end) => {
+                                at = Some(i + 1);
+                                chunker.next_chunk_of((end - pos) as usize).unwrap()
+                            }
+                            None => chunker.next_chunk().unwrap(),
+                        },
+                        None => chunker.next_chunk().unwrap(),
+                    };
+                    let Some(chunk) = next else { break };
+                    pos += chunk.len() as u64;
+                    lens.push(chunk.len());
+                    if at.is_none() && pos >= from as u64 {
+                        at = ahead.position(pos);
+                    }
+                }
+                assert_eq!(lens, serial, "helper from {from}");
+            });
+        }
     }
 
     #[test]

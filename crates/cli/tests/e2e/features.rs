@@ -140,6 +140,38 @@ fn features_incremental_backups() {
     env.ok(&["check", "--read-data"]);
 }
 
+/// A large file's second half is cut by a helper thread: its chunks must be
+/// exactly those of one pass, so a copy of its start, small enough to be
+/// cut by the walker alone, deduplicates against it but for the last chunk.
+#[test]
+fn features_large_files_cut_in_two_halves_chunk_as_one_pass() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let big = pseudo(40 << 20, 77);
+    let src = env.path("big");
+    write(&src.join("whole"), &big);
+    let v1 = backup_json(&env, &[s(&src)]);
+    assert_eq!(file_counts(&v1), (1, 0, 0), "{v1:#}");
+    // 30 MiB: below the size at which a helper cuts, and 10 MiB into the
+    // half the helper cut above.
+    let prefix = env.path("prefix");
+    write(&prefix.join("start"), &big[..30 << 20]);
+    let v = backup_json(&env, &[s(&prefix)]);
+    assert!(
+        u(&v, "raw_bytes_added") <= (2 << 20) + (64 << 10),
+        "the start of the file was cut differently: {v:#}"
+    );
+    for (snap, dir, name, want) in [
+        (&v1, &src, "whole", &big[..]),
+        (&v, &prefix, "start", &big[..30 << 20]),
+    ] {
+        let dest = env.path(&format!("dest-{name}"));
+        env.ok(&["restore", snap["snapshot"].as_str().unwrap(), s(&dest)]);
+        let got = std::fs::read(restored(&dest, dir).join(name)).unwrap();
+        assert!(got == want, "{name} restored differently");
+    }
+}
+
 const CACHEDIR_TAG: &[u8] =
     b"Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag.\n";
 

@@ -125,7 +125,7 @@ impl Walker<'_> {
         // Hashed by the seal workers, as a large file is: the size is not
         // known in advance, and a dump is usually large; for a small one,
         // waiting for its IDs at the end costs next to nothing.
-        let (content, size) = match self.chunk(input, true)? {
+        let (content, size) = match self.chunk(input, true, None)? {
             Chunked::Read { content, size, .. } => (content, size),
             Chunked::Failed(e) => return Err(failed(name, StreamFailure::Read(e))),
         };

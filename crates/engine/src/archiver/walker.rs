@@ -4,14 +4,14 @@
 
 use std::ffi::OsString;
 use std::fs::{File, Metadata};
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use cairn_chunker::{Cutter, StreamChunker};
+use cairn_chunker::{CutsAhead, Cutter, StreamChunker};
 use cairn_format::Id;
 use cairn_format::blob::BlobKind;
 use cairn_format::tree::{Node, NodeType, Tree};
@@ -433,18 +433,21 @@ impl Walker<'_> {
                 return Ok(None);
             }
         };
-        let (f, content, size) =
-            match self.chunk(SourceFile::new(f, md), md.size() >= PARALLEL_FILE)? {
-                Chunked::Read {
-                    reader,
-                    content,
-                    size,
-                } => (reader, content, size),
-                Chunked::Failed(e) => {
-                    self.warn(path, format!("read failed, file skipped: {e}"));
-                    return Ok(None);
-                }
-            };
+        let (f, content, size) = match self.chunk(
+            SourceFile::new(f, md),
+            md.size() >= PARALLEL_FILE,
+            (md.size() >= PARALLEL_FILE).then_some((path, md.size())),
+        )? {
+            Chunked::Read {
+                reader,
+                content,
+                size,
+            } => (reader, content, size),
+            Chunked::Failed(e) => {
+                self.warn(path, format!("read failed, file skipped: {e}"));
+                return Ok(None);
+            }
+        };
         self.summary.bytes_read += size;
         self.summary.total_bytes += size;
         self.progress.files.fetch_add(1, Ordering::Relaxed);
@@ -487,9 +490,51 @@ impl Walker<'_> {
     /// Only the chunker's buffer and the chunks in flight are held, never
     /// the whole source. `parallel`: the seal workers hash the chunks (see
     /// [`PARALLEL_FILE`]), and this waits for their IDs at the end.
-    pub(super) fn chunk<R: Read>(&mut self, reader: R, parallel: bool) -> Result<Chunked<R>> {
+    ///
+    /// `ahead`: the source is the file at this path, of this size, large
+    /// enough that a helper thread finds the cut points of its second half
+    /// while this one cuts the first ([`CutsAhead`]).
+    pub(super) fn chunk<R: Read>(
+        &mut self,
+        reader: R,
+        parallel: bool,
+        ahead: Option<(&Path, u64)>,
+    ) -> Result<Chunked<R>> {
+        let Some((path, size)) = ahead.filter(|_| self.jobs.is_some()) else {
+            return self.chunk_with(reader, parallel, None);
+        };
+        let (cutter, from, cuts) = (self.cutter, size / 2, CutsAhead::default());
+        std::thread::scope(|s| {
+            let helper = std::thread::Builder::new()
+                .name("cairn-cut-ahead".into())
+                .spawn_scoped(s, || {
+                    let opened = open_noatime(path).and_then(|mut f| {
+                        f.seek(std::io::SeekFrom::Start(from))?;
+                        Ok(f)
+                    });
+                    match opened {
+                        Ok(f) => cuts.find(cutter, f, from),
+                        Err(_) => cuts.give_up(),
+                    }
+                });
+            let r = self.chunk_with(reader, parallel, helper.ok().map(|_| (from, &cuts)));
+            cuts.stop();
+            r
+        })
+    }
+
+    fn chunk_with<R: Read>(
+        &mut self,
+        reader: R,
+        parallel: bool,
+        mut ahead: Option<(u64, &CutsAhead)>,
+    ) -> Result<Chunked<R>> {
         let mut chunker =
             StreamChunker::with_buffer(self.cutter, reader, std::mem::take(&mut self.chunk_buf));
+        // Where this pass is, and the index of its last boundary among the
+        // helper's once the two chains met.
+        let mut pos = 0u64;
+        let mut met: Option<usize> = None;
         let mut content = Vec::new();
         let mut size = 0u64;
         let ticket = (self.jobs.is_some() && parallel).then(|| Arc::new(Ticket::default()));
@@ -498,7 +543,22 @@ impl Walker<'_> {
             if self.stopped() {
                 self.check_stop()?;
             }
-            let chunk = match chunker.next_chunk() {
+            let next = match (ahead, met) {
+                (Some((_, cuts)), Some(i)) => match cuts.end_after(i) {
+                    Some(end) if end > pos => {
+                        met = Some(i + 1);
+                        chunker.next_chunk_of((end - pos) as usize)
+                    }
+                    // The helper stopped short (the file grew, or it
+                    // failed): cut the rest here.
+                    _ => {
+                        ahead = None;
+                        chunker.next_chunk()
+                    }
+                },
+                _ => chunker.next_chunk(),
+            };
+            let chunk = match next {
                 Ok(Some(c)) => c,
                 Ok(None) => break,
                 Err(e) => {
@@ -506,6 +566,13 @@ impl Walker<'_> {
                     return Ok(Chunked::Failed(e));
                 }
             };
+            pos += chunk.len() as u64;
+            if met.is_none()
+                && let Some((from, cuts)) = ahead
+                && pos >= from
+            {
+                met = cuts.position(pos);
+            }
             if let Some(t) = &ticket
                 && !is_zero(chunk)
             {
