@@ -180,34 +180,40 @@ impl<'c, R: Read> StreamChunker<'c, R> {
     /// Returns the next chunk, or `None` at end of stream. The slice is valid
     /// until the next call.
     pub fn next_chunk(&mut self) -> io::Result<Option<&[u8]>> {
-        let max = self.cutter.params.max;
-        if self.end - self.start < max && !self.eof {
-            self.fill()?;
-        }
-        if self.start == self.end {
-            return Ok(None);
-        }
-        let n = self.cutter.cut(&self.buf[self.start..self.end]);
-        let chunk = &self.buf[self.start..self.start + n];
-        self.start += n;
-        Ok(Some(chunk))
+        self.fill_to_max()?;
+        let n = if self.start == self.end {
+            0
+        } else {
+            self.cutter.cut(&self.buf[self.start..self.end])
+        };
+        Ok(self.take(n))
     }
 
     /// Returns the next `len` bytes as a chunk (fewer at the end of the
     /// stream), for cut points found elsewhere ([`StreamChunker::next_chunk`]
     /// run from a later offset, by another thread). `len` is at most `max`.
     pub fn next_chunk_of(&mut self, len: usize) -> io::Result<Option<&[u8]>> {
-        let max = self.cutter.params.max;
-        if self.end - self.start < max && !self.eof {
+        self.fill_to_max()?;
+        let n = len.min(self.cutter.params.max).min(self.end - self.start);
+        Ok(self.take(n))
+    }
+
+    /// Makes sure `max` bytes, or the rest of the stream, are buffered.
+    fn fill_to_max(&mut self) -> io::Result<()> {
+        if self.end - self.start < self.cutter.params.max && !self.eof {
             self.fill()?;
         }
-        let n = len.min(max).min(self.end - self.start);
+        Ok(())
+    }
+
+    /// The next `n` buffered bytes as a chunk; `None` for none.
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
         if n == 0 {
-            return Ok(None);
+            return None;
         }
         let chunk = &self.buf[self.start..self.start + n];
         self.start += n;
-        Ok(Some(chunk))
+        Some(chunk)
     }
 
     fn fill(&mut self) -> io::Result<()> {

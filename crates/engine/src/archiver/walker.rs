@@ -433,10 +433,11 @@ impl Walker<'_> {
                 return Ok(None);
             }
         };
+        let large = md.size() >= PARALLEL_FILE;
         let (f, content, size) = match self.chunk(
             SourceFile::new(f, md),
-            md.size() >= PARALLEL_FILE,
-            (md.size() >= PARALLEL_FILE).then_some((path, md.size())),
+            large,
+            large.then_some((path, md.size())),
         )? {
             Chunked::Read {
                 reader,
@@ -531,9 +532,8 @@ impl Walker<'_> {
     ) -> Result<Chunked<R>> {
         let mut chunker =
             StreamChunker::with_buffer(self.cutter, reader, std::mem::take(&mut self.chunk_buf));
-        // Where this pass is, and the index of its last boundary among the
-        // helper's once the two chains met.
-        let mut pos = 0u64;
+        // The index of this pass's last boundary (`size`) among the
+        // helper's, once the two chains met.
         let mut met: Option<usize> = None;
         let mut content = Vec::new();
         let mut size = 0u64;
@@ -545,9 +545,9 @@ impl Walker<'_> {
             }
             let next = match (ahead, met) {
                 (Some((_, cuts)), Some(i)) => match cuts.end_after(i) {
-                    Some(end) if end > pos => {
+                    Some(end) if end > size => {
                         met = Some(i + 1);
-                        chunker.next_chunk_of((end - pos) as usize)
+                        chunker.next_chunk_of((end - size) as usize)
                     }
                     // The helper stopped short (the file grew, or it
                     // failed): cut the rest here.
@@ -566,17 +566,16 @@ impl Walker<'_> {
                     return Ok(Chunked::Failed(e));
                 }
             };
-            pos += chunk.len() as u64;
+            size += chunk.len() as u64;
             if met.is_none()
                 && let Some((from, cuts)) = ahead
-                && pos >= from
+                && size >= from
             {
-                met = cuts.position(pos);
+                met = cuts.position(size);
             }
             if let Some(t) = &ticket
                 && !is_zero(chunk)
             {
-                size += chunk.len() as u64;
                 self.progress
                     .bytes
                     .fetch_add(chunk.len() as u64, Ordering::Relaxed);
@@ -607,7 +606,6 @@ impl Walker<'_> {
             } else {
                 self.repo.blob_id(chunk)
             };
-            size += chunk.len() as u64;
             self.progress
                 .bytes
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
