@@ -198,6 +198,16 @@ impl<'c, R: Read> StreamChunker<'c, R> {
         Ok(self.take(n))
     }
 
+    /// The next `len` bytes (fewer at the end of the stream) without
+    /// taking them: a caller that knows where a chunk ended last time
+    /// checks that its bytes are unchanged before it takes them with
+    /// [`StreamChunker::next_chunk_of`]. `len` is at most `max`.
+    pub fn peek(&mut self, len: usize) -> io::Result<&[u8]> {
+        self.fill_to_max()?;
+        let n = len.min(self.cutter.params.max).min(self.end - self.start);
+        Ok(&self.buf[self.start..self.start + n])
+    }
+
     /// Makes sure `max` bytes, or the rest of the stream, are buffered.
     fn fill_to_max(&mut self) -> io::Result<()> {
         if self.end - self.start < self.cutter.params.max && !self.eof {

@@ -31,6 +31,7 @@ use crate::exclude::Excluder;
 use crate::filescache::FilesCache;
 use crate::{Error, Result, Warning};
 
+mod guide;
 mod pipeline;
 mod prefetch;
 mod run;
@@ -195,7 +196,7 @@ pub fn backup(
             let (paths, ex) = (&paths, &excluder);
             s.spawn(move || scan(paths, ex, opts.one_file_system, progress, cancel));
         }
-        run.pipeline(repo, &excluder, cache, |w| w.walk_roots(&paths))
+        run.pipeline(repo, &excluder, cache, &paths, |w| w.walk_roots(&paths))
     })?;
     if opts.dry_run {
         return Ok(run.summary);

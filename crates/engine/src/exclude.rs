@@ -14,6 +14,7 @@ use crate::{Error, Result};
 const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
 
 /// Compiled exclude rules.
+#[derive(Clone)]
 pub struct Excluder {
     gi: Option<Gitignore>,
     caches: bool,

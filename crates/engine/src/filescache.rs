@@ -31,8 +31,14 @@ pub fn cmp_paths(a: &[u8], b: &[u8]) -> Ordering {
 /// What the cache knows about a file.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup {
-    /// Unchanged since the last backup: these are its chunks.
-    Hit(Vec<Id>),
+    /// Unchanged since the last backup.
+    Hit {
+        /// Its chunks.
+        content: Vec<Id>,
+        /// It had no extended attributes then and, as its ctime (which
+        /// every change of one moves) is unchanged, it has none now.
+        bare: bool,
+    },
     /// Known, but changed (or not trusted): these were its chunks.
     Changed(Vec<Id>),
     /// Not in the cache.
@@ -47,7 +53,14 @@ struct Record {
     mtime: (i64, i64),
     ctime: (i64, i64),
     content: Vec<Id>,
+    /// Bit 0: the file had no extended attributes. A trailing field:
+    /// records written before it was added decode with none set, and
+    /// earlier versions ignore it.
+    flags: u64,
 }
+
+/// [`Record::flags`]: no extended attributes.
+const BARE: u64 = 1;
 
 impl Record {
     fn encode(&self, w: &mut Writer) {
@@ -62,6 +75,7 @@ impl Record {
         for id in &self.content {
             w.id(id);
         }
+        w.varint(self.flags);
     }
     fn decode(b: &[u8]) -> Option<Record> {
         let mut r = Reader::new(b, "files cache");
@@ -72,6 +86,7 @@ impl Record {
         let ctime = (r.svarint().ok()?, r.svarint().ok()?);
         let n = r.len(32).ok()?;
         let content = (0..n).map(|_| r.id()).collect::<Result<Vec<_>, _>>().ok()?;
+        let flags = r.varint().unwrap_or(0);
         Some(Record {
             path,
             ino,
@@ -79,6 +94,7 @@ impl Record {
             mtime,
             ctime,
             content,
+            flags,
         })
     }
 }
@@ -176,7 +192,7 @@ impl FilesCache {
     /// Looks a file up; calls must come in walk order.
     pub fn lookup(&mut self, path: &[u8], md: &std::fs::Metadata) -> Lookup {
         loop {
-            let Some(rec) = &self.next else {
+            let Some(rec) = &mut self.next else {
                 return Lookup::New;
             };
             match cmp_paths(&rec.path, path) {
@@ -190,10 +206,14 @@ impl FilesCache {
                         && rec.size == md.size()
                         && rec.mtime == (md.mtime(), md.mtime_nsec())
                         && rec.ctime == (md.ctime(), md.ctime_nsec());
+                    let content = std::mem::take(&mut rec.content);
                     let out = if hit {
-                        Lookup::Hit(rec.content.clone())
+                        Lookup::Hit {
+                            content,
+                            bare: rec.flags & BARE != 0,
+                        }
                     } else {
-                        Lookup::Changed(rec.content.clone())
+                        Lookup::Changed(content)
                     };
                     self.advance();
                     return out;
@@ -214,19 +234,27 @@ impl FilesCache {
         (self.had_old && !self.damaged).then_some(t)
     }
 
-    /// Records a file read (or reused) in this run.
-    pub fn record(&mut self, path: &[u8], md: &std::fs::Metadata, content: &[Id]) {
-        self.write(path, md, content, false);
+    /// Records a file read (or reused) in this run; `bare`: it has no
+    /// extended attributes.
+    pub fn record(&mut self, path: &[u8], md: &std::fs::Metadata, content: &[Id], bare: bool) {
+        self.write(path, md, content, false, bare);
     }
 
     /// Records a file that must be read again next time (its mtime is too
     /// recent to prove it unchanged); its chunks let the next run tell
     /// whether it really changed.
     pub fn record_untrusted(&mut self, path: &[u8], md: &std::fs::Metadata, content: &[Id]) {
-        self.write(path, md, content, true);
+        self.write(path, md, content, true, false);
     }
 
-    fn write(&mut self, path: &[u8], md: &std::fs::Metadata, content: &[Id], untrusted: bool) {
+    fn write(
+        &mut self,
+        path: &[u8],
+        md: &std::fs::Metadata,
+        content: &[Id],
+        untrusted: bool,
+        bare: bool,
+    ) {
         let Some((w, _)) = &mut self.new else { return };
         let rec = Record {
             path: path.to_vec(),
@@ -239,6 +267,7 @@ impl FilesCache {
             },
             ctime: (md.ctime(), md.ctime_nsec()),
             content: content.to_vec(),
+            flags: if bare { BARE } else { 0 },
         };
         self.w.buf.clear();
         rec.encode(&mut self.w);
@@ -296,14 +325,20 @@ mod tests {
         let cp = d.path().join("cache/files");
         let (m1, m2) = (f1.metadata().unwrap(), f2.metadata().unwrap());
         let mut c = FilesCache::open(&cp, true);
-        c.record(b"/x/f1", &m1, &[Id([1; 32])]);
-        c.record(b"/x/f2", &m2, &[Id([2; 32])]);
+        c.record(b"/x/f1", &m1, &[Id([1; 32])], true);
+        c.record(b"/x/f2", &m2, &[Id([2; 32])], false);
         c.commit();
         std::fs::write(&f2, b"22").unwrap();
         let m2b = f2.metadata().unwrap();
         let mut c = FilesCache::open(&cp, false);
         assert_eq!(c.lookup(b"/x/f0", &m1), Lookup::New);
-        assert_eq!(c.lookup(b"/x/f1", &m1), Lookup::Hit(vec![Id([1; 32])]));
+        assert_eq!(
+            c.lookup(b"/x/f1", &m1),
+            Lookup::Hit {
+                content: vec![Id([1; 32])],
+                bare: true
+            }
+        );
         assert_eq!(c.lookup(b"/x/f2", &m2b), Lookup::Changed(vec![Id([2; 32])]));
         assert_eq!(c.lookup(b"/x/f3", &m2b), Lookup::New);
     }

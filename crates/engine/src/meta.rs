@@ -70,6 +70,20 @@ pub fn node_type(md: &Metadata) -> NodeType {
 
 /// Builds a node (without content or subtree) from `lstat` data.
 pub fn capture(path: &Path, name: &[u8], md: &Metadata, names: &mut Names) -> io::Result<Node> {
+    capture_with(path, name, md, names, true)
+}
+
+/// [`capture`], reading the extended attributes only if `xattrs`: the
+/// caller knows the entry has none (the files cache saw none, and its
+/// ctime has not moved since), and a listing by path is a walk of every
+/// component.
+pub fn capture_with(
+    path: &Path,
+    name: &[u8],
+    md: &Metadata,
+    names: &mut Names,
+    xattrs: bool,
+) -> io::Result<Node> {
     let kind = node_type(md);
     let mut n = Node {
         name: name.to_vec(),
@@ -108,7 +122,9 @@ pub fn capture(path: &Path, name: &[u8], md: &Metadata, names: &mut Names) -> io
         NodeType::CharDev | NodeType::BlockDev => n.rdev = md.rdev(),
         _ => {}
     }
-    n.xattrs = read_xattrs(path)?;
+    if xattrs {
+        n.xattrs = read_xattrs(path)?;
+    }
     Ok(n)
 }
 

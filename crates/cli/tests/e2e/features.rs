@@ -172,6 +172,68 @@ fn features_large_files_cut_in_two_halves_chunk_as_one_pass() {
     }
 }
 
+/// A changed file is re-read along the chunks it had: where they are
+/// unchanged they are taken whole, elsewhere it is cut as usual. The
+/// chunks must be those of one pass over the new bytes: the same bytes
+/// backed up from another path, with nothing to follow, add no chunk.
+#[test]
+fn features_changed_files_rechunked_along_old_chunks_match_one_pass() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let src = env.path("src");
+    let old = pseudo(40 << 20, 91);
+    write(&src.join("big"), &old);
+    write(&src.join("small"), &old[..5 << 20]);
+    // Rewritten whole: the guide is dropped after a few chunks and a
+    // helper cuts the second half of what is left.
+    write(&src.join("rewritten"), &pseudo(40 << 20, 93));
+    backup_json(&env, &[s(&src)]);
+    // A few bytes overwritten near the start, ten inserted in the middle,
+    // 3 MiB appended; the small one grows by a few bytes (its old last
+    // chunk ended at its old end).
+    let mut new = old.clone();
+    new[100_000..100_008].copy_from_slice(b"CHANGED!");
+    new.splice(20 << 20..20 << 20, *b"0123456789");
+    new.extend_from_slice(&pseudo(3 << 20, 92));
+    let mut small = old[..5 << 20].to_vec();
+    small.extend_from_slice(b"tail");
+    let rewritten = pseudo(40 << 20, 94);
+    write(&src.join("big"), &new);
+    write(&src.join("small"), &small);
+    write(&src.join("rewritten"), &rewritten);
+    let v = backup_json(&env, &[s(&src)]);
+    assert_eq!(file_counts(&v), (0, 3, 0), "{v:#}");
+    assert!(
+        u(&v, "raw_bytes_added") < (12 << 20) + (40 << 20) + (1 << 20),
+        "the unchanged chunks were not found again: {v:#}"
+    );
+    let copy = env.path("copy");
+    write(&copy.join("big"), &new);
+    write(&copy.join("small"), &small);
+    write(&copy.join("rewritten"), &rewritten);
+    // Only its trees are new (a chunk is at least 128 KiB).
+    let c = backup_json(&env, &[s(&copy)]);
+    assert!(
+        u(&c, "raw_bytes_added") < 64 << 10,
+        "the guided chunks differ from one pass: {c:#}"
+    );
+    let dest = env.path("dest");
+    env.ok(&["restore", v["snapshot"].as_str().unwrap(), s(&dest)]);
+    let got = restored(&dest, &src);
+    assert!(
+        std::fs::read(got.join("big")).unwrap() == new,
+        "big restored differently"
+    );
+    assert!(
+        std::fs::read(got.join("small")).unwrap() == small,
+        "small restored differently"
+    );
+    assert!(
+        std::fs::read(got.join("rewritten")).unwrap() == rewritten,
+        "rewritten restored differently"
+    );
+}
+
 const CACHEDIR_TAG: &[u8] =
     b"Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag.\n";
 

@@ -106,7 +106,8 @@ impl<'a> Run<'a> {
     }
 
     /// Runs the seal workers and the pack sink while `walk` feeds them
-    /// through the walker it is given and returns the root tree. Whatever
+    /// through the walker it is given and returns the root tree; `roots`
+    /// are the directories it will walk, for the scan-ahead. Whatever
     /// `walk` leaves in the walker's batch is sent before the workers are
     /// told to end, even after an error: what was read is kept for the
     /// rerun.
@@ -115,6 +116,7 @@ impl<'a> Run<'a> {
         repo: &mut Repo,
         excluder: &Excluder,
         cache: Option<FilesCache>,
+        roots: &[std::path::PathBuf],
         walk: impl FnOnce(&mut Walker<'_>) -> Result<Id>,
     ) -> Result<Walked> {
         let opts = self.opts;
@@ -195,7 +197,7 @@ impl<'a> Run<'a> {
                 chunk_buf: Vec::new(),
                 racy_before,
                 zero_ids: std::collections::HashMap::new(),
-                prefetch: super::prefetch::Prefetch::start(),
+                prefetch: super::prefetch::Prefetch::start(roots, excluder, opts.one_file_system),
             };
             let walked = walk(&mut w);
             let sent = w.send_batch();

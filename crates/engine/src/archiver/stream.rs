@@ -74,7 +74,7 @@ pub fn backup_stream(
     let mut run = Run::begin(repo, opts, group, progress, cancel)?;
     let no_excludes = Excluder::new(&[], &[], false)?;
     let walked = run
-        .pipeline(repo, &no_excludes, None, |w| {
+        .pipeline(repo, &no_excludes, None, &[], |w| {
             w.stream(input, filename, finish)
         })
         .map_err(|e| match e {
@@ -125,7 +125,7 @@ impl Walker<'_> {
         // Hashed by the seal workers, as a large file is: the size is not
         // known in advance, and a dump is usually large; for a small one,
         // waiting for its IDs at the end costs next to nothing.
-        let (content, size) = match self.chunk(input, true, None)? {
+        let (content, size) = match self.chunk(input, true, None, None)? {
             Chunked::Read { content, size, .. } => (content, size),
             Chunked::Failed(e) => return Err(failed(name, StreamFailure::Read(e))),
         };

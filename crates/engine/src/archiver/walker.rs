@@ -20,10 +20,11 @@ use crossbeam_channel::Sender;
 
 use crate::exclude::Excluder;
 use crate::filescache::{FilesCache, Lookup};
-use crate::meta::{Names, capture};
+use crate::meta::{Names, capture, capture_with};
 use crate::source::SourceFile;
 use crate::{Error, Result, Warning, display_path};
 
+use super::guide::Guide;
 use super::pipeline::{
     BATCH_BLOBS, BATCH_BYTES, Dedup, Failure, Job, PARALLEL_FILE, Plain, Pool, Ticket, Unhashed,
     Work,
@@ -100,6 +101,10 @@ pub(super) struct Walker<'a> {
     /// Read-ahead of what the walk is about to touch.
     pub(super) prefetch: Option<Prefetch>,
 }
+
+/// A large file's size, the helper's cut points, and what starts the
+/// helper at an offset (whether it started).
+type Ahead<'a> = (u64, &'a CutsAhead, &'a dyn Fn(u64) -> bool);
 
 /// A source read by [`Walker::chunk`].
 pub(super) enum Chunked<R> {
@@ -264,7 +269,8 @@ impl Walker<'_> {
         lookup: Option<Lookup>,
     ) -> Result<Option<Node>> {
         self.check_stop()?;
-        let mut node = match capture(path, name, &md, &mut self.names) {
+        let bare = matches!(lookup, Some(Lookup::Hit { bare: true, .. }));
+        let mut node = match capture_with(path, name, &md, &mut self.names, !bare) {
             Ok(n) => n,
             Err(e) => {
                 self.warn(path, format!("skipped: {e}"));
@@ -288,7 +294,7 @@ impl Walker<'_> {
                     }
                 });
             }
-            NodeType::File => match self.file(path, &md, lookup) {
+            NodeType::File => match self.file(path, &md, lookup, node.xattrs.is_empty()) {
                 Ok(Some((content, size))) => {
                     node.content = content;
                     node.size = size;
@@ -308,29 +314,41 @@ impl Walker<'_> {
             path: path.to_path_buf(),
             source: e,
         };
-        // Entries are looked at relative to the open directory
+        // The scan-ahead usually listed the directory already. Otherwise
+        // entries are looked at relative to the open directory
         // (`DirEntry::metadata` is an `fstatat`: a `stat` by full path
         // walked every component again, a fifth of a walk's system time),
         // in name order, which on a tree written in that order is inode
         // order, so the disk reads the inode table ahead instead of at
         // random. Every entry is looked at before any is backed up, so that
-        // the subdirectories and the files to read are known early enough
-        // to be read ahead.
+        // the files to read are known early enough to be read ahead.
         let tagged = self.excluder.is_tagged_cache(path);
-        let mut listed: Vec<(OsString, std::fs::DirEntry)> = Vec::new();
-        for e in std::fs::read_dir(path).map_err(io)? {
-            let e = e.map_err(io)?;
-            let name = e.file_name();
+        let listed = match self.prefetch.as_ref().and_then(|p| p.take(path)) {
+            Some(l) => l,
+            None => {
+                let mut listed = Vec::new();
+                for e in std::fs::read_dir(path).map_err(io)? {
+                    let e = e.map_err(io)?;
+                    let name = e.file_name();
+                    if !tagged || name.as_bytes() == b"CACHEDIR.TAG" {
+                        let md = e.metadata();
+                        listed.push((name, md));
+                    }
+                }
+                listed.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                listed
+            }
+        };
+        if let Some(p) = &self.prefetch {
+            p.walked(listed.len());
+        }
+        let mut entries = Vec::with_capacity(listed.len());
+        for (name, md) in listed {
             if tagged && name.as_bytes() != b"CACHEDIR.TAG" {
                 continue;
             }
-            listed.push((name, e));
-        }
-        listed.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        let mut entries = Vec::with_capacity(listed.len());
-        for (name, e) in listed {
             let child = path.join(&name);
-            let md = match e.metadata() {
+            let md = match md {
                 Ok(m) => m,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     self.warn(&child, "vanished during the backup");
@@ -346,13 +364,6 @@ impl Walker<'_> {
             }
             entries.push((name, child, md));
         }
-        if let Some(p) = &self.prefetch {
-            for (_, child, md) in &entries {
-                if md.is_dir() && !(self.opts.one_file_system && md.dev() != self.root_dev) {
-                    p.dir(child.clone());
-                }
-            }
-        }
         let mut nodes = Vec::with_capacity(entries.len());
         let mut looked: std::collections::VecDeque<Lookup> = Default::default();
         for i in 0..entries.len() {
@@ -367,7 +378,7 @@ impl Walker<'_> {
                         None => Lookup::New,
                     };
                     if let Some(p) = &self.prefetch
-                        && !matches!(l, Lookup::Hit(_))
+                        && !matches!(l, Lookup::Hit { .. })
                         && md.size() < PARALLEL_FILE
                     {
                         p.read(child.clone(), md.size());
@@ -389,12 +400,14 @@ impl Walker<'_> {
     }
 
     /// Reads a file (unless the files cache vouches for it); returns its
-    /// chunk IDs and size, or `None` when it was skipped.
+    /// chunk IDs and size, or `None` when it was skipped. `bare`: it has
+    /// no extended attributes.
     pub(super) fn file(
         &mut self,
         path: &Path,
         md: &Metadata,
         lookup: Option<Lookup>,
+        bare: bool,
     ) -> Result<Option<(Vec<Id>, u64)>> {
         let pbytes = path.as_os_str().as_bytes();
         let lookup = match (lookup, &mut self.cache) {
@@ -402,22 +415,20 @@ impl Walker<'_> {
             (None, Some(c)) => c.lookup(pbytes, md),
             (None, None) => Lookup::New,
         };
-        let previous = match &lookup {
-            Lookup::Changed(ids) | Lookup::Hit(ids) => Some(ids.clone()),
+        let previous = match lookup {
+            Lookup::Hit { content, .. } if content.iter().all(|id| self.dedup.known(id)) => {
+                self.summary.unchanged_files += 1;
+                self.summary.total_bytes += md.size();
+                if let Some(c) = &mut self.cache {
+                    c.record(pbytes, md, &content, bare);
+                }
+                self.progress.files.fetch_add(1, Ordering::Relaxed);
+                self.progress.bytes.fetch_add(md.size(), Ordering::Relaxed);
+                return Ok(Some((content, md.size())));
+            }
+            Lookup::Changed(ids) | Lookup::Hit { content: ids, .. } => Some(ids),
             Lookup::New => None,
         };
-        if let Lookup::Hit(ids) = lookup
-            && ids.iter().all(|id| self.dedup.known(id))
-        {
-            self.summary.unchanged_files += 1;
-            self.summary.total_bytes += md.size();
-            if let Some(c) = &mut self.cache {
-                c.record(pbytes, md, &ids);
-            }
-            self.progress.files.fetch_add(1, Ordering::Relaxed);
-            self.progress.bytes.fetch_add(md.size(), Ordering::Relaxed);
-            return Ok(Some((ids, md.size())));
-        }
         if let Ok(mut cur) = self.progress.current.lock() {
             cur.clear();
             cur.push_str(&display_path(pbytes));
@@ -438,6 +449,7 @@ impl Walker<'_> {
             SourceFile::new(f, md),
             large,
             large.then_some((path, md.size())),
+            previous.as_deref(),
         )? {
             Chunked::Read {
                 reader,
@@ -477,7 +489,7 @@ impl Walker<'_> {
             // with racily clean files.
             let mtime = (md.mtime() as i128) * 1_000_000_000 + (md.mtime_nsec() as i128);
             if mtime < self.racy_before as i128 {
-                c.record(pbytes, md, &content);
+                c.record(pbytes, md, &content, bare);
             } else {
                 c.record_untrusted(pbytes, md, &content);
             }
@@ -494,44 +506,60 @@ impl Walker<'_> {
     ///
     /// `ahead`: the source is the file at this path, of this size, large
     /// enough that a helper thread finds the cut points of its second half
-    /// while this one cuts the first ([`CutsAhead`]).
+    /// while this one cuts the part before ([`CutsAhead`]).
+    ///
+    /// `old`: the chunks the source had at its last backup, tried first
+    /// (see [`Guide`]); the helper starts only if they stop matching.
     pub(super) fn chunk<R: Read>(
         &mut self,
         reader: R,
         parallel: bool,
         ahead: Option<(&Path, u64)>,
+        old: Option<&[Id]>,
     ) -> Result<Chunked<R>> {
+        let guide = old.and_then(|o| Guide::new(o, self.cutter.params().max));
         let Some((path, size)) = ahead.filter(|_| self.jobs.is_some()) else {
-            return self.chunk_with(reader, parallel, None);
+            return self.chunk_with(reader, parallel, guide, None);
         };
-        let (cutter, from, cuts) = (self.cutter, size / 2, CutsAhead::default());
+        let cuts = CutsAhead::default();
         std::thread::scope(|s| {
-            let helper = std::thread::Builder::new()
-                .name("cairn-cut-ahead".into())
-                .spawn_scoped(s, || {
-                    let opened = open_noatime(path).and_then(|mut f| {
-                        f.seek(std::io::SeekFrom::Start(from))?;
-                        Ok(f)
+            let (cutter, cuts) = (self.cutter, &cuts);
+            let start = move |from: u64| {
+                let helper = std::thread::Builder::new()
+                    .name("cairn-cut-ahead".into())
+                    .spawn_scoped(s, move || {
+                        let opened = open_noatime(path).and_then(|mut f| {
+                            f.seek(std::io::SeekFrom::Start(from))?;
+                            Ok(f)
+                        });
+                        match opened {
+                            Ok(f) => cuts.find(cutter, f, from),
+                            Err(_) => cuts.give_up(),
+                        }
                     });
-                    match opened {
-                        Ok(f) => cuts.find(cutter, f, from),
-                        Err(_) => cuts.give_up(),
-                    }
-                });
-            let r = self.chunk_with(reader, parallel, helper.ok().map(|_| (from, &cuts)));
+                helper.is_ok()
+            };
+            let r = self.chunk_with(reader, parallel, guide, Some((size, cuts, &start)));
             cuts.stop();
             r
         })
     }
 
+    /// [`Walker::chunk`]'s loop. `ahead`: the file's size, the helper's
+    /// cut points, and what starts the helper at an offset (it starts
+    /// at the middle of what is left once no guide is followed).
     fn chunk_with<R: Read>(
         &mut self,
         reader: R,
         parallel: bool,
-        mut ahead: Option<(u64, &CutsAhead)>,
+        mut guide: Option<Guide>,
+        ahead: Option<Ahead<'_>>,
     ) -> Result<Chunked<R>> {
         let mut chunker =
             StreamChunker::with_buffer(self.cutter, reader, std::mem::take(&mut self.chunk_buf));
+        // Where the helper started, once it did.
+        let mut helper: Option<(u64, &CutsAhead)> = None;
+        let mut may_start = ahead;
         // The index of this pass's last boundary (`size`) among the
         // helper's, once the two chains met.
         let mut met: Option<usize> = None;
@@ -543,7 +571,50 @@ impl Walker<'_> {
             if self.stopped() {
                 self.check_stop()?;
             }
-            let next = match (ahead, met) {
+            if guide.is_none()
+                && let Some((total, cuts, start)) = may_start.take()
+            {
+                let from = size + total.saturating_sub(size) / 2;
+                if total.saturating_sub(size) >= PARALLEL_FILE && start(from) {
+                    helper = Some((from, cuts));
+                }
+            }
+            if let Some(g) = &mut guide {
+                match g.try_next(&mut chunker, self.repo) {
+                    Ok(Some((id, len))) => {
+                        let chunk = match chunker.next_chunk_of(len) {
+                            Ok(Some(c)) => c,
+                            Ok(None) => break,
+                            Err(e) => {
+                                self.chunk_buf = chunker.into_parts().1;
+                                return Ok(Chunked::Failed(e));
+                            }
+                        };
+                        size += len as u64;
+                        self.progress.bytes.fetch_add(len as u64, Ordering::Relaxed);
+                        // The guide found it stored, so this only marks its
+                        // pack as used.
+                        if self.dedup.is_new(&id, len) && self.jobs.is_some() {
+                            let mut data = self.pool.take(len);
+                            data.extend_from_slice(chunk);
+                            self.queue(Plain {
+                                kind: BlobKind::Chunk,
+                                id,
+                                refs: Vec::new(),
+                                data,
+                            })?;
+                        }
+                        content.push(id);
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.chunk_buf = chunker.into_parts().1;
+                        return Ok(Chunked::Failed(e));
+                    }
+                }
+            }
+            let next = match (helper, met) {
                 (Some((_, cuts)), Some(i)) => match cuts.end_after(i) {
                     Some(end) if end > size => {
                         met = Some(i + 1);
@@ -552,7 +623,7 @@ impl Walker<'_> {
                     // The helper stopped short (the file grew, or it
                     // failed): cut the rest here.
                     _ => {
-                        ahead = None;
+                        helper = None;
                         chunker.next_chunk()
                     }
                 },
@@ -568,12 +639,15 @@ impl Walker<'_> {
             };
             size += chunk.len() as u64;
             if met.is_none()
-                && let Some((from, cuts)) = ahead
+                && let Some((from, cuts)) = helper
                 && size >= from
             {
                 met = cuts.position(size);
             }
+            // While a guide is followed this thread hashes every chunk: the
+            // ID says where the old chunks resume.
             if let Some(t) = &ticket
+                && guide.is_none()
                 && !is_zero(chunk)
             {
                 self.progress
@@ -606,6 +680,11 @@ impl Walker<'_> {
             } else {
                 self.repo.blob_id(chunk)
             };
+            if let Some(g) = &mut guide
+                && !g.resync(&id)
+            {
+                guide = None;
+            }
             self.progress
                 .bytes
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
