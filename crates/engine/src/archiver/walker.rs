@@ -591,19 +591,9 @@ impl Walker<'_> {
                             }
                         };
                         size += len as u64;
-                        self.progress.bytes.fetch_add(len as u64, Ordering::Relaxed);
                         // The guide found it stored, so this only marks its
                         // pack as used.
-                        if self.dedup.is_new(&id, len) && self.jobs.is_some() {
-                            let mut data = self.pool.take(len);
-                            data.extend_from_slice(chunk);
-                            self.queue(Plain {
-                                kind: BlobKind::Chunk,
-                                id,
-                                refs: Vec::new(),
-                                data,
-                            })?;
-                        }
+                        self.keep_chunk(id, chunk)?;
                         content.push(id);
                         continue;
                     }
@@ -685,20 +675,7 @@ impl Walker<'_> {
             {
                 guide = None;
             }
-            self.progress
-                .bytes
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            // Counted as new even in a dry run, which sends nothing.
-            if self.dedup.is_new(&id, chunk.len()) && self.jobs.is_some() {
-                let mut data = self.pool.take(chunk.len());
-                data.extend_from_slice(chunk);
-                self.queue(Plain {
-                    kind: BlobKind::Chunk,
-                    id,
-                    refs: Vec::new(),
-                    data,
-                })?;
-            }
+            self.keep_chunk(id, chunk)?;
             content.push(id);
         }
         let (reader, buf) = chunker.into_parts();
@@ -712,6 +689,25 @@ impl Walker<'_> {
             content,
             size,
         })
+    }
+
+    /// Counts a chunk read and queues it if it is new (counted as new even
+    /// in a dry run, which sends nothing).
+    fn keep_chunk(&mut self, id: Id, chunk: &[u8]) -> Result<()> {
+        self.progress
+            .bytes
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        if self.dedup.is_new(&id, chunk.len()) && self.jobs.is_some() {
+            let mut data = self.pool.take(chunk.len());
+            data.extend_from_slice(chunk);
+            self.queue(Plain {
+                kind: BlobKind::Chunk,
+                id,
+                refs: Vec::new(),
+                data,
+            })?;
+        }
+        Ok(())
     }
 
     pub(super) fn finish_tree(&mut self, tree: Tree) -> Result<Id> {
