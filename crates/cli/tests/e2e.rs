@@ -45,3 +45,6 @@ mod pull;
 
 #[path = "e2e/dist.rs"]
 mod dist;
+
+#[path = "e2e/s3.rs"]
+mod s3;

@@ -844,10 +844,16 @@ impl Config {
                     || u.starts_with("http://")
                     || u.starts_with("ssh://"))
                 {
-                    p.span(
-                        url,
-                        format!("url = {u:?}: accepted are https://HOST:PORT/NAME and ssh://[USER@]HOST[:PORT]/PATH; a directory goes in `path`"),
-                    );
+                    if u.starts_with("s3://") {
+                        if let Err(e) = cairn_storage::s3::S3Url::parse(u) {
+                            p.span(url, e.to_string());
+                        }
+                    } else {
+                        p.span(
+                            url,
+                            format!("url = {u:?}: accepted are https://HOST:PORT/NAME, ssh://[USER@]HOST[:PORT]/PATH and s3://BUCKET/PREFIX; a directory goes in `path`"),
+                        );
+                    }
                 }
                 u.clone()
             }
@@ -856,7 +862,7 @@ impl Config {
                 String::new()
             }
             (None, None) => {
-                p.at(at, format!("repository {name:?} needs path = \"/dir\" or url = \"https://…\" / \"ssh://…\""));
+                p.at(at, format!("repository {name:?} needs path = \"/dir\" or url = \"https://…\" / \"ssh://…\" / \"s3://…\""));
                 String::new()
             }
         };

@@ -72,6 +72,33 @@ impl Lease {
         Some((purpose, g.parse().ok()?))
     }
 
+    /// The object name of a claim on generation `generation`: a name
+    /// only its writer uses (`nonce`: 16 lowercase hex digits, drawn at
+    /// random), so that on a store where the last writer of a name wins,
+    /// contenders still see each other (`docs/format.md`, "Leases").
+    pub fn claim_name(purpose: &str, generation: u64, nonce: &str) -> String {
+        format!("{purpose}-{generation:020}-{nonce}")
+    }
+
+    /// Parses a lease object name of either form: the generation's name
+    /// ([`Lease::name_for`]) or a claim ([`Lease::claim_name`], with its
+    /// nonce).
+    pub fn parse_any(name: &str) -> Option<(&str, u64, Option<&str>)> {
+        if let Some((p, g)) = Lease::parse_name(name) {
+            return Some((p, g, None));
+        }
+        let (rest, nonce) = name.rsplit_once('-')?;
+        let ok = nonce.len() == 16
+            && nonce
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !ok {
+            return None;
+        }
+        let (p, g) = Lease::parse_name(rest)?;
+        Some((p, g, Some(nonce)))
+    }
+
     /// This lease's object name.
     pub fn name(&self) -> String {
         Lease::name_for(&self.purpose, self.generation)

@@ -367,6 +367,11 @@ impl HttpsStorage {
         range: Option<(u64, u64)>,
         body: Body<'_>,
     ) -> Result<Response> {
+        // An empty name would address the kind's listing. (Other bad
+        // names are the box's to refuse: it must, whoever sends them.)
+        if name == Some("") && kind != Kind::Config {
+            return Err(Error::InvalidName(String::new()));
+        }
         let path = self.path(kind, name);
         let head = method == "HEAD";
         let start = Instant::now();

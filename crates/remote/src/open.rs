@@ -1,7 +1,7 @@
 //! A repository location as users write it, opened: a directory, an
-//! `https://` box or an `ssh://` machine. The command line and the daemon
-//! both open repositories through here, so a location means the same in
-//! a flag and in `cairn.toml`.
+//! `https://` box, an `ssh://` machine or an `s3://` bucket. The command
+//! line and the daemon both open repositories through here, so a location
+//! means the same in a flag and in `cairn.toml`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,9 +60,13 @@ pub fn open(loc: &str, a: &Access) -> Result<Arc<dyn Storage>, String> {
             .map_err(|e| e.to_string())?;
         return Ok(Arc::new(s));
     }
+    if loc.starts_with("s3://") {
+        let s = cairn_storage::S3Storage::open(loc, &a.staging).map_err(|e| e.to_string())?;
+        return Ok(Arc::new(s));
+    }
     if let Some((scheme, _)) = loc.split_once("://") {
         return Err(format!(
-            "repository {loc}: the {scheme}:// transport is not available in this version of cairn; use a directory, https:// or ssh://"
+            "repository {loc}: the {scheme}:// transport is not available in this version of cairn; use a directory, https://, ssh:// or s3://"
         ));
     }
     Ok(Arc::new(LocalStorage::new(PathBuf::from(loc))))

@@ -51,6 +51,20 @@ pub enum Error {
         /// The directory.
         path: PathBuf,
     },
+    /// A repository location or its settings are wrong (an `s3://` URL,
+    /// missing credentials).
+    #[error("{0}")]
+    Config(String),
+    /// A remote store failed in a way retrying did not cure; the message
+    /// says where and what to check.
+    #[error("{0}")]
+    Remote(String),
+    /// A new repository was to be created where a remote store already
+    /// holds other objects.
+    #[error(
+        "{0} holds objects that are not a Cairn repository: choose an empty bucket or another prefix"
+    )]
+    NotEmptyRemote(String),
     /// The object is shorter than a range read asked for.
     #[error("{kind:?} object {name} is shorter than expected (truncated?)")]
     Short {

@@ -11,11 +11,13 @@ mod error;
 pub mod faulty;
 mod local;
 mod memory;
+pub mod s3;
 
 pub use atomic::{Existing, atomic_write, create_dir_durable};
 pub use error::{Error, Result};
 pub use local::LocalStorage;
 pub use memory::MemoryStorage;
+pub use s3::S3Storage;
 
 use std::path::Path;
 
@@ -120,6 +122,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// local disk); refuses a location that holds something else.
     fn prepare(&self) -> Result<()> {
         Ok(())
+    }
+    /// What a user should know about how this storage writes, found out
+    /// by [`Storage::prepare`] (an S3 store that lets the last writer
+    /// win); `None` when there is nothing to say.
+    fn write_semantics(&self) -> Option<String> {
+        None
     }
     /// Removes staging files that crashed runs left, when they have not
     /// been touched for `min_age` (a live writer's files are younger).

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::{Error, Kind, ObjectInfo, Result, Storage};
+use crate::{Error, Kind, ObjectInfo, Result, Storage, valid_name};
 
 /// Objects kept in a map; staging goes to a private temp directory.
 #[derive(Debug)]
@@ -22,6 +22,16 @@ impl MemoryStorage {
         }
     }
 
+    /// Refuses the names a directory would (so the layers above meet the
+    /// same rules in tests as in use).
+    fn check(kind: Kind, name: &str) -> Result<()> {
+        if kind == Kind::Config || valid_name(name) {
+            Ok(())
+        } else {
+            Err(Error::InvalidName(name.to_string()))
+        }
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<(Kind, String), Vec<u8>>> {
         self.objects.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -32,6 +42,7 @@ impl Storage for MemoryStorage {
         "memory".into()
     }
     fn get(&self, kind: Kind, name: &str) -> Result<Vec<u8>> {
+        Self::check(kind, name)?;
         self.map()
             .get(&(kind, name.to_string()))
             .cloned()
@@ -56,6 +67,7 @@ impl Storage for MemoryStorage {
         Ok(self.get(kind, name)?.len() as u64)
     }
     fn put(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
+        Self::check(kind, name)?;
         let mut m = self.map();
         let key = (kind, name.to_string());
         if m.contains_key(&key) {
@@ -87,6 +99,7 @@ impl Storage for MemoryStorage {
             .collect())
     }
     fn delete(&self, kind: Kind, name: &str) -> Result<()> {
+        Self::check(kind, name)?;
         self.map().remove(&(kind, name.to_string()));
         Ok(())
     }

@@ -3,6 +3,9 @@
 //! storage, a byte-exact picture of a repository directory, and a
 //! source forging copies of other sources' blobs (dedup poisoning).
 
+pub mod conformance;
+pub mod garage;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;

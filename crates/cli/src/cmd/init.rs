@@ -29,6 +29,9 @@ pub fn create(ctx: &Ctx) -> Result<Repo> {
             &repo.id_hex()[..8],
             storage.location()
         );
+        if let Some(w) = storage.write_semantics() {
+            eprintln!("{w}");
+        }
         if opts.passphrase.is_none() {
             let path = crate::ctx::default_key_path(&repo.id_hex());
             eprintln!(

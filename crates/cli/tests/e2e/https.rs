@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-struct BoxProc {
+pub(crate) struct BoxProc {
     child: Child,
     port: u16,
-    fingerprint: String,
+    pub(crate) fingerprint: String,
     log: PathBuf,
 }
 
@@ -37,7 +37,7 @@ impl BoxProc {
             .unwrap()
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("https://127.0.0.1:{}/home", self.port)
     }
 }
@@ -45,7 +45,7 @@ impl BoxProc {
 /// Writes the config (port 0: any free one) and starts the server.
 /// (The child is waited for by [`BoxProc`]'s drop, which clippy cannot see.)
 #[allow(clippy::zombie_processes)]
-fn start_box(env: &Env, port: u16, tag: &str) -> BoxProc {
+pub(crate) fn start_box(env: &Env, port: u16, tag: &str) -> BoxProc {
     let cfg = env.path("server.toml");
     fs::write(
         &cfg,
@@ -95,7 +95,7 @@ fn start_box(env: &Env, port: u16, tag: &str) -> BoxProc {
     }
 }
 
-fn make_token(env: &Env, name: &str, role: &str, group: Option<&str>) -> PathBuf {
+pub(crate) fn make_token(env: &Env, name: &str, role: &str, group: Option<&str>) -> PathBuf {
     let mut args = vec!["server", "token", "add", name, "--role", role, "--config"];
     let cfg = env.path("server.toml");
     args.push(s(&cfg));

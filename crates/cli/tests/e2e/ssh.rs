@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-struct Sshd {
+pub(crate) struct Sshd {
     child: Child,
-    port: u16,
-    client_key: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) client_key: PathBuf,
 }
 
 impl Drop for Sshd {
@@ -34,7 +34,7 @@ fn keygen(path: &Path) {
 
 /// Starts sshd on a free loopback port; `forced` is the command every
 /// login with the client key runs (`None`: the one the client asks for).
-fn sshd(dir: &Path, forced: Option<&str>) -> Sshd {
+pub(crate) fn sshd(dir: &Path, forced: Option<&str>) -> Sshd {
     let sshd = Path::new("/usr/sbin/sshd");
     assert!(
         sshd.exists(),
@@ -93,7 +93,7 @@ fn sshd(dir: &Path, forced: Option<&str>) -> Sshd {
     }
 }
 
-fn user() -> String {
+pub(crate) fn user() -> String {
     let out = Command::new("id").arg("-un").output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
@@ -185,7 +185,7 @@ fn put_source_over_ssh_backs_up_but_cannot_delete() {
     env.ok(&["check", "--read-data"]);
 }
 
-fn ssh_command(server: &Sshd) -> String {
+pub(crate) fn ssh_command(server: &Sshd) -> String {
     format!(
         "ssh -i {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
         s(&server.client_key)

@@ -1,0 +1,243 @@
+//! Repositories on S3: a real Garage cluster on loopback (the `garage`
+//! binary is installed by `.ci/run`), and the storage conformance suite
+//! run against every backend: memory, local, the box over HTTPS and
+//! SSH, S3.
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_storage::{LocalStorage, MemoryStorage, S3Storage, Storage};
+use cairn_testkit::conformance::{self, Options};
+use cairn_testkit::garage::Garage;
+
+use crate::util::*;
+
+/// A `cairn` command reaching `s3://` through node `node` of `g`.
+fn cairn_s3(env: &Env, g: &Garage, node: usize, args: &[&str]) -> Run {
+    let mut c = env.cmd();
+    for (k, v) in g.env(node) {
+        c.env(k, v);
+    }
+    c.args(args);
+    run(c)
+}
+
+fn tree(src: &Path, seed: u64) {
+    fs::create_dir_all(src.join("docs/deep")).unwrap();
+    fs::write(src.join("big.bin"), pseudo(9 << 20, seed)).unwrap();
+    fs::write(src.join("docs/a.txt"), b"hello from a").unwrap();
+    fs::write(src.join("docs/deep/b.bin"), pseudo(300_000, seed + 1)).unwrap();
+    for i in 0..40 {
+        fs::write(
+            src.join(format!("docs/small-{i}")),
+            pseudo(1000 + i, seed + i as u64),
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn conformance_memory_and_local() {
+    let d = tempfile::tempdir().unwrap();
+    let mem = MemoryStorage::new(d.path().join("staging"));
+    conformance::run(&mem, Options::default());
+    let local = LocalStorage::new(d.path().join("repo"));
+    local.create_layout().unwrap();
+    conformance::run(&local, Options::default());
+}
+
+/// Garage with the multipart threshold lowered so that the big object
+/// goes in parts, and more objects than one listing page holds.
+#[test]
+fn conformance_s3_on_garage() {
+    let g = Garage::start(1, "conformance");
+    let d = tempfile::tempdir().unwrap();
+    let st = S3Storage::with_config(g.config(0, "s3://conformance/some/prefix"), d.path())
+        .unwrap()
+        .with_multipart(6 << 20, 5 << 20);
+    conformance::run(
+        &st,
+        Options {
+            many: 1100,
+            big: 13 << 20,
+        },
+    );
+    // Nothing of the suite is left, and nothing escaped the prefix.
+    let root = S3Storage::with_config(g.config(0, "s3://conformance"), d.path()).unwrap();
+    for kind in [
+        cairn_storage::Kind::Pack,
+        cairn_storage::Kind::Index,
+        cairn_storage::Kind::Key,
+    ] {
+        assert!(
+            root.list(kind).unwrap().is_empty(),
+            "{kind:?} left at the root"
+        );
+        assert!(st.list(kind).unwrap().is_empty(), "{kind:?} left");
+    }
+}
+
+#[test]
+fn conformance_box_over_https() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let b = crate::https::start_box(&env, 0, "conformance");
+    let token = crate::https::make_token(&env, "admin", "admin", None);
+    let st = cairn_remote::open::open(
+        &b.url(),
+        &access(
+            &env,
+            Some(fs::read_to_string(&token).unwrap()),
+            Some(b.fingerprint.clone()),
+        ),
+    )
+    .unwrap();
+    conformance::run(&*st, Options::default());
+}
+
+#[test]
+fn conformance_box_over_ssh() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let server = crate::ssh::sshd(env.dir.path(), None);
+    let mut a = access(&env, None, None);
+    a.ssh = crate::ssh::ssh_command(&server);
+    a.remote_cairn = env!("CARGO_BIN_EXE_cairn").to_string();
+    let url = format!(
+        "ssh://{}@127.0.0.1:{}{}",
+        crate::ssh::user(),
+        server.port,
+        s(&env.repo)
+    );
+    let st: Arc<dyn Storage> = cairn_remote::open::open(&url, &a).unwrap();
+    conformance::run(&*st, Options::default());
+}
+
+fn access(
+    env: &Env,
+    token: Option<String>,
+    fingerprint: Option<String>,
+) -> cairn_remote::open::Access {
+    cairn_remote::open::Access {
+        token: token.map(|t| t.trim().to_string()),
+        fingerprint,
+        known_servers: env.path("known"),
+        staging: env.path("staging"),
+        retry_for: Duration::from_secs(5),
+        ssh: "ssh".into(),
+        remote_cairn: "cairn".into(),
+    }
+}
+
+/// Three nodes, replication factor 3: a node dies after the backup and
+/// the repository reads and writes on; it comes back and all is whole.
+#[test]
+fn three_node_garage_survives_a_dead_node() {
+    let mut g = Garage::start(3, "cairn");
+    let env = Env::new();
+    let repo = "s3://cairn/home";
+    let src = env.path("src");
+    tree(&src, 1);
+    cairn_s3(&env, &g, 0, &["--repo", repo, "init"]).expect(0);
+    cairn_s3(&env, &g, 0, &["--repo", repo, "backup", s(&src)]).expect(0);
+    g.kill(2);
+    let dest = env.path("dest");
+    cairn_s3(
+        &env,
+        &g,
+        0,
+        &["--repo", repo, "restore", "latest", s(&dest)],
+    )
+    .expect(0);
+    let problems = compare_trees(&src, &restored(&dest, &src), true);
+    assert!(problems.is_empty(), "{problems:?}");
+    cairn_s3(&env, &g, 1, &["--repo", repo, "check", "--read-data"]).expect(0);
+    fs::write(src.join("docs/a.txt"), b"changed while a node was down").unwrap();
+    fs::write(src.join("new.bin"), pseudo(2 << 20, 77)).unwrap();
+    cairn_s3(&env, &g, 0, &["--repo", repo, "backup", s(&src)]).expect(0);
+    g.restart(2);
+    cairn_s3(&env, &g, 2, &["--repo", repo, "check", "--read-data"]).expect(0);
+    let listed = cairn_s3(&env, &g, 2, &["--repo", repo, "snapshots", "--json"]).expect(0);
+    assert_eq!(json(&listed.stdout).as_array().unwrap().len(), 2);
+    let dest2 = env.path("dest2");
+    cairn_s3(
+        &env,
+        &g,
+        2,
+        &["--repo", repo, "restore", "latest", s(&dest2)],
+    )
+    .expect(0);
+    let problems = compare_trees(&src, &restored(&dest2, &src), true);
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+/// Wrong credentials, a missing bucket, an endpoint that is down: a
+/// clear error naming what to fix, and nothing created.
+#[test]
+fn s3_faults_are_named() {
+    let g = Garage::start(1, "faults");
+    let env = Env::new();
+    let src = env.path("src");
+    tree(&src, 2);
+    let with = |vars: &[(&str, String)], args: &[&str]| {
+        let mut c = env.cmd();
+        for (k, v) in g.env(0) {
+            c.env(k, v);
+        }
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        c.args(args);
+        run(c)
+    };
+    let r = with(
+        &[("AWS_SECRET_ACCESS_KEY", "0".repeat(64))],
+        &["--repo", "s3://faults/x", "init"],
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("AWS_SECRET_ACCESS_KEY"), "{}", r.stderr);
+    let r = with(&[], &["--repo", "s3://no-such-bucket/x", "init"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("no-such-bucket") && r.stderr.contains("does not exist"),
+        "{}",
+        r.stderr
+    );
+    let down = format!(
+        "http://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
+    let r = with(
+        &[("AWS_ENDPOINT_URL", down.clone())],
+        &["--repo", "s3://faults/x", "init"],
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains(&down), "{}", r.stderr);
+    let r = with(
+        &[
+            ("AWS_ACCESS_KEY_ID", String::new()),
+            ("AWS_SECRET_ACCESS_KEY", String::new()),
+        ],
+        &["--repo", "s3://faults/x", "init"],
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("no S3 credentials"), "{}", r.stderr);
+    // None of it left anything in the bucket; a good init then works.
+    let st = S3Storage::with_config(g.config(0, "s3://faults"), &env.path("staging")).unwrap();
+    for kind in [cairn_storage::Kind::Key, cairn_storage::Kind::Config] {
+        assert!(st.list(kind).unwrap().is_empty());
+    }
+    let r = with(&[], &["--repo", "s3://faults/x", "init"]).expect(0);
+    // Garage lets the last writer win; init finds out and says so.
+    assert!(r.stderr.contains("lets the last writer"), "{}", r.stderr);
+    with(&[], &["--repo", "s3://faults/x", "backup", s(&src)]).expect(0);
+    // A second init at the same place is refused.
+    let r = with(&[], &["--repo", "s3://faults/x", "init"]);
+    assert_ne!(r.code, 0);
+}
