@@ -18,7 +18,9 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct Global {
     /// Repository: a directory (default: $XDG_DATA_HOME/cairn/repo),
-    /// https://box:8443/NAME, or ssh://[user@]host[:port]/path.
+    /// https://box:8443/NAME, ssh://[user@]host[:port]/path, or
+    /// s3://BUCKET/PREFIX (credentials, region and endpoint from the AWS_*
+    /// variables or ~/.aws).
     #[arg(long, short = 'r', env = "CAIRN_REPO", global = true)]
     pub repo: Option<String>,
     /// Read the passphrase from this file (else $CAIRN_PASSWORD, else a prompt).

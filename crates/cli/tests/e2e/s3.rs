@@ -241,3 +241,91 @@ fn s3_faults_are_named() {
     let r = with(&[], &["--repo", "s3://faults/x", "init"]);
     assert_ne!(r.code, 0);
 }
+
+/// On Garage, where a second create of a name replaces the first, two
+/// prunes start at the same instant while backups run, twice (the
+/// second time the first round's condemned packs are due): each prune
+/// either works or says another one holds the lease, every backup
+/// commits, and every snapshot still restores and checks.
+#[test]
+fn two_prunes_at_once_on_garage_lose_nothing() {
+    let g = Garage::start(1, "race");
+    let env = Env::new();
+    let repo = "s3://race/r";
+    let src = env.path("src");
+    tree(&src, 3);
+    let cmd = |args: &[&str]| {
+        let mut c = env.cmd();
+        for (k, v) in g.env(0) {
+            c.env(k, v);
+        }
+        c.arg("--repo").arg(repo).args(args);
+        c
+    };
+    run(cmd(&["init"])).expect(0);
+    for round in 0..3u64 {
+        fs::write(src.join("changing.bin"), pseudo(3 << 20, 100 + round)).unwrap();
+        run(cmd(&["backup", s(&src)])).expect(0);
+    }
+    run(cmd(&["forget", "--keep-last", "1"])).expect(0);
+    let mut prunes_that_worked = 0;
+    let mut said = String::new();
+    for round in 0..2u64 {
+        // A backup of new data runs while both prunes start together.
+        fs::write(src.join("changing.bin"), pseudo(3 << 20, 200 + round)).unwrap();
+        let backup = cmd(&["backup", s(&src)])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let prunes: Vec<_> = (0..2)
+            .map(|_| {
+                cmd(&["prune", "--grace", "3s"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for p in prunes {
+            let out = p.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            said.push_str(&String::from_utf8_lossy(&out.stdout));
+            eprintln!("round {round} prune: {}{err}", String::from_utf8_lossy(&out.stdout));
+            if out.status.success() {
+                prunes_that_worked += 1;
+            } else {
+                assert!(
+                    err.contains("another prune is running") || err.contains("lease"),
+                    "a prune failed for another reason: {err}"
+                );
+            }
+        }
+        let out = backup.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "backup during prunes: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Let the first round's condemned packs fall due.
+        std::thread::sleep(Duration::from_millis(3500));
+    }
+    assert!(prunes_that_worked >= 2, "only {prunes_that_worked} prunes worked");
+    // The second round deleted what the first condemned.
+    assert!(said.contains("deleted: "), "{said}");
+    run(cmd(&["check", "--read-data"])).expect(0);
+    let listed = run(cmd(&["snapshots", "--json"])).expect(0);
+    let snaps = json(&listed.stdout);
+    let snaps = snaps.as_array().unwrap();
+    assert_eq!(snaps.len(), 3, "{snaps:?}");
+    for (i, snap) in snaps.iter().enumerate() {
+        let id = snap["id"].as_str().unwrap();
+        let dest = env.path(&format!("restore-{i}"));
+        run(cmd(&["restore", &id[..16], s(&dest)])).expect(0);
+    }
+    let dest = env.path("latest");
+    run(cmd(&["restore", "latest", s(&dest)])).expect(0);
+    let problems = compare_trees(&src, &restored(&dest, &src), true);
+    assert!(problems.is_empty(), "{problems:?}");
+}
