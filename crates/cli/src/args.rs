@@ -62,8 +62,9 @@ pub struct Global {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Create a repository and its owner key.
-    Init,
+    /// Create a repository and its owner key (or, with --like, a replica
+    /// of another repository for `cairn copy`).
+    Init(InitArgs),
     /// Back up paths, or a stream on stdin, into a new snapshot.
     Backup(BackupArgs),
     /// List snapshots.
@@ -83,6 +84,10 @@ pub enum Command {
     Stats(StatsArgs),
     /// Remove snapshots by a retention policy (or by ID). Needs no key.
     Forget(ForgetArgs),
+    /// Copy snapshots to another repository: the off-site copy. Only what
+    /// it lacks is sent; a killed copy resumes. Needs no key for a
+    /// replica (`init --like`).
+    Copy(CopyArgs),
     /// Collect data no snapshot needs, in two phases. Needs no key.
     Prune(PruneArgs),
     /// Keep snapshots out of every retention policy.
@@ -111,6 +116,34 @@ pub enum Command {
     /// over this SSH connection (the forced command of the box's key in
     /// `authorized_keys`). Needs --key-file, the machine's put-only key.
     PullAgent(PullAgentArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Make a replica of this repository: the same config and keys, so
+    /// that `cairn copy` sends records as they are, never decrypted
+    /// (a directory, https://, ssh:// or s3:// location).
+    #[arg(long, value_name = "REPO")]
+    pub like: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// The repository to copy from (default: --repo).
+    #[arg(long, value_name = "REPO")]
+    pub from: Option<String>,
+    /// The repository to copy to: a replica made with `init --like`.
+    #[arg(long, value_name = "REPO")]
+    pub to: String,
+    /// Only snapshots of groups matching this (`*` matches any run).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Say what would be sent; send nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Snapshots to copy (ID prefixes or `latest`); default: all.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -3,6 +3,7 @@
 mod agent;
 mod backup;
 mod check;
+mod copy;
 mod daemon;
 mod diff;
 mod forget;
@@ -27,7 +28,7 @@ use crate::ctx::Ctx;
 pub fn run(cli: Cli) -> Result<i32> {
     let ctx = Ctx { g: cli.global };
     match cli.command {
-        Command::Init => init::run(&ctx),
+        Command::Init(a) => init::run(&ctx, a),
         Command::Backup(a) => backup::run(&ctx, a),
         Command::Snapshots(a) => snapshots::run(&ctx, a),
         Command::Ls(a) => ls::run(&ctx, a),
@@ -37,6 +38,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Key(k) => key::run(&ctx, k),
         Command::Stats(a) => stats::run(&ctx, a),
         Command::Forget(a) => forget::run(&ctx, a),
+        Command::Copy(a) => copy::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
         Command::Protect(a) => protect::run(&ctx, a, true),
         Command::Unprotect(a) => protect::run(&ctx, a, false),

@@ -34,7 +34,12 @@ impl Ctx {
 
     /// The storage behind the location.
     pub fn storage(&self) -> Result<Arc<dyn Storage>> {
-        let loc = self.repo_location();
+        self.storage_at(&self.repo_location())
+    }
+
+    /// The storage at `loc`, reached with this run's options.
+    pub fn storage_at(&self, loc: &str) -> Result<Arc<dyn Storage>> {
+        let loc = loc.to_string();
         let token = if loc.starts_with("https://") || loc.starts_with("http://") {
             Some(self.token(&loc)?)
         } else {

@@ -48,3 +48,6 @@ mod dist;
 
 #[path = "e2e/s3.rs"]
 mod s3;
+
+#[path = "e2e/copy.rs"]
+mod copy;

@@ -4,6 +4,7 @@
 //! while holding nothing that reveals content (`docs/design.md`, "The
 //! storage side needs no secret").
 
+pub mod copy;
 pub mod duration;
 mod error;
 pub mod forget;

@@ -114,36 +114,13 @@ impl GroupPattern {
 
     /// Whether `group` matches.
     pub fn matches(&self, group: &str) -> bool {
-        glob(self.0.as_bytes(), group.as_bytes())
+        cairn_store::snapshots::group_matches(&self.0, group)
     }
 
     /// The pattern as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
-
-fn glob(p: &[u8], s: &[u8]) -> bool {
-    // Iterative with one backtrack point: linear in practice, never
-    // exponential, whatever a token's pattern holds.
-    let (mut pi, mut si) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, si));
-            pi += 1;
-        } else if pi < p.len() && p[pi] == s[si] {
-            pi += 1;
-            si += 1;
-        } else if let Some((sp, ss)) = star {
-            pi = sp + 1;
-            si = ss + 1;
-            star = Some((sp, ss + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]

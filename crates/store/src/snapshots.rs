@@ -81,3 +81,32 @@ pub fn list_snapshots(storage: &dyn Storage) -> Result<(Vec<SnapshotInfo>, Vec<S
     out.sort_by_key(|s| (s.envelope.time_ns, s.id));
     Ok((out, bad))
 }
+
+/// Whether `group` matches the pattern `p`: `*` matches any run of
+/// characters, everything else itself (e.g. `laptop:*`).
+pub fn group_matches(p: &str, group: &str) -> bool {
+    glob(p.as_bytes(), group.as_bytes())
+}
+
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    // Iterative with one backtrack point: linear in practice, never
+    // exponential, whatever a token's pattern holds.
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == s[si] {
+            pi += 1;
+            si += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}

@@ -1,6 +1,7 @@
 use anyhow::Result;
 use cairn_repo::{Repo, init_options};
 
+use crate::args::InitArgs;
 use crate::ctx::{Ctx, key_dir};
 use crate::exit;
 
@@ -49,7 +50,33 @@ pub fn create(ctx: &Ctx) -> Result<Repo> {
     Ok(repo)
 }
 
-pub fn run(ctx: &Ctx) -> Result<i32> {
+pub fn run(ctx: &Ctx, a: InitArgs) -> Result<i32> {
+    if let Some(like) = &a.like {
+        let from = ctx.storage_at(like)?;
+        let to = ctx.storage()?;
+        cairn_maint::copy::init_replica(&*from, &*to)?;
+        let config = cairn_repo::read_config(&*to)?;
+        if ctx.g.json {
+            crate::output::json(&serde_json::json!({
+                "repository": to.location(),
+                "id": hex::encode(config.repo_id),
+                "replica_of": from.location(),
+            }))?;
+        } else {
+            eprintln!(
+                "created {} as a replica of {} (repository {}): the same keys open both; `cairn copy --from {} --to {}` fills it",
+                to.location(),
+                from.location(),
+                &hex::encode(config.repo_id)[..8],
+                like,
+                ctx.repo_location()
+            );
+            if let Some(w) = to.write_semantics() {
+                eprintln!("{w}");
+            }
+        }
+        return Ok(exit::OK);
+    }
     let repo = create(ctx)?;
     if ctx.g.json {
         crate::output::json(&serde_json::json!({

@@ -292,7 +292,10 @@ fn two_prunes_at_once_on_garage_lose_nothing() {
             let out = p.wait_with_output().unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
             said.push_str(&String::from_utf8_lossy(&out.stdout));
-            eprintln!("round {round} prune: {}{err}", String::from_utf8_lossy(&out.stdout));
+            eprintln!(
+                "round {round} prune: {}{err}",
+                String::from_utf8_lossy(&out.stdout)
+            );
             if out.status.success() {
                 prunes_that_worked += 1;
             } else {
@@ -311,7 +314,10 @@ fn two_prunes_at_once_on_garage_lose_nothing() {
         // Let the first round's condemned packs fall due.
         std::thread::sleep(Duration::from_millis(3500));
     }
-    assert!(prunes_that_worked >= 2, "only {prunes_that_worked} prunes worked");
+    assert!(
+        prunes_that_worked >= 2,
+        "only {prunes_that_worked} prunes worked"
+    );
     // The second round deleted what the first condemned.
     assert!(said.contains("deleted: "), "{said}");
     run(cmd(&["check", "--read-data"])).expect(0);
