@@ -141,6 +141,18 @@ pub struct CopyArgs {
     /// Say what would be sent; send nothing.
     #[arg(long, short = 'n')]
     pub dry_run: bool,
+    /// Copy into a repository of another owner: every blob is read with
+    /// the source's owner key and sealed to the destination's owner.
+    /// Writing needs only a destination key that may add (a put-only one).
+    #[arg(long)]
+    pub reencrypt: bool,
+    /// With --reencrypt: the destination's key file (e.g. its put-only
+    /// key).
+    #[arg(long, value_name = "FILE")]
+    pub to_key_file: Option<PathBuf>,
+    /// With --reencrypt: read the destination's passphrase from this file.
+    #[arg(long, value_name = "FILE")]
+    pub to_password_file: Option<PathBuf>,
     /// Snapshots to copy (ID prefixes or `latest`); default: all.
     #[arg(value_name = "SNAPSHOT")]
     pub snapshots: Vec<String>,

@@ -110,21 +110,36 @@ impl Ctx {
     /// Opens the repository with whatever key is available.
     pub fn open(&self) -> Result<Repo> {
         let storage = self.storage()?;
+        let passphrase = self.given_passphrase()?;
+        self.open_storage(storage, self.g.key_file.as_deref(), passphrase)
+    }
+
+    /// Opens the repository in `storage` with the key file `key_file` or
+    /// the passphrase `passphrase`, else the key kept for it on this
+    /// machine, else a passphrase asked for.
+    pub fn open_storage(
+        &self,
+        storage: Arc<dyn Storage>,
+        key_file: Option<&Path>,
+        passphrase: Option<Vec<u8>>,
+    ) -> Result<Repo> {
         let config = cairn_repo::read_config(&*storage)?;
         let id = hex::encode(config.repo_id);
-        let source = if let Some(k) = &self.g.key_file {
+        let source = if let Some(k) = key_file {
             KeySource::File {
-                path: k.clone(),
-                passphrase: self.given_passphrase()?,
+                path: k.to_path_buf(),
+                passphrase,
             }
-        } else if let Some(p) = self.given_passphrase()? {
+        } else if let Some(p) = passphrase {
             KeySource::Passphrase(p)
         } else if default_key_path(&id).exists() {
             KeySource::File {
                 path: default_key_path(&id),
                 passphrase: None,
             }
-        } else if let Some(p) = self.prompt("repository passphrase", false)? {
+        } else if let Some(p) =
+            self.prompt(&format!("passphrase of {}", storage.location()), false)?
+        {
             KeySource::Passphrase(p)
         } else {
             bail!(
@@ -292,7 +307,7 @@ pub fn key_dir() -> PathBuf {
     xdg("XDG_CONFIG_HOME", ".config").join("cairn").join("keys")
 }
 
-fn trim_newline(mut s: Vec<u8>) -> Vec<u8> {
+pub fn trim_newline(mut s: Vec<u8>) -> Vec<u8> {
     while s.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
         s.pop();
     }

@@ -5,6 +5,7 @@
 
 pub mod archiver;
 pub mod checker;
+pub mod copier;
 mod error;
 pub mod exclude;
 #[cfg(test)]

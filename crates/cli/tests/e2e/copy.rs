@@ -272,3 +272,107 @@ fn copy_refuses_a_damaged_source_pack() {
     assert!(r.stderr.contains("does not match its name"), "{}", r.stderr);
     assert_eq!(fs::read_dir(replica.join("snapshots")).unwrap().count(), 0);
 }
+
+/// The off-site copy for another owner: the destination is its own
+/// repository on Garage, written with nothing but its put-only key; its
+/// owner restores what arrived byte for byte, with times, groups and tags
+/// intact, and a second copy sends nothing.
+#[test]
+fn reencrypting_copy_with_a_put_only_key() {
+    let g = Garage::start(1, "stranger");
+    let env = Env::new();
+    let home = env.path("home-src");
+    source(&home, 11);
+    env.ok(&["init"]);
+    env.ok(&["backup", s(&home), "--tag", "nightly"]);
+    fs::write(home.join("sub/more"), pseudo(2 << 20, 12)).unwrap();
+    env.ok(&["backup", s(&home), "--tag", "nightly"]);
+    let r2 = "s3://stranger/offsite";
+    let pass2 = env.path("pass2");
+    fs::write(&pass2, "a different owner's passphrase").unwrap();
+    let owner2 = |args: &[&str]| {
+        let mut c = with_s3(&env, &g, &["--repo", r2, "--password-file", s(&pass2)]);
+        c.env_remove("CAIRN_PASSWORD").args(args);
+        run(c)
+    };
+    owner2(&["init"]).expect(0);
+    let put = env.path("offsite-put.key");
+    owner2(&[
+        "key",
+        "add",
+        "--role",
+        "put-only",
+        "--no-password",
+        "-o",
+        s(&put),
+    ])
+    .expect(0);
+    let local = s(&env.repo).to_string();
+    let copy = |extra: &[&str]| {
+        let mut args = vec![
+            "copy",
+            "--from",
+            &local,
+            "--to",
+            r2,
+            "--reencrypt",
+            "--to-key-file",
+            s(&put),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        run(with_s3(&env, &g, &args)).expect(0)
+    };
+    let dry = json(&copy(&["--dry-run"]).stdout);
+    assert_eq!(dry["copied"].as_array().unwrap().len(), 2, "{dry}");
+    let none = json(&owner2(&["snapshots", "--json"]).expect(0).stdout);
+    assert!(none.as_array().unwrap().is_empty(), "{none}");
+    let done = json(&copy(&[]).stdout);
+    assert_eq!(done["copied"].as_array().unwrap().len(), 2, "{done}");
+    // The same backups, as the source's owner and the destination's see
+    // them: times, groups, tags, sizes.
+    let pick = |v: &[serde_json::Value]| {
+        let mut out: Vec<_> = v
+            .iter()
+            .map(|x| {
+                (
+                    x["time"].clone(),
+                    x["group"].clone(),
+                    x["tags"].clone(),
+                    x["files"].clone(),
+                    x["bytes"].clone(),
+                )
+            })
+            .collect();
+        out.sort_by_key(|t| t.0.to_string());
+        out
+    };
+    let theirs = json(&owner2(&["snapshots", "--json"]).expect(0).stdout);
+    assert_eq!(
+        pick(&snapshots(&env, &g, &local)),
+        pick(theirs.as_array().unwrap())
+    );
+    owner2(&["check", "--read-data"]).expect(0);
+    let dest = env.path("dest");
+    owner2(&["restore", "latest", s(&dest)]).expect(0);
+    let problems = compare_trees(&home, &restored(&dest, &home), true);
+    assert!(problems.is_empty(), "{problems:?}");
+    // Nothing twice.
+    let again = json(&copy(&[]).stdout);
+    assert_eq!(
+        (
+            again["copied"].as_array().unwrap().len(),
+            again["present"].as_u64()
+        ),
+        (0, Some(2)),
+        "{again}"
+    );
+    // Into a replica, --reencrypt is the wrong tool, and says so.
+    let replica = env.path("replica");
+    let mut c = env.cmd();
+    c.args(["--repo", s(&replica), "init", "--like", &local]);
+    run(c).expect(0);
+    let r = env.run(&["copy", "--to", s(&replica), "--reencrypt"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("without --reencrypt"), "{}", r.stderr);
+}
