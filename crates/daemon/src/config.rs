@@ -184,6 +184,14 @@ pub enum Kind {
         /// Share of the packs each run reads.
         subset: Option<String>,
     },
+    /// Copy snapshots to another repository (the off-site copy): as
+    /// they are to a replica, re-encrypted to another owner's.
+    Copy {
+        /// The repository copied to (a `[repository.NAME]`).
+        to: String,
+        /// Groups it copies (`*` matches any run of characters).
+        group: Option<String>,
+    },
     /// Restore a sample and compare it with the source.
     Drill {
         /// Groups it samples.
@@ -206,6 +214,7 @@ impl Kind {
             Kind::Prune { .. } => "prune",
             Kind::Check => "check",
             Kind::Verify { .. } => "verify",
+            Kind::Copy { .. } => "copy",
             Kind::Drill { .. } => "drill",
         }
     }
@@ -480,6 +489,7 @@ struct RawJob {
     grace: Option<Spanned<String>>,
     subset: Option<Spanned<String>>,
     sample: Option<Spanned<RawSample>>,
+    to: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -1007,7 +1017,7 @@ impl Config {
                 ),
             );
         }
-        const KINDS: &str = "backup, pull, command, retention, prune, check, verify or drill";
+        const KINDS: &str = "backup, pull, command, retention, prune, check, verify, copy or drill";
         let kind_name = j.kind.get_ref().as_str();
         // Which optional keys each kind takes.
         let allowed: &[&str] = match KIND_KEYS.iter().find(|(k, _)| *k == kind_name) {
@@ -1021,7 +1031,7 @@ impl Config {
                 return;
             }
         };
-        let present: [(&str, Option<usize>); 21] = [
+        let present: [(&str, Option<usize>); 22] = [
             ("paths", j.paths.as_ref().map(|s| s.span().start)),
             ("exclude", j.exclude.as_ref().map(|s| s.span().start)),
             (
@@ -1070,6 +1080,7 @@ impl Config {
             ("grace", j.grace.as_ref().map(|s| s.span().start)),
             ("subset", j.subset.as_ref().map(|s| s.span().start)),
             ("sample", j.sample.as_ref().map(|s| s.span().start)),
+            ("to", j.to.as_ref().map(|s| s.span().start)),
         ];
         for (key, pos) in present {
             if let Some(pos) = pos
@@ -1288,6 +1299,30 @@ impl Config {
                 },
             },
             "check" => Kind::Check,
+            "copy" => {
+                let to = match &j.to {
+                    Some(t) => {
+                        if !self.repositories.contains_key(t.get_ref()) {
+                            p.span(
+                                t,
+                                format!(
+                                    "{ctx}: to = {:?}: no [repository.{}] in this file",
+                                    t.get_ref(),
+                                    t.get_ref()
+                                ),
+                            );
+                        } else if t.get_ref() == j.repository.get_ref() {
+                            p.span(t, format!("{ctx}: to names the job's own repository"));
+                        }
+                        t.get_ref().clone()
+                    }
+                    None => {
+                        p.at(at, format!("{ctx}: a copy job needs to = \"REPOSITORY\", the [repository.NAME] it copies to"));
+                        String::new()
+                    }
+                };
+                Kind::Copy { to, group }
+            }
             "verify" => {
                 if let Some(s) = &j.subset
                     && let Err(e) = cairn_maint::verify::Subset::parse(s.get_ref())
@@ -1437,6 +1472,7 @@ const KIND_KEYS: &[(&str, &[&str])] = &[
     ("prune", &["grace"]),
     ("verify", &["subset"]),
     ("drill", &["group", "sample"]),
+    ("copy", &["to", "group"]),
 ];
 
 /// The shrink guard's default: a backup that lost half of its files or

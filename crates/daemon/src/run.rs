@@ -139,6 +139,7 @@ impl Run<'_> {
                     Err(m) => Report::failed(m),
                 }
             }
+            Kind::Copy { to, group } => self.copy(repo_cfg, to, group.clone()),
             Kind::Command(c) => self.command(repo_cfg, c),
             Kind::Pull(p) => self.pull(repo_cfg, p),
             Kind::Drill {
@@ -153,6 +154,82 @@ impl Run<'_> {
                     bytes: *bytes,
                 },
             ),
+        }
+    }
+
+    /// Copies the job's repository to `to`: records as they are to a
+    /// replica (no key needed), else re-encrypted, reading with this
+    /// repository's key and writing with `to`'s (a put-only one will do).
+    fn copy(
+        &self,
+        repo_cfg: &crate::config::Repository,
+        to: &str,
+        group: Option<String>,
+    ) -> Report {
+        let Some(to_cfg) = self.config.repositories.get(to) else {
+            return Report::failed(format!("no repository {to}"));
+        };
+        let (from, dest) = match (
+            crate::open::storage(repo_cfg, RETRY_FOR),
+            crate::open::storage(to_cfg, RETRY_FOR),
+        ) {
+            (Ok(f), Ok(t)) => (f, t),
+            (Err(e), _) | (_, Err(e)) => return refused_or_failed(e),
+        };
+        let replica = match cairn_maint::copy::is_replica(&*from, &*dest) {
+            Ok(r) => r,
+            Err(e) => return Report::failed(e.to_string()),
+        };
+        let scratch = self.state.scratch();
+        let done = if replica {
+            let opts = cairn_maint::copy::CopyOptions {
+                group,
+                limits: crate::open::limits(&scratch),
+                ..Default::default()
+            };
+            cairn_maint::copy::copy_sealed(&from, &dest, &opts, &mut |_| {})
+                .map(|r| {
+                    (
+                        r.copied.len(),
+                        r.bytes,
+                        format!("{} blobs already there", r.blobs_present),
+                    )
+                })
+                .map_err(|e| e.to_string())
+        } else {
+            let src = match crate::open::repo(repo_cfg, from, &scratch) {
+                Ok(r) => r,
+                Err(e) => return Report::failed(e),
+            };
+            let mut dst = match crate::open::repo(to_cfg, dest, &scratch) {
+                Ok(r) => r,
+                Err(e) => return Report::failed(e),
+            };
+            let opts = cairn_engine::copier::ReencryptOptions {
+                group,
+                ..Default::default()
+            };
+            cairn_engine::copier::copy_reencrypt(&src, &mut dst, &opts, &mut |_| {})
+                .map(|r| {
+                    (
+                        r.copied.len(),
+                        r.bytes,
+                        format!("re-encrypted, {} blobs already there", r.blobs_present),
+                    )
+                })
+                .map_err(|e| e.to_string())
+        };
+        match done {
+            Ok((n, bytes, more)) => Report {
+                outcome: Outcome::Ok,
+                message: format!(
+                    "copied {n} snapshots to {to}, {} sent; {more}",
+                    cairn_maint::units::human(bytes)
+                ),
+                bytes_added: bytes,
+                ..Report::default()
+            },
+            Err(e) => Report::failed(e),
         }
     }
 

@@ -376,3 +376,132 @@ fn reencrypting_copy_with_a_put_only_key() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("without --reencrypt"), "{}", r.stderr);
 }
+
+/// The off-site copy as daemon jobs: one to a replica in a bucket, one
+/// re-encrypted into another owner's repository with its put-only key;
+/// `cairn run` each, twice (the second sends nothing).
+#[test]
+fn copy_jobs_of_the_daemon() {
+    let g = Garage::start(1, "jobs");
+    let env = Env::new();
+    let src = env.path("src");
+    source(&src, 21);
+    env.ok(&["init"]);
+    env.ok(&["backup", s(&src)]);
+    let local = s(&env.repo).to_string();
+    let replica = "s3://jobs/replica";
+    let theirs = "s3://jobs/theirs";
+    run(with_s3(
+        &env,
+        &g,
+        &["--repo", replica, "init", "--like", &local],
+    ))
+    .expect(0);
+    let pass2 = env.path("pass2");
+    fs::write(&pass2, "their passphrase").unwrap();
+    let owner2 = |args: &[&str]| {
+        let mut c = with_s3(&env, &g, &["--repo", theirs, "--password-file", s(&pass2)]);
+        c.env_remove("CAIRN_PASSWORD").args(args);
+        run(c)
+    };
+    owner2(&["init"]).expect(0);
+    let put = env.path("their-put.key");
+    owner2(&[
+        "key",
+        "add",
+        "--role",
+        "put-only",
+        "--no-password",
+        "-o",
+        s(&put),
+    ])
+    .expect(0);
+    let pass1 = env.path("pass1");
+    fs::write(&pass1, PASS).unwrap();
+    let cfg = env.path("cairn.toml");
+    fs::write(
+        &cfg,
+        format!(
+            r#"[daemon]
+state = "{state}"
+listen = "off"
+
+[repository.home]
+path = "{local}"
+password_file = "{pass1}"
+
+[repository.replica]
+url = "{replica}"
+
+[repository.theirs]
+url = "{theirs}"
+key_file = "{put}"
+
+[[job]]
+name = "to-replica"
+kind = "copy"
+repository = "home"
+to = "replica"
+every = "1d"
+
+[[job]]
+name = "to-theirs"
+kind = "copy"
+repository = "home"
+to = "theirs"
+every = "1d"
+"#,
+            state = s(&env.path("state")),
+            pass1 = s(&pass1),
+            put = s(&put),
+        ),
+    )
+    .unwrap();
+    let job = |name: &str| {
+        let mut c = with_s3(&env, &g, &["run", name, "-c", s(&cfg), "--no-progress"]);
+        c.env_remove("CAIRN_PASSWORD");
+        run(c).expect(0)
+    };
+    let first = job("to-replica");
+    assert!(
+        first.stdout.contains("copied 1 snapshots") || first.stderr.contains("copied 1 snapshots"),
+        "{}{}",
+        first.stdout,
+        first.stderr
+    );
+    let first = job("to-theirs");
+    assert!(
+        (first.stdout.clone() + &first.stderr).contains("re-encrypted"),
+        "{}{}",
+        first.stdout,
+        first.stderr
+    );
+    let again = job("to-theirs");
+    assert!(
+        (again.stdout.clone() + &again.stderr).contains("copied 0 snapshots"),
+        "{}{}",
+        again.stdout,
+        again.stderr
+    );
+    run(with_s3(
+        &env,
+        &g,
+        &["--repo", replica, "check", "--read-data"],
+    ))
+    .expect(0);
+    owner2(&["check", "--read-data"]).expect(0);
+    let dest = env.path("dest");
+    owner2(&["restore", "latest", s(&dest)]).expect(0);
+    assert!(compare_trees(&src, &restored(&dest, &src), true).is_empty());
+    // A copy job must name where it copies to.
+    fs::write(
+        env.path("bad.toml"),
+        format!("[repository.home]\npath = \"{local}\"\n\n[[job]]\nname = \"c\"\nkind = \"copy\"\nrepository = \"home\"\nevery = \"1d\"\n"),
+    )
+    .unwrap();
+    let mut c = env.cmd();
+    c.args(["daemon", "--check-config", "-c", s(&env.path("bad.toml"))]);
+    let r = run(c);
+    assert_ne!(r.code, 0);
+    assert!((r.stdout + &r.stderr).contains("a copy job needs to ="));
+}

@@ -3,7 +3,7 @@ use super::*;
 /// The example the README shows, with the `usb` repository it refers to.
 pub(crate) const EXAMPLE: &str = r#"
 [repository.nas]
-path = "/mnt/backup/cairn"        # or url = "https://box:8443/home" / "ssh://backup@nas/srv/cairn" (later "s3://…")
+path = "/mnt/backup/cairn"        # or url = "https://box:8443/home" / "ssh://backup@nas/srv/cairn" / "s3://bucket/prefix"
 password_file = "/etc/cairn/passphrase"   # or key_file; token_file, server_fingerprint for https
 require_mount = true              # refuse when /mnt/backup is not a mounted filesystem; never init there
 
