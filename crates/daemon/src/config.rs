@@ -895,8 +895,15 @@ impl Config {
         if let Some(sv) = &r.serve
             && *sv.get_ref()
             && r.path.is_none()
+            && !r
+                .url
+                .as_ref()
+                .is_some_and(|u| u.get_ref().starts_with("s3://"))
         {
-            p.span(sv, "serve = true needs a path on this machine");
+            p.span(
+                sv,
+                "serve = true needs a path on this machine or an s3:// url",
+            );
         }
         let stale_after = r.stale_after.as_ref().and_then(|v| {
             interval(v.get_ref())
@@ -1416,7 +1423,13 @@ impl Config {
                 .filter_map(|r| {
                     Some(cairn_server::config::RepoConfig {
                         name: r.name.clone(),
-                        path: r.local_path()?.to_path_buf(),
+                        path: match r.local_path() {
+                            Some(p) => p.to_path_buf(),
+                            None if r.location.starts_with("s3://") => {
+                                std::path::PathBuf::from(&r.location)
+                            }
+                            None => return None,
+                        },
                         jobs: Vec::new(),
                         stale_after: r.stale_after.unwrap_or(Duration::from_secs(2 * 86_400)),
                     })

@@ -50,7 +50,19 @@ impl Server {
     pub fn new(config: Config) -> Result<Server> {
         let mut repos = HashMap::new();
         for r in &config.repositories {
-            let s: Arc<dyn Storage> = Arc::new(LocalStorage::new(r.path.clone()));
+            let loc = r.path.to_string_lossy();
+            let s: Arc<dyn Storage> = if loc.starts_with("s3://") {
+                // Uploads are staged on the box, then sent in one PUT.
+                let staging = config.state.join("staging").join(&r.name);
+                Arc::new(cairn_storage::S3Storage::open(&loc, &staging).map_err(|e| {
+                    Error::Repo {
+                        name: r.name.clone(),
+                        source: e.into(),
+                    }
+                })?)
+            } else {
+                Arc::new(LocalStorage::new(r.path.clone()))
+            };
             cairn_store::read_config(&*s).map_err(|e| Error::Repo {
                 name: r.name.clone(),
                 source: e,

@@ -35,6 +35,7 @@ pub struct Garage {
     dir: tempfile::TempDir,
     nodes: Vec<Node>,
     bin: PathBuf,
+    buckets: Vec<String>,
 }
 
 /// The `garage` program, or a panic that says how to get it.
@@ -109,7 +110,12 @@ root_domain = ".s3.garage.localhost"
                 log: root.join("garage.log"),
             });
         }
-        let mut g = Garage { dir, nodes, bin };
+        let mut g = Garage {
+            dir,
+            nodes,
+            bin,
+            buckets: Vec::new(),
+        };
         for i in 0..n {
             g.start_node(i);
         }
@@ -137,7 +143,8 @@ root_domain = ".s3.garage.localhost"
 
     /// Creates another bucket, with the test key allowed to read and
     /// write it.
-    pub fn add_bucket(&self, bucket: &str) {
+    pub fn add_bucket(&mut self, bucket: &str) {
+        self.buckets.push(bucket.to_string());
         let deadline = Instant::now() + Duration::from_secs(60);
         // Right after a layout change the cluster may not have a quorum
         // for a moment.
@@ -241,9 +248,27 @@ root_domain = ".s3.garage.localhost"
         }
     }
 
-    /// Starts node `i` again after [`Garage::kill`].
+    /// Starts node `i` again after [`Garage::kill`], and waits until it
+    /// serves requests again (it reconnects to its peers first).
     pub fn restart(&mut self, i: usize) {
         self.start_node(i);
+        let Some(bucket) = self.buckets.first().cloned() else {
+            return;
+        };
+        let staging = self.dir.path().join("staging");
+        let st = cairn_storage::S3Storage::with_config(
+            self.config(i, &format!("s3://{bucket}")),
+            &staging,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Err(e) = cairn_storage::Storage::list(&st, cairn_storage::Kind::Key) {
+            assert!(
+                Instant::now() < deadline,
+                "garage node {i} did not come back: {e}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Node `i`'s S3 endpoint.

@@ -5,6 +5,7 @@
 
 pub mod conformance;
 pub mod garage;
+pub mod proxy;
 
 use std::collections::BTreeMap;
 use std::path::Path;

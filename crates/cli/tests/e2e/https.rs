@@ -46,6 +46,17 @@ impl BoxProc {
 /// (The child is waited for by [`BoxProc`]'s drop, which clippy cannot see.)
 #[allow(clippy::zombie_processes)]
 pub(crate) fn start_box(env: &Env, port: u16, tag: &str) -> BoxProc {
+    start_box_with(env, port, tag, &[])
+}
+
+/// [`start_box`] with more environment for the server (S3 credentials).
+#[allow(clippy::zombie_processes)]
+pub(crate) fn start_box_with(
+    env: &Env,
+    port: u16,
+    tag: &str,
+    vars: &[(String, String)],
+) -> BoxProc {
     let cfg = env.path("server.toml");
     fs::write(
         &cfg,
@@ -59,6 +70,7 @@ pub(crate) fn start_box(env: &Env, port: u16, tag: &str) -> BoxProc {
     let log = env.path(&format!("server-{tag}.log"));
     let mut child = env
         .cmd()
+        .envs(vars.iter().map(|(k, v)| (k, v)))
         .arg("server")
         .arg("--config")
         .arg(&cfg)
@@ -112,7 +124,7 @@ pub(crate) fn make_token(env: &Env, name: &str, role: &str, group: Option<&str>)
 
 /// A `cairn` command of a source (another machine: its own HOME): no
 /// passphrase, the box's URL, a token.
-fn source(env: &Env, b: &BoxProc, token: &Path, key: Option<&Path>) -> Command {
+pub(crate) fn source(env: &Env, b: &BoxProc, token: &Path, key: Option<&Path>) -> Command {
     let home = env.path("source-home");
     let mut c = env.cmd();
     c.env_remove("CAIRN_PASSWORD")

@@ -335,3 +335,151 @@ fn two_prunes_at_once_on_garage_lose_nothing() {
     let problems = compare_trees(&src, &restored(&dest, &src), true);
     assert!(problems.is_empty(), "{problems:?}");
 }
+
+/// The box serves a repository that lives in a Garage bucket, with its
+/// role rules unchanged: a source with a put token backs up through it
+/// and can neither delete nor read what is stored; the owner restores
+/// straight from the bucket.
+#[test]
+fn the_box_serves_a_repository_on_s3() {
+    let g = Garage::start(1, "boxed");
+    let mut env = Env::new();
+    let url = "s3://boxed/home";
+    cairn_s3(&env, &g, 0, &["--repo", url, "init"]).expect(0);
+    let key = env.path("laptop-put.key");
+    cairn_s3(
+        &env,
+        &g,
+        0,
+        &[
+            "--repo",
+            url,
+            "key",
+            "add",
+            "--role",
+            "put-only",
+            "--no-password",
+            "-o",
+            s(&key),
+        ],
+    )
+    .expect(0);
+    env.repo = std::path::PathBuf::from(url);
+    let b = crate::https::start_box_with(&env, 0, "s3", &g.env(0));
+    let token = crate::https::make_token(&env, "laptop", "put", Some("*"));
+    let src = env.path("src");
+    tree(&src, 5);
+    let mut c = crate::https::source(&env, &b, &token, Some(&key));
+    c.args(["backup", s(&src)]);
+    run(c).expect(0);
+    for args in [
+        vec!["prune", "--grace", "0"],
+        vec!["restore", "latest", s(&env.path("stolen"))],
+    ] {
+        let mut c = crate::https::source(&env, &b, &token, Some(&key));
+        c.args(&args);
+        let r = run(c);
+        assert_ne!(r.code, 0, "a put token could {args:?}: {}", r.stdout);
+    }
+    let dest = env.path("dest");
+    cairn_s3(&env, &g, 0, &["--repo", url, "restore", "latest", s(&dest)]).expect(0);
+    let problems = compare_trees(&src, &restored(&dest, &src), true);
+    assert!(problems.is_empty(), "{problems:?}");
+    cairn_s3(&env, &g, 0, &["--repo", url, "check", "--read-data"]).expect(0);
+}
+
+/// A bucket whose policy allows no delete (here a proxy answering 403
+/// AccessDenied to every delete, as AWS does): backups work; forget and
+/// prune stop with a clear message and take nothing away.
+#[test]
+fn a_bucket_that_refuses_deletes() {
+    let g = Garage::start(1, "nodelete");
+    let proxy = cairn_testkit::proxy::DenyDelete::start(&g.endpoint(0));
+    let env = Env::new();
+    let url = "s3://nodelete/r";
+    let cmd = |args: &[&str]| {
+        let mut c = env.cmd();
+        for (k, v) in g.env(0) {
+            c.env(k, v);
+        }
+        c.env("AWS_ENDPOINT_URL", proxy.endpoint());
+        c.arg("--repo").arg(url).args(args);
+        run(c)
+    };
+    let src = env.path("src");
+    tree(&src, 8);
+    cmd(&["init"]).expect(0);
+    cmd(&["backup", s(&src)]).expect(0);
+    fs::write(src.join("docs/a.txt"), b"second").unwrap();
+    cmd(&["backup", s(&src)]).expect(0);
+    let r = cmd(&["forget", "--keep-last", "1"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("denied delete") && r.stderr.contains("lack that permission"),
+        "{}",
+        r.stderr
+    );
+    let r = cmd(&["prune", "--grace", "0"]);
+    assert!(proxy.denied() >= 2);
+    if r.code != 0 {
+        assert!(r.stderr.contains("lack that permission"), "{}", r.stderr);
+    }
+    // Backups go on; nothing was taken away.
+    fs::write(src.join("docs/a.txt"), b"third").unwrap();
+    cmd(&["backup", s(&src)]).expect(0);
+    let listed = json(&cmd(&["snapshots", "--json"]).expect(0).stdout);
+    assert_eq!(listed.as_array().unwrap().len(), 3);
+    cmd(&["check", "--read-data"]).expect(0);
+    let dest = env.path("dest");
+    cmd(&["restore", "latest", s(&dest)]).expect(0);
+    assert!(compare_trees(&src, &restored(&dest, &src), true).is_empty());
+}
+
+/// The node a backup talks to dies in the middle of the upload: the
+/// backup fails naming the endpoint, no snapshot shows, and the next
+/// backup through another node completes and checks.
+#[test]
+fn a_node_killed_mid_upload() {
+    let mut g = Garage::start(3, "midway");
+    let env = Env::new();
+    let url = "s3://midway/r";
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..5 {
+        fs::write(src.join(format!("f{i}")), pseudo(12 << 20, 300 + i)).unwrap();
+    }
+    cairn_s3(&env, &g, 0, &["--repo", url, "init"]).expect(0);
+    let mut c = env.cmd();
+    for (k, v) in g.env(0) {
+        c.env(k, v);
+    }
+    let child = c
+        .args(["--repo", url, "backup", s(&src), "--no-progress"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the node once the upload is under way.
+    let st = S3Storage::with_config(g.config(1, url), &env.path("staging")).unwrap();
+    let t = std::time::Instant::now();
+    while st.list(cairn_storage::Kind::Pack).unwrap().is_empty()
+        && t.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    g.kill(0);
+    let killed = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("backup failed {:?} after the kill: {err}", killed.elapsed());
+    assert!(!out.status.success(), "the backup outlived its node");
+    assert!(err.contains(&g.endpoint(0)), "{err}");
+    let listed = cairn_s3(&env, &g, 1, &["--repo", url, "snapshots", "--json"]).expect(0);
+    assert!(json(&listed.stdout).as_array().unwrap().is_empty());
+    cairn_s3(&env, &g, 1, &["--repo", url, "backup", s(&src)]).expect(0);
+    cairn_s3(&env, &g, 1, &["--repo", url, "check", "--read-data"]).expect(0);
+    g.restart(0);
+    let dest = env.path("dest");
+    cairn_s3(&env, &g, 0, &["--repo", url, "restore", "latest", s(&dest)]).expect(0);
+    assert!(compare_trees(&src, &restored(&dest, &src), true).is_empty());
+}

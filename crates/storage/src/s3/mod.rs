@@ -59,6 +59,10 @@ pub enum CreateOnly {
 /// An S3 bucket (and prefix) holding a repository.
 pub struct S3Storage {
     store: Arc<AmazonS3>,
+    /// The same client without retries.
+    once: Arc<AmazonS3>,
+    /// When a request last failed to reach the endpoint at all.
+    down: std::sync::Mutex<Option<std::time::Instant>>,
     rt: tokio::runtime::Runtime,
     config: S3Config,
     /// `prefix/`, or empty.
@@ -90,39 +94,46 @@ impl S3Storage {
         // reqwest's TLS takes the process's rustls provider: ring, the
         // one the rest of Cairn uses.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut b = AmazonS3Builder::new()
-            .with_bucket_name(&config.url.bucket)
-            .with_region(&config.region)
-            .with_access_key_id(&config.access_key_id)
-            .with_secret_access_key(&config.secret_access_key)
-            .with_virtual_hosted_style_request(config.virtual_hosted)
-            .with_retry(RetryConfig {
-                backoff: BackoffConfig {
-                    init_backoff: Duration::from_millis(200),
-                    max_backoff: Duration::from_secs(8),
-                    base: 2.0,
-                },
-                // About 15 s of backoff in all: long enough for a store's
-                // SlowDown or a node's restart, short enough that a wrong
-                // endpoint is reported while the user still waits.
-                max_retries: 6,
-                retry_timeout: Duration::from_secs(60),
-            })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(10))
-                    .with_timeout(Duration::from_secs(300))
-                    .with_allow_http(true),
-            );
-        if let Some(t) = &config.session_token {
-            b = b.with_token(t);
-        }
-        if let Some(e) = &config.endpoint {
-            b = b.with_endpoint(e);
-        }
-        let store = b
-            .build()
-            .map_err(|e| Error::Config(format!("{}: {e}", config::display_url(&config.url))))?;
+        let build = |retries: usize| {
+            let mut b = AmazonS3Builder::new()
+                .with_bucket_name(&config.url.bucket)
+                .with_region(&config.region)
+                .with_access_key_id(&config.access_key_id)
+                .with_secret_access_key(&config.secret_access_key)
+                .with_virtual_hosted_style_request(config.virtual_hosted)
+                .with_retry(RetryConfig {
+                    backoff: BackoffConfig {
+                        init_backoff: Duration::from_millis(500),
+                        max_backoff: Duration::from_secs(8),
+                        base: 2.0,
+                    },
+                    max_retries: retries,
+                    retry_timeout: Duration::from_secs(60),
+                })
+                .with_client_options(
+                    ClientOptions::new()
+                        .with_connect_timeout(Duration::from_secs(10))
+                        .with_timeout(Duration::from_secs(300))
+                        .with_allow_http(true),
+                );
+            if let Some(t) = &config.session_token {
+                b = b.with_token(t);
+            }
+            if let Some(e) = &config.endpoint {
+                b = b.with_endpoint(e);
+            }
+            b.build()
+                .map(Arc::new)
+                .map_err(|e| Error::Config(format!("{}: {e}", config::display_url(&config.url))))
+        };
+        // Up to about half a minute of backoff (jittered): long enough
+        // for a store's SlowDown or a node's restart, short enough that a
+        // wrong endpoint is reported while the user still waits.
+        let store = build(8)?;
+        // Once the endpoint could not be reached at all, later requests
+        // try once: a run that stops does not wait half a minute for each
+        // of its last steps (flushing an index, releasing a lease).
+        let once = build(0)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cairn-s3")
@@ -135,7 +146,9 @@ impl S3Storage {
             format!("{}/", config.url.prefix)
         };
         Ok(S3Storage {
-            store: Arc::new(store),
+            store,
+            once,
+            down: std::sync::Mutex::new(None),
             rt,
             config,
             root,
@@ -154,6 +167,16 @@ impl S3Storage {
         self
     }
 
+    /// The client for the next request: without retries for a minute
+    /// after the endpoint could not be reached.
+    fn client(&self) -> Arc<AmazonS3> {
+        let down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        match *down {
+            Some(t) if t.elapsed() < Duration::from_secs(60) => self.once.clone(),
+            _ => self.store.clone(),
+        }
+    }
+
     /// Runs a request on the client's runtime and waits for it. Spawning
     /// rather than `block_on` lets any thread call, a runtime's own
     /// included (the box serves from tokio).
@@ -165,12 +188,20 @@ impl S3Storage {
         self.rt.spawn(async move {
             let _ = tx.send(f.await);
         });
-        rx.recv().unwrap_or_else(|_| {
+        let r = rx.recv().unwrap_or_else(|_| {
             Err(object_store::Error::Generic {
                 store: "S3",
                 source: "the S3 client stopped".into(),
             })
-        })
+        });
+        let unreachable = matches!(&r, Err(e) if e.to_string().contains("error sending request"));
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        if unreachable {
+            down.get_or_insert_with(std::time::Instant::now);
+        } else if r.is_ok() {
+            *down = None;
+        }
+        r
     }
 
     fn key(&self, kind: Kind, name: &str) -> Result<Key> {
@@ -271,7 +302,7 @@ impl S3Storage {
         let name = format!("probe-{}", hex::encode(b));
         let key = self.key(Kind::Lock, &name)?;
         let create = |data: &'static [u8]| {
-            let (s, k) = (self.store.clone(), key.clone());
+            let (s, k) = (self.client(), key.clone());
             self.run(async move {
                 s.put_opts(
                     &k,
@@ -323,7 +354,7 @@ impl S3Storage {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (s, k, p) = (self.store.clone(), key.clone(), payload.clone());
+            let (s, k, p) = (self.client(), key.clone(), payload.clone());
             let r = self.run(async move {
                 s.put_opts(
                     &k,
@@ -355,7 +386,7 @@ impl S3Storage {
                 Err(object_store::Error::NotImplemented { .. }) => {
                     // The store rejects conditional PUTs: write plainly.
                     self.set_create_only(CreateOnly::LastWriterWins);
-                    let (s, k, p) = (self.store.clone(), key.clone(), payload.clone());
+                    let (s, k, p) = (self.client(), key.clone(), payload.clone());
                     return self
                         .run(async move { s.put(&k, p).await })
                         .map(|_| ())
@@ -390,7 +421,7 @@ impl S3Storage {
             );
         }
         let key = self.key(kind, name)?;
-        let (s, part, path) = (self.store.clone(), self.part, file.to_path_buf());
+        let (s, part, path) = (self.client(), self.part, file.to_path_buf());
         self.run(async move {
             let upload = s.put_multipart(&key).await?;
             let mut w = WriteMultipart::new_with_chunk_size(upload, part);
@@ -436,16 +467,19 @@ async fn read_full(f: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<u
     Ok(n)
 }
 
-/// Whether a failed request may succeed when repeated.
+/// Whether a create-only PUT failed in a way the client does not retry
+/// itself: the request went out and its answer was lost (a timeout, a
+/// reset connection), so it may have landed. Failures to connect are
+/// retried by the client already.
 fn transient(e: &object_store::Error) -> bool {
-    let t = e.to_string();
+    let t = e.to_string().to_ascii_lowercase();
     matches!(e, object_store::Error::Generic { .. })
         && (t.contains("timed out")
-            || t.contains("connection")
-            || t.contains("Connection")
-            || t.contains("reset")
-            || t.contains("error sending request")
-            || t.contains("Interrupted"))
+            || t.contains("timeout")
+            || t.contains("connection reset")
+            || t.contains("broken pipe")
+            || t.contains("connection closed before message completed")
+            || t.contains("interrupted"))
 }
 
 impl Storage for S3Storage {
@@ -455,7 +489,7 @@ impl Storage for S3Storage {
 
     fn get(&self, kind: Kind, name: &str) -> Result<Vec<u8>> {
         let key = self.key(kind, name)?;
-        let s = self.store.clone();
+        let s = self.client();
         self.run(async move { s.get(&key).await?.bytes().await })
             .map(|b| b.to_vec())
             .map_err(|e| self.error("read", kind, name, e))
@@ -486,7 +520,7 @@ impl Storage for S3Storage {
         };
         let end = offset.checked_add(len).ok_or_else(short)?;
         let key = self.key(kind, name)?;
-        let s = self.store.clone();
+        let s = self.client();
         match self.run(async move { s.get_range(&key, offset..end).await }) {
             Ok(b) if b.len() as u64 == len => {
                 buf.extend_from_slice(&b);
@@ -505,7 +539,7 @@ impl Storage for S3Storage {
 
     fn size(&self, kind: Kind, name: &str) -> Result<u64> {
         let key = self.key(kind, name)?;
-        let s = self.store.clone();
+        let s = self.client();
         self.run(async move { s.head(&key).await })
             .map(|m| m.size)
             .map_err(|e| self.error("look at", kind, name, e))
@@ -544,7 +578,7 @@ impl Storage for S3Storage {
             };
         }
         let dir = format!("{}{}", self.root, kind.dir());
-        let s = self.store.clone();
+        let s = self.client();
         let prefix = Key::from(dir.clone());
         let listed = self.run(async move {
             let mut out = Vec::new();
@@ -583,7 +617,7 @@ impl Storage for S3Storage {
 
     fn delete(&self, kind: Kind, name: &str) -> Result<()> {
         let key = self.key(kind, name)?;
-        let s = self.store.clone();
+        let s = self.client();
         match self.run(async move { s.delete(&key).await }) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.error("delete", kind, name, e)),
@@ -599,7 +633,7 @@ impl Storage for S3Storage {
     fn prepare(&self) -> Result<()> {
         // Refuse a prefix that holds someone's data; an empty one, or
         // what a crashed `init` left (keys without a config), is fine.
-        let s = self.store.clone();
+        let s = self.client();
         let prefix = (!self.root.is_empty()).then(|| Key::from(self.root.clone()));
         let found = self.run(async move {
             let mut st = s.list(prefix.as_ref());
