@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Repositories on S3 against restic's S3 backend and rclone, on Garage on
+# loopback, in one run:
+#   - Cairn's initial backup into a local directory (the reference);
+#   - on a single-node Garage and on a 3-node cluster (replication 3):
+#     Cairn and restic backing up to S3, then restoring from it;
+#   - on the single node: copying the local Cairn repository into a bucket
+#     with `rclone copy` (the directory as files), `cairn copy` to a
+#     replica (the same keys: records as they are), and `cairn copy
+#     --reencrypt` into another owner's repository with its put-only key.
+# Wall time and peak client RSS (GNU time) of each step; page cache warm.
+#   apt-get install -y restic rclone time
+#   cargo install garage --locked --no-default-features --features bundled-libs,lmdb
+#   bench/s3.sh [CORPUS]   # default /tmp/bench/corpus-3g (the 3 GiB mixed corpus, made if absent)
+# Writes bench/s3-results.md and bench/s3-raw/. Never run while something else builds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+here=$PWD
+corpus=${1:-/tmp/bench/corpus-3g}
+work=/tmp/bench/s3
+cargo build --release -q
+cairn=$here/target/release/cairn
+for t in restic rclone; do command -v $t >/dev/null || { echo "needs $t: apt-get install -y $t"; exit 1; }; done
+[ -x /usr/bin/time ] || { echo "needs GNU time: apt-get install -y time"; exit 1; }
+[ -d "$corpus" ] || "$here/bench/make-corpus.sh" "$corpus" 3GiB
+bytes=$(du -sb "$corpus" | cut -f1)
+rm -rf "$work"; mkdir -p "$work"
+export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench
+export HOME=$work/home XDG_CACHE_HOME=$work/home/.cache XDG_CONFIG_HOME=$work/home/.config XDG_DATA_HOME=$work/home/.local/share
+mkdir -p "$HOME"
+
+pids=
+cleanup() { [ -n "$pids" ] && kill $pids 2>/dev/null || true; }
+trap cleanup EXIT
+
+# timed NAME CMD...: wall seconds and max RSS (KiB) appended to $work/times
+timed() {
+  local name=$1; shift
+  /usr/bin/time -v -o "$work/time.$name" "$@" > "$work/out.$name" 2>&1 || {
+    echo "$name failed:"; tail -20 "$work/out.$name"; exit 1; }
+  local wall rss
+  wall=$(python3 - "$work/time.$name" <<'PY'
+import sys
+for l in open(sys.argv[1]):
+    if "Elapsed (wall clock)" in l:
+        t = l.rsplit(" ", 1)[1].strip().split(":")
+        s = float(t[-1]) + 60 * float(t[-2]) + (3600 * float(t[-3]) if len(t) > 2 else 0)
+        print(f"{s:.2f}")
+PY
+)
+  rss=$(grep "Maximum resident" "$work/time.$name" | awk '{print $NF}')
+  echo "$name $wall $rss" >> "$work/times"
+  echo "$name: $wall s, $((rss / 1024)) MiB"
+}
+: > "$work/times"
+
+# The reference: a local repository.
+"$cairn" init --repo "$work/local" >/dev/null 2>&1
+sync; timed cairn-local "$cairn" --repo "$work/local" backup --no-progress "$corpus"
+
+for nodes in 1 3; do
+  "$here/bench/garage.sh" "$work/garage$nodes" "$nodes" bench copies
+  # shellcheck disable=SC1090
+  . "$work/garage$nodes/env"
+  pids=$GARAGE_PIDS
+  rm -rf "$XDG_CACHE_HOME"
+  "$cairn" init --repo s3://bench/cairn >/dev/null 2>&1
+  sync; timed "cairn-s3-$nodes" "$cairn" --repo s3://bench/cairn backup --no-progress "$corpus"
+  restic -r "s3:$GARAGE_ENDPOINT/bench/restic" -o s3.region=garage init >/dev/null
+  sync; timed "restic-s3-$nodes" restic -r "s3:$GARAGE_ENDPOINT/bench/restic" -o s3.region=garage backup -q "$corpus"
+  rm -rf "$work/restore"
+  sync; timed "cairn-restore-$nodes" "$cairn" --repo s3://bench/cairn restore --no-progress latest "$work/restore"
+  python3 "$here/bench/verify-restore.py" "$corpus" "$work/restore$corpus" > "$work/verify-cairn-$nodes.txt" || {
+    echo "Cairn's restore differs:"; head "$work/verify-cairn-$nodes.txt"; exit 1; }
+  rm -rf "$work/restore"
+  sync; timed "restic-restore-$nodes" restic -r "s3:$GARAGE_ENDPOINT/bench/restic" -o s3.region=garage restore -q latest --target "$work/restore"
+  rm -rf "$work/restore"
+  if [ "$nodes" = 1 ]; then
+    export RCLONE_CONFIG_G_TYPE=s3 RCLONE_CONFIG_G_PROVIDER=Other RCLONE_CONFIG_G_ENDPOINT=$GARAGE_ENDPOINT \
+      RCLONE_CONFIG_G_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID RCLONE_CONFIG_G_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY \
+      RCLONE_CONFIG_G_REGION=garage
+    sync; timed rclone-copy rclone copy "$work/local" g:copies/rclone
+    "$cairn" --repo s3://copies/replica init --like "$work/local" >/dev/null 2>&1
+    sync; timed cairn-copy "$cairn" copy --no-progress --from "$work/local" --to s3://copies/replica
+    CAIRN_PASSWORD=other "$cairn" --repo s3://copies/other init >/dev/null 2>&1
+    CAIRN_PASSWORD=other "$cairn" --repo s3://copies/other key add --role put-only --no-password -o "$work/other-put.key" >/dev/null
+    sync; timed cairn-copy-reencrypt "$cairn" copy --no-progress --from "$work/local" --to s3://copies/other \
+      --reencrypt --to-key-file "$work/other-put.key"
+  fi
+  kill $pids; wait 2>/dev/null || true; pids=
+done
+repo_bytes=$(du -sb "$work/local/data" | cut -f1)
+
+python3 - "$work/times" "$bytes" "$repo_bytes" "$("$cairn" --version)" "$(restic version | head -1)" "$(rclone version | head -1)" "$("${CAIRN_GARAGE:-garage}" --version 2>/dev/null | head -1)" > "$here/bench/s3-results.md" <<'PY'
+import sys
+times, size, repo, cv, rv, cl, gv = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:8]
+wall, rss = {}, {}
+for l in open(times):
+    n, w, r = l.split()
+    wall[n] = float(w); rss[n] = int(r) / 1024
+tp = lambda n, b=size: b / wall[n] / 2**20
+print("# Repositories on S3: bench/s3.sh\n")
+print(f"The {size / 2**30:.2f} GiB mixed corpus (a {repo / 2**30:.2f} GiB Cairn repository for the copies), "
+      f"on Garage on loopback ({gv}); one run; page cache warm; {cv}, {rv}, {cl}.\n")
+print("| step | wall s | MiB/s | peak client RSS MiB |")
+print("|---|---|---|---|")
+for n in wall:
+    b = repo if n.startswith(("rclone", "cairn-copy")) else size
+    print(f"| {n} | {wall[n]:.1f} | {tp(n, b):.0f} | {rss[n]:.0f} |")
+print("\n| ratio | 1 node | 3 nodes | bar |")
+print("|---|---|---|---|")
+r = lambda a, b: f"{a / b:.2f}"
+print(f"| Cairn S3 backup / Cairn local, throughput | {r(wall['cairn-local'], wall['cairn-s3-1'])} | {r(wall['cairn-local'], wall['cairn-s3-3'])} | >= 0.7 |")
+print(f"| Cairn / restic S3 backup, throughput | {r(wall['restic-s3-1'], wall['cairn-s3-1'])} | {r(wall['restic-s3-3'], wall['cairn-s3-3'])} | >= 2 |")
+print(f"| Cairn / restic S3 restore, throughput | {r(wall['restic-restore-1'], wall['cairn-restore-1'])} | {r(wall['restic-restore-3'], wall['cairn-restore-3'])} | >= 2 |")
+print(f"| Cairn / restic S3 backup, peak client RSS | {r(rss['cairn-s3-1'], rss['restic-s3-1'])} | {r(rss['cairn-s3-3'], rss['restic-s3-3'])} | <= 0.5 |")
+print(f"| cairn copy / rclone copy, wall (same keys) | {r(wall['cairn-copy'], wall['rclone-copy'])} | | <= 1.2 |")
+print(f"| cairn copy --reencrypt / rclone copy, throughput | {r(wall['rclone-copy'], wall['cairn-copy-reencrypt'])} | | >= 0.5 |")
+PY
+rm -rf "$here/bench/s3-raw"; mkdir -p "$here/bench/s3-raw"
+cp "$work"/time.* "$work/times" "$here/bench/s3-raw/"
+cat "$here/bench/s3-results.md"
