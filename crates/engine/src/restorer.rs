@@ -169,7 +169,12 @@ pub fn restore(
         summary: Mutex::new(RestoreSummary::default()),
         seen: Mutex::new(HashMap::new()),
     };
-    let threads = crate::threads(opts.threads);
+    // Over a network each worker waits on its reads: more of them keep
+    // the link busy (and the cores, between answers).
+    let threads = match opts.threads {
+        0 => crate::threads(0).max(repo.storage().read_concurrency()),
+        n => n,
+    };
     let (tx, rx) = bounded::<Batch>(threads);
     let (big_tx, big_rx) = bounded::<Batch>(BIG_QUEUE);
     let mut plan = Plan {

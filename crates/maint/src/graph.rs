@@ -56,6 +56,75 @@ impl RankSet {
 /// Reads the edges of the tree `id` stored at `loc` from its record
 /// header, checking that the header names that tree.
 pub fn tree_refs(storage: &dyn Storage, index: &Index, id: &Id, loc: &Location) -> Result<Vec<Id>> {
+    tree_refs_with(&mut Headers::new(storage), index, id, loc)
+}
+
+/// Bytes of a pack read at once where each read is a request.
+const HEADER_WINDOW: u64 = 4 << 20;
+/// Windows kept: with trees packed together (children first, so a walk
+/// goes back and forth in their packs), a few windows hold a whole pack.
+const HEADER_WINDOWS: usize = 8;
+
+/// Reads record headers. On a store where each read is a request (S3),
+/// packs are read in aligned windows kept for the walk, so thousands of
+/// trees cost a handful of requests instead of one each; on a local disk
+/// each header is read as it is.
+pub struct Headers<'s> {
+    storage: &'s dyn Storage,
+    windowed: bool,
+    windows: std::collections::VecDeque<(u32, u64, Vec<u8>)>,
+}
+
+impl<'s> Headers<'s> {
+    /// A reader over `storage`.
+    pub fn new(storage: &'s dyn Storage) -> Self {
+        Headers {
+            storage,
+            windowed: storage.read_concurrency() > 1,
+            windows: Default::default(),
+        }
+    }
+
+    /// `len` bytes at `offset` of the pack at `pos`.
+    fn read(&mut self, index: &Index, pos: u32, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let pack = index.pack(pos);
+        let name = pack.id.to_hex();
+        let end = offset.saturating_add(len);
+        if !self.windowed || end > pack.size {
+            return Ok(cairn_storage::read_range(
+                self.storage,
+                Kind::Pack,
+                &name,
+                offset,
+                len,
+            )?);
+        }
+        let hit = self
+            .windows
+            .iter()
+            .find(|(p, s, b)| *p == pos && offset >= *s && end <= *s + b.len() as u64);
+        if let Some((_, s, b)) = hit {
+            return Ok(b[(offset - s) as usize..(end - s) as usize].to_vec());
+        }
+        let start = offset - offset % HEADER_WINDOW;
+        let stop = (start + HEADER_WINDOW).max(end).min(pack.size);
+        let buf = cairn_storage::read_range(self.storage, Kind::Pack, &name, start, stop - start)?;
+        let out = buf[(offset - start) as usize..(end - start) as usize].to_vec();
+        if self.windows.len() >= HEADER_WINDOWS {
+            self.windows.pop_front();
+        }
+        self.windows.push_back((pos, start, buf));
+        Ok(out)
+    }
+}
+
+/// [`tree_refs`] through a [`Headers`] reader.
+pub fn tree_refs_with(
+    headers: &mut Headers<'_>,
+    index: &Index,
+    id: &Id,
+    loc: &Location,
+) -> Result<Vec<Id>> {
     let pack = index.pack(loc.pack).id;
     let damaged = |why: &str| {
         Error::Untrusted(format!(
@@ -65,8 +134,7 @@ pub fn tree_refs(storage: &dyn Storage, index: &Index, id: &Id, loc: &Location) 
         ))
     };
     let first = u64::from(loc.length).min(4096);
-    let mut data =
-        cairn_storage::read_range(storage, Kind::Pack, &pack.to_hex(), loc.offset, first)?;
+    let mut data = headers.read(index, loc.pack, loc.offset, first)?;
     let parse = |data: &[u8]| -> std::result::Result<(usize, usize), cairn_format::Error> {
         let mut r = Reader::new(data, "blob record");
         let kind = r.u8()?;
@@ -87,13 +155,7 @@ pub fn tree_refs(storage: &dyn Storage, index: &Index, id: &Id, loc: &Location) 
         .filter(|&need| need as u64 <= u64::from(loc.length))
         .ok_or_else(|| damaged("lists more edges than the record holds"))?;
     if need > data.len() {
-        data = cairn_storage::read_range(
-            storage,
-            Kind::Pack,
-            &pack.to_hex(),
-            loc.offset,
-            need as u64,
-        )?;
+        data = headers.read(index, loc.pack, loc.offset, need as u64)?;
     }
     Ok(data[start..need]
         .chunks_exact(32)
@@ -287,6 +349,7 @@ pub fn walk_trusted(
     let mut order: Vec<usize> = (0..roots.len()).collect();
     order.sort_by_key(|&i| roots[i].2);
     let mut visited = RankSet::new(n);
+    let mut headers = Headers::new(storage);
     let mut current: Option<Trust> = None;
     let mut stack: Vec<(Id, usize, Location)> = Vec::new();
     let mut copies: Vec<Location> = Vec::new();
@@ -351,7 +414,7 @@ pub fn walk_trusted(
                 tick()?;
             }
             for loc in &trees {
-                let refs = match tree_refs(storage, index, &id, loc) {
+                let refs = match tree_refs_with(&mut headers, index, &id, loc) {
                     Ok(r) => r,
                     Err(Error::Untrusted(why)) => {
                         damage(what, &id, why)?;

@@ -11,7 +11,7 @@ use cairn_format::Id;
 use cairn_storage::Storage;
 use cairn_store::{BlobKind, Index};
 
-use crate::graph::tree_refs;
+use crate::graph::{Headers, tree_refs_with};
 use crate::{Error, Result};
 
 const NONE: u32 = u32::MAX;
@@ -22,6 +22,7 @@ const SHARED: u32 = u32::MAX - 1;
 pub fn unique_bytes(storage: &dyn Storage, index: &Index, roots: &[Id]) -> Result<Vec<u64>> {
     let n = index.ranked_len();
     let mut owner = vec![NONE; n];
+    let mut headers = Headers::new(storage);
     for (i, root) in roots.iter().enumerate() {
         let me = u32::try_from(i).map_err(|_| Error::Input("too many snapshots".into()))?;
         // (blob, propagating "shared" below it)
@@ -49,7 +50,7 @@ pub fn unique_bytes(storage: &dyn Storage, index: &Index, roots: &[Id]) -> Resul
             if loc.kind == BlobKind::Tree {
                 // A damaged tree record hides what is below it: counted
                 // as nothing, the check reports it.
-                if let Ok(refs) = tree_refs(storage, index, &id, &loc) {
+                if let Ok(refs) = tree_refs_with(&mut headers, index, &id, &loc) {
                     stack.extend(refs.into_iter().map(|c| (c, descend_as)));
                 }
             }

@@ -123,6 +123,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn prepare(&self) -> Result<()> {
         Ok(())
     }
+    /// How many reads in flight pay off: 1 where a read costs no more
+    /// than the work on what it returns (a local disk: the cores decide),
+    /// more where each one waits on a network round trip.
+    fn read_concurrency(&self) -> usize {
+        1
+    }
     /// What a user should know about how this storage writes, found out
     /// by [`Storage::prepare`] (an S3 store that lets the last writer
     /// win); `None` when there is nothing to say.

@@ -171,6 +171,20 @@ fn three_node_garage_survives_a_dead_node() {
     .expect(0);
     let problems = compare_trees(&src, &restored(&dest2, &src), true);
     assert!(problems.is_empty(), "{problems:?}");
+    // The other commands, through the same storage.
+    let snaps = json(&listed.stdout);
+    let (a, b) = (
+        snaps[0]["id"].as_str().unwrap().to_string(),
+        snaps[1]["id"].as_str().unwrap().to_string(),
+    );
+    let ls = cairn_s3(&env, &g, 1, &["--repo", repo, "ls", "latest"]).expect(0);
+    assert!(ls.stdout.contains("new.bin"), "{}", ls.stdout);
+    let diff = cairn_s3(&env, &g, 1, &["--repo", repo, "diff", &a[..12], &b[..12]]).expect(0);
+    assert!(diff.stdout.contains("a.txt"), "{}", diff.stdout);
+    cairn_s3(&env, &g, 1, &["--repo", repo, "stats"]).expect(0);
+    cairn_s3(&env, &g, 1, &["--repo", repo, "repair", "index"]).expect(0);
+    cairn_s3(&env, &g, 1, &["--repo", repo, "key", "list"]).expect(0);
+    cairn_s3(&env, &g, 1, &["--repo", repo, "check"]).expect(0);
 }
 
 /// Wrong credentials, a missing bucket, an endpoint that is down: a

@@ -659,6 +659,11 @@ impl Storage for S3Storage {
         Ok(())
     }
 
+    fn read_concurrency(&self) -> usize {
+        // Each range read is a request; restic reads eight packs at once.
+        8
+    }
+
     fn write_semantics(&self) -> Option<String> {
         match self.create_only() {
             CreateOnly::Enforced => Some(format!(
