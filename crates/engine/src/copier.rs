@@ -186,26 +186,7 @@ pub fn copy_reencrypt(
     if let Some(b) = bad.first() {
         return Err(Error::Input(format!("{}: {b}", src.storage().location())));
     }
-    let mut chosen: Vec<&cairn_repo::SnapshotInfo> = if opts.snapshots.is_empty() {
-        snaps
-            .iter()
-            .filter(|s| {
-                opts.group
-                    .as_deref()
-                    .is_none_or(|g| cairn_repo::snapshots::group_matches(g, &s.envelope.group))
-            })
-            .collect()
-    } else {
-        let mut v: Vec<&cairn_repo::SnapshotInfo> = Vec::new();
-        for spec in &opts.snapshots {
-            let s = cairn_repo::select_snapshot(&snaps, spec, opts.group.as_deref())?;
-            if !v.iter().any(|o| o.id == s.id) {
-                v.push(s);
-            }
-        }
-        v
-    };
-    chosen.sort_by_key(|s| (s.envelope.time_ns, s.id));
+    let chosen = cairn_repo::select_many(&snaps, &opts.snapshots, opts.group.as_deref())?;
     let (there, _) = Repo::list_snapshots(&**dst.storage())?;
     let mut report = ReencryptReport {
         selected: chosen.len(),

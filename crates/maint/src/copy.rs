@@ -99,29 +99,6 @@ pub fn is_replica(from: &dyn Storage, to: &dyn Storage) -> Result<bool> {
     Ok(from.get(Kind::Config, "config")? == to.get(Kind::Config, "config")?)
 }
 
-/// Resolves the selection against `list`.
-fn select<'a>(list: &'a [SnapshotInfo], opts: &CopyOptions) -> Result<Vec<&'a SnapshotInfo>> {
-    let in_group = |s: &SnapshotInfo| {
-        opts.group
-            .as_deref()
-            .is_none_or(|g| cairn_store::snapshots::group_matches(g, &s.envelope.group))
-    };
-    if opts.snapshots.is_empty() {
-        let mut v: Vec<_> = list.iter().filter(|s| in_group(s)).collect();
-        v.sort_by_key(|s| (s.envelope.time_ns, s.id));
-        return Ok(v);
-    }
-    let mut out: Vec<&SnapshotInfo> = Vec::new();
-    for spec in &opts.snapshots {
-        let s = cairn_store::select_snapshot(list, spec, opts.group.as_deref())?;
-        if !out.iter().any(|o| o.id == s.id) {
-            out.push(s);
-        }
-    }
-    out.sort_by_key(|s| (s.envelope.time_ns, s.id));
-    Ok(out)
-}
-
 /// Copies the selected snapshots of `from` to its replica `to`.
 pub fn copy_sealed(
     from: &Arc<dyn Storage>,
@@ -144,7 +121,7 @@ pub fn copy_sealed(
     if let Some(b) = bad.first() {
         return Err(Error::Untrusted(format!("{}: {b}", src.location())));
     }
-    let chosen = select(&snaps, opts)?;
+    let chosen = cairn_store::select_many(&snaps, &opts.snapshots, opts.group.as_deref())?;
     let (there, _) = list_snapshots(dst)?;
     let there: HashSet<Id> = there.iter().map(|s| s.id).collect();
     let mut report = CopyReport {

@@ -18,5 +18,6 @@ pub use cairn_store::{
     BlobKind, Error, FormatResult, Id, Index, LoadedIndex, Location, PackComparison, PackInfo,
     PackMismatch, PackSink, Result, SealedBlob, SnapshotInfo, SpillSet, StagedPack, TableLimits,
     WriteStats, compare_packs, garbage, hostname, load_index_tiered, now_ns, origin_tag,
-    read_config, read_index_file, read_pack_trailer, select_snapshot, snapshots, write_index_file,
+    read_config, read_index_file, read_pack_trailer, select_many, select_snapshot, snapshots,
+    write_index_file,
 };

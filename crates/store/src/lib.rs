@@ -30,7 +30,7 @@ pub use indexfile::{
 };
 pub use packcheck::{PackComparison, PackMismatch, compare_packs};
 pub use packer::{PACK_TARGET, PackSink, SealedBlob, StagedPack, WriteStats};
-pub use snapshots::{SnapshotInfo, list_snapshots, select_snapshot};
+pub use snapshots::{SnapshotInfo, list_snapshots, select_many, select_snapshot};
 pub use table::{SpillSet, TableLimits};
 
 pub use cairn_format::blob::BlobKind;

@@ -110,3 +110,28 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
     }
     p[pi..].iter().all(|&c| c == b'*')
 }
+
+/// The snapshots `specs` name (ID prefixes or `latest`, within `group`
+/// when given), or with no specs every snapshot of the groups `group`
+/// matches; oldest first, each once.
+pub fn select_many<'a>(
+    list: &'a [SnapshotInfo],
+    specs: &[String],
+    group: Option<&str>,
+) -> Result<Vec<&'a SnapshotInfo>> {
+    let mut out: Vec<&SnapshotInfo> = Vec::new();
+    if specs.is_empty() {
+        out.extend(
+            list.iter()
+                .filter(|s| group.is_none_or(|g| group_matches(g, &s.envelope.group))),
+        );
+    }
+    for spec in specs {
+        let s = select_snapshot(list, spec, group)?;
+        if !out.iter().any(|o| o.id == s.id) {
+            out.push(s);
+        }
+    }
+    out.sort_by_key(|s| (s.envelope.time_ns, s.id));
+    Ok(out)
+}

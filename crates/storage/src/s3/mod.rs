@@ -496,23 +496,9 @@ impl Storage for S3Storage {
     }
 
     fn get_range(&self, kind: Kind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let mut buf = Vec::new();
-        self.get_range_into(kind, name, offset, len, &mut buf)?;
-        Ok(buf)
-    }
-
-    fn get_range_into(
-        &self,
-        kind: Kind,
-        name: &str,
-        offset: u64,
-        len: u64,
-        buf: &mut Vec<u8>,
-    ) -> Result<()> {
-        buf.clear();
         if len == 0 {
             self.size(kind, name)?;
-            return Ok(());
+            return Ok(Vec::new());
         }
         let short = || Error::Short {
             kind,
@@ -522,10 +508,7 @@ impl Storage for S3Storage {
         let key = self.key(kind, name)?;
         let s = self.client();
         match self.run(async move { s.get_range(&key, offset..end).await }) {
-            Ok(b) if b.len() as u64 == len => {
-                buf.extend_from_slice(&b);
-                Ok(())
-            }
+            Ok(b) if b.len() as u64 == len => Ok(b.to_vec()),
             Ok(_) => Err(short()),
             // A range past the end is refused (416) or cut short,
             // depending on the store and how far past: the size tells.
