@@ -280,11 +280,21 @@ fn restore_with_a_fault_at_any_call_never_writes_wrong_bytes() {
         let (_, ok) = f.restore(st, &f.first);
         assert!(ok.unwrap());
     });
-    for fault in FAULTS {
+    let remote = FaultyStorage::new(f.base.clone(), Fault::Fail, 0).reading_like_a_remote(8);
+    let (got, ok) = f.restore(Arc::new(remote), &f.first);
+    assert!(ok.unwrap(), "restore through the shared blocks");
+    assert_restored(&f.v1, &got, true, "restore through the shared blocks");
+    // Locally and as over S3, where readers share aligned blocks.
+    for (fault, reads) in FAULTS.into_iter().flat_map(|f| [(f, 1), (f, 8)]) {
         for n in 1..=total {
-            let faulty = Arc::new(FaultyStorage::new(f.base.clone(), fault, n));
+            let faulty = Arc::new(
+                FaultyStorage::new(f.base.clone(), fault, n).reading_like_a_remote(reads),
+            );
             let (got, r) = f.restore(faulty.clone(), &f.first);
-            let what = format!("restore, {fault:?} at call {n} ({:?})", faulty.hit());
+            let what = format!(
+                "restore, {fault:?} at call {n} of {reads} at once ({:?})",
+                faulty.hit()
+            );
             let clean = matches!(r, Ok(true));
             assert_restored(&f.v1, &got, clean, &what);
             // Bytes that came back altered are never taken for data.

@@ -87,6 +87,10 @@ pub struct RestoreSummary {
 struct Shared {
     summary: Mutex<RestoreSummary>,
     seen: Mutex<HashMap<Id, Seen>>,
+    /// Chunks written directly are remembered for copying too: where
+    /// every read is a request, reading a chunk back from the disk costs
+    /// less than fetching, opening and decompressing it again.
+    copy_direct: bool,
 }
 
 /// Where a chunk of this restore was written.
@@ -168,6 +172,7 @@ pub fn restore(
     let shared = Shared {
         summary: Mutex::new(RestoreSummary::default()),
         seen: Mutex::new(HashMap::new()),
+        copy_direct: repo.storage().read_concurrency() > 1,
     };
     // Over a network each worker waits on its reads: more of them keep
     // the link busy (and the cores, between answers).
@@ -797,7 +802,7 @@ fn write_part(
             // Bytes written directly are on the disk, not in memory: a
             // copy would read them back from the disk, which large files
             // keep busy, so decoding them again costs less.
-            if fresh && !direct {
+            if fresh && (!direct || shared.copy_direct) {
                 let seen = Seen {
                     path: file.dest.clone(),
                     offset: pos,

@@ -7,6 +7,7 @@
 //! here so that code holding a key needs one crate.
 
 mod blobs;
+mod blocks;
 pub mod keys;
 mod repo;
 

@@ -16,6 +16,7 @@ use cairn_format::tree::Tree;
 use cairn_storage::{Kind, ObjectInfo, Storage};
 
 use crate::blobs::open_record;
+use crate::blocks::{BLOCK, Block, BlockCache};
 use crate::garbage::Condemned;
 use crate::keys::{KeyMaterial, KeySource, Unlock, read_key_file, unlock, write_key_file};
 use crate::snapshots::SnapshotInfo;
@@ -79,6 +80,8 @@ pub struct Repo {
     index_problems: Vec<String>,
     condemned: Condemned,
     session_keys: Mutex<HashMap<[u8; 16], SealKey>>,
+    /// Shared by the readers where each read is a request.
+    blocks: Option<BlockCache>,
 }
 
 impl std::fmt::Debug for Repo {
@@ -145,6 +148,7 @@ impl Repo {
     }
 
     fn with(storage: Arc<dyn Storage>, config: Config, keys: KeyMaterial) -> Repo {
+        let blocks = (storage.read_concurrency() > 1).then(BlockCache::default);
         Repo {
             storage,
             config,
@@ -154,6 +158,7 @@ impl Repo {
             index_problems: Vec::new(),
             condemned: Condemned::default(),
             session_keys: Mutex::new(HashMap::new()),
+            blocks,
         }
     }
 
@@ -438,6 +443,7 @@ impl Repo {
             windows: Vec::new(),
             tick: 0,
             scratch: Vec::new(),
+            joined: Vec::new(),
         }
     }
 
@@ -592,6 +598,18 @@ pub struct BlobReader<'r> {
     /// Use counter, for evicting the least recently used window.
     tick: u64,
     scratch: Vec<u8>,
+    /// A record that spans blocks of the shared cache, put together.
+    joined: Vec<u8>,
+}
+
+/// Where a record's bytes are.
+enum Record {
+    /// In window `.0`, at `.1..2`.
+    Window(usize, usize, usize),
+    /// In one block of the shared cache.
+    Block(Block, usize, usize),
+    /// In `joined`.
+    Joined,
 }
 
 /// A stretch of one pack held in memory.
@@ -736,7 +754,11 @@ impl BlobReader<'_> {
         let repo = self.repo;
         let pack = repo.index.pack(loc.pack);
         let obj = || format!("blob {} in pack {}", id.short(), pack.id.short());
-        let (w, a, b) = self.record(loc).map_err(|e| match e {
+        let at = match &repo.blocks {
+            Some(cache) => self.from_blocks(cache, loc),
+            None => self.record(loc).map(|(w, a, b)| Record::Window(w, a, b)),
+        }
+        .map_err(|e| match e {
             Error::Storage(cairn_storage::Error::Short { .. }) => {
                 Error::corrupt(obj(), "pack is truncated")
             }
@@ -745,7 +767,43 @@ impl BlobReader<'_> {
             }
             e => e,
         })?;
-        repo.decode_checked(id, loc, &self.windows[w].buf[a..b], &mut self.scratch, out)
+        let bytes = match &at {
+            Record::Window(w, a, b) => &self.windows[*w].buf[*a..*b],
+            Record::Block(block, a, b) => &block.bytes()[*a..*b],
+            Record::Joined => &self.joined[..],
+        };
+        repo.decode_checked(id, loc, bytes, &mut self.scratch, out)
+    }
+
+    /// A record's bytes from the shared cache of aligned blocks.
+    fn from_blocks(&mut self, cache: &BlockCache, loc: &Location) -> Result<Record> {
+        let pack = self.repo.index.pack(loc.pack);
+        let end = loc.offset + u64::from(loc.length);
+        if end > pack.size {
+            return Err(Error::corrupt(
+                format!("index entry for pack {}", pack.id.short()),
+                "points beyond the end of the pack",
+            ));
+        }
+        let storage = &*self.repo.storage;
+        let name = pack.id.to_hex();
+        let first = loc.offset / BLOCK;
+        let last = end.saturating_sub(1).max(loc.offset) / BLOCK;
+        let get = |n| cache.get(storage, loc.pack, &name, pack.size, n);
+        if first == last {
+            let a = (loc.offset - first * BLOCK) as usize;
+            return Ok(Record::Block(get(first)?, a, a + loc.length as usize));
+        }
+        self.joined.clear();
+        for n in first..=last {
+            let block = get(n)?;
+            let bytes = block.bytes();
+            let from = loc.offset.max(n * BLOCK) - n * BLOCK;
+            let to = end.min(n * BLOCK + bytes.len() as u64) - n * BLOCK;
+            self.joined
+                .extend_from_slice(&bytes[from as usize..to as usize]);
+        }
+        Ok(Record::Joined)
     }
 
     /// Loads a tree blob.

@@ -46,6 +46,7 @@ pub struct FaultyStorage {
     at: u64,
     calls: AtomicU64,
     hit: Mutex<Option<Hit>>,
+    read_concurrency: usize,
 }
 
 impl FaultyStorage {
@@ -57,7 +58,15 @@ impl FaultyStorage {
             at,
             calls: AtomicU64::new(0),
             hit: Mutex::new(None),
+            read_concurrency: 1,
         }
+    }
+
+    /// Claims that `n` reads at once pay, as a remote store does, so that
+    /// readers take their paths for such stores (the shared block cache).
+    pub fn reading_like_a_remote(mut self, n: usize) -> FaultyStorage {
+        self.read_concurrency = n;
+        self
     }
 
     /// Calls made so far.
@@ -194,6 +203,10 @@ impl Storage for FaultyStorage {
 
     fn prepare(&self) -> Result<()> {
         self.inner.prepare()
+    }
+
+    fn read_concurrency(&self) -> usize {
+        self.read_concurrency
     }
 
     fn clean_staging(&self, min_age: std::time::Duration) {
