@@ -287,9 +287,8 @@ fn restore_with_a_fault_at_any_call_never_writes_wrong_bytes() {
     // Locally and as over S3, where readers share aligned blocks.
     for (fault, reads) in FAULTS.into_iter().flat_map(|f| [(f, 1), (f, 8)]) {
         for n in 1..=total {
-            let faulty = Arc::new(
-                FaultyStorage::new(f.base.clone(), fault, n).reading_like_a_remote(reads),
-            );
+            let faulty =
+                Arc::new(FaultyStorage::new(f.base.clone(), fault, n).reading_like_a_remote(reads));
             let (got, r) = f.restore(faulty.clone(), &f.first);
             let what = format!(
                 "restore, {fault:?} at call {n} of {reads} at once ({:?})",

@@ -755,7 +755,7 @@ impl BlobReader<'_> {
         let pack = repo.index.pack(loc.pack);
         let obj = || format!("blob {} in pack {}", id.short(), pack.id.short());
         let at = match &repo.blocks {
-            Some(cache) => self.from_blocks(cache, loc),
+            Some(cache) => self.in_blocks(cache, loc),
             None => self.record(loc).map(|(w, a, b)| Record::Window(w, a, b)),
         }
         .map_err(|e| match e {
@@ -776,7 +776,7 @@ impl BlobReader<'_> {
     }
 
     /// A record's bytes from the shared cache of aligned blocks.
-    fn from_blocks(&mut self, cache: &BlockCache, loc: &Location) -> Result<Record> {
+    fn in_blocks(&mut self, cache: &BlockCache, loc: &Location) -> Result<Record> {
         let pack = self.repo.index.pack(loc.pack);
         let end = loc.offset + u64::from(loc.length);
         if end > pack.size {

@@ -15,6 +15,7 @@
 //! name writes the same bytes.
 
 mod config;
+mod stream;
 
 pub use config::{Env, ProcessEnv, S3Config, S3Url};
 
@@ -45,6 +46,14 @@ const PART: usize = 16 << 20;
 /// holding our bytes is then ours).
 const CREATE_ATTEMPTS: u32 = 4;
 
+/// Retries of a failed request: at most this many, waiting from
+/// `FIRST_WAIT`, doubling up to `MAX_WAIT` (jittered), none starting after
+/// `RETRY_WITHIN`.
+const RETRIES: usize = 8;
+const FIRST_WAIT: Duration = Duration::from_millis(500);
+const MAX_WAIT: Duration = Duration::from_secs(8);
+const RETRY_WITHIN: Duration = Duration::from_secs(60);
+
 /// Whether the store refuses to create an object that exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CreateOnly {
@@ -71,6 +80,8 @@ pub struct S3Storage {
     create_only: AtomicU8,
     multipart_from: u64,
     part: usize,
+    /// For packs streamed from their file (see `stream`).
+    http: reqwest::Client,
 }
 
 impl std::fmt::Debug for S3Storage {
@@ -103,12 +114,12 @@ impl S3Storage {
                 .with_virtual_hosted_style_request(config.virtual_hosted)
                 .with_retry(RetryConfig {
                     backoff: BackoffConfig {
-                        init_backoff: Duration::from_millis(500),
-                        max_backoff: Duration::from_secs(8),
+                        init_backoff: FIRST_WAIT,
+                        max_backoff: MAX_WAIT,
                         base: 2.0,
                     },
                     max_retries: retries,
-                    retry_timeout: Duration::from_secs(60),
+                    retry_timeout: RETRY_WITHIN,
                 })
                 .with_client_options(
                     ClientOptions::new()
@@ -129,11 +140,16 @@ impl S3Storage {
         // Up to about half a minute of backoff (jittered): long enough
         // for a store's SlowDown or a node's restart, short enough that a
         // wrong endpoint is reported while the user still waits.
-        let store = build(8)?;
+        let store = build(RETRIES)?;
         // Once the endpoint could not be reached at all, later requests
         // try once: a run that stops does not wait half a minute for each
         // of its last steps (flushing an index, releasing a lease).
         let once = build(0)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(300))
+            .build()
+            .map_err(|e| Error::Config(format!("{}: {e}", config::display_url(&config.url))))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cairn-s3")
@@ -156,6 +172,7 @@ impl S3Storage {
             create_only: AtomicU8::new(0),
             multipart_from: MULTIPART_FROM,
             part: PART,
+            http,
         })
     }
 
@@ -409,6 +426,22 @@ impl S3Storage {
         Ok(stored == want)
     }
 
+    /// Uploads a content-addressed object from its file in one PUT,
+    /// without holding it in memory.
+    fn put_streamed(&self, kind: Kind, name: &str, file: &Path, size: u64) -> Result<()> {
+        let key = self.key(kind, name)?;
+        let retries = !Arc::ptr_eq(&self.client(), &self.once);
+        let retry = stream::Retry {
+            attempts: if retries { RETRIES as u32 } else { 0 },
+            first_wait: FIRST_WAIT,
+            max_wait: MAX_WAIT,
+            within: RETRY_WITHIN,
+        };
+        let (http, signer, path) = (self.http.clone(), self.store.clone(), file.to_path_buf());
+        self.run(stream::put(http, signer, key, path, size, retry))
+            .map_err(|e| self.error("upload", kind, name, e))
+    }
+
     /// Uploads a large file in parts, read from disk part by part.
     fn put_parts(&self, kind: Kind, name: &str, file: &Path) -> Result<()> {
         if !kind.content_addressed() {
@@ -580,6 +613,8 @@ impl Storage for S3Storage {
             .len();
         let r = if size >= self.multipart_from {
             self.put_parts(kind, name, file)
+        } else if kind.content_addressed() {
+            self.put_streamed(kind, name, file, size)
         } else {
             std::fs::read(file)
                 .map_err(|e| Error::io("read", file, e))
