@@ -42,25 +42,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let base = Arc::new(MemoryStorage::new(dir.path().join("staging")));
-        let mut o = init_options();
-        o.key_dir = Some(dir.path().to_path_buf());
-        o.chunk = (4 << 10, 16 << 10, 64 << 10);
-        o.kdf = cairn_crypto::KdfParams {
-            m_kib: 64,
-            t: 1,
-            p: 1,
-        };
-        let repo = Repo::init(base.clone(), &o).unwrap();
-        let key = dir.path().join(format!("{}.key", repo.id_hex()));
-        let mut f = Fixture {
-            dir,
-            base,
-            key,
-            first: String::new(),
-            v1: BTreeMap::new(),
-        };
+        let mut f = Fixture::empty((4 << 10, 16 << 10, 64 << 10));
         f.write("big", pseudo(200_000, 1));
         f.write("small", b"small file".to_vec());
         f.write("sub/mid", pseudo(50_000, 2));
@@ -69,6 +51,30 @@ impl Fixture {
         f.write("big", pseudo(200_000, 3));
         f.write("sub/new", pseudo(30_000, 4));
         f
+    }
+
+    /// A repository in memory with chunks of the given (min, average,
+    /// max) sizes, and no snapshot yet.
+    fn empty(chunk: (u32, u32, u32)) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let base = Arc::new(MemoryStorage::new(dir.path().join("staging")));
+        let mut o = init_options();
+        o.key_dir = Some(dir.path().to_path_buf());
+        o.chunk = chunk;
+        o.kdf = cairn_crypto::KdfParams {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        };
+        let repo = Repo::init(base.clone(), &o).unwrap();
+        let key = dir.path().join(format!("{}.key", repo.id_hex()));
+        Fixture {
+            dir,
+            base,
+            key,
+            first: String::new(),
+            v1: BTreeMap::new(),
+        }
     }
 
     fn src(&self) -> PathBuf {
@@ -270,6 +276,33 @@ fn backup_with_a_fault_at_any_call_keeps_the_repository_whole() {
                 assert_restored(&v2, &got, true, &what);
             }
         }
+    }
+}
+
+/// Over S3 a restore copies chunks it wrote before instead of fetching
+/// them again, files written directly included. A chunk met twice in one
+/// large file is copied from its first place, which must be on the disk
+/// by then, not still in the staging buffer of direct writes.
+#[test]
+fn restore_over_a_remote_copies_only_chunks_on_the_disk() {
+    // Chunks of exactly 256 KiB: A B A B …, the third chunk a copy of
+    // the first while that is still in the 1 MiB staging buffer. Past
+    // 16 MiB the file is restored in parts, so it is created at its full
+    // length and a read of what is not written yet finds zeros.
+    let mut f = Fixture::empty((256 << 10, 256 << 10, 256 << 10));
+    let (a, b) = (pseudo(256 << 10, 5), pseudo(256 << 10, 6));
+    let big: Vec<u8> = (0..70)
+        .flat_map(|i| if i % 2 == 0 { &a } else { &b })
+        .copied()
+        .collect();
+    f.write("big", big);
+    f.v1 = f.source();
+    f.first = f.backup(f.base.clone()).unwrap().unwrap();
+    for reads in [1, 8] {
+        let st = FaultyStorage::new(f.base.clone(), Fault::Fail, 0).reading_like_a_remote(reads);
+        let (got, ok) = f.restore(Arc::new(st), &f.first);
+        assert!(ok.unwrap(), "{reads} reads at once");
+        assert_restored(&f.v1, &got, true, &format!("{reads} reads at once"));
     }
 }
 

@@ -485,6 +485,7 @@ impl Plan<'_> {
             parts_left: AtomicUsize::new(cuts.len()),
             failed: Mutex::new(None),
             writing: Mutex::new(()),
+            written: Mutex::new(Vec::new()),
         });
         for (k, &(first, offset)) in cuts.iter().enumerate() {
             let last = cuts.get(k + 1).map(|c| c.0).unwrap_or(n.content.len());
@@ -617,6 +618,10 @@ struct FileJob {
     /// other copies; this lock makes the second worker sleep instead, so
     /// one decodes while the other writes.
     writing: Mutex<()>,
+    /// Chunks written directly, offered for copying once the whole file
+    /// is on the disk: until then a part may sit in a staging buffer, or
+    /// a block it shares with the next part be unwritten.
+    written: Mutex<Vec<(Id, Seen)>>,
 }
 
 /// A run of consecutive chunks of one file, written at `offset`.
@@ -695,6 +700,10 @@ fn read_back(path: &Path, offset: u64, len: usize, buf: &mut Vec<u8>) -> std::io
 
 pub(crate) use cairn_chunker::is_zero;
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn restore_part(
     w: &mut Worker<'_>,
     part: Part,
@@ -721,6 +730,9 @@ fn restore_part(
     let failed = file.failed.lock().unwrap_or_else(|p| p.into_inner()).take();
     match failed {
         None => {
+            for (id, seen) in std::mem::take(&mut *lock(&file.written)) {
+                shared.seen_at(id, seen);
+            }
             shared.with(|s| {
                 s.files += 1;
                 s.bytes += file.node.size;
@@ -799,9 +811,9 @@ fn write_part(
                 out.write(&w.data)
             }
             .map_err(|e| io("write", e))?;
-            // Bytes written directly are on the disk, not in memory: a
-            // copy would read them back from the disk, which large files
-            // keep busy, so decoding them again costs less.
+            // Bytes written directly are on the disk, not in memory:
+            // locally a copy would read them back from the disk, which
+            // large files keep busy, so decoding them again costs less.
             if fresh && (!direct || shared.copy_direct) {
                 let seen = Seen {
                     path: file.dest.clone(),
@@ -809,7 +821,11 @@ fn write_part(
                     len,
                     zero: w.zero,
                 };
-                shared.seen_at(*id, seen);
+                if direct {
+                    lock(&file.written).push((*id, seen));
+                } else {
+                    shared.seen_at(*id, seen);
+                }
             }
             pos += len as u64;
             progress.bytes.fetch_add(len as u64, Ordering::Relaxed);
