@@ -15,20 +15,30 @@
 //! packs the next one indexes and reuses. A snapshot counts as copied
 //! when the destination has one of the same time, group, tags, files and
 //! bytes.
+//!
+//! Reading, checking and sealing a chunk is most of the work, and chunks
+//! are independent: a first pass walks a snapshot's trees and hands the
+//! chunks not mapped yet to one worker per core, a sink thread packs what
+//! they sealed and a publisher uploads the packs. A second pass rewrites
+//! the trees, whose new IDs need their children's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use cairn_format::Id;
 use cairn_format::blob::BlobKind;
 use cairn_format::snapshot::Envelope;
 use cairn_format::tree::Tree;
-use cairn_repo::{BlobSealer, PackSink, Repo, Session, StagedPack, write_index_file};
+use cairn_repo::{BlobSealer, PackSink, Repo, SealedBlob, Session, StagedPack, write_index_file};
 use cairn_storage::Kind;
+use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::{Error, Result};
 
 /// Published packs between index files.
 const INDEX_EVERY: usize = 4;
+/// A worker's job: at most this many chunks, or this many bytes.
+const JOB_CHUNKS: usize = 256;
+const JOB_BYTES: u64 = 8 << 20;
 
 /// What to copy.
 #[derive(Clone, Debug, Default)]
@@ -139,6 +149,63 @@ impl Copier<'_> {
         Ok(new)
     }
 
+    /// Maps every chunk below `root` that is not mapped yet, on all
+    /// cores: their destination IDs go in the map, those the destination
+    /// lacks into packs.
+    fn chunks(&mut self, root: &Id) -> Result<()> {
+        let threads = crate::threads(0);
+        let (job_tx, job_rx) = bounded::<Vec<Id>>(threads * 2);
+        let (done_tx, done_rx) = bounded::<Result<Vec<Sealed>>>(threads * 2);
+        let (pub_tx, pub_rx) = bounded::<StagedPack>(2);
+        let (src, dst) = (self.src, self.dst);
+        let map = &self.map;
+        let reader = &mut self.reader;
+        let sealer = &self.sealer;
+        let sink = &mut self.sink;
+        let report = &mut self.report;
+        let (walked, sunk, published) = std::thread::scope(|s| {
+            for _ in 0..threads {
+                let (jobs, done) = (job_rx.clone(), done_tx.clone());
+                let mut sealer = sealer.clone();
+                s.spawn(move || {
+                    let mut reader = src.reader();
+                    let mut buf = Vec::new();
+                    for job in jobs {
+                        let r = job
+                            .iter()
+                            .map(|id| seal_chunk(dst, &mut reader, &mut sealer, &mut buf, id))
+                            .collect();
+                        if done.send(r).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop((job_rx, done_tx));
+            let publisher = s.spawn(move || publish_all(dst, pub_rx));
+            let sinker = s.spawn(move || sink_all(sink, report, done_rx, pub_tx));
+            let walked = queue_chunks(src, reader, map, root, &job_tx);
+            drop(job_tx);
+            let sunk = sinker
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            let published = publisher
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (walked, sunk, published)
+        });
+        // The first failure is the cause; the others follow from it.
+        let (new, present) = sunk?;
+        let (used, unindexed) = published?;
+        walked?;
+        self.map.extend(new);
+        self.used.extend(present);
+        self.used.extend(&used);
+        self.report.packs += used.len();
+        self.unindexed.extend(unindexed);
+        Ok(())
+    }
+
     fn chunk(&mut self, id: &Id) -> Result<Id> {
         if let Some(new) = self.map.get(id) {
             return Ok(*new);
@@ -163,6 +230,149 @@ impl Copier<'_> {
         }
         Ok(())
     }
+}
+
+/// A chunk mapped by a worker: sealed unless the destination holds it
+/// (then `present` names the pack).
+struct Sealed {
+    src: Id,
+    dst: Id,
+    sealed: Option<SealedBlob>,
+    present: Option<Id>,
+    len: u64,
+}
+
+fn seal_chunk(
+    dst: &Repo,
+    reader: &mut cairn_repo::BlobReader<'_>,
+    sealer: &mut BlobSealer,
+    buf: &mut Vec<u8>,
+    id: &Id,
+) -> Result<Sealed> {
+    let kind = reader.load_into(id, buf)?;
+    if kind != BlobKind::Chunk {
+        return Err(Error::Repo(cairn_repo::Error::MissingBlob(*id)));
+    }
+    let new = dst.blob_id(buf);
+    let len = buf.len() as u64;
+    if let Some(l) = dst.index().get_live(&new) {
+        let present = Some(dst.index().pack(l.pack).id);
+        return Ok(Sealed {
+            src: *id,
+            dst: new,
+            sealed: None,
+            present,
+            len,
+        });
+    }
+    let sealed = Some(sealer.seal(kind, new, Vec::new(), buf)?);
+    Ok(Sealed {
+        src: *id,
+        dst: new,
+        sealed,
+        present: None,
+        len,
+    })
+}
+
+/// Walks the trees below `root` (those not mapped yet) and sends their
+/// unmapped chunks, each once, in jobs. Stops when the workers are gone.
+fn queue_chunks(
+    src: &Repo,
+    reader: &mut cairn_repo::BlobReader<'_>,
+    map: &HashMap<Id, Id>,
+    root: &Id,
+    jobs: &Sender<Vec<Id>>,
+) -> Result<()> {
+    let mut queued: HashSet<Id> = HashSet::new();
+    let mut seen_trees: HashSet<Id> = HashSet::new();
+    let mut stack = vec![*root];
+    let mut job = Vec::new();
+    let mut job_bytes = 0u64;
+    while let Some(t) = stack.pop() {
+        if map.contains_key(&t) || !seen_trees.insert(t) {
+            continue;
+        }
+        let tree: Tree = reader.load_tree(&t)?;
+        for n in &tree.nodes {
+            stack.extend(n.subtree);
+            for c in &n.content {
+                if map.contains_key(c) || !queued.insert(*c) {
+                    continue;
+                }
+                job.push(*c);
+                job_bytes += src.index().get(c).map_or(0, |l| u64::from(l.raw_len));
+                if job.len() >= JOB_CHUNKS || job_bytes >= JOB_BYTES {
+                    job_bytes = 0;
+                    if jobs.send(std::mem::take(&mut job)).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+    if !job.is_empty() {
+        let _ = jobs.send(job);
+    }
+    Ok(())
+}
+
+/// Packs what the workers sealed; returns the new mappings and the
+/// destination packs relied on for chunks it held.
+#[allow(clippy::type_complexity)]
+fn sink_all(
+    sink: &mut PackSink,
+    report: &mut ReencryptReport,
+    done: Receiver<Result<Vec<Sealed>>>,
+    publish: Sender<StagedPack>,
+) -> Result<(Vec<(Id, Id)>, Vec<Id>)> {
+    let mut new = Vec::new();
+    let mut present = Vec::new();
+    for r in done {
+        for c in r? {
+            new.push((c.src, c.dst));
+            match c.sealed {
+                None => {
+                    report.blobs_present += 1;
+                    present.extend(c.present);
+                }
+                Some(sealed) => {
+                    report.blobs += 1;
+                    report.bytes += c.len;
+                    if let Some(staged) = sink.add(&sealed)?
+                        && publish.send(staged).is_err()
+                    {
+                        // The publisher failed: its error is the cause.
+                        return Ok((new, present));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(staged) = sink.finish_pack()? {
+        let _ = publish.send(staged);
+    }
+    Ok((new, present))
+}
+
+/// Publishes packs as they come, writing an index file every few; returns
+/// the packs published and those not indexed yet.
+fn publish_all(
+    dst: &Repo,
+    packs: Receiver<StagedPack>,
+) -> Result<(Vec<Id>, Vec<cairn_format::index::IndexPack>)> {
+    let mut published = Vec::new();
+    let mut unindexed = Vec::new();
+    for staged in packs {
+        let p = staged.publish()?;
+        published.push(p.pack);
+        unindexed.push(p);
+        if unindexed.len() >= INDEX_EVERY {
+            write_index_file(&**dst.storage(), &unindexed)?;
+            unindexed.clear();
+        }
+    }
+    Ok((published, unindexed))
 }
 
 /// Copies the selected snapshots of `src` (opened with its owner key)
@@ -235,6 +445,7 @@ pub fn copy_reencrypt(
     for s in todo {
         let before = c.report.bytes;
         c.used.clear();
+        c.chunks(&s.envelope.root)?;
         let root = c.tree(&s.envelope.root)?;
         c.flush()?;
         let body = c.src.snapshot_body(&s.id)?;

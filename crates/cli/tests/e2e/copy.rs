@@ -271,6 +271,26 @@ fn copy_refuses_a_damaged_source_pack() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("does not match its name"), "{}", r.stderr);
     assert_eq!(fs::read_dir(replica.join("snapshots")).unwrap().count(), 0);
+    // Re-encrypting, the damaged chunk fails its worker: the copy stops
+    // with the damage named, and nothing is committed.
+    let other = env.path("other");
+    let pass = env.path("other-pass");
+    fs::write(&pass, "another owner").unwrap();
+    let mut c = env.cmd();
+    c.env_remove("CAIRN_PASSWORD")
+        .args(["--repo", s(&other), "--password-file", s(&pass), "init"]);
+    run(c).expect(0);
+    let r = env.run(&[
+        "copy",
+        "--to",
+        s(&other),
+        "--reencrypt",
+        "--to-password-file",
+        s(&pass),
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("is damaged"), "{}", r.stderr);
+    assert_eq!(fs::read_dir(other.join("snapshots")).unwrap().count(), 0);
 }
 
 /// The off-site copy for another owner: the destination is its own
