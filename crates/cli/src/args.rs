@@ -153,6 +153,10 @@ pub struct CopyArgs {
     /// With --reencrypt: read the destination's passphrase from this file.
     #[arg(long, value_name = "FILE")]
     pub to_password_file: Option<PathBuf>,
+    /// The destination box's token (default: --token-file, which then
+    /// serves the source alone when both are boxes).
+    #[arg(long, value_name = "FILE")]
+    pub to_token_file: Option<PathBuf>,
     /// Snapshots to copy (ID prefixes or `latest`); default: all.
     #[arg(value_name = "SNAPSHOT")]
     pub snapshots: Vec<String>,

@@ -39,9 +39,19 @@ impl Ctx {
 
     /// The storage at `loc`, reached with this run's options.
     pub fn storage_at(&self, loc: &str) -> Result<Arc<dyn Storage>> {
+        self.storage_with_token(loc, self.g.token_file.as_deref())
+    }
+
+    /// [`Ctx::storage_at`] with a box's token from `token_file` (else
+    /// $CAIRN_TOKEN): a copy between two boxes holds a token for each.
+    pub fn storage_with_token(
+        &self,
+        loc: &str,
+        token_file: Option<&std::path::Path>,
+    ) -> Result<Arc<dyn Storage>> {
         let loc = loc.to_string();
         let token = if loc.starts_with("https://") || loc.starts_with("http://") {
-            Some(self.token(&loc)?)
+            Some(self.token(&loc, token_file)?)
         } else {
             None
         };
@@ -62,8 +72,8 @@ impl Ctx {
     }
 
     /// The box's token from --token-file or $CAIRN_TOKEN.
-    fn token(&self, loc: &str) -> Result<String> {
-        if let Some(f) = &self.g.token_file {
+    fn token(&self, loc: &str, token_file: Option<&std::path::Path>) -> Result<String> {
+        if let Some(f) = token_file {
             let t = std::fs::read(f)
                 .with_context(|| format!("cannot read token file {}", f.display()))?;
             return Ok(String::from_utf8(trim_newline(t))

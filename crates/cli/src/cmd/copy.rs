@@ -10,7 +10,10 @@ use crate::output::size;
 pub fn run(ctx: &Ctx, a: CopyArgs) -> Result<i32> {
     let from_loc = a.from.clone().unwrap_or_else(|| ctx.repo_location());
     let from = ctx.storage_at(&from_loc)?;
-    let to = ctx.storage_at(&a.to)?;
+    let to = ctx.storage_with_token(
+        &a.to,
+        a.to_token_file.as_deref().or(ctx.g.token_file.as_deref()),
+    )?;
     if a.reencrypt {
         return reencrypt(ctx, &a, from, to);
     }

@@ -526,3 +526,69 @@ every = "1d"
     assert_ne!(r.code, 0);
     assert!((r.stdout + &r.stderr).contains("a copy job needs to ="));
 }
+
+/// The off-site box of another owner, reached over HTTPS from this
+/// owner's own box: the copy reads the source box with an admin token and
+/// writes the destination with nothing but a put token and a put-only
+/// key. The destination's owner restores what arrived byte for byte, and
+/// a second copy sends nothing.
+#[test]
+fn reencrypting_copy_between_two_boxes_with_a_put_token() {
+    use crate::https::{make_token, start_box};
+    let here = Env::new();
+    let home = here.path("home-src");
+    source(&home, 21);
+    here.ok(&["init"]);
+    here.ok(&["backup", s(&home), "--tag", "nightly"]);
+    fs::write(home.join("sub/more"), pseudo(3 << 20, 22)).unwrap();
+    here.ok(&["backup", s(&home)]);
+    let b1 = start_box(&here, 0, "here");
+    let admin = make_token(&here, "owner", "admin", None);
+
+    let offsite = Env::new();
+    offsite.ok(&["init"]);
+    let put_key = offsite.put_only_key("offsite-put.key");
+    let b2 = start_box(&offsite, 0, "offsite");
+    let put = make_token(&offsite, "here", "put", None);
+
+    let copy = || {
+        let mut c = here.cmd();
+        c.args([
+            "copy",
+            "--from",
+            &b1.url(),
+            "--to",
+            &b2.url(),
+            "--token-file",
+            s(&admin),
+            "--to-token-file",
+            s(&put),
+            "--reencrypt",
+            "--to-key-file",
+            s(&put_key),
+            "--json",
+        ]);
+        json(&run(c).expect(0).stdout)
+    };
+    let done = copy();
+    assert_eq!(done["copied"].as_array().unwrap().len(), 2, "{done}");
+    assert!(done["blobs"].as_u64().unwrap() > 0, "{done}");
+    let again = copy();
+    assert_eq!(again["copied"].as_array().unwrap().len(), 0, "{again}");
+    assert_eq!(again["present"].as_u64(), Some(2), "{again}");
+    assert_eq!(again["blobs"].as_u64(), Some(0), "{again}");
+    // The destination's owner, on its own disk.
+    offsite.ok(&["check", "--read-data"]);
+    let dest = offsite.path("dest");
+    offsite.ok(&["restore", "latest", s(&dest)]);
+    let problems = compare_trees(&home, &restored(&dest, &home), true);
+    assert!(problems.is_empty(), "{problems:?}");
+    let snaps = json(&offsite.ok(&["snapshots", "--json"]));
+    let tagged = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["tags"].to_string().contains("nightly"))
+        .count();
+    assert_eq!(tagged, 1, "{snaps}");
+}
