@@ -28,6 +28,8 @@ use crate::{Error, Result};
 /// Packs published before an index file lists them: what a killed copy
 /// may leave unindexed.
 const INDEX_EVERY: usize = 4;
+/// Threads uploading packs, each while the next pack is read.
+const PUBLISHERS: usize = 2;
 /// Bytes of records read at once.
 const WINDOW: u64 = 4 << 20;
 
@@ -288,6 +290,58 @@ fn send_records(
     report: &mut CopyReport,
     progress: &mut dyn FnMut(&CopyReport),
 ) -> Result<()> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<StagedPack>(PUBLISHERS);
+    let rx = std::sync::Mutex::new(rx);
+    std::thread::scope(|s| {
+        // Packs go up while the next ones are read and checked; each
+        // publisher indexes the packs it published.
+        let publishers: Vec<_> = (0..PUBLISHERS)
+            .map(|_| {
+                let rx = &rx;
+                s.spawn(move || -> Result<()> {
+                    let mut unindexed: Vec<IndexPack> = Vec::new();
+                    loop {
+                        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok(staged) = next else { break };
+                        unindexed.push(staged.publish()?);
+                        if unindexed.len() >= INDEX_EVERY {
+                            write_index_file(&**to, &unindexed)?;
+                            unindexed.clear();
+                        }
+                    }
+                    if !unindexed.is_empty() {
+                        write_index_file(&**to, &unindexed)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let read = read_records(from, to, index, wanted, report, progress, &tx);
+        drop(tx);
+        let mut published = Ok(());
+        for p in publishers {
+            let r = p.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+            if published.is_ok() {
+                published = r;
+            }
+        }
+        // A publisher's failure stops the reading: it is the cause.
+        published.and(read)
+    })
+}
+
+/// Reads the wanted records pack by pack (each pack checked against its
+/// name first) into sinks, one per session key, handing full packs to
+/// the publishers. Returns early, without error, once they are gone.
+fn read_records(
+    from: &Arc<dyn Storage>,
+    to: &Arc<dyn Storage>,
+    index: &cairn_store::Index,
+    wanted: HashMap<u32, Vec<(Id, Location)>>,
+    report: &mut CopyReport,
+    progress: &mut dyn FnMut(&CopyReport),
+    publish: &std::sync::mpsc::SyncSender<StagedPack>,
+) -> Result<()> {
     let src: &dyn Storage = &**from;
     let mut by_key: HashMap<[u8; 16], Vec<u32>> = HashMap::new();
     for &pos in wanted.keys() {
@@ -296,15 +350,6 @@ fn send_records(
     let mut keys: Vec<_> = by_key.into_iter().collect();
     keys.sort();
     let mut buf = Vec::new();
-    let mut unindexed: Vec<IndexPack> = Vec::new();
-    let publish = |staged: StagedPack, unindexed: &mut Vec<IndexPack>| -> Result<()> {
-        unindexed.push(staged.publish()?);
-        if unindexed.len() >= INDEX_EVERY {
-            write_index_file(&**to, unindexed)?;
-            unindexed.clear();
-        }
-        Ok(())
-    };
     for (key_id, mut packs) in keys {
         packs.sort();
         let first = index.pack(packs[0]);
@@ -365,7 +410,9 @@ fn send_records(
                         raw_len: l.raw_len,
                     };
                     if let Some(s) = sink.add(&blob)? {
-                        publish(s, &mut unindexed)?;
+                        if publish.send(s).is_err() {
+                            return Ok(());
+                        }
                         report.packs += 1;
                         progress(report);
                     }
@@ -374,12 +421,11 @@ fn send_records(
             }
         }
         if let Some(s) = sink.finish_pack()? {
-            publish(s, &mut unindexed)?;
+            if publish.send(s).is_err() {
+                return Ok(());
+            }
             report.packs += 1;
         }
-    }
-    if !unindexed.is_empty() {
-        write_index_file(&**to, &unindexed)?;
     }
     Ok(())
 }

@@ -470,3 +470,69 @@ fn prune_refuses_a_newer_minor_version() {
     assert!(e.contains("upgrade cairn"), "{e}");
     assert_eq!(objects_of(&inner), before, "nothing was touched");
 }
+
+/// A copy to a replica whose store fails at any one call, for every call
+/// in turn: the copy ends (its publishers and reader stop together), a
+/// snapshot it wrote restores whole, and the next copy completes.
+#[test]
+fn copy_with_a_failing_destination_at_any_call_resumes() {
+    use cairn_storage::faulty::{Fault, FaultyStorage};
+    let f = Fixture::new(Arc::new(MemoryStorage::new(std::env::temp_dir())));
+    for (i, n) in [(1u64, 300_000), (2, 5_000), (3, 90_000)] {
+        write(&f.src().join(format!("f{i}")), i, n);
+    }
+    let first = f.backup().unwrap();
+    write(&f.src().join("f4"), 4, 200_000);
+    let second = f.backup().unwrap();
+    let replica = || {
+        let d: Arc<dyn Storage> = Arc::new(MemoryStorage::new(f.dir.path().join("staging")));
+        crate::copy::init_replica(&*f.storage, &*d).unwrap();
+        d
+    };
+    let opts = crate::copy::CopyOptions::default();
+    let counted = Arc::new(FaultyStorage::new(replica(), Fault::Fail, 0));
+    let to: Arc<dyn Storage> = counted.clone();
+    crate::copy::copy_sealed(&f.storage, &to, &opts, &mut |_| {}).unwrap();
+    let total = counted.calls();
+    assert!(total > 10, "{total} calls");
+    for n in 1..=total {
+        let dst = replica();
+        let to: Arc<dyn Storage> = Arc::new(FaultyStorage::new(dst.clone(), Fault::Fail, n));
+        let _ = crate::copy::copy_sealed(&f.storage, &to, &opts, &mut |_| {});
+        crate::copy::copy_sealed(&f.storage, &dst, &opts, &mut |_| {})
+            .unwrap_or_else(|e| panic!("copy after a failure at call {n}: {e}"));
+        let copy = Fixture {
+            dir: tempfile::tempdir().unwrap(),
+            storage: dst,
+            key: f.key.clone(),
+        };
+        for id in [&first, &second] {
+            let repo = copy.open();
+            let (snaps, _) = Repo::list_snapshots(&*copy.storage).unwrap();
+            let snap = snaps.iter().find(|s| &s.id.to_hex() == id).unwrap();
+            let dest = copy.dir.path().join(format!("r{id}"));
+            let sum = cairn_engine::restorer::restore(
+                &repo,
+                snap.envelope.root,
+                &cairn_engine::restorer::RestoreOptions {
+                    target: dest.clone(),
+                    ..Default::default()
+                },
+                &Progress::default(),
+                &AtomicBool::new(false),
+            )
+            .unwrap();
+            assert!(
+                sum.warnings.is_empty(),
+                "failure at call {n}: {:?}",
+                sum.warnings
+            );
+            let got = files_in(&dest.join(f.src().strip_prefix("/").unwrap()));
+            let mut want = files_in(&f.src());
+            if id == &first {
+                want.remove("f4");
+            }
+            assert!(got == want, "failure at call {n}: snapshot {id} differs");
+        }
+    }
+}
