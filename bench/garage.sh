@@ -13,12 +13,17 @@ rm -rf "$dir"; mkdir -p "$dir"
 secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 key_id=GK0123456789abcdef01234567
 key_secret=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# 2N free ports, all different: the sockets are held until all are chosen.
+read -r -a ports <<< "$(python3 -c '
+import socket, sys
+ss = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))' $((2 * n)))"
 pids=()
 s3_ports=()
 for i in $(seq 0 $((n - 1))); do
   d=$dir/node$i; mkdir -p "$d/meta" "$d/data"
-  s3=$(free_port); rpc=$(free_port)
+  s3=${ports[$((2 * i))]}; rpc=${ports[$((2 * i + 1))]}
   s3_ports+=("$s3")
   cat > "$d/garage.toml" <<EOF
 metadata_dir = "$d/meta"

@@ -56,11 +56,16 @@ pub fn garage_bin() -> PathBuf {
         })
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+/// `k` free loopback ports, all different: the listeners are held until
+/// every port is chosen (one at a time, the kernel may hand out a port
+/// just released again).
+fn free_ports(k: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..k)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("a bound address").port())
+        .collect()
 }
 
 impl Garage {
@@ -72,8 +77,9 @@ impl Garage {
         getrandom_fill(&mut secret);
         let rpc_secret = hex::encode(secret);
         let mut nodes = Vec::new();
+        let ports = free_ports(2 * n);
         for i in 0..n {
-            let (s3, rpc) = (free_port(), free_port());
+            let (s3, rpc) = (ports[2 * i], ports[2 * i + 1]);
             let root = dir.path().join(format!("node{i}"));
             std::fs::create_dir_all(root.join("meta")).unwrap();
             std::fs::create_dir_all(root.join("data")).unwrap();
