@@ -102,11 +102,19 @@ impl BlockCache {
             }
         };
         drop(st);
+        // Should the read panic, the blocks are unmarked all the same:
+        // waiters must not wait for a fetch that will never end.
+        let mut unmark = Unmark {
+            cache: self,
+            pack,
+            blocks: n..end,
+        };
         let from = n * BLOCK;
         let to = (end * BLOCK).min(size);
         let mut buf = Vec::new();
         let read =
             cairn_storage::read_exact_range(storage, Kind::Pack, name, from, to - from, &mut buf);
+        unmark.blocks = 0..0;
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let result = match read {
             Ok(()) => {
@@ -140,6 +148,27 @@ impl BlockCache {
         drop(st);
         self.changed.notify_all();
         result
+    }
+}
+
+/// Removes the marks of blocks being fetched, when dropped with any left.
+struct Unmark<'a> {
+    cache: &'a BlockCache,
+    pack: u32,
+    blocks: std::ops::Range<u64>,
+}
+
+impl Drop for Unmark<'_> {
+    fn drop(&mut self) {
+        if self.blocks.is_empty() {
+            return;
+        }
+        let mut st = self.cache.state.lock().unwrap_or_else(|p| p.into_inner());
+        for b in self.blocks.clone() {
+            st.slots.remove(&(self.pack, b));
+        }
+        drop(st);
+        self.cache.changed.notify_all();
     }
 }
 
@@ -214,6 +243,34 @@ mod tests {
             .unwrap();
         let b = cache.get(&st, 0, &name, BLOCK, 0).unwrap();
         assert_eq!(b.bytes().len(), BLOCK as usize);
+    }
+
+    #[test]
+    fn a_fetch_that_panics_leaves_nothing_to_wait_for() {
+        let (_d, st) = store();
+        let name = "34".repeat(32);
+        st.put(Kind::Pack, &name, &vec![5u8; BLOCK as usize])
+            .unwrap();
+        let cache = Arc::new(BlockCache::default());
+        let mem: Arc<dyn Storage> = Arc::new(st);
+        let panics = FaultyStorage::new(mem.clone(), Fault::Panic, 1);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cache.get(&panics, 0, &name, BLOCK, 0)
+        }));
+        assert!(r.is_err(), "the store panicked");
+        // Another reader of that block fetches it instead of waiting.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let c = cache.clone();
+        let n = name.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(c.get(&*mem, 0, &n, BLOCK, 0).map(|b| b.bytes()[0]));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(
+            got.expect("a reader waited for a fetch that had panicked")
+                .unwrap(),
+            5
+        );
     }
 
     #[test]
