@@ -633,16 +633,11 @@ const WINDOWS: usize = 4;
 const WINDOW_BYTES: usize = 4 << 20;
 
 impl BlobReader<'_> {
-    /// The window and byte range of a record, from memory or a fresh read.
+    /// The window and byte range of a record (within its pack, checked by
+    /// the caller), from memory or a fresh read.
     fn record(&mut self, loc: &Location) -> Result<(usize, usize, usize)> {
         let pack = self.repo.index.pack(loc.pack);
         let end = loc.offset + u64::from(loc.length);
-        if end > pack.size {
-            return Err(Error::corrupt(
-                format!("index entry for pack {}", pack.id.short()),
-                "points beyond the end of the pack",
-            ));
-        }
         self.tick += 1;
         if let Some(i) = self.windows.iter().position(|w| {
             w.pack == loc.pack && loc.offset >= w.start && end <= w.start + w.buf.len() as u64
@@ -754,6 +749,12 @@ impl BlobReader<'_> {
         let repo = self.repo;
         let pack = repo.index.pack(loc.pack);
         let obj = || format!("blob {} in pack {}", id.short(), pack.id.short());
+        if loc.offset + u64::from(loc.length) > pack.size {
+            return Err(Error::corrupt(
+                format!("index entry for pack {}", pack.id.short()),
+                "points beyond the end of the pack",
+            ));
+        }
         let at = match &repo.blocks {
             Some(cache) => self.in_blocks(cache, loc),
             None => self.record(loc).map(|(w, a, b)| Record::Window(w, a, b)),
@@ -779,12 +780,6 @@ impl BlobReader<'_> {
     fn in_blocks(&mut self, cache: &BlockCache, loc: &Location) -> Result<Record> {
         let pack = self.repo.index.pack(loc.pack);
         let end = loc.offset + u64::from(loc.length);
-        if end > pack.size {
-            return Err(Error::corrupt(
-                format!("index entry for pack {}", pack.id.short()),
-                "points beyond the end of the pack",
-            ));
-        }
         let storage = &*self.repo.storage;
         let name = pack.id.to_hex();
         let first = loc.offset / BLOCK;
