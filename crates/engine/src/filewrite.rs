@@ -45,9 +45,24 @@ const DIRECT_MIN: u64 = 1 << 20;
 /// always).
 static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 
-/// Whether a file of `len` bytes is to be written directly.
+/// Whether a file of `len` bytes is to be written directly, on a target
+/// where [`direct_pays`].
 pub(crate) fn wants_direct(len: u64) -> bool {
     len >= DIRECT_MIN && !UNSUPPORTED.load(Ordering::Relaxed)
+}
+
+/// Whether direct writes pay off under `target`: not on a filesystem in
+/// memory (tmpfs has taken `O_DIRECT` since Linux 6.6, but there is no
+/// device to bypass the cache for, so staging only adds a copy, and two
+/// workers writing one file contend for its lock in the kernel).
+pub(crate) fn direct_pays(target: &std::path::Path) -> bool {
+    /// `f_type` of tmpfs and ramfs (linux/magic.h).
+    const IN_MEMORY: [u64; 2] = [0x0102_1994, 0x8584_58f6];
+    match rustix::fs::statfs(target) {
+        #[allow(clippy::unnecessary_cast)] // its type differs by platform
+        Ok(fs) => !IN_MEMORY.contains(&(fs.f_type as u64)),
+        Err(_) => true,
+    }
 }
 
 /// A heap buffer whose usable part starts at an [`ALIGN`]ed address.
@@ -428,6 +443,22 @@ fn set_direct(f: &File, on: bool) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn direct_writes_only_where_there_is_a_device() {
+        // /dev/shm is a tmpfs wherever glibc's POSIX shared memory works.
+        let shm = std::fs::read_to_string("/proc/self/mounts")
+            .unwrap()
+            .lines()
+            .any(|l| {
+                l.split(' ').nth(1) == Some("/dev/shm") && l.split(' ').nth(2) == Some("tmpfs")
+            });
+        assert!(shm, "this test needs /dev/shm mounted as a tmpfs");
+        assert!(!direct_pays(std::path::Path::new("/dev/shm")));
+        // Any filesystem that is not tmpfs or ramfs (the checkout may be on
+        // a tmpfs, /proc never is).
+        assert!(direct_pays(std::path::Path::new("/proc")));
+    }
     use std::os::unix::fs::MetadataExt;
 
     /// Bytes with runs of zeros at awkward places: aligned whole blocks,

@@ -183,6 +183,7 @@ pub fn restore(
     let (tx, rx) = bounded::<Batch>(threads);
     let (big_tx, big_rx) = bounded::<Batch>(BIG_QUEUE);
     let mut plan = Plan {
+        direct: crate::filewrite::direct_pays(&opts.target),
         big: Some(big_tx),
         index: repo.index(),
         fresh_dirs: std::collections::HashSet::new(),
@@ -288,6 +289,8 @@ pub fn restore(
 
 struct Plan<'a> {
     index: &'a cairn_repo::Index,
+    /// Large files are written directly (see `filewrite::direct_pays`).
+    direct: bool,
     /// Parts of files written directly, queued apart from the batches of
     /// small files (see [`next_batch`]).
     big: Option<crossbeam_channel::Sender<Batch>>,
@@ -480,7 +483,7 @@ impl Plan<'_> {
             node: n.clone(),
             split,
             fresh: self.fresh_dirs.contains(d.parent().unwrap_or(d)),
-            direct: crate::filewrite::wants_direct(off),
+            direct: self.direct && crate::filewrite::wants_direct(off),
             shared: SharedBlocks::default(),
             parts_left: AtomicUsize::new(cuts.len()),
             failed: Mutex::new(None),
