@@ -8,8 +8,10 @@
 #     with `rclone copy` (the directory as files), `cairn copy` to a
 #     replica (the same keys: records as they are), and `cairn copy
 #     --reencrypt` into another owner's repository with its put-only key.
-# Wall time and peak client RSS (GNU time) of each step; page cache warm.
-# Restores run into a directory on the disk, and again into a tmpfs.
+# Wall time, peak client RSS and CPU (GNU time) of each step, and the CPU
+# the store's processes used meanwhile; page cache warm.
+# Restores run into a fresh ext4 filesystem each (a loop-mounted image,
+# when run as root; else a directory on the disk), and again into a tmpfs.
 #   apt-get install -y restic rclone time
 #   cargo install garage --locked --no-default-features --features bundled-libs,lmdb
 #   bench/s3.sh [CORPUS]   # default /tmp/bench/corpus-3g (the 3 GiB mixed corpus, made if absent)
@@ -31,15 +33,48 @@ export HOME=$work/home XDG_CACHE_HOME=$work/home/.cache XDG_CONFIG_HOME=$work/ho
 mkdir -p "$HOME"
 
 pids=
-cleanup() { [ -n "$pids" ] && kill $pids 2>/dev/null || true; }
+cleanup() {
+  [ -n "$pids" ] && kill $pids 2>/dev/null || true
+  mountpoint -q "$work/restore" 2>/dev/null && umount "$work/restore" || true
+  rm -f "$work/restore.img"
+}
 trap cleanup EXIT
 
-# timed NAME CMD...: wall seconds and max RSS (KiB) appended to $work/times
+# An empty ext4 at $work/restore for the next restore. A directory emptied
+# with rm -rf is not the same: on an ext4 without a journal, files created
+# within minutes of a mass delete make the kernel skip the freed inodes
+# one by one (several CPU-seconds, varying from run to run).
+fresh_target() {
+  if mountpoint -q "$work/restore" 2>/dev/null; then umount "$work/restore"; fi
+  rm -rf "$work/restore" "$work/restore.img"
+  mkdir -p "$work/restore"
+  if [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null; then
+    truncate -s $((bytes * 2)) "$work/restore.img"
+    mkfs.ext4 -q -F "$work/restore.img"
+    mount -o loop "$work/restore.img" "$work/restore"
+  fi
+  sync
+}
+
+# CPU time (clock ticks) the store's processes have used so far.
+store_ticks() {
+  local t=0 p
+  for p in $pids; do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo $t
+}
+# timed NAME CMD...: wall seconds, max RSS (KiB), the client's and the
+# store's CPU seconds appended to $work/times. On two shared cores the
+# store's CPU bounds what the client can reach, so both are recorded.
 timed() {
   local name=$1; shift
+  local before after
+  before=$(store_ticks)
   /usr/bin/time -v -o "$work/time.$name" "$@" > "$work/out.$name" 2>&1 || {
     echo "$name failed:"; tail -20 "$work/out.$name"; exit 1; }
-  local wall rss
+  after=$(store_ticks)
+  local wall rss cpu store
   wall=$(python3 - "$work/time.$name" <<'PY'
 import sys
 for l in open(sys.argv[1]):
@@ -50,8 +85,10 @@ for l in open(sys.argv[1]):
 PY
 )
   rss=$(grep "Maximum resident" "$work/time.$name" | awk '{print $NF}')
-  echo "$name $wall $rss" >> "$work/times"
-  echo "$name: $wall s, $((rss / 1024)) MiB"
+  cpu=$(awk -F': ' '/User time|System time/ {s += $2} END {printf "%.2f", s}' "$work/time.$name")
+  store=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / hz}')
+  echo "$name $wall $rss $cpu $store" >> "$work/times"
+  echo "$name: $wall s, $((rss / 1024)) MiB, client $cpu CPU-s, store $store CPU-s"
 }
 : > "$work/times"
 
@@ -69,18 +106,15 @@ for nodes in 1 3; do
   sync; timed "cairn-s3-$nodes" "$cairn" --repo s3://bench/cairn backup --no-progress "$corpus"
   restic -r "s3:$GARAGE_ENDPOINT/bench/restic" -o s3.region=garage init >/dev/null
   sync; timed "restic-s3-$nodes" restic -r "s3:$GARAGE_ENDPOINT/bench/restic" -o s3.region=garage backup -q "$corpus"
-  rm -rf "$work/restore"
-  sync; timed "cairn-restore-$nodes" "$cairn" --repo s3://bench/cairn restore --no-progress latest "$work/restore"
+  fresh_target
+  timed "cairn-restore-$nodes" "$cairn" --repo s3://bench/cairn restore --no-progress latest "$work/restore"
   python3 "$here/bench/verify-restore.py" "$corpus" "$work/restore$corpus" > "$work/verify-cairn-$nodes.txt" || {
     echo "Cairn's restore differs:"; head "$work/verify-cairn-$nodes.txt"; exit 1; }
-  rm -rf "$work/restore"
-  sync; timed "restic-restore-$nodes" restic -r "s3:$GARAGE_ENDPOINT/bench/restic" -o s3.region=garage restore -q latest --target "$work/restore"
-  rm -rf "$work/restore"
-  # The same restores into memory: on this machine's ext4 (no journal),
-  # creating files right after deleting the last restore's costs both
-  # tools several CPU-seconds in the kernel (ext4 skips recently freed
-  # inodes one by one), which varies from run to run; a tmpfs leaves the
-  # store, the network and the client.
+  fresh_target
+  timed "restic-restore-$nodes" restic -r "s3:$GARAGE_ENDPOINT/bench/restic" -o s3.region=garage restore -q latest --target "$work/restore"
+  fresh_target
+  # The same restores into memory: a tmpfs leaves the store, the network
+  # and the client.
   shm=/dev/shm/cairn-s3-bench
   if [ "$(df --output=avail -B1 /dev/shm 2>/dev/null | tail -1)" -gt $((bytes * 2)) ] 2>/dev/null; then
     rm -rf "$shm"
@@ -107,27 +141,41 @@ for nodes in 1 3; do
   kill $pids; wait 2>/dev/null || true; pids=
 done
 repo_bytes=$(du -sb "$work/local/data" | cut -f1)
+if [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null; then
+  target="a fresh loop-mounted ext4 for each restore"
+else
+  target="a directory on the disk, emptied before each restore (not root: no fresh filesystem)"
+fi
 
-python3 - "$work/times" "$bytes" "$repo_bytes" "$("$cairn" --version)" "$(restic version | head -1)" "$(rclone version | head -1)" "$("${CAIRN_GARAGE:-garage}" --version 2>/dev/null | head -1)" > "$here/bench/s3-results.md" <<'PY'
-import sys
-times, size, repo, cv, rv, cl, gv = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:8]
-wall, rss = {}, {}
+python3 - "$work/times" "$bytes" "$repo_bytes" "$("$cairn" --version)" "$(restic version | head -1)" "$(rclone version | head -1)" "$("${CAIRN_GARAGE:-garage}" --version 2>/dev/null | head -1)" "$target" > "$here/bench/s3-results.md" <<'PY'
+import os, sys
+times, size, repo, cv, rv, cl, gv, target = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:9]
+cores = os.cpu_count()
+wall, rss, cpu, store = {}, {}, {}, {}
 for l in open(times):
-    n, w, r = l.split()
-    wall[n] = float(w); rss[n] = int(r) / 1024
+    n, w, r, c, s = l.split()
+    wall[n] = float(w); rss[n] = int(r) / 1024; cpu[n] = float(c); store[n] = float(s)
 tp = lambda n, b=size: b / wall[n] / 2**20
 print("# Repositories on S3: bench/s3.sh\n")
 print(f"The {size / 2**30:.2f} GiB mixed corpus (a {repo / 2**30:.2f} GiB Cairn repository for the copies), "
-      f"on Garage on loopback ({gv}); one run; page cache warm; {cv}, {rv}, {cl}.\n")
-print("| step | wall s | MiB/s | peak client RSS MiB |")
-print("|---|---|---|---|")
+      f"on Garage on loopback ({gv}); one run; page cache warm; {cv}, {rv}, {cl}. "
+      f"Client and store share the machine's {cores} cores. Restores run into {target}, "
+      "and again into a tmpfs.\n")
+print("| step | wall s | MiB/s | peak client RSS MiB | client CPU s | store CPU s |")
+print("|---|---|---|---|---|---|")
 for n in wall:
     b = repo if n.startswith(("rclone", "cairn-copy")) else size
-    print(f"| {n} | {wall[n]:.1f} | {tp(n, b):.0f} | {rss[n]:.0f} |")
+    print(f"| {n} | {wall[n]:.1f} | {tp(n, b):.0f} | {rss[n]:.0f} | {cpu[n]:.1f} | {store[n]:.1f} |")
 print("\n| ratio | 1 node | 3 nodes | bar |")
 print("|---|---|---|---|")
 r = lambda a, b: f"{a / b:.2f}"
 print(f"| Cairn S3 backup / Cairn local, throughput | {r(wall['cairn-local'], wall['cairn-s3-1'])} | {r(wall['cairn-local'], wall['cairn-s3-3'])} | >= 0.7 |")
+# The best an S3 backup could do here: client and store CPU spread over
+# every core without a gap; and the client's own CPU per byte, which is
+# what decides when the store has cores of its own.
+best = lambda n: (cpu[n] + store[n]) / cores
+print(f"| same, at best with the store on these cores (local wall / ((client + store CPU) / {cores})) | {r(wall['cairn-local'], best('cairn-s3-1'))} | {r(wall['cairn-local'], best('cairn-s3-3'))} | |")
+print(f"| same, client CPU only (local CPU / S3 client CPU) | {r(cpu['cairn-local'], cpu['cairn-s3-1'])} | {r(cpu['cairn-local'], cpu['cairn-s3-3'])} | |")
 print(f"| Cairn / restic S3 backup, throughput | {r(wall['restic-s3-1'], wall['cairn-s3-1'])} | {r(wall['restic-s3-3'], wall['cairn-s3-3'])} | >= 2 |")
 print(f"| Cairn / restic S3 restore, throughput | {r(wall['restic-restore-1'], wall['cairn-restore-1'])} | {r(wall['restic-restore-3'], wall['cairn-restore-3'])} | >= 2 |")
 if "cairn-restore-1-tmpfs" in wall and "cairn-restore-3-tmpfs" in wall:
@@ -135,6 +183,22 @@ if "cairn-restore-1-tmpfs" in wall and "cairn-restore-3-tmpfs" in wall:
 print(f"| Cairn / restic S3 backup, peak client RSS | {r(rss['cairn-s3-1'], rss['restic-s3-1'])} | {r(rss['cairn-s3-3'], rss['restic-s3-3'])} | <= 0.5 |")
 print(f"| cairn copy / rclone copy, wall (same keys) | {r(wall['cairn-copy'], wall['rclone-copy'])} | | <= 1.2 |")
 print(f"| cairn copy --reencrypt / rclone copy, throughput | {r(wall['rclone-copy'], wall['cairn-copy-reencrypt'])} | | >= 0.5 |")
+PY
+# The ratios, also in bench/results.md with the other benchmarks' tables.
+python3 - "$here/bench/s3-results.md" "$here/bench/results.md" <<'PY'
+import re, sys
+src, dst = sys.argv[1], sys.argv[2]
+lines = open(src).read().splitlines()
+ratios = "\n".join(lines[next(i for i, l in enumerate(lines) if l.startswith("| ratio")):])
+section = ("## Repositories on S3 (bench/s3.sh)\n\n"
+           "Garage on loopback, one run; every step and its CPU in bench/s3-results.md.\n\n" + ratios + "\n")
+text = open(dst).read()
+head = "## Repositories on S3 (bench/s3.sh)"
+if head in text:
+    text = re.sub(re.escape(head) + r".*?(?=^## |\Z)", lambda m: section + "\n", text, flags=re.S | re.M)
+else:
+    text = text.rstrip("\n") + "\n\n" + section
+open(dst, "w").write(text.rstrip("\n") + "\n")
 PY
 rm -rf "$here/bench/s3-raw"; mkdir -p "$here/bench/s3-raw"
 cp "$work"/time.* "$work/times" "$here/bench/s3-raw/"

@@ -279,16 +279,17 @@ fn backup_with_a_fault_at_any_call_keeps_the_repository_whole() {
     }
 }
 
-/// Over S3 a restore copies chunks it wrote before instead of fetching
-/// them again, files written directly included. A chunk met twice in one
-/// large file is copied from its first place, which must be on the disk
-/// by then, not still in the staging buffer of direct writes.
+/// A restore copies chunks it wrote before instead of fetching them again.
+/// A chunk met twice in one large file is copied from its first place,
+/// which must hold its bytes by then: not still in the staging buffer of
+/// direct writes (local), not a stretch of a file in parts that no worker
+/// has written yet (over S3, where large files are written buffered).
 #[test]
-fn restore_over_a_remote_copies_only_chunks_on_the_disk() {
+fn restore_copies_only_chunks_already_written() {
     // Chunks of exactly 256 KiB: A B A B …, the third chunk a copy of
-    // the first while that is still in the 1 MiB staging buffer. Past
-    // 16 MiB the file is restored in parts, so it is created at its full
-    // length and a read of what is not written yet finds zeros.
+    // the first while that would still be in the 1 MiB staging buffer.
+    // Past 16 MiB the file is restored in parts, so it is created at its
+    // full length and a read of what is not written yet finds zeros.
     let mut f = Fixture::empty((256 << 10, 256 << 10, 256 << 10));
     let (a, b) = (pseudo(256 << 10, 5), pseudo(256 << 10, 6));
     let big: Vec<u8> = (0..70)

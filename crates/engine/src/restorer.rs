@@ -5,10 +5,12 @@
 //! consecutive files, so each worker reads packs roughly in the order they
 //! were written and its read-ahead window serves many small files. Large
 //! files are cut into parts written in parallel at their offsets, so one
-//! big file does not leave the other cores idle. Large files are written
-//! to the disk directly (`filewrite`) and queued apart from the small
-//! ones, so that while one worker waits on the disk another decodes small
-//! files. Every chunk is authenticated before a byte of it is written; a
+//! big file does not leave the other cores idle. From a local repository
+//! large files are written to the disk directly (`filewrite`) and queued
+//! apart from the small ones, so that while one worker waits on the disk
+//! another decodes small files. From a remote one (S3) every file goes
+//! through the page cache: there the workers wait on the network, and a
+//! wait on the disk besides made restores a third slower. Every chunk is authenticated before a byte of it is written; a
 //! file whose data is damaged is removed rather than left with wrong
 //! bytes. A chunk met again (a copied file, a repeated segment) in a small
 //! file is read back from the page cache where this restore already wrote
@@ -87,10 +89,6 @@ pub struct RestoreSummary {
 struct Shared {
     summary: Mutex<RestoreSummary>,
     seen: Mutex<HashMap<Id, Seen>>,
-    /// Chunks written directly are remembered for copying too: where
-    /// every read is a request, reading a chunk back from the disk costs
-    /// less than fetching, opening and decompressing it again.
-    copy_direct: bool,
 }
 
 /// Where a chunk of this restore was written.
@@ -172,7 +170,6 @@ pub fn restore(
     let shared = Shared {
         summary: Mutex::new(RestoreSummary::default()),
         seen: Mutex::new(HashMap::new()),
-        copy_direct: repo.storage().read_concurrency() > 1,
     };
     // Over a network each worker waits on its reads: more of them keep
     // the link busy (and the cores, between answers).
@@ -183,7 +180,8 @@ pub fn restore(
     let (tx, rx) = bounded::<Batch>(threads);
     let (big_tx, big_rx) = bounded::<Batch>(BIG_QUEUE);
     let mut plan = Plan {
-        direct: crate::filewrite::direct_pays(&opts.target),
+        direct: repo.storage().read_concurrency() == 1
+            && crate::filewrite::direct_pays(&opts.target),
         big: Some(big_tx),
         index: repo.index(),
         fresh_dirs: std::collections::HashSet::new(),
@@ -289,7 +287,9 @@ pub fn restore(
 
 struct Plan<'a> {
     index: &'a cairn_repo::Index,
-    /// Large files are written directly (see `filewrite::direct_pays`).
+    /// Large files are written directly: the repository is local (see
+    /// the module's comment) and the target is on a device
+    /// (`filewrite::direct_pays`).
     direct: bool,
     /// Parts of files written directly, queued apart from the batches of
     /// small files (see [`next_batch`]).
@@ -488,7 +488,6 @@ impl Plan<'_> {
             parts_left: AtomicUsize::new(cuts.len()),
             failed: Mutex::new(None),
             writing: Mutex::new(()),
-            written: Mutex::new(Vec::new()),
         });
         for (k, &(first, offset)) in cuts.iter().enumerate() {
             let last = cuts.get(k + 1).map(|c| c.0).unwrap_or(n.content.len());
@@ -621,10 +620,6 @@ struct FileJob {
     /// other copies; this lock makes the second worker sleep instead, so
     /// one decodes while the other writes.
     writing: Mutex<()>,
-    /// Chunks written directly, offered for copying once the whole file
-    /// is on the disk: until then a part may sit in a staging buffer, or
-    /// a block it shares with the next part be unwritten.
-    written: Mutex<Vec<(Id, Seen)>>,
 }
 
 /// A run of consecutive chunks of one file, written at `offset`.
@@ -703,10 +698,6 @@ fn read_back(path: &Path, offset: u64, len: usize, buf: &mut Vec<u8>) -> std::io
 
 pub(crate) use cairn_chunker::is_zero;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn restore_part(
     w: &mut Worker<'_>,
     part: Part,
@@ -733,9 +724,6 @@ fn restore_part(
     let failed = file.failed.lock().unwrap_or_else(|p| p.into_inner()).take();
     match failed {
         None => {
-            for (id, seen) in std::mem::take(&mut *lock(&file.written)) {
-                shared.seen_at(id, seen);
-            }
             shared.with(|s| {
                 s.files += 1;
                 s.bytes += file.node.size;
@@ -814,21 +802,17 @@ fn write_part(
                 out.write(&w.data)
             }
             .map_err(|e| io("write", e))?;
-            // Bytes written directly are on the disk, not in memory:
-            // locally a copy would read them back from the disk, which
-            // large files keep busy, so decoding them again costs less.
-            if fresh && (!direct || shared.copy_direct) {
+            // Bytes written directly are on the disk, not in memory: a
+            // copy would read them back from the disk, which large files
+            // keep busy, so decoding them again costs less.
+            if fresh && !direct {
                 let seen = Seen {
                     path: file.dest.clone(),
                     offset: pos,
                     len,
                     zero: w.zero,
                 };
-                if direct {
-                    lock(&file.written).push((*id, seen));
-                } else {
-                    shared.seen_at(*id, seen);
-                }
+                shared.seen_at(*id, seen);
             }
             pos += len as u64;
             progress.bytes.fetch_add(len as u64, Ordering::Relaxed);
