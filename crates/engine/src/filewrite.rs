@@ -443,6 +443,7 @@ fn set_direct(f: &File, on: bool) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn direct_writes_only_where_there_is_a_device() {
@@ -459,7 +460,6 @@ mod tests {
         // a tmpfs, /proc never is).
         assert!(direct_pays(std::path::Path::new("/proc")));
     }
-    use std::os::unix::fs::MetadataExt;
 
     /// Bytes with runs of zeros at awkward places: aligned whole blocks,
     /// unaligned runs, and a long run.

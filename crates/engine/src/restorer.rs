@@ -9,10 +9,10 @@
 //! large files are written to the disk directly (`filewrite`) and queued
 //! apart from the small ones, so that while one worker waits on the disk
 //! another decodes small files. From a remote one (S3) every file goes
-//! through the page cache: there the workers wait on the network, and a
-//! wait on the disk besides made restores a third slower. Every chunk is authenticated before a byte of it is written; a
-//! file whose data is damaged is removed rather than left with wrong
-//! bytes. A chunk met again (a copied file, a repeated segment) in a small
+//! through the page cache: there the workers wait on the network, and
+//! waiting on the disk besides made restores take about 40% longer. Every
+//! chunk is authenticated before a byte of it is written; a file whose
+//! data is damaged is removed rather than left with wrong bytes. A chunk met again (a copied file, a repeated segment) in a small
 //! file is read back from the page cache where this restore already wrote
 //! it rather than decoded a second time: its bytes were authenticated when
 //! first written, and a copy costs a small part of decrypting,
