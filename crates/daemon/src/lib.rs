@@ -12,6 +12,7 @@ pub mod announce;
 pub mod boxed;
 pub mod config;
 pub mod drill;
+pub mod forge_paging;
 pub mod guards;
 pub mod hooks;
 pub mod maint;
