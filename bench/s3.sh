@@ -32,6 +32,10 @@ export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench
 export HOME=$work/home XDG_CACHE_HOME=$work/home/.cache XDG_CONFIG_HOME=$work/home/.config XDG_DATA_HOME=$work/home/.local/share
 mkdir -p "$HOME"
 
+# As root, each restore gets a fresh filesystem (see fresh_target).
+loopfs=no
+if [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null; then loopfs=yes; fi
+
 pids=
 cleanup() {
   [ -n "$pids" ] && kill $pids 2>/dev/null || true
@@ -48,7 +52,7 @@ fresh_target() {
   if mountpoint -q "$work/restore" 2>/dev/null; then umount "$work/restore"; fi
   rm -rf "$work/restore" "$work/restore.img"
   mkdir -p "$work/restore"
-  if [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null; then
+  if [ "$loopfs" = yes ]; then
     truncate -s $((bytes * 2)) "$work/restore.img"
     mkfs.ext4 -q -F "$work/restore.img"
     mount -o loop "$work/restore.img" "$work/restore"
@@ -141,7 +145,7 @@ for nodes in 1 3; do
   kill $pids; wait 2>/dev/null || true; pids=
 done
 repo_bytes=$(du -sb "$work/local/data" | cut -f1)
-if [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null; then
+if [ "$loopfs" = yes ]; then
   target="a fresh loop-mounted ext4 for each restore"
 else
   target="a directory on the disk, emptied before each restore (not root: no fresh filesystem)"

@@ -78,20 +78,20 @@ pub struct Limits<'a> {
 pub fn wait_before(l: &Limits<'_>, now: SystemTime) -> Option<Duration> {
     let spent = l.remaining.map(str::trim) == Some("0");
     let limited = l.status == 429 || (l.status == 403 && (spent || l.retry_after.is_some()));
-    let wait = retry_after(l.retry_after, now)
-        .or_else(|| spent.then(|| until_reset(l.reset, now)).flatten())
-        .or_else(|| limited.then_some(BARE_LIMIT_WAIT));
     if !limited && !spent {
         return None;
     }
-    wait.map(|w| w.min(MAX_WAIT))
+    let wait = retry_after(l.retry_after, now)
+        .or_else(|| spent.then(|| until_reset(l.reset, now)).flatten())
+        .unwrap_or(BARE_LIMIT_WAIT);
+    Some(wait.min(MAX_WAIT))
 }
 
 /// `Retry-After`: delay seconds, or an HTTP date.
 fn retry_after(value: Option<&str>, now: SystemTime) -> Option<Duration> {
     let v = value?.trim();
     if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs.min(MAX_WAIT.as_secs())));
+        return Some(Duration::from_secs(secs));
     }
     let at = jiff::fmt::rfc2822::parse(v).ok()?.timestamp();
     let at = SystemTime::try_from(at).ok()?;

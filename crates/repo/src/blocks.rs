@@ -47,10 +47,15 @@ struct Run {
 
 impl Drop for Run {
     fn drop(&mut self) {
-        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
-        if spare.len() < SPARE {
-            spare.push(std::mem::take(&mut self.buf));
-        }
+        keep_spare(&self.spare, std::mem::take(&mut self.buf));
+    }
+}
+
+/// Keeps `buf` for the next fetch, unless [`SPARE`] buffers are kept.
+fn keep_spare(spare: &Spare, buf: Vec<u8>) {
+    let mut spare = spare.lock().unwrap_or_else(|p| p.into_inner());
+    if spare.len() < SPARE {
+        spare.push(buf);
     }
 }
 
@@ -170,11 +175,7 @@ impl BlockCache {
                 Ok(first.expect("a run has a block"))
             }
             Err(e) => {
-                let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
-                if spare.len() < SPARE {
-                    spare.push(buf);
-                }
-                drop(spare);
+                keep_spare(&self.spare, buf);
                 // Nothing stays marked as loading: a waiter tries itself.
                 for b in n..end {
                     st.slots.remove(&(pack, b));
