@@ -116,6 +116,89 @@ pub enum Command {
     /// over this SSH connection (the forced command of the box's key in
     /// `authorized_keys`). Needs --key-file, the machine's put-only key.
     PullAgent(PullAgentArgs),
+    /// Mirror every repository of a GitHub, GitLab, Gitea or Forgejo
+    /// owner without losing what upstream rewrites or deletes, and
+    /// restore a mirror from a snapshot.
+    #[command(subcommand)]
+    Git(GitCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GitCommand {
+    /// Bring the mirrors of a forge owner up to date, keeping the old tip
+    /// of every ref upstream rewrote or deleted, then snapshot them into
+    /// the repository (group git:FORGE/OWNER).
+    Mirror(GitMirrorArgs),
+    /// Restore one mirror from a snapshot as a bare repository that `git
+    /// clone` accepts, preserved refs included.
+    Restore(GitRestoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GitMirrorArgs {
+    /// github, gitlab, gitea or forgejo.
+    #[arg(long, value_parser = ["github", "gitlab", "gitea", "forgejo"])]
+    pub forge: String,
+    /// User, organisation or GitLab group (with its subgroups).
+    #[arg(long)]
+    pub owner: String,
+    /// The forge's web address, for a self-hosted one (default: the
+    /// public instance).
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// A file holding the API token (private repositories; without one,
+    /// public repositories only and a low rate limit).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Mirror only names matching this pattern (`*` matches any run of
+    /// characters; repeatable).
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Leave out names matching this pattern (repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Mirror forks too.
+    #[arg(long)]
+    pub forks: bool,
+    /// Leave out archived repositories.
+    #[arg(long)]
+    pub no_archived: bool,
+    /// Leave out wikis.
+    #[arg(long)]
+    pub no_wikis: bool,
+    /// Fetch over SSH (your ssh keys and config) rather than HTTPS with the
+    /// token.
+    #[arg(long)]
+    pub ssh: bool,
+    /// Fetches at once.
+    #[arg(long, default_value_t = cairn_daemon::git::DEFAULT_FETCHES, value_parser = clap::value_parser!(usize))]
+    pub fetches: usize,
+    /// Where the mirrors live (default:
+    /// $XDG_STATE_HOME/cairn/git/FORGE-OWNER).
+    #[arg(long)]
+    pub mirrors: Option<PathBuf>,
+    /// Only mirror; write no snapshot.
+    #[arg(long)]
+    pub no_snapshot: bool,
+    /// Snapshot group (default git:FORGE/OWNER).
+    #[arg(long)]
+    pub group: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct GitRestoreArgs {
+    /// The snapshot (ID, prefix, or `latest` with --group).
+    pub snapshot: String,
+    /// The repository: its name, a former name, or the forge's ID.
+    pub name: String,
+    /// New directory for the bare repository.
+    pub dest: PathBuf,
+    /// Pick `latest` within this group.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Then push every ref (`git push --mirror`) to this fresh remote.
+    #[arg(long)]
+    pub push: Option<String>,
 }
 
 #[derive(Args, Debug)]

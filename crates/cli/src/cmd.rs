@@ -7,6 +7,7 @@ mod copy;
 mod daemon;
 mod diff;
 mod forget;
+mod git;
 mod init;
 mod key;
 mod ls;
@@ -50,6 +51,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Status(a) => daemon::status(&ctx, a),
         Command::Approve(a) => daemon::approve(a),
         Command::PullAgent(a) => agent::run(&ctx, a),
+        Command::Git(c) => git::run(&ctx, c),
     }
 }
 

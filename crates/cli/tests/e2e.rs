@@ -51,3 +51,6 @@ mod s3;
 
 #[path = "e2e/copy.rs"]
 mod copy;
+
+#[path = "e2e/git.rs"]
+mod git;

@@ -41,6 +41,9 @@ impl Announce for LogOnly {
             report.message,
             alert.map_or(String::new(), |a| format!(" [alert: {}]", a.name()))
         ));
+        for n in &report.news {
+            log_line(&format!("job {}: upstream: {n}", job.name));
+        }
     }
     fn alert(&self, job: &Job, alert: Alert, message: &str) {
         log_line(&format!(
@@ -186,13 +189,18 @@ impl Announce for Notifying {
             self.send(job, EventKind::Succeeded, &report.message);
         }
         let kind = match alert {
-            Some(Alert::Failed) => EventKind::Failed,
-            Some(Alert::Refused) => EventKind::Refused,
-            Some(Alert::Overdue) => EventKind::Overdue,
-            Some(Alert::Recovered) => EventKind::Recovered,
-            None => return,
+            Some(Alert::Failed) => Some(EventKind::Failed),
+            Some(Alert::Refused) => Some(EventKind::Refused),
+            Some(Alert::Overdue) => Some(EventKind::Overdue),
+            Some(Alert::Recovered) => Some(EventKind::Recovered),
+            None => None,
         };
-        self.send(job, kind, &report.message);
+        if let Some(kind) = kind {
+            self.send(job, kind, &report.message);
+        }
+        if !report.news.is_empty() {
+            self.send(job, EventKind::Upstream, &report.news.join("\n"));
+        }
     }
     fn alert(&self, job: &Job, alert: Alert, message: &str) {
         LogOnly.alert(job, alert, message);

@@ -192,6 +192,9 @@ pub enum Kind {
         /// Groups it copies (`*` matches any run of characters).
         group: Option<String>,
     },
+    /// Mirror every repository of a forge owner, then snapshot the
+    /// mirrors.
+    Git(crate::git::GitJob),
     /// Restore a sample and compare it with the source.
     Drill {
         /// Groups it samples.
@@ -216,6 +219,7 @@ impl Kind {
             Kind::Verify { .. } => "verify",
             Kind::Copy { .. } => "copy",
             Kind::Drill { .. } => "drill",
+            Kind::Git(_) => "git",
         }
     }
 }
@@ -490,6 +494,16 @@ struct RawJob {
     subset: Option<Spanned<String>>,
     sample: Option<Spanned<RawSample>>,
     to: Option<Spanned<String>>,
+    forge: Option<Spanned<String>>,
+    base_url: Option<Spanned<String>>,
+    owner: Option<Spanned<String>>,
+    token_file: Option<Spanned<PathBuf>>,
+    include: Option<Spanned<Vec<String>>>,
+    forks: Option<Spanned<bool>>,
+    archived: Option<Spanned<bool>>,
+    wikis: Option<Spanned<bool>>,
+    protocol: Option<Spanned<String>>,
+    fetches: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -1024,7 +1038,8 @@ impl Config {
                 ),
             );
         }
-        const KINDS: &str = "backup, pull, command, retention, prune, check, verify, copy or drill";
+        const KINDS: &str =
+            "backup, pull, command, git, retention, prune, check, verify, copy or drill";
         let kind_name = j.kind.get_ref().as_str();
         // Which optional keys each kind takes.
         let allowed: &[&str] = match KIND_KEYS.iter().find(|(k, _)| *k == kind_name) {
@@ -1038,7 +1053,7 @@ impl Config {
                 return;
             }
         };
-        let present: [(&str, Option<usize>); 22] = [
+        let present: [(&str, Option<usize>); 32] = [
             ("paths", j.paths.as_ref().map(|s| s.span().start)),
             ("exclude", j.exclude.as_ref().map(|s| s.span().start)),
             (
@@ -1088,6 +1103,16 @@ impl Config {
             ("subset", j.subset.as_ref().map(|s| s.span().start)),
             ("sample", j.sample.as_ref().map(|s| s.span().start)),
             ("to", j.to.as_ref().map(|s| s.span().start)),
+            ("forge", j.forge.as_ref().map(|s| s.span().start)),
+            ("base_url", j.base_url.as_ref().map(|s| s.span().start)),
+            ("owner", j.owner.as_ref().map(|s| s.span().start)),
+            ("token_file", j.token_file.as_ref().map(|s| s.span().start)),
+            ("include", j.include.as_ref().map(|s| s.span().start)),
+            ("forks", j.forks.as_ref().map(|s| s.span().start)),
+            ("archived", j.archived.as_ref().map(|s| s.span().start)),
+            ("wikis", j.wikis.as_ref().map(|s| s.span().start)),
+            ("protocol", j.protocol.as_ref().map(|s| s.span().start)),
+            ("fetches", j.fetches.as_ref().map(|s| s.span().start)),
         ];
         for (key, pos) in present {
             if let Some(pos) = pos
@@ -1306,6 +1331,7 @@ impl Config {
                 },
             },
             "check" => Kind::Check,
+            "git" => Kind::Git(git_job(p, &ctx, at, &j, group)),
             "copy" => {
                 let to = match &j.to {
                     Some(t) => {
@@ -1443,6 +1469,81 @@ impl Config {
     }
 }
 
+/// A `kind = "git"` job's keys.
+fn git_job(
+    p: &mut Problems,
+    ctx: &str,
+    at: usize,
+    j: &RawJob,
+    group: Option<String>,
+) -> crate::git::GitJob {
+    use crate::git::{GitJob, forge::ForgeKind};
+    let mut g = GitJob {
+        group,
+        ..GitJob::default()
+    };
+    match &j.forge {
+        Some(f) => match ForgeKind::parse(f.get_ref()) {
+            Some(k) => g.forge = k,
+            None => p.span(
+                f,
+                format!(
+                    "{ctx}: forge = {:?}; accepted: github, gitlab, gitea, forgejo",
+                    f.get_ref()
+                ),
+            ),
+        },
+        None => p.at(
+            at,
+            format!("{ctx}: a git job needs forge = \"github\" (or gitlab, gitea, forgejo)"),
+        ),
+    }
+    match &j.owner {
+        Some(o) if !o.get_ref().trim().is_empty() => g.owner = o.get_ref().trim().to_string(),
+        Some(o) => p.span(o, format!("{ctx}: owner is empty")),
+        None => p.at(
+            at,
+            format!("{ctx}: a git job needs owner = \"USER, ORGANISATION OR GROUP\""),
+        ),
+    }
+    if let Some(b) = &j.base_url {
+        let v = b.get_ref();
+        if !(v.starts_with("https://") || v.starts_with("http://")) {
+            p.span(
+                b,
+                format!("{ctx}: base_url is the forge's web address, https://…"),
+            );
+        }
+        g.base_url = Some(v.trim_end_matches('/').to_string());
+    }
+    g.token_file = j.token_file.as_ref().map(|t| t.get_ref().clone());
+    if let Some(i) = &j.include {
+        g.include = i.get_ref().clone();
+    }
+    if let Some(e) = &j.exclude {
+        g.exclude = e.get_ref().clone();
+    }
+    g.forks = j.forks.as_ref().is_some_and(|x| *x.get_ref());
+    g.archived = j.archived.as_ref().is_none_or(|x| *x.get_ref());
+    g.wikis = j.wikis.as_ref().is_none_or(|x| *x.get_ref());
+    match j.protocol.as_ref().map(|x| (x, x.get_ref().as_str())) {
+        None | Some((_, "https")) => {}
+        Some((_, "ssh")) => g.ssh = true,
+        Some((x, v)) => p.span(x, format!("{ctx}: protocol = {v:?}; accepted: https, ssh")),
+    }
+    g.ssh_command = j.ssh_command.as_ref().map(|c| c.get_ref().clone());
+    if let Some(f) = &j.fetches {
+        match usize::try_from(*f.get_ref()) {
+            Ok(n @ 1..=64) => g.fetches = n,
+            _ => p.span(
+                f,
+                format!("{ctx}: fetches is how many fetches run at once, 1 to 64"),
+            ),
+        }
+    }
+    g
+}
+
 /// Which optional keys each kind takes (`check` takes none).
 const KIND_KEYS: &[(&str, &[&str])] = &[
     (
@@ -1486,6 +1587,25 @@ const KIND_KEYS: &[(&str, &[&str])] = &[
     ("verify", &["subset"]),
     ("drill", &["group", "sample"]),
     ("copy", &["to", "group"]),
+    (
+        "git",
+        &[
+            "forge",
+            "base_url",
+            "owner",
+            "token_file",
+            "include",
+            "exclude",
+            "forks",
+            "archived",
+            "wikis",
+            "protocol",
+            "ssh_command",
+            "fetches",
+            "group",
+            "keep",
+        ],
+    ),
 ];
 
 /// The shrink guard's default: a backup that lost half of its files or

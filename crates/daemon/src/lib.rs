@@ -13,6 +13,7 @@ pub mod boxed;
 pub mod config;
 pub mod drill;
 pub mod forge_paging;
+pub mod git;
 pub mod guards;
 pub mod hooks;
 pub mod maint;

@@ -51,6 +51,10 @@ pub enum EventKind {
     Overdue,
     /// A job that was failing, refused or overdue succeeded again.
     Recovered,
+    /// Upstream dropped history a git job kept: a force-push, a deleted
+    /// branch or tag, a moved tag, a deleted repository. Sent once per
+    /// change, whatever the run's outcome.
+    Upstream,
 }
 
 impl EventKind {
@@ -63,6 +67,7 @@ impl EventKind {
             EventKind::Refused => "refused",
             EventKind::Overdue => "overdue",
             EventKind::Recovered => "recovered",
+            EventKind::Upstream => "upstream",
         }
     }
 
@@ -209,7 +214,11 @@ impl Channel {
 
     /// Whether an event of this kind goes to it at all.
     fn takes(&self, kind: EventKind) -> bool {
-        kind.is_alert() || matches!(self, Channel::Healthchecks { .. })
+        match self {
+            // A ping says whether the job runs; upstream news is not that.
+            Channel::Healthchecks { .. } => kind != EventKind::Upstream,
+            _ => kind.is_alert(),
+        }
     }
 }
 

@@ -28,6 +28,11 @@ pub struct Report {
     pub took_ms: u64,
     /// A drill proved a restore: `record` dates the last proven restore.
     pub proven: bool,
+    /// What happened upstream that a person should hear of (a git job's
+    /// rewritten refs and deleted repositories), alerted once.
+    pub news: Vec<String>,
+    /// A git job's figures, for status and metrics.
+    pub git: Option<Box<crate::state::GitStats>>,
 }
 
 impl Default for Report {
@@ -40,6 +45,8 @@ impl Default for Report {
             started_ns: 0,
             took_ms: 0,
             proven: false,
+            news: Vec::new(),
+            git: None,
         }
     }
 }
@@ -140,6 +147,7 @@ impl Run<'_> {
                 }
             }
             Kind::Copy { to, group } => self.copy(repo_cfg, to, group.clone()),
+            Kind::Git(g) => self.git(repo_cfg, g),
             Kind::Command(c) => self.command(repo_cfg, c),
             Kind::Pull(p) => self.pull(repo_cfg, p),
             Kind::Drill {
@@ -366,6 +374,97 @@ impl Run<'_> {
         let mut outcome = Outcome::Ok;
         if let Some(policy) = &job.keep {
             match self.retention(&repo, &group, policy) {
+                Ok(m) => message.push_str(&format!("; {m}")),
+                Err(e) => {
+                    message.push_str(&format!("; retention failed: {e}"));
+                    outcome = Outcome::Failed;
+                }
+            }
+        }
+        Report {
+            outcome,
+            message,
+            snapshot: s.snapshot,
+            bytes_added: s.bytes_added,
+            ..Report::default()
+        }
+    }
+
+    /// Brings the job's forge mirrors up to date, then snapshots them.
+    /// A listing that fails touches no mirror and writes no snapshot; a
+    /// fetch that fails leaves its mirror as it was, and the snapshot
+    /// still records the others.
+    fn git(&self, repo_cfg: &crate::config::Repository, g: &crate::git::GitJob) -> Report {
+        let root = crate::git::mirrors_dir(self.state.root(), &self.job.name);
+        let sum = match crate::git::mirror(g, &root, &crate::git::Pace::from_env(), &self.cancel) {
+            Ok(s) => s,
+            Err(crate::git::GitError::Interrupted) => {
+                return Report {
+                    outcome: Outcome::Interrupted,
+                    message: "stopped during mirroring; the mirrors are consistent and the next run goes on".into(),
+                    ..Report::default()
+                };
+            }
+            Err(e) => return Report::failed(e.to_string()),
+        };
+        let stats = crate::state::GitStats {
+            repositories: sum.mirrored as u64,
+            fetched: sum.fetched as u64,
+            bytes_fetched: sum.bytes,
+            rewritten_refs: sum.preserved.len() as u64,
+            deleted: sum.deleted.clone(),
+            failed: sum.failed.len() as u64,
+            limit_waits: sum.limit_waits,
+        };
+        let mut report = self.snapshot_dir(repo_cfg, &root, &g.group());
+        report.message = format!("{}; {}", sum.message(), report.message);
+        if !sum.failed.is_empty() && report.outcome == Outcome::Ok {
+            report.outcome = Outcome::Failed;
+        }
+        report.news = sum.news();
+        report.git = Some(Box::new(stats));
+        report
+    }
+
+    /// A snapshot of one directory in `group`, with the job's retention.
+    fn snapshot_dir(
+        &self,
+        repo_cfg: &crate::config::Repository,
+        dir: &std::path::Path,
+        group: &str,
+    ) -> Report {
+        let mut repo = match self.open_for_writing(repo_cfg) {
+            Ok(r) => r,
+            Err(r) => return r,
+        };
+        let opts = crate::git::snapshot_options(
+            &repo,
+            dir,
+            group,
+            format!("cairn daemon: job {}", self.job.name),
+        );
+        let s = match backup(&mut repo, &opts, &self.progress, &self.cancel) {
+            Ok(s) => s,
+            Err(cairn_engine::Error::Interrupted) => {
+                return Report {
+                    outcome: Outcome::Interrupted,
+                    message: "stopped before the snapshot was committed; the next run resumes"
+                        .into(),
+                    ..Report::default()
+                };
+            }
+            Err(e) => return Report::failed(format!("snapshot of the mirrors: {e}")),
+        };
+        let id = s.snapshot.clone().unwrap_or_default();
+        let mut message = format!(
+            "snapshot {} of {group}: {} files, {} added",
+            &id[..id.len().min(8)],
+            s.new_files + s.changed_files + s.unchanged_files,
+            cairn_maint::units::human(s.bytes_added)
+        );
+        let mut outcome = Outcome::Ok;
+        if let Some(policy) = &self.job.keep {
+            match self.retention(&repo, group, policy) {
                 Ok(m) => message.push_str(&format!("; {m}")),
                 Err(e) => {
                     message.push_str(&format!("; retention failed: {e}"));
@@ -722,6 +821,9 @@ pub fn record(st: &mut JobState, r: &Report, started_ns: i64, took: Duration) {
             }
             if r.proven {
                 st.last_proven_ns = st.last_end_ns;
+            }
+            if r.git.is_some() {
+                st.git = r.git.as_deref().cloned();
             }
         }
         Outcome::Refused => {

@@ -96,6 +96,29 @@ pub struct JobState {
     /// Runs a guard refused.
     #[serde(default)]
     pub refusals: u64,
+    /// A git job's figures from its last run that got past the listing.
+    #[serde(default)]
+    pub git: Option<GitStats>,
+}
+
+/// What a git job's last run found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitStats {
+    /// Repositories mirrored.
+    pub repositories: u64,
+    /// Mirrors fetched (the rest were unchanged upstream).
+    pub fetched: u64,
+    /// Bytes of packs fetched.
+    pub bytes_fetched: u64,
+    /// Refs rewritten, deleted or moved upstream whose old tip was kept.
+    pub rewritten_refs: u64,
+    /// Repositories deleted upstream whose mirrors are kept.
+    #[serde(default)]
+    pub deleted: Vec<String>,
+    /// Fetches that failed.
+    pub failed: u64,
+    /// Times a rate limit made the listing wait.
+    pub limit_waits: u32,
 }
 
 impl JobState {

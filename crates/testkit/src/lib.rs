@@ -4,6 +4,7 @@
 //! source forging copies of other sources' blobs (dedup poisoning).
 
 pub mod conformance;
+pub mod forge;
 pub mod garage;
 pub mod proxy;
 

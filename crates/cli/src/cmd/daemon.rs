@@ -188,9 +188,13 @@ pub fn run_job(ctx: &Ctx, a: JobArgs) -> Result<i32> {
             "outcome": word.to_lowercase(),
             "message": rec.report.message,
             "snapshot": rec.report.snapshot,
+            "upstream": rec.report.news,
         }))?;
     } else {
         println!("job {}: {word}: {}", a.job, rec.report.message);
+        for n in &rec.report.news {
+            println!("  upstream: {n}");
+        }
     }
     Ok(match rec.report.outcome {
         Outcome::Ok => exit::OK,

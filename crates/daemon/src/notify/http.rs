@@ -129,6 +129,7 @@ pub(super) fn ntfy(
         Some(EventKind::Recovered) => "white_check_mark",
         Some(EventKind::Started) => "arrow_forward",
         Some(EventKind::Succeeded) => "heavy_check_mark",
+        Some(EventKind::Upstream) => "rewind",
         None => "warning",
     };
     let mut headers = vec![
