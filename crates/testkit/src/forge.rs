@@ -362,9 +362,12 @@ impl State {
                 next_url(page + 1),
                 next_url(1)
             );
-            extra.push(("link", link));
             if kind == "gitlab" {
+                // GitLab sends a Link header too; leaving it out makes
+                // the client's use of `x-next-page` testable.
                 extra.push(("x-next-page", (page + 1).to_string()));
+            } else {
+                extra.push(("link", link));
             }
         } else if kind == "gitlab" {
             extra.push(("x-next-page", String::new()));

@@ -544,3 +544,227 @@ fn fingerprint(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     walk(dir, dir, &mut out);
     out
 }
+
+/// GitLab (a group with a subgroup, paged by `x-next-page`, a bare 429)
+/// and Gitea (a user, paged by `Link`, a spent limit with its reset,
+/// archived and fork filters) through `cairn git mirror`, and fetches
+/// over SSH from a real OpenSSH server.
+#[test]
+fn gitlab_gitea_and_ssh_mirrors() {
+    let env = Env::new();
+    env.ok(&["init"]);
+
+    // GitLab: group "team" with a project in subgroup "infra".
+    let gl = Forge::start(&env.path("gitlab"), "team", true);
+    gl.model.lock().unwrap().per_page = 1;
+    gl.model.lock().unwrap().token = Some("gl-tok".into());
+    std::fs::write(env.path("gl-token"), "gl-tok").unwrap();
+    let mut app = Work::new(&env, "app", gl.add_repo("app"));
+    app.commit();
+    app.push();
+    let mut deploy = Work::new(&env, "deploy", gl.add_repo("infra/deploy"));
+    deploy.commit();
+    deploy.push();
+    gl.model.lock().unwrap().limit_at = Some((3, Limit::Bare429));
+    let mirrors = env.path("gl-mirrors");
+    let out = cairn(
+        &env,
+        &[
+            "--repo",
+            s(&env.repo),
+            "git",
+            "mirror",
+            "--forge",
+            "gitlab",
+            "--base-url",
+            &gl.url,
+            "--owner",
+            "team",
+            "--token-file",
+            s(&env.path("gl-token")),
+            "--mirrors",
+            s(&mirrors),
+        ],
+    )
+    .expect(0);
+    assert!(
+        out.stdout.contains("2 repositories mirrored (2 listed)")
+            && out.stdout.contains("waited 0 s for rate limits"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(refs(&mirrors.join("app.git")), refs(&app.bare));
+    assert_eq!(refs(&mirrors.join("infra/deploy.git")), refs(&deploy.bare));
+    let snaps = json(&env.ok(&["--json", "snapshots"]));
+    assert_eq!(snaps[0]["group"], "git:gitlab/team");
+    let dest = env.path("deploy-restored");
+    env.ok(&[
+        "git",
+        "restore",
+        "latest",
+        "infra/deploy",
+        s(&dest),
+        "--group",
+        "git:gitlab/team",
+    ]);
+    assert_eq!(refs(&dest), refs(&deploy.bare));
+
+    // Gitea: a user, two pages, a spent limit on the second.
+    let gt = Forge::start(&env.path("gitea"), "alice", false);
+    gt.model.lock().unwrap().per_page = 2;
+    gt.model.lock().unwrap().token = Some("gt-tok".into());
+    std::fs::write(env.path("gt-token"), "gt-tok").unwrap();
+    let mut names = Vec::new();
+    for n in ["dots", "notes", "attic", "forked"] {
+        let mut w = Work::new(&env, &format!("gt-{n}"), gt.add_repo(n));
+        w.commit();
+        w.push();
+        names.push(w);
+    }
+    {
+        let mut m = gt.model.lock().unwrap();
+        for r in &mut m.repos {
+            r.archived = r.name == "attic";
+            r.fork = r.name == "forked";
+        }
+        m.limit_at = Some((3, Limit::Spent403));
+    }
+    let gmirrors = env.path("gt-mirrors");
+    let t = Instant::now();
+    let out = cairn(
+        &env,
+        &[
+            "--repo",
+            s(&env.repo),
+            "git",
+            "mirror",
+            "--forge",
+            "gitea",
+            "--base-url",
+            &gt.url,
+            "--owner",
+            "alice",
+            "--token-file",
+            s(&env.path("gt-token")),
+            "--no-archived",
+            "--mirrors",
+            s(&gmirrors),
+            "--no-snapshot",
+        ],
+    )
+    .expect(0);
+    assert!(
+        out.stdout.contains("2 repositories mirrored (4 listed)")
+            && out.stdout.contains("for rate limits"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        t.elapsed() >= Duration::from_secs(1),
+        "waited for the reset"
+    );
+    assert!(gmirrors.join("dots.git").exists() && gmirrors.join("notes.git").exists());
+    assert!(!gmirrors.join("attic.git").exists() && !gmirrors.join("forked.git").exists());
+    assert_eq!(
+        json(&env.ok(&["--json", "snapshots"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // An unreachable forge: a clear error, nothing touched.
+    let before = fingerprint(&gmirrors);
+    let out = cairn(
+        &env,
+        &[
+            "git",
+            "mirror",
+            "--forge",
+            "gitea",
+            "--base-url",
+            "http://127.0.0.1:9",
+            "--owner",
+            "alice",
+            "--mirrors",
+            s(&gmirrors),
+            "--no-snapshot",
+        ],
+    );
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("is unreachable") && out.stderr.contains("no mirror was touched"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(fingerprint(&gmirrors), before);
+
+    // Over SSH: the forge's ssh_url, the user's ssh command.
+    let server = crate::ssh::sshd(env.dir.path(), None);
+    gt.model.lock().unwrap().ssh_base = Some(format!(
+        "ssh://{}@127.0.0.1:{}{}",
+        crate::ssh::user(),
+        server.port,
+        gt.root.display()
+    ));
+    names[0].commit();
+    names[0].push();
+    let smirrors = env.path("ssh-mirrors");
+    let mut c = env.cmd();
+    c.env("GIT_SSH_COMMAND", crate::ssh::ssh_command(&server))
+        .args([
+            "git",
+            "mirror",
+            "--forge",
+            "gitea",
+            "--base-url",
+            &gt.url,
+            "--owner",
+            "alice",
+            "--token-file",
+            s(&env.path("gt-token")),
+            "--ssh",
+            "--mirrors",
+            s(&smirrors),
+            "--no-snapshot",
+        ]);
+    let out = crate::util::run(c).expect(0);
+    assert!(
+        out.stdout.contains("3 repositories mirrored (4 listed)"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(refs(&smirrors.join("dots.git")), refs(&names[0].bare));
+    // A force-push seen over SSH keeps the old tip too.
+    let old_tip = refs(&names[0].bare)["refs/heads/main"].clone();
+    git(&names[0].dir, &["reset", "-q", "--hard", "HEAD~1"]);
+    names[0].commit();
+    names[0].push();
+    let mut c = env.cmd();
+    c.env("GIT_SSH_COMMAND", crate::ssh::ssh_command(&server))
+        .args([
+            "git",
+            "mirror",
+            "--forge",
+            "gitea",
+            "--base-url",
+            &gt.url,
+            "--owner",
+            "alice",
+            "--token-file",
+            s(&env.path("gt-token")),
+            "--ssh",
+            "--mirrors",
+            s(&smirrors),
+            "--no-snapshot",
+        ]);
+    let out = crate::util::run(c).expect(0);
+    assert!(
+        out.stdout
+            .contains("main of dots rewritten: 1 commit no longer upstream"),
+        "{}",
+        out.stdout
+    );
+    assert!(commits(&smirrors.join("dots.git")).contains(&old_tip));
+    assert_eq!(refs(&smirrors.join("dots.git")), refs(&names[0].bare));
+}
