@@ -77,6 +77,8 @@ pub struct JobView {
     pub failed_runs: u64,
     /// Counters.
     pub refusals: u64,
+    /// A git job's figures from its last run.
+    pub git: Option<crate::state::GitStats>,
 }
 
 /// Everything status shows.
@@ -120,6 +122,7 @@ pub fn view(config: &Config, now_ns: i64) -> View {
                     ok_runs: 0,
                     failed_runs: 0,
                     refusals: 0,
+                    git: None,
                 });
                 continue;
             }
@@ -192,6 +195,7 @@ pub fn view(config: &Config, now_ns: i64) -> View {
             ok_runs: st.ok_runs,
             failed_runs: st.failed_runs,
             refusals: st.refusals,
+            git: st.git.clone(),
         });
     }
     let mut health = jobs.iter().map(|j| j.health).max().unwrap_or(Health::Green);
@@ -248,6 +252,23 @@ pub fn render(v: &View) -> String {
             (Some(n), None) => s.push_str(&format!("     next run: {}\n", local(n))),
             (None, Some(w)) => s.push_str(&format!("     next run: when {w}\n")),
             (None, None) => {}
+        }
+        if let Some(g) = &j.git {
+            s.push_str(&format!(
+                "     mirrors: {} repositories, {} fetched ({}), {} refs rewritten upstream (old tips kept), {} failed, {} rate-limit waits\n",
+                g.repositories,
+                g.fetched,
+                cairn_maint::units::human(g.bytes_fetched),
+                g.rewritten_refs,
+                g.failed,
+                g.limit_waits
+            ));
+            if !g.deleted.is_empty() {
+                s.push_str(&format!(
+                    "     deleted upstream, mirrors kept: {}\n",
+                    g.deleted.join(", ")
+                ));
+            }
         }
         if matches!(j.kind, "drill") || j.last_proven_ns.is_some() {
             s.push_str(&format!(

@@ -178,6 +178,49 @@ pub fn metrics(v: &View, out: &mut String) {
             label(&j.state)
         );
     }
+    let git: [(&str, &str, fn(&crate::state::GitStats) -> f64); 6] = [
+        (
+            "cairn_git_repositories",
+            "Repositories a git job mirrors.",
+            |g| g.repositories as f64,
+        ),
+        (
+            "cairn_git_fetched_repositories",
+            "Mirrors the last run fetched (the rest were unchanged upstream).",
+            |g| g.fetched as f64,
+        ),
+        (
+            "cairn_git_fetched_bytes",
+            "Bytes of packs the last run fetched.",
+            |g| g.bytes_fetched as f64,
+        ),
+        (
+            "cairn_git_rewritten_refs",
+            "Refs upstream rewrote, deleted or moved in the last run; their old tips are kept.",
+            |g| g.rewritten_refs as f64,
+        ),
+        (
+            "cairn_git_deleted_repositories",
+            "Repositories deleted upstream whose mirrors are kept.",
+            |g| g.deleted.len() as f64,
+        ),
+        (
+            "cairn_git_rate_limit_waits",
+            "Times the last run's listing waited for a rate limit.",
+            |g| f64::from(g.limit_waits),
+        ),
+    ];
+    for (name, help, f) in git {
+        if !v.jobs.iter().any(|j| j.git.is_some()) {
+            break;
+        }
+        head(out, name, "gauge", help);
+        for j in &v.jobs {
+            if let Some(g) = &j.git {
+                let _ = writeln!(out, "{name}{{job=\"{}\"}} {}", label(&j.name), f(g));
+            }
+        }
+    }
     head(
         out,
         "cairn_job_runs_total",
@@ -268,4 +311,75 @@ pub fn start(config: Arc<RwLock<Config>>, addr: SocketAddr) -> Result<Web, Strin
         stop: Some(stop),
         thread: Some(thread),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::GitStats;
+    use crate::status::{Health, JobView};
+
+    #[test]
+    fn git_jobs_export_their_figures() {
+        let job = |name: &str, git: Option<GitStats>| JobView {
+            name: name.into(),
+            kind: if git.is_some() { "git" } else { "backup" },
+            repository: "nas".into(),
+            health: Health::Green,
+            state: "idle".into(),
+            last_success_ns: Some(1_000_000_000),
+            last_error: None,
+            last_message: String::new(),
+            next_run_ns: None,
+            waits_for: None,
+            last_proven_ns: None,
+            progress: None,
+            last_snapshot: None,
+            last_bytes_added: 0,
+            last_duration_ms: 0,
+            last_run_ns: None,
+            ok_runs: 1,
+            failed_runs: 0,
+            refusals: 0,
+            git,
+        };
+        let v = View {
+            daemon_running: true,
+            health: Health::Green,
+            jobs: vec![
+                job("home", None),
+                job(
+                    "github",
+                    Some(GitStats {
+                        repositories: 212,
+                        fetched: 3,
+                        bytes_fetched: 4096,
+                        rewritten_refs: 1,
+                        deleted: vec!["blog".into()],
+                        failed: 0,
+                        limit_waits: 2,
+                    }),
+                ),
+            ],
+        };
+        let mut out = String::new();
+        metrics(&v, &mut out);
+        for line in [
+            "cairn_git_repositories{job=\"github\"} 212",
+            "cairn_git_fetched_repositories{job=\"github\"} 3",
+            "cairn_git_fetched_bytes{job=\"github\"} 4096",
+            "cairn_git_rewritten_refs{job=\"github\"} 1",
+            "cairn_git_deleted_repositories{job=\"github\"} 1",
+            "cairn_git_rate_limit_waits{job=\"github\"} 2",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} missing:\n{out}");
+        }
+        assert!(!out.contains("cairn_git_repositories{job=\"home\"}"));
+        let text = crate::status::render(&v);
+        assert!(
+            text.contains("mirrors: 212 repositories, 3 fetched")
+                && text.contains("deleted upstream, mirrors kept: blog"),
+            "{text}"
+        );
+    }
 }

@@ -348,10 +348,12 @@ command = ["sh", "-c", "cat >> {events}; echo >> {events}"]
         msg.contains("main of shop rewritten") && msg.contains("blog was deleted upstream"),
         "{msg}"
     );
-    let st = cairn(&env, &["--json", "status", "-c", &cfg]);
+    let st = cairn(&env, &["status", "-c", &cfg]);
     assert!(
-        st.stdout.contains("blog"),
-        "status names the deleted repository: {}",
+        st.stdout.contains("mirrors: 3 repositories, 3 fetched")
+            && st.stdout.contains("3 refs rewritten upstream")
+            && st.stdout.contains("deleted upstream, mirrors kept: blog"),
+        "status: {}",
         st.stdout
     );
 
