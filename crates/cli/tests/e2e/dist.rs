@@ -150,6 +150,40 @@ fn the_system_unit_is_hardened_and_runs_the_daemon() {
     );
 }
 
+/// The forge-mirroring unit: the system unit's sandbox without its one
+/// capability, running the git jobs of its own config.
+#[test]
+fn the_git_unit_runs_without_capabilities() {
+    let file = dist("cairn-git.service");
+    let u = parse(&file);
+    for (k, v) in BOTH.iter().chain(SYSTEM) {
+        let want = match *k {
+            "AmbientCapabilities" | "CapabilityBoundingSet" => "",
+            "ProtectHome" => "yes",
+            _ => v,
+        };
+        assert_eq!(one(&u, "Service", k), want, "{}: {k}=", file.display());
+    }
+    assert_eq!(
+        one(&u, "Service", "ExecStart"),
+        "/usr/local/bin/cairn daemon --config /etc/cairn/git.toml"
+    );
+    let env = Env::new();
+    let mut c = env.cmd();
+    c.args([
+        "daemon",
+        "--check-config",
+        "--config",
+        s(&dist("git.toml.example")),
+    ]);
+    let out = crate::util::run(c).expect(0);
+    assert!(
+        out.stdout.contains("ok: 1 repositories, 1 jobs"),
+        "{}",
+        out.stdout
+    );
+}
+
 #[test]
 fn the_user_unit_runs_the_daemon_as_its_user() {
     let file = dist("user/cairn-daemon.service");
@@ -212,12 +246,13 @@ fn systemd_analyze_verifies_the_units() {
     std::fs::create_dir_all(&runtime).unwrap();
     for (unit, user) in [
         ("cairn-daemon.service", false),
+        ("cairn-git.service", false),
         ("user/cairn-daemon.service", true),
     ] {
         let text = read(&dist(unit)).replace("/usr/local/bin/cairn", env!("CARGO_BIN_EXE_cairn"));
         let dir = env.path(if user { "user" } else { "system" });
         std::fs::create_dir_all(&dir).unwrap();
-        let copy = dir.join("cairn-daemon.service");
+        let copy = dir.join(Path::new(unit).file_name().unwrap());
         std::fs::write(&copy, text).unwrap();
         let mut c = Command::new("systemd-analyze");
         c.env("XDG_RUNTIME_DIR", &runtime);
