@@ -178,7 +178,8 @@ pub fn metrics(v: &View, out: &mut String) {
             label(&j.state)
         );
     }
-    let git: [(&str, &str, fn(&crate::state::GitStats) -> f64); 6] = [
+    type Figure = fn(&crate::state::GitStats) -> f64;
+    let git: [(&str, &str, Figure); 6] = [
         (
             "cairn_git_repositories",
             "Repositories a git job mirrors.",

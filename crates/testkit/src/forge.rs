@@ -75,6 +75,8 @@ pub struct Model {
     pub api_requests: u64,
     /// Git requests served.
     pub git_requests: u64,
+    /// `git-upload-pack` POSTs received (packs asked for).
+    pub pack_requests: u64,
 }
 
 /// A running forge; dropping it stops the server.
@@ -115,6 +117,7 @@ impl Forge {
             pack_delay: None,
             api_requests: 0,
             git_requests: 0,
+            pack_requests: 0,
         }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -186,6 +189,39 @@ impl Forge {
             default_branch: "main".into(),
         });
         dir
+    }
+
+    /// Lists every bare repository already under `root/OWNER` (the
+    /// benchmark's), in name order, with IDs from 1000.
+    pub fn add_existing(&self) -> usize {
+        let mut m = self.model.lock().unwrap();
+        let dir = self.root.join(&m.owner);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_str()?
+                            .strip_suffix(".git")
+                            .map(str::to_string)
+                    })
+                    .filter(|n| !n.ends_with(".wiki"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        for (i, name) in names.iter().enumerate() {
+            m.repos.push(SimRepo {
+                id: 1000 + i as u64,
+                name: name.clone(),
+                dir: name.clone(),
+                fork: false,
+                archived: false,
+                has_wiki: false,
+                default_branch: "main".into(),
+            });
+        }
+        names.len()
     }
 
     /// The clone URL of a served directory.
@@ -435,8 +471,11 @@ impl State {
                 );
                 return r;
             }
-            m.pack_delay
-                .filter(|_| method == Method::POST && rest.ends_with("/git-upload-pack"))
+            let pack = *method == Method::POST && rest.ends_with("/git-upload-pack");
+            if pack {
+                m.pack_requests += 1;
+            }
+            m.pack_delay.filter(|_| pack)
         };
         if let Some(d) = delay {
             std::thread::sleep(d);

@@ -357,7 +357,9 @@ command = ["sh", "-c", "cat >> {events}; echo >> {events}"]
         st.stdout
     );
 
-    // Nothing changed: nothing fetched, no news.
+    // Nothing changed: nothing fetched, no news, one request per mirror.
+    let requests = || forge.model.lock().unwrap().git_requests;
+    let r0 = requests();
     let out = cairn(&env, &["run", "gh", "-c", &cfg]).expect(0);
     assert!(
         out.stdout.contains("0 fetched, 4 unchanged"),
@@ -365,6 +367,23 @@ command = ["sh", "-c", "cat >> {events}; echo >> {events}"]
         out.stdout
     );
     assert_eq!(kinds(&events_file), ["upstream"], "no news is no alert");
+    let idle = requests() - r0;
+
+    // A new commit upstream costs one request more: the pack, asked for
+    // with the advertisement already read (git fetch would ask again).
+    api.commit();
+    api.push();
+    let r0 = requests();
+    let out = cairn(&env, &["run", "gh", "-c", &cfg]).expect(0);
+    assert!(
+        out.stdout.contains("1 fetched, 3 unchanged"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(requests() - r0, idle + 1);
+    assert_eq!(refs(&mirrors.join("api.git")), refs(&api.bare));
+    git(&mirrors.join("api.git"), &["fsck", "--no-progress"]);
+    saw("api", &api.bare);
 
     // A revoked token: a clear failure, one alert, no mirror touched.
     let before = fingerprint(&mirrors);
@@ -409,11 +428,20 @@ command = ["sh", "-c", "cat >> {events}; echo >> {events}"]
     );
     forge.model.lock().unwrap().fail_with = None;
 
-    // A fetch killed mid-way: the mirror is as it was, and the next run
-    // completes.
+    // Fetches killed mid-way, while the packs are on their way: one of
+    // a mirror brought up to date (without git fetch) and the first of a
+    // new repository (with it). The mirrors are as they were, and the
+    // next run completes both.
     let c_new = shop.commit();
     shop.push();
-    forge.model.lock().unwrap().pack_delay = Some(Duration::from_secs(4));
+    let mut late = Work::new(&env, "late", forge.add_repo("late"));
+    late.commit();
+    late.push();
+    {
+        let mut m = forge.model.lock().unwrap();
+        m.pack_delay = Some(Duration::from_secs(4));
+        m.pack_requests = 0;
+    }
     let before_refs = refs(&shop_m);
     let mut c = env.cmd();
     c.args(["run", "gh", "-c", &cfg]);
@@ -421,18 +449,18 @@ command = ["sh", "-c", "cat >> {events}; echo >> {events}"]
         use std::os::unix::process::CommandExt;
         c.process_group(0);
     }
-    let child = c
+    let mut child = c
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let t = Instant::now();
-    while forge.model.lock().unwrap().git_requests == 0 || !git_fetch_running(child.id()) {
+    while forge.model.lock().unwrap().pack_requests < 2 {
         assert!(
             t.elapsed() < Duration::from_secs(30),
-            "the fetch never started"
+            "the fetches never started"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
     rustix::process::kill_process_group(
@@ -440,16 +468,23 @@ command = ["sh", "-c", "cat >> {events}; echo >> {events}"]
         rustix::process::Signal::KILL,
     )
     .unwrap();
-    let mut child = child;
     let _ = child.wait();
     forge.model.lock().unwrap().pack_delay = None;
     assert_eq!(refs(&shop_m), before_refs, "a killed fetch moves no ref");
     git(&shop_m, &["fsck", "--no-progress", "--connectivity-only"]);
+    let late_m = mirrors.join("late.git");
+    if late_m.exists() {
+        assert!(
+            refs(&late_m).is_empty(),
+            "a killed first fetch leaves no ref"
+        );
+    }
     let out = cairn(&env, &["run", "gh", "-c", &cfg]);
-    // The killed run's record says interrupted; this one completes.
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert_eq!(refs(&shop_m), refs(&shop.bare));
+    assert_eq!(refs(&late_m), refs(&late.bare));
     assert!(commits(&shop_m).contains(&c_new));
+    git(&shop_m, &["fsck", "--no-progress"]);
     saw("shop", &shop.bare);
 
     // Every commit ever fetched is in the restored mirrors, under the
@@ -504,27 +539,6 @@ command = ["sh", "-c", "cat >> {events}; echo >> {events}"]
     let all = git(&fresh, &["for-each-ref", "--format=%(refname)"]);
     assert!(all.contains("refs/cairn/preserved/"), "{all}");
     assert!(commits(&fresh).is_superset(&ever["shop"]));
-}
-
-/// Whether a `git fetch` runs below the process `pid`.
-fn git_fetch_running(pid: u32) -> bool {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    for ent in rd.flatten() {
-        let Ok(stat) = std::fs::read_to_string(ent.path().join("stat")) else {
-            continue;
-        };
-        let pgrp = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
-            .and_then(|p| p.parse::<u32>().ok());
-        let cmd = std::fs::read(ent.path().join("cmdline")).unwrap_or_default();
-        if pgrp == Some(pid) && String::from_utf8_lossy(&cmd).contains("remote-http") {
-            return true;
-        }
-    }
-    false
 }
 
 /// Every file's path and bytes below `dir`, for "nothing touched".

@@ -149,7 +149,10 @@ fn git(dir: &Path, remote: Option<&Remote>) -> Command {
         "fetch.writeCommitGraph=false",
         "core.askPass=",
         "credential.helper=",
-        "protocol.version=2",
+        // Protocol v0: the fetch's first request is the ref advertisement
+        // this run already read, one request per fetch fewer than v2's
+        // separate ls-refs (which costs the forge a process each).
+        "protocol.version=0",
     ] {
         c.arg("-c").arg(kv);
     }
@@ -318,7 +321,28 @@ pub fn sync(
     let before = refs::local(dir).map_err(io(dir))?;
     let mut synced = Synced::default();
     let mut now = before.clone();
-    if advertised.is_some() {
+    let mut fast = false;
+    if let Some(a) = &advertised
+        && !created
+    {
+        // Upstream only added: one request and two processes, no git fetch.
+        match super::smart_http::fast_fetch(
+            agent,
+            dir,
+            &remote.url,
+            remote.auth.as_deref(),
+            a,
+            &before,
+        ) {
+            Ok(super::smart_http::Fast::Done { .. }) => {
+                fast = true;
+                now = refs::local(dir).map_err(io(dir))?;
+            }
+            Ok(super::smart_http::Fast::Careful(_)) => fast = true,
+            Err(_) => {}
+        }
+    }
+    if advertised.is_some() && !fast {
         // New refs and fast-forwards only: git refuses the rest, which
         // the careful pass below then handles.
         let mut c = git(dir, Some(remote));

@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod mirror;
 pub mod refs;
 pub mod restore;
+pub mod smart_http;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -301,10 +302,11 @@ pub fn snapshot_options(
     }
 }
 
-/// The preserved refs' directory name for a run at `now_ns`.
+/// The preserved refs' directory name for a run at `now_ns`, to the
+/// nanosecond: two runs never share one, however close.
 fn stamp(now_ns: i64) -> String {
     jiff::Timestamp::from_nanosecond(now_ns as i128)
-        .map(|t| t.strftime("%Y%m%dT%H%M%SZ").to_string())
+        .map(|t| t.strftime("%Y%m%dT%H%M%S.%fZ").to_string())
         .unwrap_or_else(|_| now_ns.to_string())
 }
 

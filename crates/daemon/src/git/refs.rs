@@ -83,6 +83,8 @@ pub struct Advertised {
     pub refs: RefMap,
     /// Where `HEAD` points, when the server says (`symref=`).
     pub head: Option<String>,
+    /// The server's capabilities.
+    pub caps: Vec<String>,
 }
 
 /// Why an advertisement could not be had.
@@ -172,8 +174,10 @@ pub fn parse_advertisement(mut b: &[u8]) -> Option<Advertised> {
         if first {
             first = false;
             if let Some(caps) = caps {
-                out.head = caps
-                    .split(' ')
+                out.caps = caps.split(' ').map(str::to_string).collect();
+                out.head = out
+                    .caps
+                    .iter()
                     .find_map(|c| c.strip_prefix("symref=HEAD:"))
                     .map(str::to_string);
             }
@@ -187,6 +191,25 @@ pub fn parse_advertisement(mut b: &[u8]) -> Option<Advertised> {
         }
     }
     Some(out)
+}
+
+/// Whether `name` is a ref name git itself would accept (the rules of
+/// `git check-ref-format`, stricter where that is simpler): names from a
+/// server become file paths, so nothing else is written.
+pub fn valid_refname(name: &str) -> bool {
+    name.len() <= 1024
+        && mirrored(name)
+        && !name.ends_with('/')
+        && !name.ends_with('.')
+        && !name.contains("..")
+        && !name.contains("@{")
+        && !name.contains("//")
+        && !name
+            .chars()
+            .any(|c| c.is_control() || c == ' ' || "~^:?*[\\".contains(c))
+        && name
+            .split('/')
+            .all(|part| !part.is_empty() && !part.starts_with('.') && !part.ends_with(".lock"))
 }
 
 /// One HTTP client for every discovery of a run.
@@ -236,6 +259,33 @@ mod tests {
         assert_eq!(parse_advertisement(empty.as_bytes()).unwrap().refs.len(), 0);
         for junk in ["", "00", "zzzz", "0005", "ffff0000", "0000"] {
             assert_eq!(parse_advertisement(junk.as_bytes()), None, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn ref_names_from_servers_are_checked() {
+        for ok in [
+            "refs/heads/main",
+            "refs/heads/feature/x-1",
+            "refs/tags/v1.0",
+        ] {
+            assert!(valid_refname(ok), "{ok}");
+        }
+        for bad in [
+            "refs/heads/../../config",
+            "refs/heads/.hidden",
+            "refs/heads/x.lock",
+            "refs/heads/a b",
+            "refs/heads/a:b",
+            "refs/heads/",
+            "refs/heads//x",
+            "refs/heads/x.",
+            "refs/heads/x@{1}",
+            "refs/pull/1/head",
+            "HEAD",
+            "refs/heads/tab\there",
+        ] {
+            assert!(!valid_refname(bad), "{bad:?}");
         }
     }
 
