@@ -12,8 +12,10 @@
 # Two cases, as alternating pairs (loop, Cairn, Cairn, loop, …; PAIRS
 # pairs, default 5, medians): no change upstream, and one new commit in
 # every repository before each measured run. Peak RSS of Cairn's run
-# (GNU time, the largest process of the run, git included).
-#   apt-get install -y git time
+# (GNU time, the largest process of the run, git included); client CPU
+# (GNU time) and the forge's CPU (/proc of the simulator and its CGI
+# children), which shares the same cores.
+#   apt-get install -y git time bc
 #   bench/git.sh            # about 5 minutes
 # Writes bench/git-results.md and a section of bench/results.md.
 # Never run while something else builds.
@@ -24,6 +26,7 @@ pairs=${PAIRS:-5}
 repos=${REPOS:-200}
 work=/tmp/bench/git
 [ -x /usr/bin/time ] || { echo "needs GNU time: apt-get install -y time"; exit 1; }
+command -v bc >/dev/null || { echo "needs bc: apt-get install -y bc"; exit 1; }
 cargo build --release -q -p cairn-cli -p cairn-testkit --bin cairn --bin cairn-forge-sim
 cairn=$here/target/release/cairn
 sim=$here/target/release/cairn-forge-sim
@@ -78,13 +81,23 @@ loop() {
   ( cd "$work/loop"; for m in */; do git -C "$m" fetch --all -q; done )
 }
 
-# run NAME CASE ROUND: one measured run, wall/RSS/CPU in raw/.
+# CPU seconds the forge has used, its CGI children (http-backend,
+# upload-pack) included once they are waited for.
+forge_cpu() {
+  awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15 + $16 + $17) / hz }' "/proc/$simpid/stat"
+}
+
+# run NAME CASE ROUND: one measured run; wall, RSS, client CPU and the
+# forge's CPU in raw/.
 run() {
-  local f=$work/raw/$2-$1-$3.time
+  local f=$work/raw/$2-$1-$3.time before
+  before=$(forge_cpu)
   case $1 in
     loop) /usr/bin/time -f '%e %M %U %S' -o "$f" bash -c "$(declare -f loop); work=$work; loop" ;;
     cairn) /usr/bin/time -f '%e %M %U %S' -o "$f" "${mirror[@]}" ;;
   esac
+  sleep 0.2
+  echo "$(cat "$f") $(echo "$(forge_cpu) - $before" | bc -l)" > "$f"
   echo "$2 $1 round $3: $(cat "$f")"
 }
 
@@ -117,19 +130,20 @@ raw, pairs, repos = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 def vals(case, who):
     out = []
     for p in range(1, pairs + 1):
-        e, m, u, s = open(os.path.join(raw, f"{case}-{who}-{p}.time")).read().split()
-        out.append((float(e), int(m) / 1024, float(u) + float(s)))
+        e, m, u, s, f = open(os.path.join(raw, f"{case}-{who}-{p}.time")).read().split()
+        out.append((float(e), int(m) / 1024, float(u) + float(s), float(f)))
     return out
 print(f"# Forge mirroring (bench/git.sh)\n")
 print(f"{repos} repositories on the test forge (loopback, git http-backend), {pairs} alternating pairs, medians.\n")
-print("| case | loop wall s | Cairn wall s | Cairn / loop speed | loop CPU s | Cairn CPU s | Cairn peak RSS MiB |")
-print("|---|---|---|---|---|---|---|")
+print("| case | loop wall s | Cairn wall s | Cairn / loop speed | loop CPU s | Cairn CPU s | forge CPU s, loop / Cairn | Cairn peak RSS MiB |")
+print("|---|---|---|---|---|---|---|---|")
 for case, label in [("unchanged", "no change upstream"), ("onecommit", "one new commit in each")]:
     l, c = vals(case, "loop"), vals(case, "cairn")
     lw = statistics.median(x[0] for x in l); cw = statistics.median(x[0] for x in c)
     lc = statistics.median(x[2] for x in l); cc = statistics.median(x[2] for x in c)
+    lf = statistics.median(x[3] for x in l); cf = statistics.median(x[3] for x in c)
     rss = max(x[1] for x in c)
-    print(f"| {label} | {lw:.2f} | {cw:.2f} | {lw / cw:.2f}x | {lc:.2f} | {cc:.2f} | {rss:.0f} |")
+    print(f"| {label} | {lw:.2f} | {cw:.2f} | {lw / cw:.2f}x | {lc:.2f} | {cc:.2f} | {lf:.2f} / {cf:.2f} | {rss:.0f} |")
 print("\nEach run of each tool, wall s (loop / Cairn):\n")
 for case in ["unchanged", "onecommit"]:
     l, c = vals(case, "loop"), vals(case, "cairn")
