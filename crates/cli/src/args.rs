@@ -166,6 +166,9 @@ pub struct GitMirrorArgs {
     /// Leave out wikis.
     #[arg(long)]
     pub no_wikis: bool,
+    /// Leave out Git LFS objects (fetched when git-lfs is installed).
+    #[arg(long)]
+    pub no_lfs: bool,
     /// Fetch over SSH (your ssh keys and config) rather than HTTPS with the
     /// token.
     #[arg(long)]

@@ -502,6 +502,7 @@ struct RawJob {
     forks: Option<Spanned<bool>>,
     archived: Option<Spanned<bool>>,
     wikis: Option<Spanned<bool>>,
+    lfs: Option<Spanned<bool>>,
     protocol: Option<Spanned<String>>,
     fetches: Option<Spanned<i64>>,
 }
@@ -1053,7 +1054,7 @@ impl Config {
                 return;
             }
         };
-        let present: [(&str, Option<usize>); 32] = [
+        let present: [(&str, Option<usize>); 33] = [
             ("paths", j.paths.as_ref().map(|s| s.span().start)),
             ("exclude", j.exclude.as_ref().map(|s| s.span().start)),
             (
@@ -1111,6 +1112,7 @@ impl Config {
             ("forks", j.forks.as_ref().map(|s| s.span().start)),
             ("archived", j.archived.as_ref().map(|s| s.span().start)),
             ("wikis", j.wikis.as_ref().map(|s| s.span().start)),
+            ("lfs", j.lfs.as_ref().map(|s| s.span().start)),
             ("protocol", j.protocol.as_ref().map(|s| s.span().start)),
             ("fetches", j.fetches.as_ref().map(|s| s.span().start)),
         ];
@@ -1526,6 +1528,7 @@ fn git_job(
     g.forks = j.forks.as_ref().is_some_and(|x| *x.get_ref());
     g.archived = j.archived.as_ref().is_none_or(|x| *x.get_ref());
     g.wikis = j.wikis.as_ref().is_none_or(|x| *x.get_ref());
+    g.lfs = j.lfs.as_ref().is_none_or(|x| *x.get_ref());
     match j.protocol.as_ref().map(|x| (x, x.get_ref().as_str())) {
         None | Some((_, "https")) => {}
         Some((_, "ssh")) => g.ssh = true,
@@ -1599,6 +1602,7 @@ const KIND_KEYS: &[(&str, &[&str])] = &[
             "forks",
             "archived",
             "wikis",
+            "lfs",
             "protocol",
             "ssh_command",
             "fetches",

@@ -77,6 +77,8 @@ pub struct Model {
     pub git_requests: u64,
     /// `git-upload-pack` POSTs received (packs asked for).
     pub pack_requests: u64,
+    /// LFS objects downloaded.
+    pub lfs_downloads: u64,
 }
 
 /// A running forge; dropping it stops the server.
@@ -118,6 +120,7 @@ impl Forge {
             api_requests: 0,
             git_requests: 0,
             pack_requests: 0,
+            lfs_downloads: 0,
         }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -224,6 +227,19 @@ impl Forge {
         names.len()
     }
 
+    /// Stores `data` as an LFS object of the repository served from
+    /// `dir`, and returns the pointer file to commit in its place.
+    pub fn add_lfs_object(&self, dir: &str, data: &[u8], sha256_hex: &str) -> String {
+        let owner = self.model.lock().unwrap().owner.clone();
+        let store = self.root.join(&owner).join(format!("{dir}.lfs"));
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::write(store.join(sha256_hex), data).unwrap();
+        format!(
+            "version https://git-lfs.github.com/spec/v1\noid sha256:{sha256_hex}\nsize {}\n",
+            data.len()
+        )
+    }
+
     /// The clone URL of a served directory.
     pub fn clone_url(&self, dir: &str) -> String {
         let owner = self.model.lock().unwrap().owner.clone();
@@ -248,6 +264,15 @@ fn status(code: u16, msg: &str) -> Response<Body> {
 impl State {
     fn handle(&self, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
         let path = uri.path().to_string();
+        if let Some(repo) = path
+            .strip_prefix("/git/")
+            .and_then(|r| r.strip_suffix(".git/info/lfs/objects/batch"))
+        {
+            return self.lfs_batch(repo, &headers, &body);
+        }
+        if let Some(rest) = path.strip_prefix("/lfs/") {
+            return self.lfs_get(rest, &headers);
+        }
         if let Some(rest) = path.strip_prefix("/git/") {
             return self.git(&method, rest, uri.query().unwrap_or(""), &headers, body);
         }
@@ -448,6 +473,69 @@ impl State {
                 "default_branch": r.default_branch,
                 "private": false,
             }),
+        }
+    }
+
+    /// Git LFS's batch API for downloads: each object the store has gets
+    /// a download link, the others an error, as the spec says.
+    fn lfs_batch(&self, repo: &str, headers: &HeaderMap, body: &[u8]) -> Response<Body> {
+        {
+            let m = self.model.lock().unwrap();
+            if !self.token_ok(&m, headers, true) {
+                return status(401, "Unauthorized");
+            }
+        }
+        let Ok(req) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return status(422, "not JSON");
+        };
+        let objects: Vec<serde_json::Value> = req["objects"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| {
+                let oid = o["oid"].as_str().unwrap_or("").to_string();
+                let size = o["size"].as_u64().unwrap_or(0);
+                let file = self.root.join(format!("{repo}.lfs")).join(&oid);
+                if oid.len() == 64 && oid.bytes().all(|b| b.is_ascii_hexdigit()) && file.exists() {
+                    serde_json::json!({
+                        "oid": oid, "size": size, "authenticated": true,
+                        "actions": {"download": {"href": format!("{}/lfs/{repo}/{oid}", self.url)}}
+                    })
+                } else {
+                    serde_json::json!({"oid": oid, "size": size, "error": {"code": 404, "message": "Object does not exist"}})
+                }
+            })
+            .collect();
+        let mut r = json(
+            serde_json::json!({"transfer": "basic", "objects": objects}),
+            None,
+        );
+        r.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static("application/vnd.git-lfs+json"),
+        );
+        r
+    }
+
+    /// An LFS object's bytes.
+    fn lfs_get(&self, rest: &str, headers: &HeaderMap) -> Response<Body> {
+        {
+            let mut m = self.model.lock().unwrap();
+            m.lfs_downloads += 1;
+            if !self.token_ok(&m, headers, true) {
+                return status(401, "Unauthorized");
+            }
+        }
+        let Some((repo, oid)) = rest.rsplit_once('/') else {
+            return status(404, "Not Found");
+        };
+        if repo.contains("..") || !oid.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return status(404, "Not Found");
+        }
+        match std::fs::read(self.root.join(format!("{repo}.lfs")).join(oid)) {
+            Ok(b) => Response::new(Body::from(b)),
+            Err(_) => status(404, "Not Found"),
         }
     }
 

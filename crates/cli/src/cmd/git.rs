@@ -35,6 +35,7 @@ fn mirror(ctx: &Ctx, a: GitMirrorArgs) -> Result<i32> {
         forks: a.forks,
         archived: !a.no_archived,
         wikis: !a.no_wikis,
+        lfs: !a.no_lfs,
         ssh: a.ssh,
         ssh_command: None,
         fetches: a.fetches,

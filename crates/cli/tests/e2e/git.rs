@@ -784,3 +784,135 @@ fn gitlab_gitea_and_ssh_mirrors() {
     assert!(commits(&smirrors.join("dots.git")).contains(&old_tip));
     assert_eq!(refs(&smirrors.join("dots.git")), refs(&names[0].bare));
 }
+
+/// The SHA-256 of `data`, as Git LFS names objects.
+fn sha256(data: &[u8]) -> String {
+    use std::io::Write;
+    let mut c = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    c.stdin.take().unwrap().write_all(data).unwrap();
+    let out = c.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
+
+/// Git LFS objects come along with their mirror, stay when upstream
+/// rewrites the commit that named them, are fetched again by the next
+/// run when the LFS server failed, and are in the restored mirror.
+#[test]
+fn lfs_objects_are_mirrored_and_kept() {
+    if !crate::util::have("git-lfs") {
+        crate::util::cannot_run(
+            "git-lfs is not installed (Debian package git-lfs; .ci/run installs it)",
+        );
+    }
+    let env = Env::new();
+    env.ok(&["init"]);
+    let forge = Forge::start(&env.path("forge"), "acme", true);
+    forge.model.lock().unwrap().token = Some("tok".into());
+    std::fs::write(env.path("token"), "tok").unwrap();
+    let mut w = Work::new(&env, "assets", forge.add_repo("assets"));
+    std::fs::write(
+        w.dir.join(".gitattributes"),
+        "*.bin filter=lfs diff=lfs merge=lfs -text\n",
+    )
+    .unwrap();
+    let put = |w: &mut Work, file: &str, data: &[u8]| -> String {
+        let oid = sha256(data);
+        let pointer = forge.add_lfs_object("assets", data, &oid);
+        std::fs::write(w.dir.join(file), pointer).unwrap();
+        oid
+    };
+    let a = crate::util::pseudo(300_000, 1);
+    let oid_a = put(&mut w, "a.bin", &a);
+    w.commit();
+    w.push();
+    let mirrors = env.path("mirrors");
+    let mirror = || {
+        cairn(
+            &env,
+            &[
+                "--repo",
+                s(&env.repo),
+                "git",
+                "mirror",
+                "--forge",
+                "github",
+                "--base-url",
+                &forge.url,
+                "--owner",
+                "acme",
+                "--token-file",
+                s(&env.path("token")),
+                "--mirrors",
+                s(&mirrors),
+            ],
+        )
+    };
+    let object = |oid: &str| {
+        mirrors
+            .join("assets.git/lfs/objects")
+            .join(&oid[..2])
+            .join(&oid[2..4])
+            .join(oid)
+    };
+    mirror().expect(0);
+    assert_eq!(std::fs::read(object(&oid_a)).unwrap(), a);
+
+    // A second object whose server copy is missing: the run fails for
+    // that repository, the mirror's refs still move, and the run after
+    // the object is back fetches it although no ref moved.
+    let b = crate::util::pseudo(200_000, 2);
+    let oid_b = put(&mut w, "b.bin", &b);
+    w.commit();
+    w.push();
+    let stored = forge.root.join("acme/assets.lfs").join(&oid_b);
+    std::fs::rename(&stored, env.path("held")).unwrap();
+    let out = mirror();
+    assert_ne!(out.code, 0);
+    assert!(out.stdout.contains("LFS"), "{}{}", out.stdout, out.stderr);
+    assert!(!object(&oid_b).exists());
+    std::fs::rename(env.path("held"), &stored).unwrap();
+    let before = forge.model.lock().unwrap().lfs_downloads;
+    let out = mirror().expect(0);
+    assert!(
+        out.stdout.contains("0 fetched, 1 unchanged"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(std::fs::read(object(&oid_b)).unwrap(), b);
+    assert!(forge.model.lock().unwrap().lfs_downloads > before);
+
+    // Upstream drops the commit that named b: the object stays, and the
+    // restored mirror holds both.
+    git(&w.dir, &["reset", "-q", "--hard", "HEAD~1"]);
+    w.commit();
+    w.push();
+    let out = mirror().expect(0);
+    assert!(
+        out.stdout.contains("main of assets rewritten"),
+        "{}",
+        out.stdout
+    );
+    assert!(object(&oid_b).exists());
+    let dest = env.path("restored");
+    env.ok(&[
+        "git",
+        "restore",
+        "latest",
+        "assets",
+        s(&dest),
+        "--group",
+        "git:github/acme",
+    ]);
+    for (oid, data) in [(&oid_a, &a), (&oid_b, &b)] {
+        let p = dest
+            .join("lfs/objects")
+            .join(&oid[..2])
+            .join(&oid[2..4])
+            .join(oid);
+        assert_eq!(&std::fs::read(&p).unwrap(), data, "{oid} restored");
+    }
+}

@@ -48,6 +48,10 @@ pub struct Entry {
     /// When it was last fetched successfully (ns).
     #[serde(default)]
     pub fetched_ns: Option<i64>,
+    /// Its LFS objects are not all fetched yet: the next run tries again
+    /// even when no ref moved.
+    #[serde(default)]
+    pub lfs_pending: bool,
 }
 
 impl Manifest {

@@ -394,6 +394,47 @@ pub fn sync(
     Ok(synced)
 }
 
+/// Whether `git lfs` can run here.
+pub fn lfs_installed() -> bool {
+    Command::new("git")
+        .args(["lfs", "version"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Fetches the Git LFS objects every ref of the mirror at `dir` needs
+/// (preserved refs included) from the LFS server of `remote` (an HTTPS
+/// clone URL), into the mirror's `lfs/objects`. Returns the bytes added.
+pub fn lfs_fetch(dir: &Path, remote: &Remote) -> Result<u64, SyncError> {
+    let before = dir_bytes(&dir.join("lfs/objects"));
+    let mut c = git(dir, Some(remote));
+    c.arg("-c")
+        .arg(format!("remote.origin.url={}", remote.url))
+        .arg("-c")
+        .arg(format!(
+            "lfs.url={}/info/lfs",
+            remote.url.trim_end_matches('/')
+        ))
+        .args(["lfs", "fetch", "--all", "origin"]);
+    run(c, "git lfs fetch")?;
+    Ok(dir_bytes(&dir.join("lfs/objects")).saturating_sub(before))
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
 /// Points `HEAD` at `target` when it names another branch.
 fn set_head(dir: &Path, target: &str) -> Result<(), SyncError> {
     let head = dir.join("HEAD");

@@ -47,6 +47,8 @@ pub struct GitJob {
     pub archived: bool,
     /// Mirror wikis.
     pub wikis: bool,
+    /// Fetch Git LFS objects (when git-lfs is installed).
+    pub lfs: bool,
     /// Fetch over SSH rather than HTTPS.
     pub ssh: bool,
     /// `GIT_SSH_COMMAND` for SSH fetches.
@@ -69,6 +71,7 @@ impl Default for GitJob {
             forks: false,
             archived: true,
             wikis: true,
+            lfs: true,
             ssh: false,
             ssh_command: None,
             fetches: DEFAULT_FETCHES,
@@ -139,6 +142,8 @@ pub struct Summary {
     pub failed: Vec<(String, String)>,
     /// Names the forge sent that cannot be directories.
     pub refused_names: Vec<String>,
+    /// LFS objects were wanted but git-lfs is not installed.
+    pub lfs_missing: bool,
     /// Rate-limit waits.
     pub limit_waits: u32,
     /// Time spent in them.
@@ -186,6 +191,9 @@ impl Summary {
                 "; {} fetches failed (their mirrors are as they were), first: {n}: {why}",
                 self.failed.len()
             ));
+        }
+        if self.lfs_missing {
+            m.push_str("; LFS objects not fetched: git-lfs is not installed (apt-get install git-lfs), or set lfs = false");
         }
         if !self.refused_names.is_empty() {
             m.push_str(&format!(
@@ -392,12 +400,31 @@ pub fn mirror(
         )
     });
     let st = stamp(now);
-    let results = fetch_all(job, root, &base, auth.as_deref(), &st, work, cancel);
+    let lfs = job.lfs && mirror::lfs_installed();
+    sum.lfs_missing = job.lfs && !lfs;
+    let pending: HashSet<u64> = man
+        .repos
+        .iter()
+        .filter(|e| e.lfs_pending)
+        .map(|e| e.id)
+        .collect();
+    let opts = FetchOpts {
+        base: &base,
+        auth: auth.as_deref(),
+        stamp: &st,
+        lfs,
+        lfs_pending: &pending,
+    };
+    let results = fetch_all(job, root, &opts, work, cancel);
     if cancel.load(Ordering::Relaxed) {
         return Err(GitError::Interrupted);
     }
     let mut fetched_ids = Vec::new();
-    for (r, res) in results {
+    let mut lfs_state = Vec::new();
+    for (r, res, lfs_ok) in results {
+        if let Some(ok) = lfs_ok {
+            lfs_state.push((r.id, !ok));
+        }
         match res {
             Ok((main, wiki)) => {
                 fetched_ids.push((r.id, wiki.is_some()));
@@ -424,6 +451,11 @@ pub fn mirror(
         if let Some(e) = man.repos.iter_mut().find(|e| e.id == id) {
             e.fetched_ns = Some(now);
             e.wiki_dir = wiki.then(|| manifest::wiki_dir_for(&e.name));
+        }
+    }
+    for (id, pending) in lfs_state {
+        if let Some(e) = man.repos.iter_mut().find(|e| e.id == id) {
+            e.lfs_pending = pending;
         }
     }
     man.save(root).map_err(GitError::Mirrors)?;
@@ -505,25 +537,36 @@ fn move_dir(from: &Path, to: &Path) -> Result<(), GitError> {
     })
 }
 
+/// A repository's outcome: its mirror's and its wiki's syncs, and whether
+/// its LFS objects were fetched (`None`: not tried).
 type Fetched = (
     ForgeRepo,
     Result<(mirror::Synced, Option<mirror::Synced>), String>,
+    Option<bool>,
 );
+
+/// What every fetch of a run shares.
+struct FetchOpts<'a> {
+    base: &'a str,
+    auth: Option<&'a str>,
+    stamp: &'a str,
+    lfs: bool,
+    lfs_pending: &'a HashSet<u64>,
+}
 
 /// Syncs every mirror, `job.fetches` at a time.
 fn fetch_all(
     job: &GitJob,
     root: &Path,
-    base: &str,
-    auth: Option<&str>,
-    stamp: &str,
+    o: &FetchOpts<'_>,
     work: Vec<(ForgeRepo, PathBuf)>,
     cancel: &Arc<AtomicBool>,
 ) -> Vec<Fetched> {
+    let (auth, stamp) = (o.auth, o.stamp);
     let agent = refs::agent();
     let queue = Mutex::new(work.into_iter());
     let out = Mutex::new(Vec::new());
-    let base_origin = origin(base);
+    let base_origin = origin(o.base);
     std::thread::scope(|s| {
         for _ in 0..job.fetches.max(1) {
             s.spawn(|| {
@@ -547,6 +590,31 @@ fn fetch_all(
                     let url = if job.ssh { &r.ssh_url } else { &r.https_url };
                     let main =
                         mirror::sync(&dir, &remote(url), &agent, stamp).map_err(|e| e.to_string());
+                    // LFS objects come over HTTPS whichever way git
+                    // fetches: after refs moved, or when the last try failed.
+                    let mut lfs_ok = None;
+                    let main = main.and_then(|m| {
+                        if !(o.lfs && (!m.unchanged || o.lfs_pending.contains(&r.id))) {
+                            return Ok(m);
+                        }
+                        let mut lr = remote(&r.https_url);
+                        lr.auth = auth
+                            .filter(|_| same_site(&origin(&r.https_url), &base_origin))
+                            .map(str::to_string);
+                        match mirror::lfs_fetch(&dir, &lr) {
+                            Ok(bytes) => {
+                                lfs_ok = Some(true);
+                                Ok(mirror::Synced {
+                                    bytes: m.bytes + bytes,
+                                    ..m
+                                })
+                            }
+                            Err(e) => {
+                                lfs_ok = Some(false);
+                                Err(format!("LFS: {e}"))
+                            }
+                        }
+                    });
                     let res = main.and_then(|m| {
                         if !(job.wikis && r.has_wiki) {
                             return Ok((m, None));
@@ -561,7 +629,7 @@ fn fetch_all(
                             Err(e) => Err(format!("wiki: {e}")),
                         }
                     });
-                    out.lock().expect("results").push((r, res));
+                    out.lock().expect("results").push((r, res, lfs_ok));
                 }
             });
         }
