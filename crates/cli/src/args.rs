@@ -169,6 +169,10 @@ pub struct GitMirrorArgs {
     /// Leave out Git LFS objects (fetched when git-lfs is installed).
     #[arg(long)]
     pub no_lfs: bool,
+    /// Mirror the heads of pull and merge requests too (refs/pull/N/head,
+    /// refs/merge-requests/N/head).
+    #[arg(long)]
+    pub pull_requests: bool,
     /// Fetch over SSH (your ssh keys and config) rather than HTTPS with the
     /// token.
     #[arg(long)]

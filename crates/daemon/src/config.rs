@@ -503,6 +503,7 @@ struct RawJob {
     archived: Option<Spanned<bool>>,
     wikis: Option<Spanned<bool>>,
     lfs: Option<Spanned<bool>>,
+    pull_requests: Option<Spanned<bool>>,
     protocol: Option<Spanned<String>>,
     fetches: Option<Spanned<i64>>,
 }
@@ -1054,7 +1055,7 @@ impl Config {
                 return;
             }
         };
-        let present: [(&str, Option<usize>); 33] = [
+        let present: [(&str, Option<usize>); 34] = [
             ("paths", j.paths.as_ref().map(|s| s.span().start)),
             ("exclude", j.exclude.as_ref().map(|s| s.span().start)),
             (
@@ -1113,6 +1114,10 @@ impl Config {
             ("archived", j.archived.as_ref().map(|s| s.span().start)),
             ("wikis", j.wikis.as_ref().map(|s| s.span().start)),
             ("lfs", j.lfs.as_ref().map(|s| s.span().start)),
+            (
+                "pull_requests",
+                j.pull_requests.as_ref().map(|s| s.span().start),
+            ),
             ("protocol", j.protocol.as_ref().map(|s| s.span().start)),
             ("fetches", j.fetches.as_ref().map(|s| s.span().start)),
         ];
@@ -1529,6 +1534,7 @@ fn git_job(
     g.archived = j.archived.as_ref().is_none_or(|x| *x.get_ref());
     g.wikis = j.wikis.as_ref().is_none_or(|x| *x.get_ref());
     g.lfs = j.lfs.as_ref().is_none_or(|x| *x.get_ref());
+    g.pull_requests = j.pull_requests.as_ref().is_some_and(|x| *x.get_ref());
     match j.protocol.as_ref().map(|x| (x, x.get_ref().as_str())) {
         None | Some((_, "https")) => {}
         Some((_, "ssh")) => g.ssh = true,
@@ -1603,6 +1609,7 @@ const KIND_KEYS: &[(&str, &[&str])] = &[
             "archived",
             "wikis",
             "lfs",
+            "pull_requests",
             "protocol",
             "ssh_command",
             "fetches",

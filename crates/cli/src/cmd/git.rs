@@ -36,6 +36,7 @@ fn mirror(ctx: &Ctx, a: GitMirrorArgs) -> Result<i32> {
         archived: !a.no_archived,
         wikis: !a.no_wikis,
         lfs: !a.no_lfs,
+        pull_requests: a.pull_requests,
         ssh: a.ssh,
         ssh_command: None,
         fetches: a.fetches,

@@ -916,3 +916,75 @@ fn lfs_objects_are_mirrored_and_kept() {
         assert_eq!(&std::fs::read(&p).unwrap(), data, "{oid} restored");
     }
 }
+
+/// Pull-request heads are hidden refs: left out by default, mirrored
+/// with `--pull-requests` (the heads, never the forge's merge commits),
+/// and kept like branches when a request is force-pushed.
+#[test]
+fn pull_request_heads_only_when_asked() {
+    let env = Env::new();
+    let forge = Forge::start(&env.path("forge"), "acme", true);
+    let mut w = Work::new(&env, "app", forge.add_repo("app"));
+    w.commit();
+    w.push();
+    git(&w.dir, &["checkout", "-q", "-b", "pr"]);
+    let pr1 = w.commit();
+    git(&w.dir, &["push", "-q", s(&w.bare), "HEAD:refs/pull/1/head"]);
+    let merge = w.commit();
+    git(
+        &w.dir,
+        &[
+            "push",
+            "-q",
+            s(&w.bare),
+            &format!("{merge}:refs/pull/1/merge"),
+        ],
+    );
+    let all_refs = |dir: &Path| git(dir, &["for-each-ref", "--format=%(refname)"]);
+    let mirror = |mirrors: &Path, pulls: bool| {
+        let mirrors = s(mirrors).to_string();
+        let mut args = vec![
+            "git",
+            "mirror",
+            "--forge",
+            "github",
+            "--base-url",
+            &forge.url,
+            "--owner",
+            "acme",
+            "--mirrors",
+            &mirrors,
+            "--no-snapshot",
+        ];
+        if pulls {
+            args.push("--pull-requests");
+        }
+        cairn(&env, &args).expect(0)
+    };
+    let plain = env.path("plain");
+    mirror(&plain, false);
+    assert!(!all_refs(&plain.join("app.git")).contains("refs/pull/"));
+    let with = env.path("with");
+    mirror(&with, true);
+    let got = all_refs(&with.join("app.git"));
+    assert!(
+        got.contains("refs/pull/1/head") && !got.contains("refs/pull/1/merge"),
+        "{got}"
+    );
+
+    // The request is force-pushed: its old head is kept.
+    git(&w.dir, &["reset", "-q", "--hard", "HEAD~2"]);
+    w.commit();
+    git(
+        &w.dir,
+        &["push", "-q", "--force", s(&w.bare), "HEAD:refs/pull/1/head"],
+    );
+    let out = mirror(&with, true);
+    assert!(
+        out.stdout
+            .contains("pull/1/head of app rewritten: 1 commit no longer upstream"),
+        "{}",
+        out.stdout
+    );
+    assert!(commits(&with.join("app.git")).contains(&pr1));
+}

@@ -27,6 +27,8 @@ pub struct Remote {
     pub ssh_command: Option<String>,
     /// The branch `HEAD` should name.
     pub default_branch: Option<String>,
+    /// Mirror the heads of pull and merge requests too.
+    pub pulls: bool,
 }
 
 impl Remote {
@@ -297,7 +299,7 @@ pub fn sync(
     let created = !dir.join("HEAD").exists();
     // What upstream has, without a process, where the protocol allows.
     let advertised: Option<Advertised> = if remote.is_http() {
-        match refs::discover(agent, &remote.url, remote.auth.as_deref()) {
+        match refs::discover(agent, &remote.url, remote.auth.as_deref(), remote.pulls) {
             Ok(a) => Some(a),
             Err(Discovery::Missing) if created => return Err(SyncError::Missing),
             Err(_) => None,
@@ -308,7 +310,7 @@ pub fn sync(
     if !created {
         clean_stale(dir)?;
         if let Some(a) = &advertised
-            && refs::local(dir).map_err(io(dir))? == a.refs
+            && refs::local(dir, remote.pulls).map_err(io(dir))? == a.refs
         {
             return Ok(Synced {
                 unchanged: true,
@@ -318,7 +320,7 @@ pub fn sync(
     }
     ensure(dir)?;
     let (bytes_before, _) = pack_bytes(dir);
-    let before = refs::local(dir).map_err(io(dir))?;
+    let before = refs::local(dir, remote.pulls).map_err(io(dir))?;
     let mut synced = Synced::default();
     let mut now = before.clone();
     let mut fast = false;
@@ -336,7 +338,7 @@ pub fn sync(
         ) {
             Ok(super::smart_http::Fast::Done { .. }) => {
                 fast = true;
-                now = refs::local(dir).map_err(io(dir))?;
+                now = refs::local(dir, remote.pulls).map_err(io(dir))?;
             }
             Ok(super::smart_http::Fast::Careful(_)) => fast = true,
             Err(_) => {}
@@ -362,7 +364,7 @@ pub fn sync(
         // A refusal exits non-zero; whether anything is left to do is
         // judged by the refs, not the exit code.
         let _ = run(c, "git fetch");
-        now = refs::local(dir).map_err(io(dir))?;
+        now = refs::local(dir, remote.pulls).map_err(io(dir))?;
     }
     let settled = advertised.as_ref().is_some_and(|a| a.refs == now);
     if !settled {
@@ -471,6 +473,12 @@ fn careful(
         "+refs/heads/*:refs/cairn/incoming/heads/*",
         "+refs/tags/*:refs/cairn/incoming/tags/*",
     ]);
+    if remote.pulls {
+        c.args([
+            "+refs/pull/*:refs/cairn/incoming/pull/*",
+            "+refs/merge-requests/*:refs/cairn/incoming/merge-requests/*",
+        ]);
+    }
     run(c, "git fetch").map_err(|e| match e {
         SyncError::Git(m)
             if m.contains("not found") || m.contains("does not appear to be a git repository") =>
@@ -487,6 +495,7 @@ fn careful(
     let upstream: RefMap = incoming
         .iter()
         .map(|(k, v)| (format!("refs/{}", &k[INCOMING.len()..]), v.clone()))
+        .filter(|(k, _)| refs::mirrored(k, remote.pulls))
         .collect();
     let mut tx = String::new();
     let names: std::collections::BTreeSet<&String> = now.keys().chain(upstream.keys()).collect();
@@ -510,7 +519,9 @@ fn careful(
             }
         };
         let o = old.expect("a loss has an old tip");
-        let lost = count(dir, &[o.as_str(), "--not", "--glob=refs/cairn/incoming/*"])?;
+        // Lost: reachable from the old tip and from no ref the mirror
+        // keeps upstream (a forge's merge ref does not count).
+        let lost = count_not(dir, o, upstream.values())?;
         let kept_as = format!("{PRESERVED}{stamp}/{}", &name["refs/".len()..]);
         tx.push_str(&format!("create {kept_as} {o}\n"));
         match new {
@@ -561,11 +572,36 @@ fn count(dir: &Path, args: &[&str]) -> Result<u64, SyncError> {
         .map_err(|_| SyncError::Git("git rev-list printed no count".into()))
 }
 
-fn run_with_input(mut cmd: Command, input: &[u8], what: &str) -> Result<(), SyncError> {
+/// Commits reachable from `tip` and from none of `not`.
+fn count_not<'a>(
+    dir: &Path,
+    tip: &str,
+    not: impl Iterator<Item = &'a String>,
+) -> Result<u64, SyncError> {
+    let mut input = format!("{tip}\n--not\n");
+    for n in not {
+        input.push_str(n);
+        input.push('\n');
+    }
+    let mut c = git(dir, None);
+    c.args(["rev-list", "--count", "--stdin"]);
+    let out = run_output_with_input(c, input.as_bytes(), "git rev-list")?;
+    String::from_utf8_lossy(&out)
+        .trim()
+        .parse()
+        .map_err(|_| SyncError::Git("git rev-list printed no count".into()))
+}
+
+fn run_with_input(cmd: Command, input: &[u8], what: &str) -> Result<(), SyncError> {
+    run_output_with_input(cmd, input, what).map(|_| ())
+}
+
+/// Runs `cmd` with `input` on its stdin; its stdout.
+fn run_output_with_input(mut cmd: Command, input: &[u8], what: &str) -> Result<Vec<u8>, SyncError> {
     use std::io::Write;
     let mut child = cmd
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| SyncError::Git(format!("{what}: cannot start git: {e}")))?;
@@ -584,5 +620,5 @@ fn run_with_input(mut cmd: Command, input: &[u8], what: &str) -> Result<(), Sync
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    Ok(())
+    Ok(out.stdout)
 }

@@ -49,6 +49,9 @@ pub struct GitJob {
     pub wikis: bool,
     /// Fetch Git LFS objects (when git-lfs is installed).
     pub lfs: bool,
+    /// Mirror the heads of pull and merge requests (hidden refs, off by
+    /// default: forges keep one per request ever opened).
+    pub pull_requests: bool,
     /// Fetch over SSH rather than HTTPS.
     pub ssh: bool,
     /// `GIT_SSH_COMMAND` for SSH fetches.
@@ -72,6 +75,7 @@ impl Default for GitJob {
             archived: true,
             wikis: true,
             lfs: true,
+            pull_requests: false,
             ssh: false,
             ssh_command: None,
             fetches: DEFAULT_FETCHES,
@@ -586,6 +590,7 @@ fn fetch_all(
                             .map(str::to_string),
                         ssh_command: job.ssh_command.clone(),
                         default_branch: r.default_branch.clone(),
+                        pulls: job.pull_requests,
                     };
                     let url = if job.ssh { &r.ssh_url } else { &r.https_url };
                     let main =
@@ -622,6 +627,7 @@ fn fetch_all(
                         let wdir = root.join(manifest::wiki_dir_for(&r.name));
                         let mut wr = remote(&ForgeRepo::wiki_url(url));
                         wr.default_branch = None;
+                        wr.pulls = false;
                         match mirror::sync(&wdir, &wr, &agent, stamp) {
                             Ok(w) => Ok((m, Some(w))),
                             // A wiki never written is no wiki.

@@ -12,9 +12,23 @@ use std::time::Duration;
 /// Ref name (`refs/heads/main`) to object ID (hex).
 pub type RefMap = BTreeMap<String, String>;
 
-/// Whether a ref is one a mirror keeps: branches and tags.
-pub fn mirrored(name: &str) -> bool {
-    name.starts_with("refs/heads/") || name.starts_with("refs/tags/")
+/// Whether a ref is one a mirror keeps: branches and tags, and with
+/// `pulls` the heads of pull and merge requests (`refs/pull/N/head` on
+/// GitHub and Gitea, `refs/merge-requests/N/head` on GitLab; not the
+/// forge's synthetic merge commits, which move with every push to the
+/// target branch).
+pub fn mirrored(name: &str, pulls: bool) -> bool {
+    name.starts_with("refs/heads/") || name.starts_with("refs/tags/") || (pulls && pull_head(name))
+}
+
+fn pull_head(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    parts.len() == 4
+        && parts[0] == "refs"
+        && (parts[1] == "pull" || parts[1] == "merge-requests")
+        && !parts[2].is_empty()
+        && parts[2].bytes().all(|b| b.is_ascii_digit())
+        && parts[3] == "head"
 }
 
 fn is_oid(s: &str) -> bool {
@@ -25,7 +39,7 @@ fn is_oid(s: &str) -> bool {
 /// override packed ones, as in git). A ref file that is not an object ID
 /// (a symbolic ref, a torn write) is left out, which at worst makes a run
 /// fetch when it need not.
-pub fn local(dir: &Path) -> std::io::Result<RefMap> {
+pub fn local(dir: &Path, pulls: bool) -> std::io::Result<RefMap> {
     let mut out = RefMap::new();
     match std::fs::read_to_string(dir.join("packed-refs")) {
         Ok(text) => {
@@ -35,7 +49,7 @@ pub fn local(dir: &Path) -> std::io::Result<RefMap> {
                 }
                 if let Some((oid, name)) = line.split_once(' ')
                     && is_oid(oid)
-                    && mirrored(name)
+                    && mirrored(name, pulls)
                 {
                     out.insert(name.to_string(), oid.to_string());
                 }
@@ -44,9 +58,20 @@ pub fn local(dir: &Path) -> std::io::Result<RefMap> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    for top in ["refs/heads", "refs/tags"] {
+    let tops: &[&str] = if pulls {
+        &[
+            "refs/heads",
+            "refs/tags",
+            "refs/pull",
+            "refs/merge-requests",
+        ]
+    } else {
+        &["refs/heads", "refs/tags"]
+    };
+    for top in tops {
         loose(&dir.join(top), top, &mut out)?;
     }
+    out.retain(|name, _| mirrored(name, pulls));
     Ok(out)
 }
 
@@ -106,6 +131,7 @@ pub fn discover(
     agent: &ureq::Agent,
     url: &str,
     auth: Option<&str>,
+    pulls: bool,
 ) -> Result<Advertised, Discovery> {
     let u = format!(
         "{}/info/refs?service=git-upload-pack",
@@ -139,12 +165,13 @@ pub fn discover(
     if body.len() as u64 > MAX_ADVERTISEMENT {
         return Err(Discovery::Unknown("advertisement too long".into()));
     }
-    parse_advertisement(&body).ok_or_else(|| Discovery::Unknown("not a ref advertisement".into()))
+    parse_advertisement(&body, pulls)
+        .ok_or_else(|| Discovery::Unknown("not a ref advertisement".into()))
 }
 
 /// Parses protocol v0's pkt-lines: `# service=…`, a flush, then
 /// `OID NAME\0CAPS`, `OID NAME`…, a flush.
-pub fn parse_advertisement(mut b: &[u8]) -> Option<Advertised> {
+pub fn parse_advertisement(mut b: &[u8], pulls: bool) -> Option<Advertised> {
     let mut out = Advertised::default();
     let mut first = true;
     let mut flushes = 0;
@@ -186,7 +213,7 @@ pub fn parse_advertisement(mut b: &[u8]) -> Option<Advertised> {
         if !is_oid(oid) {
             return None;
         }
-        if mirrored(name) && !name.ends_with("^{}") {
+        if mirrored(name, pulls) && !name.ends_with("^{}") {
             out.refs.insert(name.to_string(), oid.to_string());
         }
     }
@@ -198,7 +225,7 @@ pub fn parse_advertisement(mut b: &[u8]) -> Option<Advertised> {
 /// server become file paths, so nothing else is written.
 pub fn valid_refname(name: &str) -> bool {
     name.len() <= 1024
-        && mirrored(name)
+        && name.starts_with("refs/")
         && !name.ends_with('/')
         && !name.ends_with('.')
         && !name.contains("..")
@@ -246,7 +273,7 @@ mod tests {
             pkt(&format!("{t} refs/tags/v1\n")),
             pkt(&format!("{a} refs/tags/v1^{{}}\n")),
         );
-        let got = parse_advertisement(body.as_bytes()).unwrap();
+        let got = parse_advertisement(body.as_bytes(), false).unwrap();
         assert_eq!(got.head.as_deref(), Some("refs/heads/main"));
         assert_eq!(got.refs.len(), 2);
         assert_eq!(got.refs["refs/tags/v1"], t);
@@ -256,9 +283,19 @@ mod tests {
             pkt("# service=git-upload-pack\n"),
             pkt("0000000000000000000000000000000000000000 capabilities^{}\0agent=x\n")
         );
-        assert_eq!(parse_advertisement(empty.as_bytes()).unwrap().refs.len(), 0);
+        assert_eq!(
+            parse_advertisement(empty.as_bytes(), false)
+                .unwrap()
+                .refs
+                .len(),
+            0
+        );
         for junk in ["", "00", "zzzz", "0005", "ffff0000", "0000"] {
-            assert_eq!(parse_advertisement(junk.as_bytes()), None, "{junk:?}");
+            assert_eq!(
+                parse_advertisement(junk.as_bytes(), false),
+                None,
+                "{junk:?}"
+            );
         }
     }
 
@@ -281,7 +318,6 @@ mod tests {
             "refs/heads//x",
             "refs/heads/x.",
             "refs/heads/x@{1}",
-            "refs/pull/1/head",
             "HEAD",
             "refs/heads/tab\there",
         ] {
@@ -303,11 +339,16 @@ mod tests {
         std::fs::write(d.path().join("refs/heads/main"), format!("{b}\n")).unwrap();
         std::fs::write(d.path().join("refs/heads/feature/x"), format!("{a}\n")).unwrap();
         std::fs::write(d.path().join("refs/heads/torn"), "12").unwrap();
-        let got = local(d.path()).unwrap();
+        let got = local(d.path(), false).unwrap();
         assert_eq!(got["refs/heads/main"], b, "loose overrides packed");
         assert_eq!(got["refs/heads/feature/x"], a);
         assert_eq!(got["refs/tags/v1"], a);
         assert!(!got.contains_key("refs/heads/torn"));
         assert!(!got.contains_key("refs/pull/1/head"));
+        let with = local(d.path(), true).unwrap();
+        assert_eq!(with["refs/pull/1/head"], a, "pull heads when asked");
+        assert!(mirrored("refs/merge-requests/7/head", true));
+        assert!(!mirrored("refs/pull/1/merge", true));
+        assert!(!mirrored("refs/pull/x/head", true));
     }
 }
