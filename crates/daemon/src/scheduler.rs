@@ -432,6 +432,7 @@ fn committed_since(config: &Config, job: &Job, since_ns: i64) -> Option<String> 
             .group
             .clone()
             .unwrap_or_else(|| format!("{}:stdin:{}", cairn_store::hostname(), c.filename)),
+        Kind::Git(g) => g.group(),
         _ => return None,
     };
     let r = config.repositories.get(&job.repository)?;

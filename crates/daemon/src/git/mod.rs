@@ -676,3 +676,50 @@ fn lock(root: &Path) -> Result<std::fs::File, GitError> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_run_at_a_time_per_mirrors_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let held = lock(d.path()).unwrap();
+        assert!(matches!(lock(d.path()), Err(GitError::Busy(_))));
+        drop(held);
+        lock(d.path()).unwrap();
+    }
+
+    #[test]
+    fn filters_and_groups() {
+        let job = GitJob {
+            owner: "acme".into(),
+            exclude: vec!["old-*".into()],
+            ..GitJob::default()
+        };
+        let repo = |name: &str, fork: bool, archived: bool| ForgeRepo {
+            id: 1,
+            name: name.into(),
+            https_url: String::new(),
+            ssh_url: String::new(),
+            fork,
+            archived,
+            has_wiki: false,
+            default_branch: None,
+        };
+        assert!(job.wanted(&repo("shop", false, true)));
+        assert!(!job.wanted(&repo("old-shop", false, false)));
+        assert!(!job.wanted(&repo("fork", true, false)));
+        assert_eq!(job.group(), "git:github/acme");
+        assert_eq!(job.base(), "https://github.com");
+        assert!(stamp(1_764_000_000_123_456_789).starts_with("2025"));
+        assert!(same_site(
+            &origin("https://github.com/acme/shop.git"),
+            &origin("https://GitHub.com")
+        ));
+        assert!(!same_site(
+            &origin("https://evil.example/acme/shop.git"),
+            &origin("https://github.com")
+        ));
+    }
+}
