@@ -1533,7 +1533,7 @@ fn git_job(
     g.forks = j.forks.as_ref().is_some_and(|x| *x.get_ref());
     g.archived = j.archived.as_ref().is_none_or(|x| *x.get_ref());
     g.wikis = j.wikis.as_ref().is_none_or(|x| *x.get_ref());
-    g.lfs = j.lfs.as_ref().is_none_or(|x| *x.get_ref());
+    g.lfs = j.lfs.as_ref().map(|x| *x.get_ref());
     g.pull_requests = j.pull_requests.as_ref().is_some_and(|x| *x.get_ref());
     match j.protocol.as_ref().map(|x| (x, x.get_ref().as_str())) {
         None | Some((_, "https")) => {}

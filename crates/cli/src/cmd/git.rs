@@ -35,7 +35,7 @@ fn mirror(ctx: &Ctx, a: GitMirrorArgs) -> Result<i32> {
         forks: a.forks,
         archived: !a.no_archived,
         wikis: !a.no_wikis,
-        lfs: !a.no_lfs,
+        lfs: a.no_lfs.then_some(false),
         pull_requests: a.pull_requests,
         ssh: a.ssh,
         ssh_command: None,

@@ -411,6 +411,34 @@ command = ["sh", "-c", "cat >> {events}; echo >> {events}"]
         ["upstream", "failed", "recovered", "upstream"]
     );
 
+    // An unreachable forge: every run fails, one alert, no mirror
+    // touched; then it is back.
+    let before = fingerprint(&mirrors);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace(&forge.url, "http://127.0.0.1:9")).unwrap();
+    for _ in 0..2 {
+        let out = cairn(&env, &["run", "gh", "-c", &cfg]).expect(2);
+        assert!(
+            out.stdout.contains("is unreachable") && out.stdout.contains("no mirror was touched"),
+            "{}",
+            out.stdout
+        );
+    }
+    assert_eq!(fingerprint(&mirrors), before);
+    std::fs::write(&cfg, text).unwrap();
+    cairn(&env, &["run", "gh", "-c", &cfg]).expect(0);
+    assert_eq!(
+        kinds(&events_file),
+        [
+            "upstream",
+            "failed",
+            "recovered",
+            "upstream",
+            "failed",
+            "recovered"
+        ]
+    );
+
     // A broken forge: every run fails, one alert, no mirror touched.
     let before = fingerprint(&mirrors);
     forge.model.lock().unwrap().fail_with = Some(502);
@@ -424,7 +452,7 @@ command = ["sh", "-c", "cat >> {events}; echo >> {events}"]
             .iter()
             .filter(|k| *k == "failed")
             .count(),
-        2
+        3
     );
     forge.model.lock().unwrap().fail_with = None;
 

@@ -237,7 +237,12 @@ pub fn clean_stale(dir: &Path) -> Result<(), SyncError> {
         for ent in rd.flatten() {
             let n = ent.file_name();
             let n = n.to_string_lossy();
-            if n.starts_with("tmp_") || n.starts_with(".tmp-") {
+            // A killed fetch also leaves the `.keep` that guarded its
+            // pack until the refs moved; it would keep the pack out of
+            // every later repack.
+            let fetch_keep = n.ends_with(".keep")
+                && std::fs::read_to_string(ent.path()).is_ok_and(|k| k.starts_with("fetch-pack"));
+            if n.starts_with("tmp_") || n.starts_with(".tmp-") || fetch_keep {
                 let _ = std::fs::remove_file(ent.path());
             }
         }

@@ -47,8 +47,9 @@ pub struct GitJob {
     pub archived: bool,
     /// Mirror wikis.
     pub wikis: bool,
-    /// Fetch Git LFS objects (when git-lfs is installed).
-    pub lfs: bool,
+    /// Fetch Git LFS objects: `None` when git-lfs is installed, `Some(true)`
+    /// says so in every run's message when it is not.
+    pub lfs: Option<bool>,
     /// Mirror the heads of pull and merge requests (hidden refs, off by
     /// default: forges keep one per request ever opened).
     pub pull_requests: bool,
@@ -74,7 +75,7 @@ impl Default for GitJob {
             forks: false,
             archived: true,
             wikis: true,
-            lfs: true,
+            lfs: None,
             pull_requests: false,
             ssh: false,
             ssh_command: None,
@@ -146,7 +147,7 @@ pub struct Summary {
     pub failed: Vec<(String, String)>,
     /// Names the forge sent that cannot be directories.
     pub refused_names: Vec<String>,
-    /// LFS objects were wanted but git-lfs is not installed.
+    /// LFS objects were asked for but git-lfs is not installed.
     pub lfs_missing: bool,
     /// Rate-limit waits.
     pub limit_waits: u32,
@@ -404,8 +405,8 @@ pub fn mirror(
         )
     });
     let st = stamp(now);
-    let lfs = job.lfs && mirror::lfs_installed();
-    sum.lfs_missing = job.lfs && !lfs;
+    let lfs = job.lfs != Some(false) && mirror::lfs_installed();
+    sum.lfs_missing = job.lfs == Some(true) && !lfs;
     let pending: HashSet<u64> = man
         .repos
         .iter()
