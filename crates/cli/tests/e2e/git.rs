@@ -515,6 +515,49 @@ command = ["sh", "-c", "cat >> {events}; echo >> {events}"]
     git(&shop_m, &["fsck", "--no-progress"]);
     saw("shop", &shop.bare);
 
+    // SIGTERM during a fetch (a first clone, which git does): the run
+    // stops at once, recorded as interrupted, and the next one completes.
+    let mut later = Work::new(&env, "later", forge.add_repo("later"));
+    later.commit();
+    later.push();
+    {
+        let mut m = forge.model.lock().unwrap();
+        m.pack_delay = Some(Duration::from_secs(6));
+        m.pack_requests = 0;
+    }
+    let mut c = env.cmd();
+    c.args(["run", "gh", "-c", &cfg]);
+    let child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while forge.model.lock().unwrap().pack_requests < 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the fetch never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let asked = Instant::now();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "stopping waited for the fetch ({:?})",
+        asked.elapsed()
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("interrupted"), "{text}");
+    forge.model.lock().unwrap().pack_delay = None;
+    cairn(&env, &["run", "gh", "-c", &cfg]).expect(0);
+    assert_eq!(refs(&mirrors.join("later.git")), refs(&later.bare));
+
     // Every commit ever fetched is in the restored mirrors, under the
     // current name, a former name, and for a deleted repository.
     for (name, alias) in [

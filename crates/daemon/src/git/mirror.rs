@@ -29,6 +29,9 @@ pub struct Remote {
     pub default_branch: Option<String>,
     /// Mirror the heads of pull and merge requests too.
     pub pulls: bool,
+    /// Set to stop: a fetch in progress is killed (its mirror keeps its
+    /// refs, as after any killed fetch).
+    pub cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Remote {
@@ -111,6 +114,9 @@ pub enum SyncError {
     /// git failed.
     #[error("{0}")]
     Git(String),
+    /// The run was asked to stop.
+    #[error("stopped")]
+    Interrupted,
     /// The mirror's files.
     #[error("{path}: {source}")]
     Io {
@@ -195,6 +201,93 @@ fn run(mut cmd: Command, what: &str) -> Result<Vec<u8>, SyncError> {
         "{what} failed ({}): {tail}",
         out.status
     )))
+}
+
+/// Runs a fetch like [`run`], killing it as soon as `cancel` is set (its
+/// helpers, left without their parent, stop at the end of their pipes).
+/// It stays in cairn's process group, so whatever kills a daemon's whole
+/// group kills it too, and no orphaned fetch writes into a mirror that
+/// the next run holds.
+fn run_cancellable(
+    mut cmd: Command,
+    what: &str,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<Vec<u8>, SyncError> {
+    use std::sync::atomic::Ordering;
+    use std::sync::mpsc;
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| SyncError::Git(format!("{what}: cannot start git: {e}")))?;
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(out) => break out.map_err(|e| SyncError::Git(format!("{what}: {e}")))?,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if cancel.load(Ordering::Relaxed) {
+                    // The helpers hold the fetch's pipes: the waiter is
+                    // left to reap it once they are gone too.
+                    kill_tree(pid);
+                    return Err(SyncError::Interrupted);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(SyncError::Git(format!("{what}: lost the process")));
+            }
+        }
+    };
+    if out.status.success() {
+        return Ok(out.stdout);
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = tail[tail.len().saturating_sub(3)..].join(" / ");
+    Err(SyncError::Git(format!(
+        "{what} failed ({}): {tail}",
+        out.status
+    )))
+}
+
+/// Kills `pid` and every process below it (git's remote helper,
+/// fetch-pack, index-pack), found through `/proc` before the parent dies
+/// and they are handed to init.
+fn kill_tree(pid: u32) {
+    let mut parent_of = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for ent in rd.flatten() {
+            let Some(p) = ent.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(ent.path().join("stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid …`; comm may hold spaces and parens.
+            if let Some(ppid) = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|x| x.parse::<u32>().ok())
+            {
+                parent_of.push((p, ppid));
+            }
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    for p in tree {
+        if let Some(p) = rustix::process::Pid::from_raw(p as i32) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
+    }
 }
 
 /// Creates the bare repository at `dir` if it is not there.
@@ -368,7 +461,9 @@ pub fn sync(
         ]);
         // A refusal exits non-zero; whether anything is left to do is
         // judged by the refs, not the exit code.
-        let _ = run(c, "git fetch");
+        if let Err(SyncError::Interrupted) = run_cancellable(c, "git fetch", &remote.cancel) {
+            return Err(SyncError::Interrupted);
+        }
         now = refs::local(dir, remote.pulls).map_err(io(dir))?;
     }
     let settled = advertised.as_ref().is_some_and(|a| a.refs == now);
@@ -426,7 +521,7 @@ pub fn lfs_fetch(dir: &Path, remote: &Remote) -> Result<u64, SyncError> {
             remote.url.trim_end_matches('/')
         ))
         .args(["lfs", "fetch", "--all", "origin"]);
-    run(c, "git lfs fetch")?;
+    run_cancellable(c, "git lfs fetch", &remote.cancel)?;
     Ok(dir_bytes(&dir.join("lfs/objects")).saturating_sub(before))
 }
 
@@ -484,7 +579,7 @@ fn careful(
             "+refs/merge-requests/*:refs/cairn/incoming/merge-requests/*",
         ]);
     }
-    run(c, "git fetch").map_err(|e| match e {
+    run_cancellable(c, "git fetch", &remote.cancel).map_err(|e| match e {
         SyncError::Git(m)
             if m.contains("not found") || m.contains("does not appear to be a git repository") =>
         {

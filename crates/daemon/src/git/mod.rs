@@ -592,6 +592,7 @@ fn fetch_all(
                         ssh_command: job.ssh_command.clone(),
                         default_branch: r.default_branch.clone(),
                         pulls: job.pull_requests,
+                        cancel: cancel.clone(),
                     };
                     let url = if job.ssh { &r.ssh_url } else { &r.https_url };
                     let main =
