@@ -212,6 +212,7 @@ token_file = "{token}"
 exclude = ["old-*"]
 repository = "r"
 every = "1h"
+keep = {{ last = 3 }}
 
 [[notify]]
 kind = "command"
@@ -558,12 +559,56 @@ command = ["sh", "-c", "cat >> {events}; echo >> {events}"]
     cairn(&env, &["run", "gh", "-c", &cfg]).expect(0);
     assert_eq!(refs(&mirrors.join("later.git")), refs(&later.bare));
 
+    // A new repository takes the name of the deleted one: the old mirror
+    // moves aside and stays restorable by its forge ID.
+    let old_blog_commits = commits(&mirrors.join("blog.git"));
+    let mut blog2 = Work::new(&env, "blog2", forge.add_repo("blog"));
+    blog2.commit();
+    blog2.push();
+    cairn(&env, &["run", "gh", "-c", &cfg]).expect(0);
+    assert_eq!(refs(&mirrors.join("blog.git")), refs(&blog2.bare));
+    assert_eq!(
+        commits(&mirrors.join("blog.deleted-1001.git")),
+        old_blog_commits
+    );
+    let dest = env.path("old-blog");
+    env.ok(&[
+        "git",
+        "restore",
+        "latest",
+        "1001",
+        s(&dest),
+        "--group",
+        "git:github/acme",
+    ]);
+    assert_eq!(commits(&dest), old_blog_commits);
+    let dest = env.path("new-blog");
+    env.ok(&[
+        "git",
+        "restore",
+        "latest",
+        "blog",
+        s(&dest),
+        "--group",
+        "git:github/acme",
+    ]);
+    assert_eq!(
+        refs(&dest),
+        refs(&blog2.bare),
+        "the name means the repository that has it now"
+    );
+
+    // The job's retention applies to its group; the mirrors themselves
+    // still hold everything.
+    let snaps = json(&env.ok(&["--json", "snapshots"]));
+    assert_eq!(snaps.as_array().unwrap().len(), 3, "keep = {{ last = 3 }}");
+
     // Every commit ever fetched is in the restored mirrors, under the
     // current name, a former name, and for a deleted repository.
     for (name, alias) in [
         ("shop", "shop"),
         ("docs", "docs"),
-        ("blog", "blog"),
+        ("blog", "1001"),
         ("api", "api"),
     ] {
         let dest = env.path(&format!("restored-{alias}"));

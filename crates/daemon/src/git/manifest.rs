@@ -89,13 +89,15 @@ impl Manifest {
         write().map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
 
-    /// The entry for a name: the current one first, then former names,
-    /// then an ID given as digits.
+    /// The entry for a name: a repository that has it now first, then
+    /// one deleted under it, then former names, then an ID given as
+    /// digits (the way to a deleted repository whose name was taken).
     pub fn find(&self, name: &str) -> Option<&Entry> {
         let name = name.trim_end_matches(".git");
         self.repos
             .iter()
-            .find(|e| e.name == name)
+            .find(|e| e.name == name && e.deleted_ns.is_none())
+            .or_else(|| self.repos.iter().find(|e| e.name == name))
             .or_else(|| {
                 self.repos
                     .iter()
