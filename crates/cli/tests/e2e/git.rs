@@ -26,6 +26,9 @@ fn git(dir: &Path, args: &[&str]) -> String {
             "user.email=test@example.org",
             "-c",
             "init.defaultBranch=main",
+            // The test reads mirrors another user owns.
+            "-c",
+            "safe.directory=*",
         ])
         .args(args)
         .output()
@@ -1103,4 +1106,92 @@ fn pull_request_heads_only_when_asked() {
         out.stdout
     );
     assert!(commits(&with.join("app.git")).contains(&pr1));
+}
+
+/// What the systemd unit does: mirroring and snapshots as a user with no
+/// privilege at all (as root, through `setpriv` as nobody).
+#[test]
+fn mirrors_as_an_unprivileged_user() {
+    use std::os::unix::fs::PermissionsExt;
+    if !crate::util::is_root() {
+        crate::util::cannot_run("this test switches to the user nobody; run it as root");
+    }
+    if !crate::util::have("setpriv") {
+        crate::util::cannot_run("setpriv is not installed (util-linux; .ci/run installs it)");
+    }
+    let env = Env::new();
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let forge = Forge::start(&env.path("forge"), "acme", true);
+    let mut w = Work::new(&env, "shop", forge.add_repo("shop"));
+    w.commit();
+    let old = w.commit();
+    w.push();
+    let home = env.path("nobody");
+    std::fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_cairn"))
+            .arg("--repo")
+            .arg(home.join("repo"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .env("XDG_STATE_HOME", home.join(".local/state"))
+            .env("XDG_CACHE_HOME", home.join(".cache"))
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("XDG_DATA_HOME", home.join(".local/share"))
+            .env("CAIRN_PASSWORD", crate::util::PASS);
+        crate::util::run(c)
+    };
+    as_nobody(&["init"]).expect(0);
+    let mirror = [
+        "git",
+        "mirror",
+        "--forge",
+        "github",
+        "--base-url",
+        &forge.url,
+        "--owner",
+        "acme",
+    ];
+    as_nobody(&mirror).expect(0);
+    let m = home.join(".local/state/cairn/git/github-acme/shop.git");
+    assert_eq!(refs(&m), refs(&w.bare));
+    git(&w.dir, &["reset", "-q", "--hard", "HEAD~1"]);
+    w.commit();
+    w.push();
+    let out = as_nobody(&mirror).expect(0);
+    assert!(
+        out.stdout.contains("main of shop rewritten"),
+        "{}",
+        out.stdout
+    );
+    assert!(commits(&m).contains(&old));
+    let st = std::fs::metadata(m.join("HEAD")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&st), 65534);
+    let snaps = as_nobody(&["--json", "snapshots"]).expect(0);
+    assert_eq!(json(&snaps.stdout).as_array().unwrap().len(), 2);
+
+    // Root running the same mirrors (`cairn run` on the daemon user's
+    // state) is not stopped by git's ownership check.
+    w.commit();
+    w.push();
+    let mut c = env.cmd();
+    c.env("HOME", &home)
+        .env("XDG_STATE_HOME", home.join(".local/state"))
+        .args([
+            "git",
+            "mirror",
+            "--forge",
+            "github",
+            "--base-url",
+            &forge.url,
+        ])
+        .args(["--owner", "acme", "--no-snapshot"]);
+    let out = crate::util::run(c).expect(0);
+    assert!(out.stdout.contains("1 fetched"), "{}", out.stdout);
+    assert_eq!(refs(&m), refs(&w.bare));
 }

@@ -148,7 +148,12 @@ const MAX_PACKS: usize = 24;
 /// hostile clone URL cannot name `ext::` or a local path.
 fn git(dir: &Path, remote: Option<&Remote>) -> Command {
     let mut c = Command::new("git");
-    c.arg("-C").arg(dir);
+    // The mirror is this job's own: `cairn run` as root on the daemon
+    // user's mirrors must not trip git's ownership check.
+    c.arg("-C")
+        .arg(dir)
+        .arg("-c")
+        .arg(format!("safe.directory={}", dir.display()));
     for kv in [
         "gc.auto=0",
         "maintenance.auto=false",

@@ -135,6 +135,8 @@ fn git(dir: &Path) -> Command {
     let mut c = Command::new("git");
     c.arg("-C")
         .arg(dir)
+        .arg("-c")
+        .arg(format!("safe.directory={}", dir.display()))
         .env_remove("GIT_DIR")
         .env_remove("GIT_WORK_TREE")
         .env("GIT_TERMINAL_PROMPT", "0");
