@@ -52,6 +52,10 @@ pub struct Entry {
     /// even when no ref moved.
     #[serde(default)]
     pub lfs_pending: bool,
+    /// It has used Git LFS: its LFS objects are fetched whenever its refs
+    /// move, whatever its `.gitattributes` says now.
+    #[serde(default)]
+    pub uses_lfs: bool,
 }
 
 impl Manifest {

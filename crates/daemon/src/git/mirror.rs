@@ -512,6 +512,16 @@ pub fn lfs_installed() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Whether the mirror's default branch says it uses Git LFS (a
+/// `filter=lfs` line in its top `.gitattributes`): one small git call,
+/// where starting git-lfs and scanning history for every moved mirror
+/// would cost more than the fetch itself.
+pub fn uses_lfs(dir: &Path) -> bool {
+    let mut c = git(dir, None);
+    c.args(["cat-file", "-p", "HEAD:.gitattributes"]);
+    run(c, "git cat-file").is_ok_and(|out| String::from_utf8_lossy(&out).contains("filter=lfs"))
+}
+
 /// Fetches the Git LFS objects every ref of the mirror at `dir` needs
 /// (preserved refs included) from the LFS server of `remote` (an HTTPS
 /// clone URL), into the mirror's `lfs/objects`. Returns the bytes added.

@@ -413,12 +413,19 @@ pub fn mirror(
         .filter(|e| e.lfs_pending)
         .map(|e| e.id)
         .collect();
+    let known_lfs: HashSet<u64> = man
+        .repos
+        .iter()
+        .filter(|e| e.uses_lfs)
+        .map(|e| e.id)
+        .collect();
     let opts = FetchOpts {
         base: &base,
         auth: auth.as_deref(),
         stamp: &st,
         lfs,
         lfs_pending: &pending,
+        known_lfs: &known_lfs,
     };
     let results = fetch_all(job, root, &opts, work, cancel);
     if cancel.load(Ordering::Relaxed) {
@@ -461,6 +468,7 @@ pub fn mirror(
     for (id, pending) in lfs_state {
         if let Some(e) = man.repos.iter_mut().find(|e| e.id == id) {
             e.lfs_pending = pending;
+            e.uses_lfs = true;
         }
     }
     man.save(root).map_err(GitError::Mirrors)?;
@@ -557,6 +565,7 @@ struct FetchOpts<'a> {
     stamp: &'a str,
     lfs: bool,
     lfs_pending: &'a HashSet<u64>,
+    known_lfs: &'a HashSet<u64>,
 }
 
 /// Syncs every mirror, `job.fetches` at a time.
@@ -601,7 +610,11 @@ fn fetch_all(
                     // fetches: after refs moved, or when the last try failed.
                     let mut lfs_ok = None;
                     let main = main.and_then(|m| {
-                        if !(o.lfs && (!m.unchanged || o.lfs_pending.contains(&r.id))) {
+                        let wanted = o.lfs
+                            && (o.lfs_pending.contains(&r.id)
+                                || (!m.unchanged
+                                    && (o.known_lfs.contains(&r.id) || mirror::uses_lfs(&dir))));
+                        if !wanted {
                             return Ok(m);
                         }
                         let mut lr = remote(&r.https_url);
