@@ -159,7 +159,7 @@ impl Summary {
     /// One line for the run's record.
     pub fn message(&self) -> String {
         let mut m = format!(
-            "{} repositories mirrored ({} listed): {} fetched, {} unchanged, {} fetched",
+            "{} repositories mirrored ({} listed): {} fetched, {} unchanged, {} received",
             self.mirrored,
             self.listed,
             self.fetched,
