@@ -371,16 +371,7 @@ impl Run<'_> {
                 s.warnings[0].message
             ));
         }
-        let mut outcome = Outcome::Ok;
-        if let Some(policy) = &job.keep {
-            match self.retention(&repo, &group, policy) {
-                Ok(m) => message.push_str(&format!("; {m}")),
-                Err(e) => {
-                    message.push_str(&format!("; retention failed: {e}"));
-                    outcome = Outcome::Failed;
-                }
-            }
-        }
+        let outcome = self.keep(&repo, &group, &mut message);
         Report {
             outcome,
             message,
@@ -462,16 +453,7 @@ impl Run<'_> {
             s.new_files + s.changed_files + s.unchanged_files,
             cairn_maint::units::human(s.bytes_added)
         );
-        let mut outcome = Outcome::Ok;
-        if let Some(policy) = &self.job.keep {
-            match self.retention(&repo, group, policy) {
-                Ok(m) => message.push_str(&format!("; {m}")),
-                Err(e) => {
-                    message.push_str(&format!("; retention failed: {e}"));
-                    outcome = Outcome::Failed;
-                }
-            }
-        }
+        let outcome = self.keep(&repo, group, &mut message);
         Report {
             outcome,
             message,
@@ -583,22 +565,31 @@ impl Run<'_> {
             cairn_maint::units::human(s.bytes_read),
             cairn_maint::units::human(s.bytes_added)
         );
-        let mut outcome = Outcome::Ok;
-        if let Some(policy) = &self.job.keep {
-            match self.retention(&repo, &group, policy) {
-                Ok(m) => message.push_str(&format!("; {m}")),
-                Err(e) => {
-                    message.push_str(&format!("; retention failed: {e}"));
-                    outcome = Outcome::Failed;
-                }
-            }
-        }
+        let outcome = self.keep(&repo, &group, &mut message);
         Report {
             outcome,
             message,
             snapshot: s.snapshot,
             bytes_added: s.bytes_added,
             ..Report::default()
+        }
+    }
+
+    /// Applies the job's `keep`, if any, after a snapshot: what it did goes
+    /// into `message`, and a failure fails the run.
+    fn keep(&self, repo: &cairn_repo::Repo, group: &str, message: &mut String) -> Outcome {
+        let Some(policy) = &self.job.keep else {
+            return Outcome::Ok;
+        };
+        match self.retention(repo, group, policy) {
+            Ok(m) => {
+                message.push_str(&format!("; {m}"));
+                Outcome::Ok
+            }
+            Err(e) => {
+                message.push_str(&format!("; retention failed: {e}"));
+                Outcome::Failed
+            }
         }
     }
 

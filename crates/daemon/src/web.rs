@@ -211,10 +211,8 @@ pub fn metrics(v: &View, out: &mut String) {
             |g| f64::from(g.limit_waits),
         ),
     ];
-    for (name, help, f) in git {
-        if !v.jobs.iter().any(|j| j.git.is_some()) {
-            break;
-        }
+    let any_git = v.jobs.iter().any(|j| j.git.is_some());
+    for (name, help, f) in git.into_iter().filter(|_| any_git) {
         head(out, name, "gauge", help);
         for j in &v.jobs {
             if let Some(g) = &j.git {

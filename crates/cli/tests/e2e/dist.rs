@@ -168,20 +168,7 @@ fn the_git_unit_runs_without_capabilities() {
         one(&u, "Service", "ExecStart"),
         "/usr/local/bin/cairn daemon --config /etc/cairn/git.toml"
     );
-    let env = Env::new();
-    let mut c = env.cmd();
-    c.args([
-        "daemon",
-        "--check-config",
-        "--config",
-        s(&dist("git.toml.example")),
-    ]);
-    let out = crate::util::run(c).expect(0);
-    assert!(
-        out.stdout.contains("ok: 1 repositories, 1 jobs"),
-        "{}",
-        out.stdout
-    );
+    checks("git.toml.example", "ok: 1 repositories, 1 jobs");
 }
 
 #[test]
@@ -217,20 +204,17 @@ fn the_user_unit_runs_the_daemon_as_its_user() {
 
 #[test]
 fn the_example_config_checks() {
+    checks("cairn.toml.example", "ok: 2 repositories, 6 jobs");
+}
+
+/// `cairn daemon --check-config` on an example of dist/systemd/ passes
+/// and says `summary`.
+fn checks(example: &str, summary: &str) {
     let env = Env::new();
     let mut c = env.cmd();
-    c.args([
-        "daemon",
-        "--check-config",
-        "--config",
-        s(&dist("cairn.toml.example")),
-    ]);
+    c.args(["daemon", "--check-config", "--config", s(&dist(example))]);
     let out = crate::util::run(c).expect(0);
-    assert!(
-        out.stdout.contains("ok: 2 repositories, 6 jobs"),
-        "{}",
-        out.stdout
-    );
+    assert!(out.stdout.contains(summary), "{example}: {}", out.stdout);
 }
 
 /// `systemd-analyze verify` on both units, with `ExecStart=` pointed at

@@ -845,25 +845,15 @@ fn gitlab_gitea_and_ssh_mirrors() {
     names[0].commit();
     names[0].push();
     let smirrors = env.path("ssh-mirrors");
-    let mut c = env.cmd();
-    c.env("GIT_SSH_COMMAND", crate::ssh::ssh_command(&server))
-        .args([
-            "git",
-            "mirror",
-            "--forge",
-            "gitea",
-            "--base-url",
-            &gt.url,
-            "--owner",
-            "alice",
-            "--token-file",
-            s(&env.path("gt-token")),
-            "--ssh",
-            "--mirrors",
-            s(&smirrors),
-            "--no-snapshot",
-        ]);
-    let out = crate::util::run(c).expect(0);
+    let over_ssh = || {
+        let mut c = env.cmd();
+        c.env("GIT_SSH_COMMAND", crate::ssh::ssh_command(&server))
+            .args(["git", "mirror", "--forge", "gitea", "--base-url", &gt.url])
+            .args(["--owner", "alice", "--token-file", s(&env.path("gt-token"))])
+            .args(["--ssh", "--mirrors", s(&smirrors), "--no-snapshot"]);
+        crate::util::run(c).expect(0)
+    };
+    let out = over_ssh();
     assert!(
         out.stdout.contains("3 repositories mirrored (4 listed)"),
         "{}",
@@ -875,25 +865,7 @@ fn gitlab_gitea_and_ssh_mirrors() {
     git(&names[0].dir, &["reset", "-q", "--hard", "HEAD~1"]);
     names[0].commit();
     names[0].push();
-    let mut c = env.cmd();
-    c.env("GIT_SSH_COMMAND", crate::ssh::ssh_command(&server))
-        .args([
-            "git",
-            "mirror",
-            "--forge",
-            "gitea",
-            "--base-url",
-            &gt.url,
-            "--owner",
-            "alice",
-            "--token-file",
-            s(&env.path("gt-token")),
-            "--ssh",
-            "--mirrors",
-            s(&smirrors),
-            "--no-snapshot",
-        ]);
-    let out = crate::util::run(c).expect(0);
+    let out = over_ssh();
     assert!(
         out.stdout
             .contains("main of dots rewritten: 1 commit no longer upstream"),

@@ -275,16 +275,16 @@ pub fn list(l: &Listing, cancel: &Arc<AtomicBool>) -> Result<Listed, ForgeError>
             ForgeKind::GitHub | ForgeKind::Gitea | ForgeKind::Forgejo => {
                 let repos: Vec<GhRepo> = c.parse(&url, &page.body)?;
                 for r in repos {
-                    out.push(
-                        r.id,
-                        r.name,
-                        r.clone_url,
-                        r.ssh_url,
-                        r.fork,
-                        r.archived,
-                        r.has_wiki,
-                        r.default_branch,
-                    );
+                    out.push(ForgeRepo {
+                        id: r.id,
+                        name: r.name,
+                        https_url: r.clone_url,
+                        ssh_url: r.ssh_url,
+                        fork: r.fork,
+                        archived: r.archived,
+                        has_wiki: r.has_wiki,
+                        default_branch: r.default_branch,
+                    });
                 }
             }
             ForgeKind::GitLab => {
@@ -297,16 +297,16 @@ pub fn list(l: &Listing, cancel: &Arc<AtomicBool>) -> Result<Listed, ForgeError>
                         .strip_prefix(&l.owner)
                         .and_then(|s| s.strip_prefix('/'))
                         .map_or(p.path.clone(), str::to_string);
-                    out.push(
-                        p.id,
+                    out.push(ForgeRepo {
+                        id: p.id,
                         name,
-                        p.http_url_to_repo,
-                        p.ssh_url_to_repo,
-                        p.forked_from_project.is_some(),
-                        p.archived,
-                        p.wiki_enabled,
-                        p.default_branch,
-                    );
+                        https_url: p.http_url_to_repo,
+                        ssh_url: p.ssh_url_to_repo,
+                        fork: p.forked_from_project.is_some(),
+                        archived: p.archived,
+                        has_wiki: p.wiki_enabled,
+                        default_branch: p.default_branch,
+                    });
                 }
             }
         }
@@ -324,32 +324,15 @@ pub fn list(l: &Listing, cancel: &Arc<AtomicBool>) -> Result<Listed, ForgeError>
 }
 
 impl Listed {
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        id: u64,
-        name: String,
-        https_url: String,
-        ssh_url: String,
-        fork: bool,
-        archived: bool,
-        has_wiki: bool,
-        default_branch: Option<String>,
-    ) {
-        if !valid_name(&name) {
-            self.refused_names.push(name);
+    /// Keeps `r` if its name can be a directory; a default branch that
+    /// cannot follow `refs/heads/` is dropped.
+    fn push(&mut self, mut r: ForgeRepo) {
+        if !valid_name(&r.name) {
+            self.refused_names.push(r.name);
             return;
         }
-        self.repos.push(ForgeRepo {
-            id,
-            name,
-            https_url,
-            ssh_url,
-            fork,
-            archived,
-            has_wiki,
-            default_branch: default_branch.filter(|b| valid_ref_part(b)),
-        });
+        r.default_branch = r.default_branch.filter(|b| valid_ref_part(b));
+        self.repos.push(r);
     }
 }
 

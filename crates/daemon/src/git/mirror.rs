@@ -146,7 +146,7 @@ const MAX_PACKS: usize = 24;
 /// kept as fetched (one file, not hundreds of loose objects), no prompt,
 /// no credential helper, and only http(s) and ssh transports, so a
 /// hostile clone URL cannot name `ext::` or a local path.
-fn git(dir: &Path, remote: Option<&Remote>) -> Command {
+pub(super) fn git(dir: &Path, remote: Option<&Remote>) -> Command {
     let mut c = Command::new("git");
     // The mirror is this job's own: `cairn run` as root on the daemon
     // user's mirrors must not trip git's ownership check.
@@ -189,13 +189,8 @@ fn git(dir: &Path, remote: Option<&Remote>) -> Command {
     c
 }
 
-/// Runs `cmd`, its stdout on success, its stderr's tail on failure.
-fn run(mut cmd: Command, what: &str) -> Result<Vec<u8>, SyncError> {
-    let out = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| SyncError::Git(format!("{what}: cannot start git: {e}")))?;
+/// A finished git's stdout on success, its stderr's tail on failure.
+fn finished(out: std::process::Output, what: &str) -> Result<Vec<u8>, SyncError> {
     if out.status.success() {
         return Ok(out.stdout);
     }
@@ -206,6 +201,16 @@ fn run(mut cmd: Command, what: &str) -> Result<Vec<u8>, SyncError> {
         "{what} failed ({}): {tail}",
         out.status
     )))
+}
+
+/// Runs `cmd`, its stdout on success, its stderr's tail on failure.
+fn run(mut cmd: Command, what: &str) -> Result<Vec<u8>, SyncError> {
+    let out = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| SyncError::Git(format!("{what}: cannot start git: {e}")))?;
+    finished(out, what)
 }
 
 /// Runs a fetch like [`run`], killing it as soon as `cancel` is set (its
@@ -246,16 +251,7 @@ fn run_cancellable(
             }
         }
     };
-    if out.status.success() {
-        return Ok(out.stdout);
-    }
-    let err = String::from_utf8_lossy(&out.stderr);
-    let tail: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = tail[tail.len().saturating_sub(3)..].join(" / ");
-    Err(SyncError::Git(format!(
-        "{what} failed ({}): {tail}",
-        out.status
-    )))
+    finished(out, what)
 }
 
 /// Kills `pid` and every process below it (git's remote helper,
@@ -680,8 +676,11 @@ fn incoming_refs(dir: &Path) -> Result<RefMap, SyncError> {
 fn count(dir: &Path, args: &[&str]) -> Result<u64, SyncError> {
     let mut c = git(dir, None);
     c.args(["rev-list", "--count"]).args(args);
-    let out = run(c, "git rev-list")?;
-    String::from_utf8_lossy(&out)
+    parse_count(&run(c, "git rev-list")?)
+}
+
+fn parse_count(out: &[u8]) -> Result<u64, SyncError> {
+    String::from_utf8_lossy(out)
         .trim()
         .parse()
         .map_err(|_| SyncError::Git("git rev-list printed no count".into()))
@@ -700,11 +699,7 @@ fn count_not<'a>(
     }
     let mut c = git(dir, None);
     c.args(["rev-list", "--count", "--stdin"]);
-    let out = run_output_with_input(c, input.as_bytes(), "git rev-list")?;
-    String::from_utf8_lossy(&out)
-        .trim()
-        .parse()
-        .map_err(|_| SyncError::Git("git rev-list printed no count".into()))
+    parse_count(&run_output_with_input(c, input.as_bytes(), "git rev-list")?)
 }
 
 fn run_with_input(cmd: Command, input: &[u8], what: &str) -> Result<(), SyncError> {
@@ -729,11 +724,5 @@ fn run_output_with_input(mut cmd: Command, input: &[u8], what: &str) -> Result<V
     if let Err(e) = wrote {
         return Err(SyncError::Git(format!("{what}: {e}")));
     }
-    if !out.status.success() {
-        return Err(SyncError::Git(format!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(out.stdout)
+    finished(out, what)
 }

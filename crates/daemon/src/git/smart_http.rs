@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use super::refs::{Advertised, RefMap, valid_refname};
 
@@ -79,7 +79,7 @@ pub fn fast_fetch(
 
     // Connectivity, and which old tips the new ones contain: a boundary
     // commit of `NEW… --not OLD…` is an old tip some new tip reaches.
-    let mut c = git(dir);
+    let mut c = super::mirror::git(dir, None);
     c.args(["rev-list", "--objects", "--boundary", "--stdin"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -129,18 +129,6 @@ pub fn fast_fetch(
     Ok(Fast::Done {
         updated: changed.len(),
     })
-}
-
-fn git(dir: &Path) -> Command {
-    let mut c = Command::new("git");
-    c.arg("-C")
-        .arg(dir)
-        .arg("-c")
-        .arg(format!("safe.directory={}", dir.display()))
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .env("GIT_TERMINAL_PROMPT", "0");
-    c
 }
 
 fn pkt(out: &mut Vec<u8>, line: &str) {
@@ -244,7 +232,7 @@ fn fetch_pack(
                         if header[8..12] == [0, 0, 0, 0] {
                             return Ok(());
                         }
-                        let mut c = git(dir);
+                        let mut c = super::mirror::git(dir, None);
                         c.args(["index-pack", "--stdin", "--fix-thin"])
                             .stdin(Stdio::piped())
                             .stdout(Stdio::null())
