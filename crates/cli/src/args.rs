@@ -75,6 +75,9 @@ pub enum Command {
     Diff(DiffArgs),
     /// Restore a snapshot, or part of one, into a directory.
     Restore(RestoreArgs),
+    /// Browse every snapshot as a read-only filesystem (FUSE) until
+    /// Ctrl-C or `umount`.
+    Mount(MountArgs),
     /// Verify the repository's structure (and data with --read-data).
     Check(CheckArgs),
     /// Manage keys.
@@ -581,6 +584,23 @@ pub struct RestoreArgs {
     /// Pick `latest` within this group.
     #[arg(long)]
     pub group: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// An empty directory to mount on.
+    pub mountpoint: PathBuf,
+    /// Only snapshots of groups matching this pattern (`laptop:*`).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Memory for decoded file contents (`64MiB`, `1GiB`).
+    #[arg(long, default_value = "32MiB", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Let other users in (their access is checked against the stored
+    /// owners and modes); needs `user_allow_other` in /etc/fuse.conf
+    /// unless mounting as root.
+    #[arg(long)]
+    pub allow_other: bool,
 }
 
 #[derive(Args, Debug)]

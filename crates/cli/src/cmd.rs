@@ -11,6 +11,7 @@ mod git;
 mod init;
 mod key;
 mod ls;
+mod mount;
 mod protect;
 mod prune;
 mod repair;
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Ls(a) => ls::run(&ctx, a),
         Command::Diff(a) => diff::run(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
+        Command::Mount(a) => mount::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Key(k) => key::run(&ctx, k),
         Command::Stats(a) => stats::run(&ctx, a),

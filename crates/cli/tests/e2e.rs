@@ -54,3 +54,7 @@ mod copy;
 
 #[path = "e2e/git.rs"]
 mod git;
+
+// The read-only FUSE view of every snapshot.
+#[path = "e2e/mount.rs"]
+mod mount;

@@ -12,7 +12,7 @@ use cairn_format::index::IndexPack;
 use cairn_format::keyfile::{KeyFile, Role};
 use cairn_format::pack::WRAPPED_LEN;
 use cairn_format::snapshot::{Body, Envelope};
-use cairn_format::tree::Tree;
+use cairn_format::tree::{Listing, Tree};
 use cairn_storage::{Kind, ObjectInfo, Storage};
 
 use crate::blobs::open_record;
@@ -399,12 +399,15 @@ impl Repo {
         scratch: &mut Vec<u8>,
         plain: &mut Vec<u8>,
     ) -> Result<BlobKind> {
-        Ok(self.decode_checked(id, loc, record, scratch, plain)?.0)
+        Ok(self
+            .decode_checked(id, loc, record, scratch, plain, Shape::Tree)?
+            .0)
     }
 
     /// The checks of [`Repo::decode_blob_into`]; a tree, which has to be
-    /// decoded to compare its references, is returned so that callers
-    /// wanting it do not decode it again.
+    /// decoded to compare its references, is returned (shaped as `shape`
+    /// asks) so that callers wanting it do not decode it again. A listing
+    /// takes the plaintext out of `plain`.
     fn decode_checked(
         &self,
         id: &Id,
@@ -412,7 +415,8 @@ impl Repo {
         record: &[u8],
         scratch: &mut Vec<u8>,
         plain: &mut Vec<u8>,
-    ) -> Result<(BlobKind, Option<Tree>)> {
+        shape: Shape,
+    ) -> Result<(BlobKind, Option<Parsed>)> {
         let pack = self.index.pack(loc.pack);
         let obj = || format!("blob {} in pack {}", id.short(), pack.id.short());
         let key = self.session_key(pack)?;
@@ -423,17 +427,29 @@ impl Repo {
         if self.blob_id(plain) != *id {
             return Err(Error::corrupt(obj(), "contents do not match the blob ID"));
         }
-        if kind == BlobKind::Tree {
-            let t = Tree::decode(plain).map_err(|e| Error::corrupt(obj(), e))?;
-            if t.refs() != refs {
-                return Err(Error::corrupt(
-                    obj(),
-                    "visible references differ from the tree",
-                ));
-            }
-            return Ok((kind, Some(t)));
+        if kind != BlobKind::Tree {
+            return Ok((kind, None));
         }
-        Ok((kind, None))
+        let (parsed, visible) = match shape {
+            Shape::Tree => {
+                let t = Tree::decode(plain).map_err(|e| Error::corrupt(obj(), e))?;
+                let r = t.refs();
+                (Parsed::Tree(t), r)
+            }
+            Shape::Listing => {
+                let l =
+                    Listing::decode(std::mem::take(plain)).map_err(|e| Error::corrupt(obj(), e))?;
+                let r = l.refs();
+                (Parsed::Listing(l), r)
+            }
+        };
+        if visible != refs {
+            return Err(Error::corrupt(
+                obj(),
+                "visible references differ from the tree",
+            ));
+        }
+        Ok((kind, Some(parsed)))
     }
 
     /// A reader with its own read-ahead window (one per thread).
@@ -721,19 +737,24 @@ impl BlobReader<'_> {
 
     /// [`BlobReader::load`] into a reused buffer.
     pub fn load_into(&mut self, id: &Id, out: &mut Vec<u8>) -> Result<BlobKind> {
-        Ok(self.fetch(id, out)?.0)
+        Ok(self.fetch(id, out, Shape::Tree)?.0)
     }
 
-    fn fetch(&mut self, id: &Id, out: &mut Vec<u8>) -> Result<(BlobKind, Option<Tree>)> {
+    fn fetch(
+        &mut self,
+        id: &Id,
+        out: &mut Vec<u8>,
+        shape: Shape,
+    ) -> Result<(BlobKind, Option<Parsed>)> {
         let loc = self.repo.index.get(id).ok_or(Error::MissingBlob(*id))?;
-        let first = match self.fetch_at(id, &loc, out) {
+        let first = match self.fetch_at(id, &loc, out, shape) {
             Err(e) if e.is_integrity() => e,
             r => return r,
         };
         // Another copy: the blob was stored twice, and the first copy is
         // damaged or was forged by a source that guessed the content.
         for other in self.repo.index.other_copies(id) {
-            if let Ok(r) = self.fetch_at(id, &other, out) {
+            if let Ok(r) = self.fetch_at(id, &other, out, shape) {
                 return Ok(r);
             }
         }
@@ -745,7 +766,8 @@ impl BlobReader<'_> {
         id: &Id,
         loc: &Location,
         out: &mut Vec<u8>,
-    ) -> Result<(BlobKind, Option<Tree>)> {
+        shape: Shape,
+    ) -> Result<(BlobKind, Option<Parsed>)> {
         let repo = self.repo;
         let pack = repo.index.pack(loc.pack);
         let obj = || format!("blob {} in pack {}", id.short(), pack.id.short());
@@ -773,7 +795,7 @@ impl BlobReader<'_> {
             Record::Block(block, a, b) => &block.bytes()[*a..*b],
             Record::Joined => &self.joined[..],
         };
-        repo.decode_checked(id, loc, bytes, &mut self.scratch, out)
+        repo.decode_checked(id, loc, bytes, &mut self.scratch, out, shape)
     }
 
     /// A record's bytes from the shared cache of aligned blocks.
@@ -803,9 +825,31 @@ impl BlobReader<'_> {
 
     /// Loads a tree blob.
     pub fn load_tree(&mut self, id: &Id) -> Result<Tree> {
-        match self.fetch(id, &mut Vec::new())? {
-            (_, Some(tree)) => Ok(tree),
+        match self.fetch(id, &mut Vec::new(), Shape::Tree)? {
+            (_, Some(Parsed::Tree(tree))) => Ok(tree),
             _ => Err(Error::corrupt(format!("blob {}", id.short()), "not a tree")),
         }
     }
+
+    /// Loads a tree blob kept encoded (see [`Listing`]): for readers that
+    /// hold many trees, such as a mounted snapshot.
+    pub fn load_listing(&mut self, id: &Id) -> Result<Listing> {
+        match self.fetch(id, &mut Vec::new(), Shape::Listing)? {
+            (_, Some(Parsed::Listing(l))) => Ok(l),
+            _ => Err(Error::corrupt(format!("blob {}", id.short()), "not a tree")),
+        }
+    }
+}
+
+/// How a tree blob is handed back: decoded whole, or kept encoded.
+#[derive(Clone, Copy)]
+enum Shape {
+    Tree,
+    Listing,
+}
+
+/// A tree blob as decoded by [`Repo::decode_checked`].
+enum Parsed {
+    Tree(Tree),
+    Listing(Listing),
 }

@@ -1,0 +1,448 @@
+//! `cairn mount` through the kernel's FUSE: what programs see through the
+//! view is what was backed up, byte for byte and attribute for attribute;
+//! damage gives EIO for the file it touches, never wrong bytes; a stop
+//! signal unmounts.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+/// A running `cairn mount`, unmounted when dropped.
+struct Mounted {
+    child: Child,
+    at: PathBuf,
+    log: PathBuf,
+}
+
+/// Fails the test, saying why, where FUSE cannot work.
+fn require_fuse() {
+    if !Path::new("/dev/fuse").exists() {
+        cannot_run("/dev/fuse is missing: load the fuse kernel module (`modprobe fuse`)");
+    }
+    if !is_root() && !have("fusermount3") {
+        cannot_run("fusermount3 is missing (`apt install fuse3`)");
+    }
+}
+
+fn mounted(at: &Path) -> bool {
+    let want = fs::canonicalize(at).unwrap_or_else(|_| at.to_path_buf());
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(s(&want)))
+}
+
+impl Mounted {
+    fn start(env: &Env, at: &Path, extra: &[&str]) -> Mounted {
+        require_fuse();
+        fs::create_dir_all(at).unwrap();
+        let log = env.path(&format!(
+            "mount-{}.log",
+            at.file_name().unwrap().to_string_lossy()
+        ));
+        let mut c = env.cmd();
+        c.arg("--repo")
+            .arg(&env.repo)
+            .arg("mount")
+            .arg(at)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap());
+        let mut child = c.spawn().expect("spawn cairn mount");
+        let start = Instant::now();
+        while !mounted(at) {
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!(
+                    "cairn mount exited {st} before mounting:\n{}",
+                    fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "not mounted after 60 s:\n{}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Mounted {
+            child,
+            at: at.to_path_buf(),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `sig` and waits for the process to end: its exit code.
+    fn stop(&mut self, sig: rustix::process::Signal) -> i32 {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, sig).unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code().unwrap_or(-1);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "cairn mount still running 20 s after a stop:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if mounted(&self.at) {
+            let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+        }
+    }
+}
+
+/// The single entry under `dir`.
+fn only_entry(dir: &Path) -> PathBuf {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(v.len(), 1, "{v:?}");
+    v.pop().unwrap()
+}
+
+fn sorted_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A source with every kind of entry and metadata a mount has to show.
+fn rich_source(src: &Path) {
+    fs::create_dir_all(src.join("small")).unwrap();
+    fs::write(src.join("big"), pseudo(12 << 20, 1)).unwrap();
+    for i in 0..40 {
+        fs::write(
+            src.join(format!("small/f{i:02}")),
+            pseudo(100 + i * 977, i as u64 + 7),
+        )
+        .unwrap();
+    }
+    fs::write(src.join("hard1"), b"one file, two names\n").unwrap();
+    fs::hard_link(src.join("hard1"), src.join("small/hard2")).unwrap();
+    std::os::unix::fs::symlink("small/f01", src.join("link")).unwrap();
+    std::os::unix::fs::symlink("/nowhere/at/all", src.join("dangling")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        src.join("fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o640),
+        0,
+    )
+    .unwrap();
+    // A hole of 8 MiB, then data.
+    let f = fs::File::create(src.join("sparse")).unwrap();
+    f.set_len(8 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &pseudo(1 << 20, 9), 8 << 20).unwrap();
+    drop(f);
+    fs::write(src.join("suid"), b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(src.join("suid"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::create_dir(src.join("shared")).unwrap();
+    fs::set_permissions(src.join("shared"), fs::Permissions::from_mode(0o2775)).unwrap();
+    let out = Command::new("setfattr")
+        .args(["-n", "user.note", "-v", "kept", s(&src.join("small/f03"))])
+        .output();
+    if !out.is_ok_and(|o| o.status.success()) {
+        cannot_run("setfattr (package attr) on a filesystem with user xattrs");
+    }
+    let out = Command::new("setfacl")
+        .args(["-m", "u:1234:rw,g:5678:r", s(&src.join("small/f04"))])
+        .output();
+    if !out.is_ok_and(|o| o.status.success()) {
+        cannot_run("setfacl (package acl) on a filesystem with ACLs");
+    }
+    if is_root() {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            src.join("null"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(1, 3),
+        )
+        .unwrap();
+        std::os::unix::fs::chown(src.join("small/f05"), Some(1234), Some(5678)).unwrap();
+    }
+    set_mtime(&src.join("small/f06"), 1_234_567_890, 123_456_789);
+    set_mtime(&src.join("small"), 1_500_000_000, 987_654_321);
+}
+
+fn command_out(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every snapshot appears under `snapshots/`, `groups/` and `tags/`; what
+/// `cat`, `cmp`, `stat` and `getfattr` see through the view is what was
+/// backed up; many readers at once get the same bytes; nothing can be
+/// written; SIGTERM unmounts and exits cleanly.
+#[test]
+fn mount_shows_every_snapshot_as_it_was_stored() {
+    let env = Env::new();
+    let src = env.path("src");
+    rich_source(&src);
+    env.ok(&["init"]);
+    env.ok(&["backup", s(&src), "--tag", "first"]);
+    let old_small = fs::read(src.join("small/f00")).unwrap();
+    fs::write(src.join("small/f00"), b"changed after the first backup\n").unwrap();
+    fs::write(src.join("added"), pseudo(3 << 20, 77)).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    env.ok(&["backup", s(&src), "--tag", "second", "--tag", "weekly/full"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let other = env.path("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("note"), b"another group\n").unwrap();
+    env.ok(&["backup", s(&other), "--group", "docs/other"]);
+
+    let at = env.path("mnt");
+    let mut m = Mounted::start(&env, &at, &[]);
+    assert_eq!(sorted_names(&at), ["groups", "snapshots", "tags"]);
+    let snaps = sorted_names(&at.join("snapshots"));
+    assert_eq!(snaps.len(), 3, "{snaps:?}");
+    for n in &snaps {
+        assert!(
+            n.len() == 27 && n.as_bytes()[10] == b'T' && n.as_bytes()[17] == b'Z',
+            "{n}"
+        );
+    }
+    assert_eq!(
+        sorted_names(&at.join("tags")),
+        ["first", "second", "weekly%2Ffull"]
+    );
+    let groups = sorted_names(&at.join("groups"));
+    assert!(groups.contains(&"docs%2Fother".to_string()), "{groups:?}");
+    let src_group = groups.iter().find(|g| *g != "docs%2Fother").unwrap();
+    let group_dir = at.join("groups").join(src_group);
+    let entries = sorted_names(&group_dir);
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    assert_eq!(entries[2], "latest");
+    assert_eq!(
+        fs::read_link(group_dir.join("latest")).unwrap(),
+        Path::new("../../snapshots").join(&snaps[1])
+    );
+    assert_eq!(
+        fs::read_link(at.join("tags/first").join(&snaps[0])).unwrap(),
+        Path::new("../../snapshots").join(&snaps[0])
+    );
+
+    // The latest snapshot of the source, through the group's link, is the
+    // source: contents, types, modes, owners, ns times, symlinks, xattrs
+    // and ACLs, hard links, sparseness, device numbers.
+    let latest = restored(&group_dir.join("latest"), &src);
+    let diffs = compare_trees(&src, &latest, true);
+    assert!(diffs.is_empty(), "{diffs:#?}");
+    // The first snapshot holds the file as it was then, and not the file
+    // added later.
+    let first = restored(&at.join("snapshots").join(&snaps[0]), &src);
+    assert_eq!(fs::read(first.join("small/f00")).unwrap(), old_small);
+    assert!(!first.join("added").exists());
+    assert_eq!(
+        fs::read(restored(&at.join("snapshots").join(&snaps[2]), &other).join("note")).unwrap(),
+        b"another group\n"
+    );
+
+    // What the usual programs see.
+    command_out("cmp", &[s(&src.join("big")), s(&latest.join("big"))]);
+    let cat = Command::new("cat")
+        .arg(latest.join("sparse"))
+        .output()
+        .unwrap();
+    assert!(cat.status.success());
+    assert_eq!(cat.stdout, fs::read(src.join("sparse")).unwrap());
+    let fmt = "%F|%a|%u|%g|%s|%h|%Y.%y|%t:%T";
+    for rel in [
+        "small/f05",
+        "small/f06",
+        "suid",
+        "shared",
+        "fifo",
+        "link",
+        "hard1",
+    ] {
+        let a = command_out("stat", &["-c", fmt, s(&src.join(rel))]);
+        let b = command_out("stat", &["-c", fmt, s(&latest.join(rel))]);
+        assert_eq!(a, b, "stat {rel}");
+    }
+    if is_root() {
+        let a = command_out("stat", &["-c", fmt, s(&src.join("null"))]);
+        let b = command_out("stat", &["-c", fmt, s(&latest.join("null"))]);
+        assert_eq!(a, b, "stat of the device node");
+    }
+    let getfattr = |p: &Path| command_out("getfattr", &["-d", "-m", "-", "--absolute-names", s(p)]);
+    for rel in ["small/f03", "small/f04"] {
+        let a = getfattr(&src.join(rel));
+        let b = getfattr(&latest.join(rel));
+        assert_eq!(
+            a.lines().skip(1).collect::<Vec<_>>(),
+            b.lines().skip(1).collect::<Vec<_>>(),
+            "getfattr {rel}"
+        );
+    }
+    assert!(getfattr(&latest.join("small/f04")).contains("system.posix_acl_access"));
+    assert_eq!(
+        fs::metadata(latest.join("hard1")).unwrap().ino(),
+        fs::metadata(latest.join("small/hard2")).unwrap().ino(),
+        "hard links are one file"
+    );
+
+    // Readers at once, each through its own descriptors.
+    let files = ["big", "sparse", "added", "small/f10", "big"];
+    std::thread::scope(|sc| {
+        for (k, rel) in files.iter().enumerate() {
+            let (src, latest) = (&src, &latest);
+            sc.spawn(move || {
+                for round in 0..2 {
+                    let got = fs::read(latest.join(rel)).unwrap();
+                    assert!(
+                        got == fs::read(src.join(rel)).unwrap(),
+                        "reader {k} round {round}: {rel} differs"
+                    );
+                }
+            });
+        }
+    });
+
+    // Read-only.
+    let e = fs::write(latest.join("new"), b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(30), "EROFS: {e}");
+    assert!(fs::remove_file(latest.join("big")).is_err());
+
+    // A second mount on the same point is refused before asking for
+    // anything.
+    let again = env.run(&["mount", s(&at)]);
+    assert_ne!(again.code, 0);
+    assert!(again.stderr.contains("is in use"), "{}", again.stderr);
+
+    assert_eq!(m.stop(rustix::process::Signal::TERM), 0, "{}", m.log());
+    assert!(!mounted(&at), "still mounted after SIGTERM");
+    assert!(fs::read_dir(&at).unwrap().next().is_none());
+}
+
+/// `ls` of a directory of 200,000 entries lists every one, and `stat` of
+/// any is answered; SIGINT (Ctrl-C) unmounts.
+#[test]
+fn mount_lists_a_directory_of_200k_entries() {
+    const N: usize = 200_000;
+    let env = Env::new();
+    let src = env.path("src");
+    let big = src.join("many");
+    fs::create_dir_all(&big).unwrap();
+    for i in 0..N {
+        fs::File::create(big.join(format!("entry-{i:06}"))).unwrap();
+    }
+    fs::write(big.join("entry-123456"), b"the one with bytes\n").unwrap();
+    env.ok(&["init"]);
+    env.ok(&["backup", s(&src)]);
+    let at = env.path("mnt");
+    let mut m = Mounted::start(&env, &at, &[]);
+    let snap = only_entry(&at.join("snapshots"));
+    let dir = restored(&snap, &big);
+    let t = Instant::now();
+    let names = sorted_names(&dir);
+    eprintln!(
+        "listed {} entries in {:.2} s",
+        names.len(),
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(names.len(), N);
+    assert_eq!(names[0], "entry-000000");
+    assert_eq!(names[N - 1], format!("entry-{:06}", N - 1));
+    assert_eq!(
+        fs::read(dir.join("entry-123456")).unwrap(),
+        b"the one with bytes\n"
+    );
+    assert_eq!(fs::metadata(dir.join("entry-199999")).unwrap().len(), 0);
+    assert!(fs::metadata(dir.join("entry-200000")).is_err());
+    assert_eq!(m.stop(rustix::process::Signal::INT), 0, "{}", m.log());
+    assert!(!mounted(&at), "still mounted after SIGINT");
+}
+
+/// A damaged pack makes reads of the file whose chunk it holds fail with
+/// EIO, and only that file; the log names it. Wrong bytes are never
+/// returned. A mount point that is not empty is refused with the reason.
+#[test]
+fn mount_fails_only_the_damaged_file_and_names_it() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("good"), pseudo(3 << 20, 5)).unwrap();
+    env.ok(&["init"]);
+    env.ok(&["backup", s(&src)]);
+    let before = files_below(&env.repo.join("data"));
+    fs::write(src.join("bad"), pseudo(3 << 20, 6)).unwrap();
+    env.ok(&["backup", s(&src)]);
+    let new: Vec<PathBuf> = files_below(&env.repo.join("data"))
+        .difference(&before)
+        .map(|rel| env.repo.join("data").join(rel))
+        .collect();
+    let biggest = new
+        .iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .expect("the second backup wrote a pack");
+    make_writable(&env.repo);
+    let mut bytes = fs::read(biggest).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    fs::write(biggest, bytes).unwrap();
+
+    let full = env.path("full");
+    fs::create_dir_all(&full).unwrap();
+    fs::write(full.join("keep"), b"mine").unwrap();
+    let r = env.run(&["mount", s(&full)]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("is not empty"), "{}", r.stderr);
+
+    let at = env.path("mnt");
+    let mut m = Mounted::start(&env, &at, &[]);
+    let snaps = sorted_names(&at.join("snapshots"));
+    let latest = restored(&at.join("snapshots").join(&snaps[1]), &src);
+    assert_eq!(sorted_names(&latest), ["bad", "good"]);
+    assert_eq!(fs::read(latest.join("good")).unwrap(), pseudo(3 << 20, 5));
+    let e = fs::read(latest.join("bad")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(5), "EIO: {e}");
+    // Read through `cat` too: it fails rather than print other bytes.
+    let cat = Command::new("cat")
+        .arg(latest.join("bad"))
+        .output()
+        .unwrap();
+    assert!(!cat.status.success());
+    assert!(cat.stdout.len() < 3 << 20);
+    assert_eq!(&cat.stdout[..], &pseudo(3 << 20, 6)[..cat.stdout.len()]);
+    // The other file, and the older snapshot, still read.
+    let older = restored(&at.join("snapshots").join(&snaps[0]), &src);
+    assert_eq!(fs::read(older.join("good")).unwrap(), pseudo(3 << 20, 5));
+    assert_eq!(m.stop(rustix::process::Signal::TERM), 0);
+    let log = m.log();
+    assert!(
+        log.contains(&format!(
+            "{}/bad: ",
+            latest.strip_prefix(&at).unwrap().display()
+        )),
+        "{log}"
+    );
+    assert!(log.contains("cairn check --read-data"), "{log}");
+}
