@@ -596,6 +596,13 @@ pub struct MountArgs {
     /// Memory for decoded file contents (`64MiB`, `1GiB`).
     #[arg(long, default_value = "32MiB", value_parser = parse_size)]
     pub cache_size: u64,
+    /// Also keep file contents read in this directory, still encrypted,
+    /// for later reads and mounts (worth it for a box or S3).
+    #[arg(long, value_name = "DIR")]
+    pub disk_cache: Option<PathBuf>,
+    /// Bytes the disk cache may hold.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size, requires = "disk_cache")]
+    pub disk_cache_size: u64,
     /// Let other users in (their access is checked against the stored
     /// owners and modes); needs `user_allow_other` in /etc/fuse.conf
     /// unless mounting as root.

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cairn_format::blob::BlobKind;
 use cairn_format::tree::{Listing, Node, NodeType, Time};
-use cairn_repo::{BlobReader, Id, Repo};
+use cairn_repo::{BlobReader, Id, Location, Repo};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
@@ -25,6 +25,7 @@ use fuser::{
 };
 
 use crate::cache::Cache;
+use crate::disk::DiskCache;
 use crate::inodes::{Dir, Inodes};
 use crate::layout::Layout;
 
@@ -84,6 +85,21 @@ struct OpenFile {
     ahead: AtomicUsize,
 }
 
+/// Bytes for a read.
+enum Bytes {
+    Slice(Arc<Vec<u8>>, std::ops::Range<usize>),
+    Joined(Vec<u8>),
+}
+
+impl Bytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Slice(d, r) => &d[r.clone()],
+            Bytes::Joined(v) => v,
+        }
+    }
+}
+
 /// Why a request failed: the answer for the kernel, and for damage or
 /// storage failures what to log.
 struct Failure {
@@ -116,6 +132,7 @@ pub(crate) struct Inner {
     chunks: Cache<Vec<u8>>,
     /// Chunks whose damage was logged, so a retried read logs once.
     logged: Mutex<HashSet<Id>>,
+    disk: Option<DiskCache>,
 }
 
 impl Inner {
@@ -133,7 +150,16 @@ impl Inner {
     fn listing(&self, tree: &Id) -> Res<Arc<Listing>> {
         self.listings
             .get(tree, || {
-                let l = self.with_reader(|r| r.load_listing(tree))?;
+                let direct = || self.with_reader(|r| r.load_listing(tree));
+                let l = match &self.disk {
+                    Some(disk) => self.through(
+                        disk,
+                        tree,
+                        |loc, record| self.repo.decode_listing(tree, loc, record),
+                        direct,
+                    )?,
+                    None => direct()?,
+                };
                 let bytes = l.held_bytes();
                 Ok((l, bytes))
             })
@@ -142,14 +168,60 @@ impl Inner {
 
     fn chunk(&self, id: &Id) -> Result<Arc<Vec<u8>>, cairn_repo::Error> {
         self.chunks.get(id, || {
-            let mut buf = Vec::new();
-            let kind = self.with_reader(|r| r.load_into(id, &mut buf))?;
-            if kind != BlobKind::Chunk {
-                return Err(cairn_repo::Error::MissingBlob(*id));
-            }
+            let direct = || {
+                let mut buf = Vec::new();
+                let kind = self.with_reader(|r| r.load_into(id, &mut buf))?;
+                if kind != BlobKind::Chunk {
+                    return Err(cairn_repo::Error::MissingBlob(*id));
+                }
+                Ok(buf)
+            };
+            let decode = |loc: &Location, record: &[u8]| {
+                let mut plain = Vec::new();
+                match self
+                    .repo
+                    .decode_blob_into(id, loc, record, &mut Vec::new(), &mut plain)?
+                {
+                    BlobKind::Chunk => Ok(plain),
+                    _ => Err(cairn_repo::Error::MissingBlob(*id)),
+                }
+            };
+            let buf = match &self.disk {
+                Some(disk) => self.through(disk, id, decode, direct)?,
+                None => direct()?,
+            };
             let bytes = buf.capacity();
             Ok((buf, bytes))
         })
+    }
+
+    /// Blob `id` from the disk cache, or fetched and kept there. Records
+    /// are authenticated (by `decode`) on every use: one that fails is
+    /// dropped from the cache; a fetched one that fails is not kept, and
+    /// the blob is read the usual way (`direct`), where another stored
+    /// copy may still serve.
+    fn through<T>(
+        &self,
+        disk: &DiskCache,
+        id: &Id,
+        decode: impl Fn(&Location, &[u8]) -> Result<T, cairn_repo::Error>,
+        direct: impl FnOnce() -> Result<T, cairn_repo::Error>,
+    ) -> Result<T, cairn_repo::Error> {
+        let mut record = Vec::new();
+        if disk.get(id, &mut record) {
+            if let Some(Ok(v)) = self.repo.index().get(id).map(|loc| decode(&loc, &record)) {
+                return Ok(v);
+            }
+            disk.forget(id);
+        }
+        let loc = self.with_reader(|r| r.read_record(id, &mut record))?;
+        match decode(&loc, &record) {
+            Ok(v) => {
+                disk.put(id, &record);
+                Ok(v)
+            }
+            Err(_) => direct(),
+        }
     }
 }
 
@@ -179,13 +251,19 @@ pub struct Fs {
 
 impl Fs {
     /// A filesystem over `repo`'s snapshots as laid out in `layout`.
-    pub fn new(repo: &'static Repo, layout: Layout, tuning: &Tuning) -> Fs {
+    pub fn new(
+        repo: &'static Repo,
+        layout: Layout,
+        tuning: &Tuning,
+        disk: Option<DiskCache>,
+    ) -> Fs {
         let inner = Arc::new(Inner {
             repo,
             readers: Mutex::new(Vec::new()),
             listings: Cache::new(tuning.listing_cache),
             chunks: Cache::new(tuning.chunk_cache),
             logged: Mutex::new(HashSet::new()),
+            disk,
         });
         let (tx, rx) = crossbeam_channel::bounded::<Id>(1024);
         for _ in 0..tuning.prefetchers.max(1) {
@@ -505,14 +583,16 @@ impl Fs {
         })
     }
 
-    /// Up to `size` bytes of `f` at `offset`.
-    fn read_at(&self, f: &OpenFile, offset: u64, size: usize) -> Res<Vec<u8>> {
+    /// Up to `size` bytes of `f` at `offset`: a slice of one cached chunk
+    /// when the read falls inside it (no copy), else the chunks' bytes put
+    /// together.
+    fn read_at(&self, f: &OpenFile, offset: u64, size: usize) -> Res<Bytes> {
         let first = f.ends.partition_point(|&e| e <= offset);
         let sequential = f.next.swap(offset + size as u64, Ordering::Relaxed) == offset;
         if sequential {
             self.read_ahead(f, first);
         }
-        let mut out = Vec::with_capacity(size.min(4 << 20));
+        let mut out = Vec::new();
         let mut pos = offset;
         let mut i = first;
         while out.len() < size && i < f.content.len() {
@@ -526,11 +606,14 @@ impl Fs {
                 break;
             }
             let b = data.len().min(a + (size - out.len()));
+            if out.is_empty() && (b - a == size || i + 1 == f.content.len()) {
+                return Ok(Bytes::Slice(data, a..b));
+            }
             out.extend_from_slice(&data[a..b]);
             pos += (b - a) as u64;
             i += 1;
         }
-        Ok(out)
+        Ok(Bytes::Joined(out))
     }
 
     fn damaged(&self, f: &OpenFile, i: usize, e: cairn_repo::Error) -> Failure {
@@ -743,7 +826,7 @@ impl fuser::Filesystem for Fs {
             return reply.error(Errno::EBADF);
         };
         match self.read_at(&f, offset, size as usize) {
-            Ok(data) => reply.data(&data),
+            Ok(data) => reply.data(data.as_slice()),
             Err(e) => reply.error(self.fail(ino.0, e)),
         }
     }

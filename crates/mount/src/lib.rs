@@ -15,6 +15,7 @@
 //! second one detaches it lazily, as `umount -l` does.
 
 mod cache;
+mod disk;
 mod fs;
 mod inodes;
 pub mod layout;
@@ -45,6 +46,14 @@ pub enum Error {
         /// What to do about it.
         hint: &'static str,
     },
+    /// The disk cache could not be opened.
+    #[error("cannot use {path} as the mount's disk cache: {source}")]
+    Cache {
+        /// The cache directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The FUSE session failed while mounted.
     #[error("the mount at {path} failed: {source}")]
     Session {
@@ -63,6 +72,9 @@ pub struct Options {
     pub allow_other: bool,
     /// Cache and thread sizes.
     pub tuning: Tuning,
+    /// A directory keeping file chunks (sealed, as stored) across reads
+    /// and mounts, and the bytes it may hold.
+    pub disk_cache: Option<(PathBuf, u64)>,
 }
 
 /// Checks that `path` can take a mount: an empty directory with nothing
@@ -124,8 +136,17 @@ pub fn mount(
     ready: impl FnOnce(),
 ) -> Result<(), Error> {
     check_mount_point(mountpoint)?;
+    let disk = match &opts.disk_cache {
+        Some((dir, limit)) => Some(disk::DiskCache::open(dir, &repo.id_hex(), *limit).map_err(
+            |e| Error::Cache {
+                path: dir.clone(),
+                source: e,
+            },
+        )?),
+        None => None,
+    };
     let repo: &'static Repo = Box::leak(Box::new(repo));
-    let fs = fs::Fs::new(repo, layout::layout(snapshots), &opts.tuning);
+    let fs = fs::Fs::new(repo, layout::layout(snapshots), &opts.tuning, disk);
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::RO,

@@ -404,6 +404,16 @@ impl Repo {
             .0)
     }
 
+    /// Authenticates and decodes a tree's record (as
+    /// [`BlobReader::read_record`] copied it) into a [`Listing`].
+    pub fn decode_listing(&self, id: &Id, loc: &Location, record: &[u8]) -> Result<Listing> {
+        let mut plain = Vec::new();
+        match self.decode_checked(id, loc, record, &mut Vec::new(), &mut plain, Shape::Listing)? {
+            (_, Some(Parsed::Listing(l))) => Ok(l),
+            _ => Err(Error::corrupt(format!("blob {}", id.short()), "not a tree")),
+        }
+    }
+
     /// The checks of [`Repo::decode_blob_into`]; a tree, which has to be
     /// decoded to compare its references, is returned (shaped as `shape`
     /// asks) so that callers wanting it do not decode it again. A listing
@@ -619,6 +629,15 @@ pub struct BlobReader<'r> {
 }
 
 /// Where a record's bytes are.
+/// The bytes of a record [`BlobReader::locate`] found.
+fn record_bytes<'a>(windows: &'a [Window], joined: &'a [u8], at: &'a Record) -> &'a [u8] {
+    match at {
+        Record::Window(w, a, b) => &windows[*w].buf[*a..*b],
+        Record::Block(block, a, b) => &block.bytes()[*a..*b],
+        Record::Joined => joined,
+    }
+}
+
 enum Record {
     /// In window `.0`, at `.1..2`.
     Window(usize, usize, usize),
@@ -768,6 +787,26 @@ impl BlobReader<'_> {
         out: &mut Vec<u8>,
         shape: Shape,
     ) -> Result<(BlobKind, Option<Parsed>)> {
+        let at = self.locate(id, loc)?;
+        let bytes = record_bytes(&self.windows, &self.joined, &at);
+        self.repo
+            .decode_checked(id, loc, bytes, &mut self.scratch, out, shape)
+    }
+
+    /// The sealed record of blob `id` as stored, copied into `out`, and
+    /// where it lies: for caches that keep records (still encrypted) and
+    /// decode them when needed with [`Repo::decode_blob_into`], which
+    /// authenticates them. Nothing is checked here.
+    pub fn read_record(&mut self, id: &Id, out: &mut Vec<u8>) -> Result<Location> {
+        let loc = self.repo.index.get(id).ok_or(Error::MissingBlob(*id))?;
+        let at = self.locate(id, &loc)?;
+        out.clear();
+        out.extend_from_slice(record_bytes(&self.windows, &self.joined, &at));
+        Ok(loc)
+    }
+
+    /// Reads the record at `loc` into a window, a block or `joined`.
+    fn locate(&mut self, id: &Id, loc: &Location) -> Result<Record> {
         let repo = self.repo;
         let pack = repo.index.pack(loc.pack);
         let obj = || format!("blob {} in pack {}", id.short(), pack.id.short());
@@ -777,7 +816,7 @@ impl BlobReader<'_> {
                 "points beyond the end of the pack",
             ));
         }
-        let at = match &repo.blocks {
+        match &repo.blocks {
             Some(cache) => self.in_blocks(cache, loc),
             None => self.record(loc).map(|(w, a, b)| Record::Window(w, a, b)),
         }
@@ -789,13 +828,7 @@ impl BlobReader<'_> {
                 Error::corrupt(obj(), "pack is missing")
             }
             e => e,
-        })?;
-        let bytes = match &at {
-            Record::Window(w, a, b) => &self.windows[*w].buf[*a..*b],
-            Record::Block(block, a, b) => &block.bytes()[*a..*b],
-            Record::Joined => &self.joined[..],
-        };
-        repo.decode_checked(id, loc, bytes, &mut self.scratch, out, shape)
+        })
     }
 
     /// A record's bytes from the shared cache of aligned blocks.

@@ -25,6 +25,7 @@ pub fn run(ctx: &Ctx, a: MountArgs) -> Result<i32> {
             chunk_cache: usize::try_from(a.cache_size).unwrap_or(usize::MAX),
             ..Tuning::default()
         },
+        disk_cache: a.disk_cache.map(|d| (d, a.disk_cache_size)),
     };
     let n = list.len();
     let at = a.mountpoint.display().to_string();

@@ -394,6 +394,9 @@ fn mount_fails_only_the_damaged_file_and_names_it() {
     env.ok(&["backup", s(&src)]);
     let before = files_below(&env.repo.join("data"));
     fs::write(src.join("bad"), pseudo(3 << 20, 6)).unwrap();
+    // Snapshot names are to the second: a second apart, they sort in the
+    // order they were taken.
+    std::thread::sleep(Duration::from_millis(1100));
     env.ok(&["backup", s(&src)]);
     let new: Vec<PathBuf> = files_below(&env.repo.join("data"))
         .difference(&before)
@@ -445,4 +448,88 @@ fn mount_fails_only_the_damaged_file_and_names_it() {
         "{log}"
     );
     assert!(log.contains("cairn check --read-data"), "{log}");
+}
+
+fn cache_files(dir: &Path) -> Vec<PathBuf> {
+    files_below(dir).into_iter().map(|r| dir.join(r)).collect()
+}
+
+/// With `--disk-cache`, what one mount read is read by the next from the
+/// local disk, even with the repository's packs gone; the cache holds no
+/// plaintext, drops a damaged record instead of serving it, and stays
+/// within its size.
+#[test]
+fn mount_disk_cache_serves_later_mounts_and_stays_bounded() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let data = pseudo(3 << 20, 11);
+    fs::write(src.join("a"), &data).unwrap();
+    env.ok(&["init"]);
+    env.ok(&["backup", s(&src)]);
+    let cache = env.path("cache");
+    let at = env.path("mnt");
+    let args = ["--disk-cache", s(&cache), "--disk-cache-size", "64MiB"];
+    // Reads the file through whatever is mounted at `at`.
+    let read = |_: &Mounted| {
+        let snap = only_entry(&at.join("snapshots"));
+        fs::read(restored(&snap, &src).join("a"))
+    };
+    let mut m = Mounted::start(&env, &at, &args);
+    assert!(read(&m).unwrap() == data);
+    assert_eq!(m.stop(rustix::process::Signal::TERM), 0);
+    let kept = cache_files(&cache);
+    assert!(!kept.is_empty(), "nothing cached");
+    // No 64-byte piece of the file, taken every 4 KiB, is in the cache.
+    let pieces: std::collections::HashSet<&[u8]> = data.chunks(4096).map(|c| &c[..64]).collect();
+    for f in &kept {
+        let b = fs::read(f).unwrap();
+        assert!(
+            !b.windows(64).any(|w| pieces.contains(w)),
+            "{} holds plaintext",
+            f.display()
+        );
+    }
+
+    // The packs gone: the cache alone serves the file.
+    make_writable(&env.repo);
+    fs::rename(env.repo.join("data"), env.path("data-away")).unwrap();
+    fs::create_dir(env.repo.join("data")).unwrap();
+    let mut m = Mounted::start(&env, &at, &args);
+    assert!(read(&m).unwrap() == data, "not served from the disk cache");
+    assert_eq!(m.stop(rustix::process::Signal::TERM), 0);
+
+    // Damaged cache records are not served: with the packs gone too, the
+    // read fails; the records are dropped.
+    for f in &kept {
+        let mut b = fs::read(f).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 1;
+        fs::write(f, b).unwrap();
+    }
+    let mut m = Mounted::start(&env, &at, &args);
+    let e = read(&m).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(5), "EIO: {e}");
+    assert_eq!(m.stop(rustix::process::Signal::TERM), 0);
+    assert!(
+        cache_files(&cache).len() < kept.len(),
+        "damaged records kept"
+    );
+
+    // The packs back, and a cache of 1 MiB: the read works and the cache
+    // stays within its bound.
+    fs::remove_dir(env.repo.join("data")).unwrap();
+    fs::rename(env.path("data-away"), env.repo.join("data")).unwrap();
+    let mut m = Mounted::start(
+        &env,
+        &at,
+        &["--disk-cache", s(&cache), "--disk-cache-size", "1MiB"],
+    );
+    assert!(read(&m).unwrap() == data);
+    assert_eq!(m.stop(rustix::process::Signal::TERM), 0);
+    let held: u64 = cache_files(&cache)
+        .iter()
+        .map(|f| fs::metadata(f).unwrap().len())
+        .sum();
+    assert!(held <= 1 << 20, "{held} bytes cached");
 }
