@@ -373,8 +373,8 @@ impl Fs {
         let dir = match self.inodes().dir(ino) {
             Some(d) => d,
             None => {
-                // Known to the kernel from an earlier mount of the view,
-                // or not a directory.
+                // A directory not registered yet (its entry was numbered
+                // but never looked at), or not a directory at all.
                 let n = self.node(ino)?;
                 if n.node_type() != NodeType::Dir {
                     return Err(Failure {

@@ -628,7 +628,6 @@ pub struct BlobReader<'r> {
     joined: Vec<u8>,
 }
 
-/// Where a record's bytes are.
 /// The bytes of a record [`BlobReader::locate`] found.
 fn record_bytes<'a>(windows: &'a [Window], joined: &'a [u8], at: &'a Record) -> &'a [u8] {
     match at {
@@ -638,6 +637,7 @@ fn record_bytes<'a>(windows: &'a [Window], joined: &'a [u8], at: &'a Record) -> 
     }
 }
 
+/// Where a record's bytes are.
 enum Record {
     /// In window `.0`, at `.1..2`.
     Window(usize, usize, usize),
