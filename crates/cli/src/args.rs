@@ -75,6 +75,8 @@ pub enum Command {
     Diff(DiffArgs),
     /// Restore a snapshot, or part of one, into a directory.
     Restore(RestoreArgs),
+    /// Write a file of a snapshot to stdout, or a directory as a tar stream.
+    Dump(DumpArgs),
     /// Browse every snapshot as a read-only filesystem (FUSE) until
     /// Ctrl-C or `umount`.
     Mount(MountArgs),
@@ -581,6 +583,22 @@ pub struct RestoreArgs {
     /// Do not restore paths matching this pattern (repeatable).
     #[arg(long, short = 'e')]
     pub exclude: Vec<String>,
+    /// Pick `latest` within this group.
+    #[arg(long)]
+    pub group: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    /// SNAP:PATH (a file's bytes, or a directory as tar), or SNAP for
+    /// the whole snapshot as tar.
+    pub snapshot: String,
+    /// Write here instead of to stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// A tar stream even for a single file (keeps its metadata).
+    #[arg(long)]
+    pub tar: bool,
     /// Pick `latest` within this group.
     #[arg(long)]
     pub group: Option<String>,

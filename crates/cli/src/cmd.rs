@@ -6,6 +6,7 @@ mod check;
 mod copy;
 mod daemon;
 mod diff;
+mod dump;
 mod forget;
 mod git;
 mod init;
@@ -37,6 +38,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Diff(a) => diff::run(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Mount(a) => mount::run(&ctx, a),
+        Command::Dump(a) => dump::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Key(k) => key::run(&ctx, k),
         Command::Stats(a) => stats::run(&ctx, a),

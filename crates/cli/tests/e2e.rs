@@ -58,3 +58,7 @@ mod git;
 // The read-only FUSE view of every snapshot.
 #[path = "e2e/mount.rs"]
 mod mount;
+
+// `cairn dump`: files and tar streams.
+#[path = "e2e/dump.rs"]
+mod dump;

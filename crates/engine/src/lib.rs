@@ -6,6 +6,7 @@
 pub mod archiver;
 pub mod checker;
 pub mod copier;
+pub mod dump;
 mod error;
 pub mod exclude;
 #[cfg(test)]

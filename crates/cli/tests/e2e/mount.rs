@@ -4,7 +4,7 @@
 //! signal unmounts.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -125,65 +125,6 @@ fn sorted_names(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-/// A source with every kind of entry and metadata a mount has to show.
-fn rich_source(src: &Path) {
-    fs::create_dir_all(src.join("small")).unwrap();
-    fs::write(src.join("big"), pseudo(12 << 20, 1)).unwrap();
-    for i in 0..40 {
-        fs::write(
-            src.join(format!("small/f{i:02}")),
-            pseudo(100 + i * 977, i as u64 + 7),
-        )
-        .unwrap();
-    }
-    fs::write(src.join("hard1"), b"one file, two names\n").unwrap();
-    fs::hard_link(src.join("hard1"), src.join("small/hard2")).unwrap();
-    std::os::unix::fs::symlink("small/f01", src.join("link")).unwrap();
-    std::os::unix::fs::symlink("/nowhere/at/all", src.join("dangling")).unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        src.join("fifo"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o640),
-        0,
-    )
-    .unwrap();
-    // A hole of 8 MiB, then data.
-    let f = fs::File::create(src.join("sparse")).unwrap();
-    f.set_len(8 << 20).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&f, &pseudo(1 << 20, 9), 8 << 20).unwrap();
-    drop(f);
-    fs::write(src.join("suid"), b"#!/bin/sh\n").unwrap();
-    fs::set_permissions(src.join("suid"), fs::Permissions::from_mode(0o4755)).unwrap();
-    fs::create_dir(src.join("shared")).unwrap();
-    fs::set_permissions(src.join("shared"), fs::Permissions::from_mode(0o2775)).unwrap();
-    let out = Command::new("setfattr")
-        .args(["-n", "user.note", "-v", "kept", s(&src.join("small/f03"))])
-        .output();
-    if !out.is_ok_and(|o| o.status.success()) {
-        cannot_run("setfattr (package attr) on a filesystem with user xattrs");
-    }
-    let out = Command::new("setfacl")
-        .args(["-m", "u:1234:rw,g:5678:r", s(&src.join("small/f04"))])
-        .output();
-    if !out.is_ok_and(|o| o.status.success()) {
-        cannot_run("setfacl (package acl) on a filesystem with ACLs");
-    }
-    if is_root() {
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            src.join("null"),
-            rustix::fs::FileType::CharacterDevice,
-            rustix::fs::Mode::from_raw_mode(0o666),
-            rustix::fs::makedev(1, 3),
-        )
-        .unwrap();
-        std::os::unix::fs::chown(src.join("small/f05"), Some(1234), Some(5678)).unwrap();
-    }
-    set_mtime(&src.join("small/f06"), 1_234_567_890, 123_456_789);
-    set_mtime(&src.join("small"), 1_500_000_000, 987_654_321);
 }
 
 fn command_out(program: &str, args: &[&str]) -> String {

@@ -486,3 +486,73 @@ pub fn pack_bytes(repo: &Path) -> u64 {
     walk(&repo.join("data"), &mut sum);
     sum
 }
+
+/// A source with every kind of entry and metadata a view of a snapshot
+/// has to show: a multi-chunk file, small files, a hard link, symlinks, a
+/// FIFO, a sparse file, setuid and setgid bits, a user xattr, an ACL, and
+/// as root a device node and another owner; ns mtimes.
+pub fn rich_source(src: &Path) {
+    std::fs::create_dir_all(src.join("small")).unwrap();
+    std::fs::write(src.join("big"), pseudo(12 << 20, 1)).unwrap();
+    for i in 0..40 {
+        std::fs::write(
+            src.join(format!("small/f{i:02}")),
+            pseudo(100 + i * 977, i as u64 + 7),
+        )
+        .unwrap();
+    }
+    std::fs::write(src.join("hard1"), b"one file, two names\n").unwrap();
+    std::fs::hard_link(src.join("hard1"), src.join("small/hard2")).unwrap();
+    std::os::unix::fs::symlink("small/f01", src.join("link")).unwrap();
+    std::os::unix::fs::symlink("/nowhere/at/all", src.join("dangling")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        src.join("fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o640),
+        0,
+    )
+    .unwrap();
+    // A hole of 8 MiB, then data.
+    let f = std::fs::File::create(src.join("sparse")).unwrap();
+    f.set_len(8 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &pseudo(1 << 20, 9), 8 << 20).unwrap();
+    drop(f);
+    std::fs::write(src.join("suid"), b"#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(
+        src.join("suid"),
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o4755),
+    )
+    .unwrap();
+    std::fs::create_dir(src.join("shared")).unwrap();
+    std::fs::set_permissions(
+        src.join("shared"),
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o2775),
+    )
+    .unwrap();
+    let out = std::process::Command::new("setfattr")
+        .args(["-n", "user.note", "-v", "kept", s(&src.join("small/f03"))])
+        .output();
+    if !out.is_ok_and(|o| o.status.success()) {
+        cannot_run("setfattr (package attr) on a filesystem with user xattrs");
+    }
+    let out = std::process::Command::new("setfacl")
+        .args(["-m", "u:1234:rw,g:5678:r", s(&src.join("small/f04"))])
+        .output();
+    if !out.is_ok_and(|o| o.status.success()) {
+        cannot_run("setfacl (package acl) on a filesystem with ACLs");
+    }
+    if is_root() {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            src.join("null"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(1, 3),
+        )
+        .unwrap();
+        std::os::unix::fs::chown(src.join("small/f05"), Some(1234), Some(5678)).unwrap();
+    }
+    set_mtime(&src.join("small/f06"), 1_234_567_890, 123_456_789);
+    set_mtime(&src.join("small"), 1_500_000_000, 987_654_321);
+}
