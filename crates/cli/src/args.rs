@@ -586,6 +586,32 @@ pub struct RestoreArgs {
     /// Pick `latest` within this group.
     #[arg(long)]
     pub group: Option<String>,
+    /// What to do with what is already in DEST: `if-changed` keeps files
+    /// whose size and ns mtime are the snapshot's (so a restore run again
+    /// resumes), `always` rewrites everything, `never` leaves whatever
+    /// exists.
+    #[arg(long, value_enum, default_value = "if-changed")]
+    pub overwrite: OverwriteArg,
+    /// Remove what DEST holds that the snapshot does not, so DEST ends
+    /// equal to it.
+    #[arg(long, conflicts_with_all = ["include", "exclude"])]
+    pub delete: bool,
+    /// Read every restored file back and check it against the snapshot.
+    #[arg(long)]
+    pub verify: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum OverwriteArg {
+    /// Rewrite every file.
+    Always,
+    /// Keep files whose size and modification time match the snapshot.
+    IfChanged,
+    /// Leave anything that exists.
+    Never,
 }
 
 #[derive(Args, Debug)]

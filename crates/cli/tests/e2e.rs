@@ -62,3 +62,7 @@ mod mount;
 // `cairn dump`: files and tar streams.
 #[path = "e2e/dump.rs"]
 mod dump;
+
+// Restoring over what is already there, and resuming.
+#[path = "e2e/restore_options.rs"]
+mod restore_options;

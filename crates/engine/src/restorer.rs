@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +56,27 @@ pub struct RestoreOptions {
     pub excludes: Vec<String>,
     /// Worker threads (0 = one per core).
     pub threads: usize,
+    /// What to do with entries already at the target.
+    pub overwrite: Overwrite,
+    /// Remove what is at the target but not in the snapshot, so that the
+    /// target ends equal to it.
+    pub delete: bool,
+}
+
+/// What a restore does with an entry already at its destination.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Replace it.
+    #[default]
+    Always,
+    /// Keep a regular file whose size and modification time (to the
+    /// nanosecond) are the snapshot's, and a symlink with the same target,
+    /// setting only their metadata: a restore sets a file's time after
+    /// its last byte, so a file cut short by an interrupted restore never
+    /// matches, and running the restore again resumes it.
+    IfChanged,
+    /// Leave anything that exists as it is.
+    Never,
 }
 
 /// What a restore did.
@@ -80,6 +101,12 @@ pub struct RestoreSummary {
     pub xattrs_not_applied: u64,
     /// Files not restored because their data is damaged.
     pub damaged_files: u64,
+    /// Entries already at the target and left as they were (see
+    /// [`Overwrite`]).
+    pub kept: u64,
+    /// Entries removed from the target because the snapshot does not hold
+    /// them (`delete`).
+    pub deleted: u64,
     /// Wall time in seconds.
     pub duration_secs: f64,
     /// Problems, one per entry.
@@ -193,6 +220,8 @@ pub fn restore(
         batch: Vec::new(),
         batch_bytes: 0,
         as_root,
+        overwrite: opts.overwrite,
+        delete: opts.delete,
         shared: &shared,
         cancel,
     };
@@ -265,6 +294,14 @@ pub fn restore(
         return Err(Error::Interrupted);
     }
     for (dest, first) in std::mem::take(&mut plan.links) {
+        if plan.overwrite != Overwrite::Always && same_file(&dest, &first) {
+            shared.with(|s| s.kept += 1);
+            continue;
+        }
+        if plan.overwrite == Overwrite::Never && std::fs::symlink_metadata(&dest).is_ok() {
+            shared.with(|s| s.kept += 1);
+            continue;
+        }
         let _ = std::fs::remove_file(&dest);
         match std::fs::hard_link(&first, &dest) {
             Ok(()) => shared.with(|s| s.hardlinks += 1),
@@ -283,6 +320,115 @@ pub fn restore(
         .unwrap_or_else(|p| p.into_inner());
     summary.duration_secs = start.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// What reading a restore back found.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Verified {
+    /// Files read back and compared.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Files whose bytes differ from the snapshot's, or that are missing,
+    /// with what is wrong.
+    pub mismatches: Vec<Warning>,
+}
+
+/// Reads back every regular file a restore with `opts` wrote and checks
+/// it against the snapshot: the size, and each chunk's keyed hash against
+/// the chunk's ID. Nothing is decrypted: the IDs in the trees are enough.
+pub fn verify(
+    repo: &Repo,
+    root: Id,
+    opts: &RestoreOptions,
+    cancel: &AtomicBool,
+) -> Result<Verified> {
+    let includes = crate::exclude::compile(&opts.includes)?;
+    let excludes = crate::exclude::compile(&opts.excludes)?;
+    let mut out = Verified::default();
+    let (start, start_path) = match &opts.subpath {
+        Some(p) => (
+            find(repo, root, p)?,
+            format!("/{}", p.trim_matches('/')).into_bytes(),
+        ),
+        None => (root_node(root), b"/".to_vec()),
+    };
+    let index = repo.index();
+    let mut buf = Vec::new();
+    let mut check = |sp: &[u8], dest: &Path, n: &Node| -> Result<()> {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        let p = Path::new(std::ffi::OsStr::from_bytes(sp));
+        let skip = |g: Option<&Gitignore>| {
+            g.is_some_and(|g| crate::exclude::matches_or_parent(g, p, false))
+        };
+        if n.node_type() != NodeType::File
+            || skip(excludes.as_ref())
+            || includes
+                .as_ref()
+                .is_some_and(|g| !crate::exclude::matches_or_parent(g, p, false))
+        {
+            return Ok(());
+        }
+        let mut bad = |m: String| {
+            out.mismatches.push(Warning {
+                path: dest.display().to_string(),
+                message: m,
+            })
+        };
+        let f = match File::open(dest) {
+            Ok(f) => f,
+            Err(e) => {
+                bad(format!("cannot be read back: {e}"));
+                return Ok(());
+            }
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+        if len != n.size {
+            bad(format!("is {len} bytes, the snapshot has {}", n.size));
+            return Ok(());
+        }
+        let mut at = 0u64;
+        for id in &n.content {
+            let Some(raw) = index.get(id).map(|l| l.raw_len as usize) else {
+                bad(format!("chunk {} is not in the index", id.short()));
+                return Ok(());
+            };
+            buf.clear();
+            buf.resize(raw, 0);
+            if let Err(e) = std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, at) {
+                bad(format!("cannot be read back at {at}: {e}"));
+                return Ok(());
+            }
+            if repo.blob_id(&buf) != *id {
+                bad(format!(
+                    "differs from the snapshot in the {raw} bytes at {at}"
+                ));
+                return Ok(());
+            }
+            at += raw as u64;
+        }
+        out.files += 1;
+        out.bytes += n.size;
+        Ok(())
+    };
+    match start.subtree {
+        Some(sub) if start.node_type() == NodeType::Dir => {
+            let mut reader = repo.reader();
+            crate::walk::walk(&mut reader, &sub, &start_path, &mut |sp, n| {
+                let rel = &sp[start_path.len()..];
+                let rel = rel.strip_prefix(b"/").unwrap_or(rel);
+                let dest = opts.target.join(std::ffi::OsStr::from_bytes(rel));
+                check(sp, &dest, n)
+            })?;
+        }
+        _ => {
+            let dest = opts.target.join(std::ffi::OsStr::from_bytes(&start.name));
+            check(&start_path, &dest, &start)?;
+        }
+    }
+    Ok(out)
 }
 
 struct Plan<'a> {
@@ -304,6 +450,8 @@ struct Plan<'a> {
     batch: Batch,
     batch_bytes: u64,
     as_root: bool,
+    overwrite: Overwrite,
+    delete: bool,
     shared: &'a Shared,
     cancel: &'a AtomicBool,
 }
@@ -356,6 +504,9 @@ impl Plan<'_> {
             }
             Err(e) => return Err(e.into()),
         };
+        if self.delete && !self.fresh_dirs.contains(dest) {
+            self.delete_extra(dest, &t);
+        }
         for n in &t.nodes {
             if self.cancel.load(Ordering::Relaxed) {
                 return Err(Error::Interrupted);
@@ -399,6 +550,17 @@ impl Plan<'_> {
             && self.includes.is_some()
         {
             self.mkdir(parent)?;
+        }
+        if self.keep_existing(d, n) {
+            self.shared.with(|s| s.kept += 1);
+            if let Some(link) = n.link
+                && n.node_type() == NodeType::File
+            {
+                self.first_link
+                    .entry(link)
+                    .or_insert_with(|| d.to_path_buf());
+            }
+            return Ok(());
         }
         match n.node_type() {
             NodeType::File => {
@@ -512,6 +674,74 @@ impl Plan<'_> {
         Ok(())
     }
 
+    /// Whether the entry at `d` stays as it is (see [`Overwrite`]); one
+    /// kept for matching the snapshot gets the snapshot's metadata.
+    fn keep_existing(&mut self, d: &Path, n: &Node) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        if self.overwrite == Overwrite::Always
+            || d.parent().is_some_and(|p| self.fresh_dirs.contains(p))
+        {
+            return false;
+        }
+        let Ok(md) = std::fs::symlink_metadata(d) else {
+            return false;
+        };
+        if self.overwrite == Overwrite::Never {
+            return true;
+        }
+        let same = match n.node_type() {
+            NodeType::File => {
+                md.is_file()
+                    && md.len() == n.size
+                    && (md.mtime(), md.mtime_nsec()) == (n.mtime.sec, i64::from(n.mtime.nsec))
+                    // A file hard-linked elsewhere is not this restore's.
+                    && (md.nlink() == 1 || n.link.is_some())
+            }
+            NodeType::Symlink => {
+                md.file_type().is_symlink()
+                    && std::fs::read_link(d)
+                        .ok()
+                        .map(|t| t.into_os_string().into_vec())
+                        == n.target.clone()
+            }
+            _ => false,
+        };
+        // Metadata is set only where it differs, so that a kept file is
+        // not touched at all (its ctime tells).
+        if same && n.node_type() == NodeType::File && !meta_matches(d, &md, n, self.as_root) {
+            match apply(d, n, self.as_root) {
+                Ok(o) => self.shared.outcome(o),
+                Err(e) => self.shared.warn(d, format!("metadata not applied: {e}")),
+            }
+        }
+        same
+    }
+
+    /// Removes what is in `dest` but not in the listing `t`.
+    fn delete_extra(&mut self, dest: &Path, t: &cairn_format::tree::Tree) {
+        let Ok(entries) = std::fs::read_dir(dest) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if t.nodes
+                .binary_search_by(|n| n.name[..].cmp(name.as_bytes()))
+                .is_ok()
+            {
+                continue;
+            }
+            let p = e.path();
+            let r = match e.file_type() {
+                Ok(ft) if ft.is_dir() => std::fs::remove_dir_all(&p),
+                _ => std::fs::remove_file(&p),
+            };
+            match r {
+                Ok(()) => self.shared.with(|s| s.deleted += 1),
+                Err(err) => self.shared.warn(&p, format!("not deleted: {err}")),
+            }
+        }
+    }
+
     fn finish_special(&mut self, d: &Path, n: &Node) {
         self.shared.with(|s| s.others += 1);
         match apply(d, n, self.as_root) {
@@ -579,6 +809,32 @@ fn next_batch(
             // hold work.
             Err(_) => pref.recv().ok(),
         }
+    }
+}
+
+/// Whether the file at `d` already has `n`'s mode, owner (as root) and
+/// extended attributes.
+fn meta_matches(d: &Path, md: &std::fs::Metadata, n: &Node, as_root: bool) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if md.mode() & 0o7777 != n.mode & 0o7777 || (as_root && (md.uid(), md.gid()) != (n.uid, n.gid))
+    {
+        return false;
+    }
+    let Ok(mut have) = crate::meta::read_xattrs(d) else {
+        return false;
+    };
+    let mut want = n.xattrs.clone();
+    have.sort();
+    want.sort();
+    have == want
+}
+
+/// Whether two paths are one file (hard links of each other).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::symlink_metadata(a), std::fs::symlink_metadata(b)) {
+        (Ok(x), Ok(y)) => (x.dev(), x.ino()) == (y.dev(), y.ino()),
+        _ => false,
     }
 }
 

@@ -133,6 +133,7 @@ fn restored_files(f: &Fixture, id: &str) -> BTreeMap<String, Vec<u8>> {
             includes: Vec::new(),
             excludes: Vec::new(),
             threads: 1,
+            ..Default::default()
         },
         &Progress::default(),
         &AtomicBool::new(false),

@@ -2,10 +2,10 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use cairn_engine::archiver::Progress;
-use cairn_engine::restorer::{RestoreOptions, restore};
+use cairn_engine::restorer::{Overwrite, RestoreOptions, restore, verify};
 use cairn_engine::walk::split_spec;
 
-use crate::args::RestoreArgs;
+use crate::args::{OverwriteArg, RestoreArgs};
 use crate::ctx::Ctx;
 use crate::exit;
 use crate::output::{Bar, cancel_flag, size};
@@ -20,7 +20,13 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<i32> {
         subpath: path.map(String::from),
         includes: a.include,
         excludes: a.exclude,
-        threads: 0,
+        threads: a.threads,
+        overwrite: match a.overwrite {
+            OverwriteArg::Always => Overwrite::Always,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::Never => Overwrite::Never,
+        },
+        delete: a.delete,
     };
     let progress = Arc::new(Progress::default());
     progress
@@ -34,6 +40,11 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<i32> {
     let res = restore(&repo, snap.envelope.root, &opts, &progress, &cancel);
     bar.finish();
     let s = res?;
+    let verified = if a.verify && s.damaged_files == 0 {
+        Some(verify(&repo, snap.envelope.root, &opts, &cancel)?)
+    } else {
+        None
+    };
     if ctx.g.json {
         crate::output::json(&s)?;
     } else {
@@ -52,6 +63,22 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<i32> {
                 s.hardlinks,
                 s.duration_secs
             );
+            if s.kept > 0 {
+                println!(
+                    "  {} entries already there and matching the snapshot were kept (--overwrite always rewrites them)",
+                    s.kept
+                );
+            }
+            if s.deleted > 0 {
+                println!("  {} entries not in the snapshot were deleted", s.deleted);
+            }
+            if let Some(v) = &verified {
+                println!(
+                    "  verified: {} files ({}) read back and match the snapshot",
+                    v.files,
+                    size(v.bytes)
+                );
+            }
             if s.owners_not_applied > 0 {
                 println!(
                     "  owners not restored on {} entries (restoring as non-root keeps your own user)",
@@ -65,6 +92,18 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<i32> {
                 );
             }
         }
+    }
+    if let Some(v) = &verified
+        && !v.mismatches.is_empty()
+    {
+        for m in &v.mismatches {
+            eprintln!("cairn: verify: {} {}", m.path, m.message);
+        }
+        eprintln!(
+            "cairn: {} restored files do not match the snapshot; restore them again with --overwrite always",
+            v.mismatches.len()
+        );
+        return Ok(exit::INTEGRITY);
     }
     if s.damaged_files > 0 {
         eprintln!(

@@ -137,6 +137,7 @@ pub fn restore(
         includes: Vec::new(),
         excludes: Vec::new(),
         threads: 0,
+        ..RestoreOptions::default()
     };
     let done = restore_tree(repo, root, &opts, progress, cancel).map_err(|e| e.to_string())?;
     if done.damaged_files > 0 {

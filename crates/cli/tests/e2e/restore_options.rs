@@ -1,0 +1,171 @@
+//! What a restore does with what DEST already holds: `--overwrite`,
+//! `--delete`, `--verify`, and a killed restore run again.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+/// ctime to the nanosecond: changed by any rewrite, kept by a skip.
+fn ctime(p: &Path) -> (i64, i64) {
+    let m = fs::symlink_metadata(p).unwrap();
+    (m.ctime(), m.ctime_nsec())
+}
+
+/// `if-changed` (the default) keeps files that match by size and ns
+/// mtime and rewrites the rest; `always` rewrites all; `never` touches
+/// nothing that exists; `--delete` makes DEST equal to the snapshot;
+/// `--verify` reads back and catches what a quick check cannot.
+#[test]
+fn restore_overwrite_delete_and_verify() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("a"), b"alpha alpha\n").unwrap();
+    fs::write(src.join("b"), b"bravo bravo\n").unwrap();
+    fs::write(src.join("d/c"), pseudo(300_000, 4)).unwrap();
+    std::os::unix::fs::symlink("a", src.join("l")).unwrap();
+    env.ok(&["init"]);
+    env.ok(&["backup", s(&src)]);
+    let spec = format!("latest:{}", s(&src));
+    let dest = env.path("dest");
+    env.ok(&["restore", &spec, s(&dest)]);
+    assert!(compare_trees(&src, &dest, true).is_empty());
+    let c_first = ctime(&dest.join("d/c"));
+    std::thread::sleep(Duration::from_millis(20));
+
+    // Changes in DEST: `a` rewritten (new mtime), `b` changed behind the
+    // quick check's back (same size, mtime put back), extra entries.
+    fs::write(dest.join("a"), b"ALPHA ALPHA\n").unwrap();
+    let b_md = fs::metadata(src.join("b")).unwrap();
+    fs::write(dest.join("b"), b"BRAVO BRAVO\n").unwrap();
+    set_mtime(&dest.join("b"), b_md.mtime(), b_md.mtime_nsec() as u32);
+    fs::write(dest.join("extra"), b"not in the snapshot").unwrap();
+    fs::create_dir_all(dest.join("more/deeper")).unwrap();
+    fs::write(dest.join("more/deeper/x"), b"x").unwrap();
+
+    let out = env.ok(&["restore", &spec, s(&dest)]);
+    assert!(out.contains("were kept"), "{out}");
+    assert_eq!(fs::read(dest.join("a")).unwrap(), b"alpha alpha\n");
+    assert_eq!(
+        fs::read(dest.join("b")).unwrap(),
+        b"BRAVO BRAVO\n",
+        "kept by the quick check"
+    );
+    assert_eq!(
+        ctime(&dest.join("d/c")),
+        c_first,
+        "an unchanged file was rewritten"
+    );
+    assert!(dest.join("extra").exists());
+
+    // --verify catches `b`, and says how to fix it.
+    let r = env.run(&["restore", &spec, s(&dest), "--verify"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("{}/b differs", s(&dest))),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("--overwrite always"), "{}", r.stderr);
+
+    // always: everything rewritten.
+    let out = env.ok(&[
+        "restore",
+        &spec,
+        s(&dest),
+        "--overwrite",
+        "always",
+        "--verify",
+    ]);
+    assert!(out.contains("verified: 3 files"), "{out}");
+    assert_eq!(fs::read(dest.join("b")).unwrap(), b"bravo bravo\n");
+    assert_ne!(ctime(&dest.join("d/c")), c_first);
+
+    // never: what exists stays, what is missing comes back.
+    fs::write(dest.join("a"), b"mine now").unwrap();
+    fs::remove_file(dest.join("d/c")).unwrap();
+    env.ok(&["restore", &spec, s(&dest), "--overwrite", "never"]);
+    assert_eq!(fs::read(dest.join("a")).unwrap(), b"mine now");
+    assert_eq!(fs::read(dest.join("d/c")).unwrap(), pseudo(300_000, 4));
+
+    // --delete: DEST ends equal to the snapshot.
+    let out = env.ok(&["restore", &spec, s(&dest), "--delete", "--verify"]);
+    assert!(
+        out.contains("2 entries not in the snapshot were deleted"),
+        "{out}"
+    );
+    let diffs = compare_trees(&src, &dest, true);
+    assert!(diffs.is_empty(), "{diffs:#?}");
+    let r = env.run(&["restore", &spec, s(&dest), "--delete", "--include", "a"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("cannot be used with"), "{}", r.stderr);
+}
+
+/// A restore killed part way, run again, finishes without rewriting the
+/// files the first run completed.
+#[test]
+fn killed_restore_resumes_without_rewriting_finished_files() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..150 {
+        fs::write(src.join(format!("f{i:03}")), pseudo(1 << 20, i)).unwrap();
+    }
+    env.ok(&["init"]);
+    env.ok(&["backup", s(&src)]);
+    let spec = format!("latest:{}", s(&src));
+    let dest = env.path("dest");
+    let done = |dest: &Path| -> Vec<String> {
+        let mut v = Vec::new();
+        for e in fs::read_dir(dest).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (a, b) = (
+                e.metadata().unwrap(),
+                fs::metadata(src.join(&name)).unwrap(),
+            );
+            if a.len() == b.len() && (a.mtime(), a.mtime_nsec()) == (b.mtime(), b.mtime_nsec()) {
+                v.push(name);
+            }
+        }
+        v
+    };
+    let mut c = env.cmd();
+    // One worker makes the run long enough to stop in the middle.
+    c.args([
+        "--repo",
+        s(&env.repo),
+        "restore",
+        &spec,
+        s(&dest),
+        "--threads",
+        "1",
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let start = Instant::now();
+    while done(&dest).len() < 5 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the restore ended before it could be killed"
+        );
+        assert!(start.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let finished = done(&dest);
+    assert!(finished.len() < 150, "nothing left to resume");
+    let before: Vec<_> = finished.iter().map(|n| ctime(&dest.join(n))).collect();
+    let out = env.ok(&["restore", &spec, s(&dest), "--verify"]);
+    assert!(out.contains("verified: 150 files"), "{out}");
+    let after: Vec<_> = finished.iter().map(|n| ctime(&dest.join(n))).collect();
+    assert_eq!(
+        before, after,
+        "files the killed run finished were written again"
+    );
+    assert!(compare_trees(&src, &dest, true).is_empty());
+}
