@@ -66,3 +66,7 @@ mod dump;
 // Restoring over what is already there, and resuming.
 #[path = "e2e/restore_options.rs"]
 mod restore_options;
+
+// This machine's system restored onto a new disk and checked from inside.
+#[path = "e2e/whole_machine.rs"]
+mod whole_machine;
