@@ -70,10 +70,11 @@ pub enum Overwrite {
     #[default]
     Always,
     /// Keep a regular file whose size and modification time (to the
-    /// nanosecond) are the snapshot's, and a symlink with the same target,
-    /// setting only their metadata: a restore sets a file's time after
-    /// its last byte, so a file cut short by an interrupted restore never
-    /// matches, and running the restore again resumes it.
+    /// nanosecond) are the snapshot's, setting only its mode, owner and
+    /// xattrs where they differ, and a symlink with the same target: a
+    /// restore sets a file's time after its last byte, so a file cut
+    /// short by an interrupted restore never matches, and running the
+    /// restore again resumes it.
     IfChanged,
     /// Leave anything that exists as it is.
     Never,
