@@ -38,6 +38,11 @@ fn mounted(at: &Path) -> bool {
 
 impl Mounted {
     fn start(env: &Env, at: &Path, extra: &[&str]) -> Mounted {
+        Mounted::start_on(env, &["--repo", s(&env.repo)], at, extra)
+    }
+
+    /// A mount of the repository that `repo` (global options) names.
+    fn start_on(env: &Env, repo: &[&str], at: &Path, extra: &[&str]) -> Mounted {
         require_fuse();
         fs::create_dir_all(at).unwrap();
         let log = env.path(&format!(
@@ -45,8 +50,7 @@ impl Mounted {
             at.file_name().unwrap().to_string_lossy()
         ));
         let mut c = env.cmd();
-        c.arg("--repo")
-            .arg(&env.repo)
+        c.args(repo)
             .arg("mount")
             .arg(at)
             .args(extra)
@@ -473,4 +477,36 @@ fn mount_disk_cache_serves_later_mounts_and_stays_bounded() {
         .map(|f| fs::metadata(f).unwrap().len())
         .sum();
     assert!(held <= 1 << 20, "{held} bytes cached");
+}
+
+/// The mount works on a box over HTTPS as on a local repository.
+#[test]
+fn mount_over_the_box() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    let data = pseudo(5 << 20, 21);
+    fs::write(src.join("d/file"), &data).unwrap();
+    env.ok(&["init"]);
+    env.ok(&["backup", s(&src)]);
+    let b = crate::https::start_box(&env, 0, "mount");
+    let admin = crate::https::make_token(&env, "owner", "admin", None);
+    let url = b.url();
+    let at = env.path("mnt");
+    let mut m = Mounted::start_on(
+        &env,
+        &[
+            "--repo",
+            &url,
+            "--token-file",
+            s(&admin),
+            "--server-fingerprint",
+            &b.fingerprint,
+        ],
+        &at,
+        &[],
+    );
+    let snap = only_entry(&at.join("snapshots"));
+    assert!(fs::read(restored(&snap, &src).join("d/file")).unwrap() == data);
+    assert_eq!(m.stop(rustix::process::Signal::TERM), 0, "{}", m.log());
 }
