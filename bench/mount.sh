@@ -22,16 +22,10 @@ w=/tmp/bench/mount
 big=/tmp/bench/mount-big
 small=/tmp/bench/smallfiles-200k
 out=$here/mount-results.md
-[ "$(id -u)" = 0 ] || { echo "mount.sh needs root (it drops the page cache)" >&2; exit 2; }
-for t in restic /usr/bin/time fusermount3; do
-  command -v "$t" >/dev/null || { echo "mount.sh needs $t" >&2; exit 2; }
-done
-if [ -z "${CAIRN_BIN:-}" ]; then
-  cargo build --release -q -p cairn-cli
-  cairn=${CARGO_TARGET_DIR:-$PWD/target}/release/cairn
-else
-  cairn=$CAIRN_BIN
-fi
+. "$here/common.sh"
+need_root mount.sh "it drops the page cache"
+need mount.sh restic /usr/bin/time fusermount3
+cairn=$(cairn_bin)
 
 # The corpora: one 1 GiB file (half random, half text-like, in 1 MiB
 # runs) and 200,000 files of 1-8 KiB; made once.

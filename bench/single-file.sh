@@ -12,16 +12,10 @@ pairs=${PAIRS:-5}
 corpus=/tmp/bench/smallfiles-1m
 w=/tmp/bench/single
 out=$here/single-file-results.md
-[ "$(id -u)" = 0 ] || { echo "single-file.sh needs root (it drops the page cache)" >&2; exit 2; }
-for t in restic /usr/bin/time; do
-  command -v "$t" >/dev/null || { echo "single-file.sh needs $t" >&2; exit 2; }
-done
-if [ -z "${CAIRN_BIN:-}" ]; then
-  cargo build --release -q -p cairn-cli
-  cairn=${CARGO_TARGET_DIR:-$PWD/target}/release/cairn
-else
-  cairn=$CAIRN_BIN
-fi
+. "$here/common.sh"
+need_root single-file.sh "it drops the page cache"
+need single-file.sh restic /usr/bin/time
+cairn=$(cairn_bin)
 [ -d "$corpus" ] || "$here/make-corpus.sh" --smallfiles "$corpus" 1000000 >/dev/null
 rm -rf "$w"; mkdir -p "$w/raw"
 export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench

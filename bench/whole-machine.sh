@@ -15,16 +15,10 @@ cd "$here/.."
 pairs=${PAIRS:-3}
 w=/tmp/bench/whole
 out=$here/whole-machine-results.md
-[ "$(id -u)" = 0 ] || { echo "whole-machine.sh needs root" >&2; exit 2; }
-for t in restic /usr/bin/time mkfs.ext4 chroot dpkg; do
-  command -v "$t" >/dev/null || { echo "whole-machine.sh needs $t" >&2; exit 2; }
-done
-if [ -z "${CAIRN_BIN:-}" ]; then
-  cargo build --release -q -p cairn-cli
-  cairn=${CARGO_TARGET_DIR:-$PWD/target}/release/cairn
-else
-  cairn=$CAIRN_BIN
-fi
+. "$here/common.sh"
+need_root whole-machine.sh
+need whole-machine.sh restic /usr/bin/time mkfs.ext4 chroot dpkg
+cairn=$(cairn_bin)
 rm -rf "$w"; mkdir -p "$w/mnt" "$w/raw"
 export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench
 export XDG_CACHE_HOME=$w/cache XDG_CONFIG_HOME=$w/config

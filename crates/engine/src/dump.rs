@@ -188,7 +188,7 @@ impl<W: Write> Tar<'_, W> {
             pax.push(("atime".into(), stamp(n.atime.sec, n.atime.nsec)));
         }
         if matches!(kind, EntryType::Char | EntryType::Block) {
-            let (major, minor) = (dev_major(n.rdev), dev_minor(n.rdev));
+            let (major, minor) = (rustix::fs::major(n.rdev), rustix::fs::minor(n.rdev));
             h.set_device_major(major)
                 .and_then(|()| h.set_device_minor(minor))
                 .map_err(|e| io("write a device entry", e))?;
@@ -328,14 +328,6 @@ fn acl_text(v: &[u8]) -> Option<String> {
     Some(parts.join(","))
 }
 
-fn dev_major(rdev: u64) -> u32 {
-    (((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff)) as u32
-}
-
-fn dev_minor(rdev: u64) -> u32 {
-    ((rdev & 0xff) | ((rdev >> 12) & !0xff)) as u32
-}
-
 /// A file's contents as a reader: each chunk loaded and authenticated in
 /// turn; a chunk that fails ends the read with the damage as the error.
 struct Contents<'a, 'r> {
@@ -462,20 +454,5 @@ mod tests {
         );
         assert_eq!(acl_text(b"junk"), None);
         assert_eq!(acl_text(&[2, 0, 0, 0, 1]), None);
-    }
-
-    #[test]
-    fn device_numbers_from_glibc_encoding() {
-        let glibc = |major: u64, minor: u64| {
-            (minor & 0xff)
-                | ((major & 0xfff) << 8)
-                | ((minor & !0xff) << 12)
-                | ((major & !0xfff) << 32)
-        };
-        assert_eq!((dev_major(glibc(8, 1)), dev_minor(glibc(8, 1))), (8, 1));
-        assert_eq!(
-            (dev_major(glibc(4095, 70000)), dev_minor(glibc(4095, 70000))),
-            (4095, 70000)
-        );
     }
 }

@@ -683,12 +683,11 @@ fn file_type(t: NodeType) -> FileType {
     }
 }
 
-/// A `st_rdev` as glibc encodes it (what backups store) in the kernel's
-/// 32-bit form that FUSE carries.
+/// A `st_rdev` (what backups store) in the kernel's 32-bit form that FUSE
+/// carries (`new_encode_dev`).
 fn rdev32(rdev: u64) -> u32 {
-    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
-    let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
-    ((major << 8) | (minor & 0xff) | ((minor & !0xff) << 12)) as u32
+    let (major, minor) = (rustix::fs::major(rdev), rustix::fs::minor(rdev));
+    (major << 8) | (minor & 0xff) | ((minor & !0xff) << 12)
 }
 
 fn node_attr(ino: u64, n: &Node) -> FileAttr {

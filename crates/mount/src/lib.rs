@@ -176,7 +176,7 @@ pub fn mount(
     }
     let session = fuser::Session::new(fs, mountpoint, &config).map_err(|e| Error::Fuse {
         path: mountpoint.to_path_buf(),
-        hint: if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc_enodev()) {
+        hint: if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(rustix::io::Errno::NODEV.raw_os_error()) {
             "FUSE is not available: load the `fuse` kernel module and install fuse3 (`apt install fuse3`), which provides fusermount3"
         } else {
             "mounting needs /dev/fuse and, for a user other than root, fusermount3 (`apt install fuse3`)"
@@ -221,10 +221,6 @@ pub fn mount(
             source: std::io::Error::other("the filesystem thread panicked"),
         }),
     }
-}
-
-fn libc_enodev() -> i32 {
-    rustix::io::Errno::NODEV.raw_os_error()
 }
 
 /// Unmounts `path` (lazily: detached now, gone once no longer used):

@@ -20,13 +20,7 @@ fn gnu_tar(args: &[&str]) -> String {
     if !have("tar") {
         cannot_run("GNU tar is missing");
     }
-    let out = Command::new("tar").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "tar {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    command_out("tar", args)
 }
 
 /// A file dumps as its bytes; a directory, or the whole snapshot, as a tar

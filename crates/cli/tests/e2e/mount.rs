@@ -131,16 +131,6 @@ fn sorted_names(dir: &Path) -> Vec<String> {
     v
 }
 
-fn command_out(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Every snapshot appears under `snapshots/`, `groups/` and `tags/`; what
 /// `cat`, `cmp`, `stat` and `getfattr` see through the view is what was
 /// backed up; many readers at once get the same bytes; nothing can be

@@ -556,3 +556,17 @@ pub fn rich_source(src: &Path) {
     set_mtime(&src.join("small/f06"), 1_234_567_890, 123_456_789);
     set_mtime(&src.join("small"), 1_500_000_000, 987_654_321);
 }
+
+/// Runs `program` and requires success: its stdout.
+pub fn command_out(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -188,17 +188,9 @@ fn whole_machine_restored_to_a_new_disk_verifies_and_runs() {
         "dpkg --verify differs inside the restored system"
     );
     let run = |args: &[&str]| {
-        let out = Command::new("chroot")
-            .arg(&disk.mnt)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "chroot {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let mut all = vec![s(&disk.mnt)];
+        all.extend(args);
+        command_out("chroot", &all)
     };
     assert!(run(&["/usr/bin/ls", "/usr"]).contains("bin"));
     assert!(run(&["/usr/bin/dpkg", "-s", "coreutils"]).contains("install ok installed"));
