@@ -1,5 +1,5 @@
 //! Writing a restored file's bytes: holes for zeros, and direct I/O for
-//! large files.
+//! large files of restores too large for memory.
 //!
 //! A buffered write copies every byte into a page-cache page the kernel
 //! must first find memory for; on a VM whose free memory is handed back to
@@ -63,6 +63,31 @@ pub(crate) fn direct_pays(target: &std::path::Path) -> bool {
         Ok(fs) => !IN_MEMORY.contains(&(fs.f_type as u64)),
         Err(_) => true,
     }
+}
+
+/// Whether a restore of `bytes` is small enough to go through the page
+/// cache throughout: at most a quarter of the memory available now. Such
+/// a restore ends before most of its bytes reach the disk, workers never
+/// wait on the device, and chunks met again are copied from the cache
+/// rather than decoded again: on the mixed corpus of 1 to 4 GiB, restores
+/// took a quarter to a third less time than with large files written
+/// directly. Past that, the cache fills, the kernel reclaims and throttles
+/// writers, and an 8 GiB restore took a third longer buffered than direct
+/// (system time tripled). A quarter leaves room for a second copy of every
+/// byte in the cache of a loop device's backing file, and for the cache of
+/// the programs that were running.
+pub(crate) fn fits_in_memory(bytes: u64) -> bool {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    available(&meminfo).is_some_and(|avail| bytes <= avail / 4)
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes.
+fn available(meminfo: &str) -> Option<u64> {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+        .map(|kib| kib.saturating_mul(1024))
 }
 
 /// A heap buffer whose usable part starts at an [`ALIGN`]ed address.
@@ -444,6 +469,17 @@ fn set_direct(f: &File, on: bool) -> io::Result<bool> {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn available_memory_is_read_from_meminfo() {
+        let m = "MemTotal:       24683664 kB\nMemFree:        18550948 kB\nMemAvailable:   24090320 kB\n";
+        assert_eq!(available(m), Some(24090320 * 1024));
+        assert_eq!(available("MemTotal: 1 kB\n"), None);
+        assert_eq!(available("MemAvailable: lots\n"), None);
+        // This machine's: a restore of one byte fits, one of an exabyte not.
+        assert!(fits_in_memory(1));
+        assert!(!fits_in_memory(1 << 60));
+    }
 
     #[test]
     fn direct_writes_only_where_there_is_a_device() {

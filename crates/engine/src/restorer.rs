@@ -6,17 +6,19 @@
 //! were written and its read-ahead window serves many small files. Large
 //! files are cut into parts written in parallel at their offsets, so one
 //! big file does not leave the other cores idle. From a local repository
-//! large files are written to the disk directly (`filewrite`) and queued
-//! apart from the small ones, so that while one worker waits on the disk
+//! large files are queued apart from the small ones, and half the workers
+//! take them first; a restore too large for memory writes them to the disk
+//! directly (`filewrite`), so that while one worker waits on the disk
 //! another decodes small files. From a remote one (S3) every file goes
 //! through the page cache: there the workers wait on the network, and
 //! waiting on the disk besides made restores take about 40% longer. Every
 //! chunk is authenticated before a byte of it is written; a file whose
-//! data is damaged is removed rather than left with wrong bytes. A chunk met again (a copied file, a repeated segment) in a small
-//! file is read back from the page cache where this restore already wrote
-//! it rather than decoded a second time: its bytes were authenticated when
-//! first written, and a copy costs a small part of decrypting,
-//! decompressing and hashing it again.
+//! data is damaged is removed rather than left with wrong bytes. A chunk
+//! met again (a copied file, a repeated segment) is read back from the
+//! page cache where this restore already wrote it rather than decoded a
+//! second time: its bytes were authenticated when first written, and a
+//! copy costs a small part of decrypting, decompressing and hashing it
+//! again.
 //! Runs of zeros become holes, so sparse files stay sparse. Directory
 //! metadata is applied last, deepest first, so restoring children does not
 //! disturb their parents' times and read-only directories can be filled.
@@ -61,6 +63,10 @@ pub struct RestoreOptions {
     /// Remove what is at the target but not in the snapshot, so that the
     /// target ends equal to it.
     pub delete: bool,
+    /// The bytes the restore will write, when known (a whole snapshot's
+    /// recorded size): one that fits easily in memory is written through
+    /// the page cache throughout (see `filewrite::fits_in_memory`).
+    pub expected_bytes: Option<u64>,
 }
 
 /// What a restore does with an entry already at its destination.
@@ -207,9 +213,14 @@ pub fn restore(
     };
     let (tx, rx) = bounded::<Batch>(threads);
     let (big_tx, big_rx) = bounded::<Batch>(BIG_QUEUE);
+    let local = repo.storage().read_concurrency() == 1;
     let mut plan = Plan {
-        direct: repo.storage().read_concurrency() == 1
-            && crate::filewrite::direct_pays(&opts.target),
+        local,
+        direct: local
+            && crate::filewrite::direct_pays(&opts.target)
+            && !opts
+                .expected_bytes
+                .is_some_and(crate::filewrite::fits_in_memory),
         big: Some(big_tx),
         index: repo.index(),
         fresh_dirs: std::collections::HashSet::new(),
@@ -434,12 +445,15 @@ pub fn verify(
 
 struct Plan<'a> {
     index: &'a cairn_repo::Index,
-    /// Large files are written directly: the repository is local (see
-    /// the module's comment) and the target is on a device
-    /// (`filewrite::direct_pays`).
+    /// The repository is local: large files are queued apart (see the
+    /// module's comment).
+    local: bool,
+    /// Large files are written directly: the repository is local, the
+    /// target is on a device (`filewrite::direct_pays`) and the restore
+    /// is not known to fit in memory (`filewrite::fits_in_memory`).
     direct: bool,
-    /// Parts of files written directly, queued apart from the batches of
-    /// small files (see [`next_batch`]).
+    /// Parts of large files, queued apart from the batches of small files
+    /// (see [`next_batch`]).
     big: Option<crossbeam_channel::Sender<Batch>>,
     /// Directories this restore created (empty when made).
     fresh_dirs: std::collections::HashSet<PathBuf>,
@@ -660,7 +674,8 @@ impl Plan<'_> {
                 chunks: first..last,
                 offset,
             };
-            if job.direct
+            if self.local
+                && crate::filewrite::wants_direct(off)
                 && let Some(big) = &self.big
             {
                 let _ = big.send(vec![part]);

@@ -15,6 +15,8 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<i32> {
     repo.require_owner("restore")?;
     let (spec, path) = split_spec(&a.snapshot);
     let snap = super::resolve(&repo, spec, a.group.as_deref())?;
+    // The snapshot's size is the restore's only for all of it.
+    let whole = path.is_none() && a.include.is_empty() && a.exclude.is_empty();
     let opts = RestoreOptions {
         target: a.target,
         subpath: path.map(String::from),
@@ -27,6 +29,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<i32> {
             OverwriteArg::Never => Overwrite::Never,
         },
         delete: a.delete,
+        expected_bytes: whole.then_some(snap.envelope.bytes),
     };
     let progress = Arc::new(Progress::default());
     progress
