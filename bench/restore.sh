@@ -6,7 +6,12 @@
 # turn, each into a fresh ext4 on a loop device with the page cache
 # dropped before it. Wall and CPU time (GNU time), medians and the ratio
 # of the medians; every Cairn restore is checked with verify-restore.py.
-#   bench/restore.sh [SIZE...]   (root, restic, GNU time, mkfs.ext4)
+# The loop device writes to its backing file with direct I/O, as a disk
+# would: without it the kernel copies every byte a second time, into the
+# backing file's page cache, and spends most of a core on that while the
+# restore runs. LOOP_DIRECT=0 measures that setup instead (results in
+# restore-results-buffered-loop.md and restore-raw-buffered-loop/).
+#   bench/restore.sh [SIZE...]   (root, restic, GNU time, mkfs.ext4, losetup)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
@@ -14,16 +19,33 @@ pairs=${PAIRS:-5}
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(1GiB 2GiB 4GiB)
 w=/tmp/bench/restore
-out=$here/restore-results.md
+loop_direct=${LOOP_DIRECT:-1}
+if [ "$loop_direct" = 1 ]; then suffix=; else suffix=-buffered-loop; fi
+out=$here/restore-results$suffix.md
 . "$here/common.sh"
 need_root restore.sh "it mounts a fresh filesystem for every restore"
-need restore.sh restic /usr/bin/time mkfs.ext4
+need restore.sh restic /usr/bin/time mkfs.ext4 losetup
 cairn=$(cairn_bin)
-rm -rf "$w"; mkdir -p "$w/mnt" "$here/restore-raw"
+raw=$here/restore-raw$suffix
+rm -rf "$w"; mkdir -p "$w/mnt" "$raw"
 export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench
 export XDG_CACHE_HOME=$w/cache XDG_CONFIG_HOME=$w/config
-raw=$here/restore-raw
 : >"$raw/restores.tsv"
+# A fresh ext4 of $disk bytes on a loop device, mounted at $w/mnt.
+fresh_disk() {
+  drop_disk
+  truncate -s "$disk" "$w/disk.img"
+  local dev
+  dev=$(losetup -f --show --direct-io="$([ "$loop_direct" = 1 ] && echo on || echo off)" "$w/disk.img")
+  mkfs.ext4 -q -F "$dev"
+  mount "$dev" "$w/mnt"
+}
+drop_disk() {
+  umount "$w/mnt" 2>/dev/null || true
+  local d
+  for d in $(losetup -j "$w/disk.img" -O NAME -n 2>/dev/null); do losetup -d "$d"; done
+  rm -f "$w/disk.img"
+}
 for size in "${sizes[@]}"; do
   corpus=/tmp/bench/corpus-$size
   [ -d "$corpus" ] || "$here/make-corpus.sh" "$corpus" "$size" >/dev/null
@@ -36,11 +58,7 @@ for size in "${sizes[@]}"; do
   disk=$(( bytes * 3 / 2 / 1048576 + 512 ))M
   for i in $(seq "$pairs"); do
     for tool in cairn restic; do
-      umount "$w/mnt" 2>/dev/null || true
-      rm -f "$w/disk.img"
-      truncate -s "$disk" "$w/disk.img"
-      mkfs.ext4 -q -F "$w/disk.img"
-      mount -o loop "$w/disk.img" "$w/mnt"
+      fresh_disk
       sync; echo 3 >/proc/sys/vm/drop_caches
       case $tool in
         cairn) cmd=("$cairn" restore --repo "$w/cairn-repo" latest "$w/mnt") ;;
@@ -60,18 +78,20 @@ for size in "${sizes[@]}"; do
       fi
     done
   done
-  umount "$w/mnt"; rm -f "$w/disk.img"
+  drop_disk
 done
 
-python3 - "$raw" "$out" "$pairs" <<'PY'
+python3 - "$raw" "$out" "$pairs" "$loop_direct" <<'PY'
 import statistics as st, sys
-raw, out, pairs = sys.argv[1], sys.argv[2], sys.argv[3]
+raw, out, pairs, loop_direct = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
 rows = [l.split("\t") for l in open(raw + "/restores.tsv").read().split("\n") if l]
 sizes = list(dict.fromkeys(r[0] for r in rows))
 lines = [
     "# Restore speed against restic",
     "",
-    f"`bench/restore.sh {' '.join(sizes)}`: the mixed corpus (`make-corpus.sh`) at each size, backed up by both tools, then restored into a fresh ext4 on a loop device, {pairs} alternating pairs (Cairn, restic, Cairn, ...), page cache dropped before each restore; medians, and the ratio of the medians. Every Cairn restore checked with `verify-restore.py`.",
+    f"`{'' if loop_direct else 'LOOP_DIRECT=0 '}bench/restore.sh {' '.join(sizes)}`: the mixed corpus (`make-corpus.sh`) at each size, backed up by both tools, then restored into a fresh ext4 on a loop device "
+    + ("writing to its backing file with direct I/O, as a disk would" if loop_direct else "writing through the page cache of its backing file (so the kernel copies every byte twice)")
+    + f", {pairs} alternating pairs (Cairn, restic, Cairn, ...), page cache dropped before each restore; medians, and the ratio of the medians. Every Cairn restore checked with `verify-restore.py`.",
     "",
     "| corpus | Cairn wall | restic wall | ratio | bar | Cairn CPU | restic CPU | Cairn RSS | restic RSS | Cairn restores verified |",
     "|---|---|---|---|---|---|---|---|---|---|",

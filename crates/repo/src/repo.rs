@@ -653,6 +653,9 @@ struct Window {
     start: u64,
     buf: Vec<u8>,
     used: u64,
+    /// How far into the pack reads were announced to the storage
+    /// ([`Storage::prefetch`]).
+    ahead: u64,
 }
 
 /// Bytes a window reads ahead.
@@ -666,6 +669,11 @@ const WINDOWS: usize = 4;
 /// recently used ones are freed, so large chunks read one by one do not
 /// leave four of them behind per thread.
 const WINDOW_BYTES: usize = 4 << 20;
+/// A reader going forward through a pack announces the next this many
+/// bytes, in steps of half of it, so that the storage fetches them while
+/// the caller decodes what it read: a restore from a cold local disk
+/// otherwise waited on it for each large chunk.
+const AHEAD: u64 = 8 << 20;
 
 impl BlobReader<'_> {
     /// The window and byte range of a record (within its pack, checked by
@@ -710,6 +718,7 @@ impl BlobReader<'_> {
                     start,
                     buf: Vec::new(),
                     used: 0,
+                    ahead: 0,
                 });
                 self.windows.len() - 1
             }
@@ -720,6 +729,9 @@ impl BlobReader<'_> {
         let w = &mut self.windows[i];
         // Emptied first, so a failed read leaves no stale window behind.
         w.buf.clear();
+        if w.pack != loc.pack || !sequential {
+            w.ahead = 0;
+        }
         w.pack = loc.pack;
         w.start = start;
         w.used = self.tick;
@@ -731,6 +743,15 @@ impl BlobReader<'_> {
             want,
             &mut w.buf,
         )?;
+        let read_to = start + want;
+        if sequential && read_to < pack.size && w.ahead < read_to + AHEAD / 2 {
+            let from = w.ahead.max(read_to);
+            let to = (read_to + AHEAD).min(pack.size);
+            w.ahead = to;
+            self.repo
+                .storage
+                .prefetch(Kind::Pack, &pack.id.to_hex(), from, to - from);
+        }
         let mut held: usize = self.windows.iter().map(|w| w.buf.capacity()).sum();
         while held > WINDOW_BYTES {
             let Some(j) = (0..self.windows.len())

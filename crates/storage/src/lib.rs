@@ -129,6 +129,11 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn read_concurrency(&self) -> usize {
         1
     }
+    /// Hints that `len` bytes at `offset` are read next, so that a store
+    /// which can fetch them in the background does while the caller works
+    /// on what it has (a local disk: the kernel reads them ahead). Never
+    /// fails; the default does nothing.
+    fn prefetch(&self, _kind: Kind, _name: &str, _offset: u64, _len: u64) {}
     /// What a user should know about how this storage writes, found out
     /// by [`Storage::prepare`] (an S3 store that lets the last writer
     /// win); `None` when there is nothing to say.

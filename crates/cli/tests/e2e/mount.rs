@@ -38,11 +38,18 @@ fn mounted(at: &Path) -> bool {
 
 impl Mounted {
     fn start(env: &Env, at: &Path, extra: &[&str]) -> Mounted {
-        Mounted::start_on(env, &["--repo", s(&env.repo)], at, extra)
+        Mounted::start_on(env, &["--repo", s(&env.repo)], &[], at, extra)
     }
 
-    /// A mount of the repository that `repo` (global options) names.
-    fn start_on(env: &Env, repo: &[&str], at: &Path, extra: &[&str]) -> Mounted {
+    /// A mount of the repository that `repo` (global options) names, with
+    /// `vars` set in its environment.
+    fn start_on(
+        env: &Env,
+        repo: &[&str],
+        vars: &[(String, String)],
+        at: &Path,
+        extra: &[&str],
+    ) -> Mounted {
         require_fuse();
         fs::create_dir_all(at).unwrap();
         let log = env.path(&format!(
@@ -50,7 +57,8 @@ impl Mounted {
             at.file_name().unwrap().to_string_lossy()
         ));
         let mut c = env.cmd();
-        c.args(repo)
+        c.envs(vars.iter().map(|(k, v)| (k, v)))
+            .args(repo)
             .arg("mount")
             .arg(at)
             .args(extra)
@@ -493,10 +501,82 @@ fn mount_over_the_box() {
             "--server-fingerprint",
             &b.fingerprint,
         ],
+        &[],
         &at,
         &[],
     );
     let snap = only_entry(&at.join("snapshots"));
     assert!(fs::read(restored(&snap, &src).join("d/file")).unwrap() == data);
+    assert_eq!(m.stop(rustix::process::Signal::TERM), 0, "{}", m.log());
+}
+
+/// Contents of a mount of a remote repository: the snapshot of a tree
+/// with a file larger than the read-ahead, read whole and at an offset.
+fn remote_mount_reads(src: &Path, m: &Mounted) {
+    let snap = only_entry(&m.at.join("snapshots"));
+    let got = restored(&snap, src);
+    let diffs = compare_trees(src, &got, true);
+    assert!(diffs.is_empty(), "{diffs:?}\n{}", m.log());
+    let f = fs::File::open(got.join("d/big")).unwrap();
+    let mut tail = vec![0u8; 4096];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut tail, (11 << 20) + 7).unwrap();
+    assert!(tail[..] == fs::read(src.join("d/big")).unwrap()[(11 << 20) + 7..][..4096]);
+}
+
+fn remote_tree(env: &Env) -> PathBuf {
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/big"), pseudo(12 << 20, 23)).unwrap();
+    fs::write(src.join("d/small"), b"small file\n").unwrap();
+    std::os::unix::fs::symlink("small", src.join("d/link")).unwrap();
+    src
+}
+
+/// The mount works on a box over SSH (`cairn serve --stdio` run by the
+/// owner's login) as on a local repository.
+#[test]
+fn mount_over_ssh() {
+    let env = Env::new();
+    let src = remote_tree(&env);
+    env.ok(&["init"]);
+    env.ok(&["backup", s(&src)]);
+    let server = crate::ssh::sshd(env.dir.path(), None);
+    let remote = format!(
+        "ssh://{}@127.0.0.1:{}{}",
+        crate::ssh::user(),
+        server.port,
+        s(&env.repo)
+    );
+    let vars = [
+        ("CAIRN_SSH".to_string(), crate::ssh::ssh_command(&server)),
+        (
+            "CAIRN_REMOTE_CAIRN".to_string(),
+            env!("CARGO_BIN_EXE_cairn").to_string(),
+        ),
+    ];
+    let at = env.path("mnt");
+    let mut m = Mounted::start_on(&env, &["--repo", &remote], &vars, &at, &[]);
+    remote_mount_reads(&src, &m);
+    assert_eq!(m.stop(rustix::process::Signal::INT), 0, "{}", m.log());
+}
+
+/// The mount works on a repository in an S3 bucket (Garage on loopback).
+#[test]
+fn mount_on_s3() {
+    let env = Env::new();
+    let src = remote_tree(&env);
+    let g = cairn_testkit::garage::Garage::start(1, "mounted");
+    let url = "s3://mounted/repo";
+    let vars = g.env(0);
+    let cairn = |args: &[&str]| {
+        let mut c = env.cmd();
+        c.envs(vars.iter().map(|(k, v)| (k, v))).args(args);
+        run(c)
+    };
+    cairn(&["--repo", url, "init"]).expect(0);
+    cairn(&["--repo", url, "backup", s(&src)]).expect(0);
+    let at = env.path("mnt");
+    let mut m = Mounted::start_on(&env, &["--repo", url], &vars, &at, &[]);
+    remote_mount_reads(&src, &m);
     assert_eq!(m.stop(rustix::process::Signal::TERM), 0, "{}", m.log());
 }
