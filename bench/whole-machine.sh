@@ -3,8 +3,9 @@
 # this machine's root filesystem (`--one-file-system`; without /work, /tmp
 # and /root, which hold this project, its build and the bench data) backed
 # up by both tools, then restored by each into a fresh ext4 on a loop
-# device, as alternating pairs (PAIRS, default 3; page cache dropped
-# before each). After Cairn's first restore: `dpkg --verify` inside a
+# device that writes to its backing file with direct I/O, as a disk would
+# (see restore.sh), as alternating pairs (PAIRS, default 3; page cache
+# dropped before each). After Cairn's first restore: `dpkg --verify` inside a
 # chroot of the restored system against `dpkg --verify` on the machine,
 # a restored program run there, and `verify-restore.py` over /usr and
 # /var/lib/dpkg. Wall time (GNU time) and the median of each tool.
@@ -17,7 +18,7 @@ w=/tmp/bench/whole
 out=$here/whole-machine-results.md
 . "$here/common.sh"
 need_root whole-machine.sh
-need whole-machine.sh restic /usr/bin/time mkfs.ext4 chroot dpkg
+need whole-machine.sh restic /usr/bin/time mkfs.ext4 losetup chroot dpkg
 cairn=$(cairn_bin)
 rm -rf "$w"; mkdir -p "$w/mnt" "$w/raw"
 export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench
@@ -32,12 +33,19 @@ restic init --repo "$w/restic-repo" >/dev/null
 dpkg --verify | sort >"$w/raw/dpkg-source.txt" || true
 
 size=$(( $(du -sxb --exclude=/work --exclude=/tmp --exclude=/root / | cut -f1) * 3 / 2 / 1048576 + 1024 ))M
-fresh_disk() {
+drop_disk() {
   umount "$w/mnt" 2>/dev/null || true
+  local d
+  for d in $(losetup -j "$w/disk.img" -O NAME -n 2>/dev/null); do losetup -d "$d"; done
   rm -f "$w/disk.img"
+}
+fresh_disk() {
+  drop_disk
   truncate -s "$size" "$w/disk.img"
-  mkfs.ext4 -q -F "$w/disk.img"
-  mount -o loop "$w/disk.img" "$w/mnt"
+  local dev
+  dev=$(losetup -f --show --direct-io=on "$w/disk.img")
+  mkfs.ext4 -q -F "$dev"
+  mount "$dev" "$w/mnt"
   sync; echo 3 >/proc/sys/vm/drop_caches
 }
 : >"$w/raw/restores.tsv"
@@ -61,7 +69,7 @@ for i in $(seq "$pairs"); do
     echo "pair $i $tool: $(tail -1 "$w/raw/$tool-restore-$i.time")"
   done
 done
-umount "$w/mnt"; rm -f "$w/disk.img"
+drop_disk
 
 python3 - "$w/raw" "$out" "$pairs" <<'PY'
 import statistics as st, sys
@@ -82,7 +90,7 @@ same = verify_lines("dpkg-source.txt") == verify_lines("dpkg-restored.txt")
 lines = [
     "# Whole machine onto a new disk",
     "",
-    f"`bench/whole-machine.sh`: this machine's root filesystem (`--one-file-system`, without /work, /tmp and /root), restored into a fresh ext4 on a loop device; {pairs} alternating pairs, medians, page cache dropped before each.",
+    f"`bench/whole-machine.sh`: this machine's root filesystem (`--one-file-system`, without /work, /tmp and /root), restored into a fresh ext4 on a loop device writing to its backing file with direct I/O; {pairs} alternating pairs, medians, page cache dropped before each.",
     "",
     "| figure | Cairn | restic | ratio | bar |",
     "|---|---|---|---|---|",

@@ -205,22 +205,27 @@ pub fn restore(
         summary: Mutex::new(RestoreSummary::default()),
         seen: Mutex::new(HashMap::new()),
     };
+    let local = repo.storage().read_concurrency() == 1;
+    let direct = local
+        && crate::filewrite::direct_pays(&opts.target)
+        && !opts
+            .expected_bytes
+            .is_some_and(crate::filewrite::fits_in_memory);
     // Over a network each worker waits on its reads: more of them keep
-    // the link busy (and the cores, between answers).
+    // the link busy (and the cores, between answers). Writing directly,
+    // each waits on the device for every stage it writes: twice as many
+    // workers as cores keep the cores busy meanwhile (a restore of this
+    // machine's system took a tenth less time).
     let threads = match opts.threads {
+        0 if direct => crate::threads(0) * 2,
         0 => crate::threads(0).max(repo.storage().read_concurrency()),
         n => n,
     };
     let (tx, rx) = bounded::<Batch>(threads);
     let (big_tx, big_rx) = bounded::<Batch>(BIG_QUEUE);
-    let local = repo.storage().read_concurrency() == 1;
     let mut plan = Plan {
         local,
-        direct: local
-            && crate::filewrite::direct_pays(&opts.target)
-            && !opts
-                .expected_bytes
-                .is_some_and(crate::filewrite::fits_in_memory),
+        direct,
         big: Some(big_tx),
         index: repo.index(),
         fresh_dirs: std::collections::HashSet::new(),
