@@ -69,13 +69,15 @@ pub(crate) fn direct_pays(target: &std::path::Path) -> bool {
 /// cache throughout: at most a quarter of the memory available now. Such
 /// a restore ends before most of its bytes reach the disk, workers never
 /// wait on the device, and chunks met again are copied from the cache
-/// rather than decoded again: on the mixed corpus of 1 to 4 GiB, restores
+/// rather than decoded again: on the mixed corpus of 1 and 2 GiB, restores
 /// took a quarter to a third less time than with large files written
-/// directly. Past that, the cache fills, the kernel reclaims and throttles
-/// writers, and an 8 GiB restore took a third longer buffered than direct
-/// (system time tripled). A quarter leaves room for a second copy of every
-/// byte in the cache of a loop device's backing file, and for the cache of
-/// the programs that were running.
+/// directly. At 4 GiB it depended on the system time of the page-cache
+/// writes, which on this VM swung from run to run: from a third faster
+/// than direct to as slow. Past that, the cache fills, the kernel reclaims
+/// and throttles writers, and an 8 GiB restore took a third longer
+/// buffered than direct (system time tripled). A quarter leaves room for
+/// a second copy of every byte in the cache of a loop device's backing
+/// file, and for the cache of the programs that were running.
 pub(crate) fn fits_in_memory(bytes: u64) -> bool {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     available(&meminfo).is_some_and(|avail| bytes <= avail / 4)
