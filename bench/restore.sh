@@ -31,21 +31,6 @@ rm -rf "$w"; mkdir -p "$w/mnt" "$raw"
 export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench
 export XDG_CACHE_HOME=$w/cache XDG_CONFIG_HOME=$w/config
 : >"$raw/restores.tsv"
-# A fresh ext4 of $disk bytes on a loop device, mounted at $w/mnt.
-fresh_disk() {
-  drop_disk
-  truncate -s "$disk" "$w/disk.img"
-  local dev
-  dev=$(losetup -f --show --direct-io="$([ "$loop_direct" = 1 ] && echo on || echo off)" "$w/disk.img")
-  mkfs.ext4 -q -F "$dev"
-  mount "$dev" "$w/mnt"
-}
-drop_disk() {
-  umount "$w/mnt" 2>/dev/null || true
-  local d
-  for d in $(losetup -j "$w/disk.img" -O NAME -n 2>/dev/null); do losetup -d "$d"; done
-  rm -f "$w/disk.img"
-}
 for size in "${sizes[@]}"; do
   corpus=/tmp/bench/corpus-$size
   [ -d "$corpus" ] || "$here/make-corpus.sh" "$corpus" "$size" >/dev/null
@@ -58,7 +43,7 @@ for size in "${sizes[@]}"; do
   disk=$(( bytes * 3 / 2 / 1048576 + 512 ))M
   for i in $(seq "$pairs"); do
     for tool in cairn restic; do
-      fresh_disk
+      loop_disk "$w/disk.img" "$disk" "$w/mnt" "$([ "$loop_direct" = 1 ] && echo on || echo off)"
       sync; echo 3 >/proc/sys/vm/drop_caches
       case $tool in
         cairn) cmd=("$cairn" restore --repo "$w/cairn-repo" latest "$w/mnt") ;;
@@ -78,7 +63,7 @@ for size in "${sizes[@]}"; do
       fi
     done
   done
-  drop_disk
+  drop_loop_disk "$w/disk.img" "$w/mnt"
 done
 
 python3 - "$raw" "$out" "$pairs" "$loop_direct" <<'PY'

@@ -33,19 +33,8 @@ restic init --repo "$w/restic-repo" >/dev/null
 dpkg --verify | sort >"$w/raw/dpkg-source.txt" || true
 
 size=$(( $(du -sxb --exclude=/work --exclude=/tmp --exclude=/root / | cut -f1) * 3 / 2 / 1048576 + 1024 ))M
-drop_disk() {
-  umount "$w/mnt" 2>/dev/null || true
-  local d
-  for d in $(losetup -j "$w/disk.img" -O NAME -n 2>/dev/null); do losetup -d "$d"; done
-  rm -f "$w/disk.img"
-}
 fresh_disk() {
-  drop_disk
-  truncate -s "$size" "$w/disk.img"
-  local dev
-  dev=$(losetup -f --show --direct-io=on "$w/disk.img")
-  mkfs.ext4 -q -F "$dev"
-  mount "$dev" "$w/mnt"
+  loop_disk "$w/disk.img" "$size" "$w/mnt"
   sync; echo 3 >/proc/sys/vm/drop_caches
 }
 : >"$w/raw/restores.tsv"
@@ -69,7 +58,7 @@ for i in $(seq "$pairs"); do
     echo "pair $i $tool: $(tail -1 "$w/raw/$tool-restore-$i.time")"
   done
 done
-drop_disk
+drop_loop_disk "$w/disk.img" "$w/mnt"
 
 python3 - "$w/raw" "$out" "$pairs" <<'PY'
 import statistics as st, sys

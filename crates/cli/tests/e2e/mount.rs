@@ -567,16 +567,10 @@ fn mount_on_s3() {
     let src = remote_tree(&env);
     let g = cairn_testkit::garage::Garage::start(1, "mounted");
     let url = "s3://mounted/repo";
-    let vars = g.env(0);
-    let cairn = |args: &[&str]| {
-        let mut c = env.cmd();
-        c.envs(vars.iter().map(|(k, v)| (k, v))).args(args);
-        run(c)
-    };
-    cairn(&["--repo", url, "init"]).expect(0);
-    cairn(&["--repo", url, "backup", s(&src)]).expect(0);
+    crate::s3::cairn_s3(&env, &g, 0, &["--repo", url, "init"]).expect(0);
+    crate::s3::cairn_s3(&env, &g, 0, &["--repo", url, "backup", s(&src)]).expect(0);
     let at = env.path("mnt");
-    let mut m = Mounted::start_on(&env, &["--repo", url], &vars, &at, &[]);
+    let mut m = Mounted::start_on(&env, &["--repo", url], &g.env(0), &at, &[]);
     remote_mount_reads(&src, &m);
     assert_eq!(m.stop(rustix::process::Signal::TERM), 0, "{}", m.log());
 }

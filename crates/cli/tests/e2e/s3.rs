@@ -15,7 +15,7 @@ use cairn_testkit::garage::Garage;
 use crate::util::*;
 
 /// A `cairn` command reaching `s3://` through node `node` of `g`.
-fn cairn_s3(env: &Env, g: &Garage, node: usize, args: &[&str]) -> Run {
+pub(crate) fn cairn_s3(env: &Env, g: &Garage, node: usize, args: &[&str]) -> Run {
     let mut c = env.cmd();
     for (k, v) in g.env(node) {
         c.env(k, v);
