@@ -40,7 +40,7 @@ use crossbeam_channel::bounded;
 use ignore::gitignore::Gitignore;
 
 use crate::archiver::Progress;
-use crate::filewrite::{AlignedBuf, PartWriter, SharedBlocks};
+use crate::filewrite::{PartWriter, SharedBlocks, WriteBehind};
 use crate::meta::{ApplyOutcome, apply, apply_file, is_root, make_special};
 use crate::walk::{find, join, root_node};
 use crate::{Error, Result, Warning};
@@ -254,11 +254,11 @@ pub fn restore(
             let shared = &shared;
             s.spawn(move || {
                 let mut w = Worker {
-                    reader: repo.reader(),
+                    reader: repo.sequential_reader(),
                     data: Vec::new(),
                     holds: None,
                     zero: false,
-                    stage: AlignedBuf::default(),
+                    sink: WriteBehind::default(),
                 };
                 while let Some(batch) = next_batch(&pref, &other) {
                     for part in batch {
@@ -914,8 +914,8 @@ struct Worker<'r> {
     holds: Option<Id>,
     /// `data` is all zeros.
     zero: bool,
-    /// Staging for direct writes.
-    stage: AlignedBuf,
+    /// Direct writes, done on a thread of their own.
+    sink: WriteBehind,
 }
 
 impl Worker<'_> {
@@ -1031,7 +1031,7 @@ fn write_part(
     part: &Part,
     shared: &Shared,
     progress: &Progress,
-) -> Result<Option<File>> {
+) -> Result<Option<Arc<File>>> {
     let file = &part.file;
     let dest = &file.dest;
     let io = |op, e| Error::Io {
@@ -1054,51 +1054,66 @@ fn write_part(
         OpenOptions::new().write(true).create_new(true).open(dest)
     }
     .map_err(|e| io("create", e))?;
-    let mut pos = part.offset;
-    let mut stage = std::mem::take(&mut w.stage);
-    let direct = file.direct;
-    let last = part.chunks.end == file.node.content.len();
-    let mut out = PartWriter::new(
-        &f,
-        part.offset,
-        last,
-        direct.then_some((&mut stage, &file.shared)),
-    );
-    let r = (|| -> Result<()> {
-        for id in &file.node.content[part.chunks.clone()] {
-            let fresh = w.fill(id, shared)?;
-            // Two workers writing one file through the page cache contend
-            // for its inode lock; see `FileJob::writing`.
-            let _writing = (file.split && !direct)
-                .then(|| file.writing.lock().unwrap_or_else(|p| p.into_inner()));
-            let len = w.data.len();
-            if w.zero {
-                out.zeros(len as u64)
-            } else {
-                out.write(&w.data)
-            }
-            .map_err(|e| io("write", e))?;
-            // Bytes written directly are on the disk, not in memory: a
-            // copy would read them back from the disk, which large files
-            // keep busy, so decoding them again costs less.
-            if fresh && !direct {
-                let seen = Seen {
-                    path: file.dest.clone(),
-                    offset: pos,
-                    len,
-                    zero: w.zero,
-                };
-                shared.seen_at(*id, seen);
-            }
-            pos += len as u64;
-            progress.bytes.fetch_add(len as u64, Ordering::Relaxed);
-        }
-        Ok(())
-    })();
-    let finished = r.and_then(|()| out.finish().map_err(|e| io("write", e)));
-    w.stage = stage;
-    finished?;
+    let f = Arc::new(f);
+    let mut sink = std::mem::take(&mut w.sink);
+    let direct = file.direct.then_some((&mut sink, &file.shared));
+    let written = PartWriter::new(&f, part.offset, last_part(part), direct)
+        .map_err(|e| io("write", e))
+        .and_then(|out| write_chunks(w, part, out, shared, progress));
+    w.sink = sink;
+    written?;
     Ok(Some(f))
+}
+
+fn last_part(part: &Part) -> bool {
+    part.chunks.end == part.file.node.content.len()
+}
+
+/// Decodes a part's chunks into `out`, then finishes it.
+fn write_chunks(
+    w: &mut Worker<'_>,
+    part: &Part,
+    mut out: PartWriter<'_>,
+    shared: &Shared,
+    progress: &Progress,
+) -> Result<()> {
+    let file = &part.file;
+    let io = |op, e| Error::Io {
+        op,
+        path: file.dest.to_path_buf(),
+        source: e,
+    };
+    let direct = file.direct;
+    let mut pos = part.offset;
+    for id in &file.node.content[part.chunks.clone()] {
+        let fresh = w.fill(id, shared)?;
+        // Two workers writing one file through the page cache contend
+        // for its inode lock; see `FileJob::writing`.
+        let _writing =
+            (file.split && !direct).then(|| file.writing.lock().unwrap_or_else(|p| p.into_inner()));
+        let len = w.data.len();
+        if w.zero {
+            out.zeros(len as u64)
+        } else {
+            out.write(&w.data)
+        }
+        .map_err(|e| io("write", e))?;
+        // Bytes written directly are on the disk, not in memory: a
+        // copy would read them back from the disk, which large files
+        // keep busy, so decoding them again costs less.
+        if fresh && !direct {
+            let seen = Seen {
+                path: file.dest.clone(),
+                offset: pos,
+                len,
+                zero: w.zero,
+            };
+            shared.seen_at(*id, seen);
+        }
+        pos += len as u64;
+        progress.bytes.fetch_add(len as u64, Ordering::Relaxed);
+    }
+    out.finish().map_err(|e| io("write", e))
 }
 
 #[cfg(test)]
