@@ -599,7 +599,7 @@ pub struct RestoreArgs {
     /// Read every restored file back and check it against the snapshot.
     #[arg(long)]
     pub verify: bool,
-    /// Worker threads (default: one per core).
+    /// Worker threads (default: two per core, at most eight more than cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
 }
