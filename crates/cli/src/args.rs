@@ -589,7 +589,7 @@ pub struct RestoreArgs {
     /// What to do with what is already in DEST: `if-changed` keeps files
     /// whose size and ns mtime are the snapshot's (so a restore run again
     /// resumes), `always` rewrites everything, `never` leaves whatever
-    /// exists.
+    /// exists, directories' metadata included.
     #[arg(long, value_enum, default_value = "if-changed")]
     pub overwrite: OverwriteArg,
     /// Remove what DEST holds that the snapshot does not, so DEST ends

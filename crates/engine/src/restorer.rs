@@ -82,7 +82,8 @@ pub enum Overwrite {
     /// short by an interrupted restore never matches, and running the
     /// restore again resumes it.
     IfChanged,
-    /// Leave anything that exists as it is.
+    /// Leave anything that exists as it is, directories included (their
+    /// mode, owner, xattrs and times).
     Never,
 }
 
@@ -331,6 +332,12 @@ pub fn restore(
         }
     }
     for (dest, node) in plan.dirs.iter().rev() {
+        // `never` leaves a directory that was there with its own mode,
+        // owner and times (its mtime moves as missing entries come back).
+        if plan.overwrite == Overwrite::Never && !plan.fresh_dirs.contains(dest) {
+            shared.with(|s| s.kept += 1);
+            continue;
+        }
         match apply(dest, node, as_root) {
             Ok(o) => shared.outcome(o),
             Err(e) => shared.warn(dest, format!("metadata not applied: {e}")),

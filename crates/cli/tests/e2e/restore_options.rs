@@ -2,7 +2,7 @@
 //! `--delete`, `--verify`, and a killed restore run again.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -84,12 +84,39 @@ fn restore_overwrite_delete_and_verify() {
     assert_eq!(fs::read(dest.join("b")).unwrap(), b"bravo bravo\n");
     assert_ne!(ctime(&dest.join("d/c")), c_first);
 
-    // never: what exists stays, what is missing comes back.
+    // never: what exists stays, directories too, and what is missing
+    // comes back.
     fs::write(dest.join("a"), b"mine now").unwrap();
     fs::remove_file(dest.join("d/c")).unwrap();
+    fs::set_permissions(dest.join("d"), fs::Permissions::from_mode(0o700)).unwrap();
+    // Nothing is added to DEST itself, so its mtime stays if untouched.
+    set_mtime(&dest, 1_000_000_000, 5);
     env.ok(&["restore", &spec, s(&dest), "--overwrite", "never"]);
     assert_eq!(fs::read(dest.join("a")).unwrap(), b"mine now");
     assert_eq!(fs::read(dest.join("d/c")).unwrap(), pseudo(300_000, 4));
+    let d_md = fs::metadata(dest.join("d")).unwrap();
+    assert_eq!(
+        d_md.mode() & 0o7777,
+        0o700,
+        "an existing directory's mode was changed"
+    );
+    assert_ne!(
+        fs::metadata(src.join("d")).unwrap().mode() & 0o7777,
+        0o700,
+        "the test needs a mode the snapshot does not have"
+    );
+    let top = fs::metadata(&dest).unwrap();
+    assert_eq!((top.mtime(), top.mtime_nsec()), (1_000_000_000, 5));
+    // A missing directory comes back with the snapshot's metadata.
+    fs::remove_dir_all(dest.join("d")).unwrap();
+    env.ok(&["restore", &spec, s(&dest), "--overwrite", "never"]);
+    let d_md = fs::metadata(dest.join("d")).unwrap();
+    let d_src = fs::metadata(src.join("d")).unwrap();
+    assert_eq!(d_md.mode(), d_src.mode());
+    assert_eq!(
+        (d_md.mtime(), d_md.mtime_nsec()),
+        (d_src.mtime(), d_src.mtime_nsec())
+    );
 
     // --delete: DEST ends equal to the snapshot.
     let out = env.ok(&["restore", &spec, s(&dest), "--delete", "--verify"]);
