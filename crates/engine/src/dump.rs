@@ -7,6 +7,9 @@
 //! their text form (`SCHILY.acl.access`, `SCHILY.acl.default`); names and
 //! link targets of any length or encoding go in pax `path` and `linkpath`
 //! records. Hard links within the dump are link entries to the first name.
+//! Files with holes (whole chunks of zeros) are written as pax sparse
+//! files (format 1.0, which GNU tar and bsdtar extract with their holes),
+//! so a mostly empty disk image does not dump as its full size of zeros.
 //! Every chunk is authenticated before its bytes are written; a damaged
 //! chunk ends the dump with an error naming the file, never with other
 //! bytes in its place.
@@ -115,6 +118,7 @@ impl<W: Write> Tar<'_, W> {
         let mut size = 0;
         let mut link: Option<&[u8]> = None;
         let first_name;
+        let mut sparse = None;
         let kind = match n.node_type() {
             NodeType::File => match n.link.filter(|_| n.nlink > 1) {
                 Some(id) if self.links.contains_key(&id) => {
@@ -127,6 +131,10 @@ impl<W: Write> Tar<'_, W> {
                         self.links.insert(id, path.to_vec());
                     }
                     size = n.size;
+                    sparse = self.sparse(n);
+                    if let Some(sp) = &sparse {
+                        size = sp.stored;
+                    }
                     EntryType::Regular
                 }
             },
@@ -149,10 +157,29 @@ impl<W: Write> Tar<'_, W> {
         if kind == EntryType::Directory {
             name.push(b'/');
         }
-        if !fits(&name, 100) {
-            pax.push(("path".into(), name.clone()));
+        if sparse.is_some() {
+            // The real name and size are in the pax records; a tar that
+            // does not know them extracts the stored form under a name of
+            // its own instead of a wrong file under the real one.
+            pax.push(("GNU.sparse.major".into(), b"1".to_vec()));
+            pax.push(("GNU.sparse.minor".into(), b"0".to_vec()));
+            pax.push(("GNU.sparse.name".into(), name.clone()));
+            pax.push((
+                "GNU.sparse.realsize".into(),
+                n.size.to_string().into_bytes(),
+            ));
+            let base = name.rsplit(|&b| b == b'/').next().unwrap_or(&name);
+            let stored = [&b"GNUSparseFile.0/"[..], base].concat();
+            set_bytes(
+                &mut h.as_ustar_mut().expect("ustar").name,
+                tail(&stored, 100),
+            );
+        } else {
+            if !fits(&name, 100) {
+                pax.push(("path".into(), name.clone()));
+            }
+            set_bytes(&mut h.as_ustar_mut().expect("ustar").name, tail(&name, 100));
         }
-        set_bytes(&mut h.as_ustar_mut().expect("ustar").name, tail(&name, 100));
         if let Some(l) = link {
             if !fits(l, 100) {
                 pax.push(("linkpath".into(), l.to_vec()));
@@ -232,10 +259,14 @@ impl<W: Write> Tar<'_, W> {
         h.set_cksum();
         if kind == EntryType::Regular {
             let mut data = Contents::new(&mut self.reader, self.repo.index(), n, path)?;
+            if let Some(sp) = sparse {
+                data.head = sp.map;
+                data.skip = sp.zero;
+            }
             self.builder
                 .append(&h, &mut data)
                 .map_err(|e| data.error(e))?;
-            self.summary.bytes += size;
+            self.summary.bytes += n.size;
         } else {
             self.builder
                 .append(&h, std::io::empty())
@@ -243,6 +274,84 @@ impl<W: Write> Tar<'_, W> {
         }
         self.summary.entries += 1;
         Ok(())
+    }
+}
+
+/// A file written as a pax sparse file: which chunks are holes, and the
+/// stored form's map.
+struct Sparse {
+    /// By chunk: all zeros, left out of the stream.
+    zero: Vec<bool>,
+    /// The sparse map (format 1.0): the number of data runs, then each
+    /// one's offset and length, in decimal lines, padded with NULs to a
+    /// whole block.
+    map: Vec<u8>,
+    /// Bytes of the stored form: the map and the data runs.
+    stored: u64,
+}
+
+/// Chunks stored at least this many times smaller than they are may be
+/// zeros (zeros compress thousands of times); only those are decoded to
+/// find out, so a file without holes is read once.
+const ZERO_RATIO: u64 = 64;
+
+impl<W: Write> Tar<'_, W> {
+    /// The holes of file `n`, if it has any: its chunks that are all
+    /// zeros. A chunk that cannot be read here counts as data, and the
+    /// copy of the data reports it.
+    fn sparse(&mut self, n: &Node) -> Option<Sparse> {
+        let index = self.repo.index();
+        let mut zero = Vec::with_capacity(n.content.len());
+        let mut known: HashMap<Id, bool> = HashMap::new();
+        let mut buf = Vec::new();
+        for id in &n.content {
+            let z = match known.get(id) {
+                Some(&z) => z,
+                None => {
+                    let z =
+                        index.get(id).is_some_and(|l| {
+                            l.raw_len >= 4096
+                                && u64::from(l.length) * ZERO_RATIO <= u64::from(l.raw_len)
+                        }) && matches!(self.reader.load_into(id, &mut buf), Ok(BlobKind::Chunk))
+                            && crate::restorer::is_zero(&buf);
+                    known.insert(*id, z);
+                    z
+                }
+            };
+            zero.push(z);
+        }
+        if !zero.contains(&true) {
+            return None;
+        }
+        // Data runs: (offset, length), a run of data chunks each.
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        let mut off = 0u64;
+        let mut data = 0u64;
+        for (id, &z) in n.content.iter().zip(&zero) {
+            let len = u64::from(index.get(id)?.raw_len);
+            if !z {
+                match runs.last_mut() {
+                    Some((o, l)) if *o + *l == off => *l += len,
+                    _ => runs.push((off, len)),
+                }
+                data += len;
+            }
+            off += len;
+        }
+        // A file that ends in a hole ends with an empty run at its size.
+        if runs.last().is_none_or(|(o, l)| o + l < off) {
+            runs.push((off, 0));
+        }
+        let mut map = format!("{}\n", runs.len()).into_bytes();
+        for (o, l) in &runs {
+            map.extend_from_slice(format!("{o}\n{l}\n").as_bytes());
+        }
+        map.resize(map.len().next_multiple_of(512), 0);
+        Some(Sparse {
+            zero,
+            stored: map.len() as u64 + data,
+            map,
+        })
     }
 }
 
@@ -333,6 +442,12 @@ fn acl_text(v: &[u8]) -> Option<String> {
 struct Contents<'a, 'r> {
     reader: &'a mut BlobReader<'r>,
     chunks: std::slice::Iter<'a, Id>,
+    /// Bytes given before the chunks (a sparse file's map).
+    head: Vec<u8>,
+    /// By chunk, those left out (a sparse file's holes); empty for none.
+    skip: Vec<bool>,
+    /// Chunks taken so far.
+    taken: usize,
     buf: Vec<u8>,
     pos: usize,
     path: Vec<u8>,
@@ -365,6 +480,9 @@ impl<'a, 'r> Contents<'a, 'r> {
         Ok(Contents {
             reader,
             chunks: n.content.iter(),
+            head: Vec::new(),
+            skip: Vec::new(),
+            taken: 0,
             buf: Vec::new(),
             pos: 0,
             path: path.to_vec(),
@@ -387,10 +505,20 @@ impl<'a, 'r> Contents<'a, 'r> {
 
 impl Read for Contents<'_, '_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if !self.head.is_empty() {
+            let n = out.len().min(self.head.len());
+            out[..n].copy_from_slice(&self.head[..n]);
+            self.head.drain(..n);
+            return Ok(n);
+        }
         while self.pos == self.buf.len() {
             let Some(id) = self.chunks.next() else {
                 return Ok(0);
             };
+            self.taken += 1;
+            if self.skip.get(self.taken - 1) == Some(&true) {
+                continue;
+            }
             match self.reader.load_into(id, &mut self.buf) {
                 Ok(BlobKind::Chunk) => self.pos = 0,
                 Ok(_) => {
