@@ -66,15 +66,19 @@ pub fn layout(list: &[SnapshotInfo]) -> Layout {
         .into_iter()
         .map(|(name, members)| {
             let mut links: Vec<(String, usize)> = Vec::with_capacity(members.len() + 1);
-            for (k, &i) in members.iter().enumerate() {
-                let t = stamp(snaps[i].time_ns);
+            let stamps: Vec<String> = members.iter().map(|&i| stamp(snaps[i].time_ns)).collect();
+            let mut seen: std::collections::HashMap<&str, usize> = Default::default();
+            for t in &stamps {
+                *seen.entry(t).or_default() += 1;
+            }
+            for (t, &i) in stamps.iter().zip(&members) {
                 // Two snapshots of one group in the same second: the ID
                 // tells them apart.
-                let clash = members
-                    .iter()
-                    .enumerate()
-                    .any(|(j, &o)| j != k && stamp(snaps[o].time_ns) == t);
-                let name = if clash { snaps[i].name.clone() } else { t };
+                let name = if seen[t.as_str()] > 1 {
+                    snaps[i].name.clone()
+                } else {
+                    t.clone()
+                };
                 links.push((name, i));
             }
             if let Some(&last) = members.last() {
@@ -205,5 +209,31 @@ mod tests {
         assert_eq!(l.tags.len(), 2);
         assert_eq!(l.tags[0].name, "daily");
         assert_eq!(l.tags[1].links.len(), 2);
+    }
+
+    #[test]
+    fn a_group_of_many_snapshots_names_each_once() {
+        // Hourly snapshots in pairs: the two of an even pair in the same
+        // second, those of an odd pair a second apart.
+        let list: Vec<SnapshotInfo> = (0..20_000i64)
+            .map(|k| {
+                let (h, second) = (k / 2, k % 2);
+                let sec = 1_700_000_000 + h * 3600 + second * (h % 2);
+                let mut s = snap(sec, 0, "nas:/srv", &[]);
+                let mut id = [0u8; 32];
+                id[..8].copy_from_slice(&k.to_le_bytes());
+                s.id = Id(id);
+                s
+            })
+            .collect();
+        let l = layout(&list);
+        let links = &l.groups[0].links;
+        assert_eq!(links.len(), 20_001);
+        let names: std::collections::HashSet<&str> =
+            links.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names.len(), links.len(), "two links with one name");
+        // Only the snapshots of a shared second are named with their ID.
+        let with_id = links.iter().filter(|(n, _)| n.contains('_')).count();
+        assert_eq!(with_id, 10_000);
     }
 }
