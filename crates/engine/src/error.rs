@@ -29,6 +29,18 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The disk a restore writes to is full. What was restored is kept
+    /// (the file being written when it filled up is removed), so the same
+    /// restore run again resumes.
+    #[error(
+        "the disk holding {path} is full: {files} files were restored before it filled up; free space there (or restore onto a larger disk) and run the same restore again, which keeps the files already restored"
+    )]
+    TargetFull {
+        /// Where a write failed for want of space.
+        path: PathBuf,
+        /// Files restored completely before.
+        files: u64,
+    },
     /// A stream being backed up as a file failed (see
     /// [`crate::archiver::backup_stream`]); no snapshot was written.
     #[error(
@@ -66,6 +78,14 @@ impl From<cairn_storage::Error> for Error {
 }
 
 impl Error {
+    /// Whether a local write failed for want of space (or of quota).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Error::Io { source, .. }
+            if matches!(source.raw_os_error(), Some(c)
+                if c == rustix::io::Errno::NOSPC.raw_os_error()
+                    || c == rustix::io::Errno::DQUOT.raw_os_error()))
+    }
+
     /// Whether the failure means damaged repository data.
     pub fn is_integrity(&self) -> bool {
         matches!(self, Error::Repo(e) if e.is_integrity())

@@ -124,6 +124,11 @@ pub struct RestoreSummary {
 struct Shared {
     summary: Mutex<RestoreSummary>,
     seen: Mutex<HashMap<Id, Seen>>,
+    /// Where a write found the target's disk full: the restore stops
+    /// (every file after would fail the same way).
+    full: Mutex<Option<PathBuf>>,
+    /// Set with `full`, read where workers and the walk check for Ctrl-C.
+    stop: AtomicBool,
 }
 
 /// Where a chunk of this restore was written.
@@ -205,6 +210,8 @@ pub fn restore(
     let shared = Shared {
         summary: Mutex::new(RestoreSummary::default()),
         seen: Mutex::new(HashMap::new()),
+        full: Mutex::new(None),
+        stop: AtomicBool::new(false),
     };
     let local = repo.storage().read_concurrency() == 1;
     let direct = local
@@ -269,7 +276,7 @@ pub fn restore(
                 };
                 while let Some(batch) = next_batch(&pref, &other) {
                     for part in batch {
-                        if cancel.load(Ordering::Relaxed) {
+                        if cancel.load(Ordering::Relaxed) || shared.stop.load(Ordering::Relaxed) {
                             return;
                         }
                         restore_part(&mut w, part, as_root, shared, progress);
@@ -312,6 +319,17 @@ pub fn restore(
             Err(p) => std::panic::resume_unwind(p),
         }
     });
+    // A full disk is the reason, whatever else stopped with it (the
+    // walk's next directory, say).
+    let full = shared.full.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let full = full.or_else(|| match &walked {
+        Err(e @ Error::Io { path, .. }) if e.is_no_space() => Some(path.clone()),
+        _ => None,
+    });
+    if let Some(path) = full {
+        let files = shared.with(|s| s.files);
+        return Err(Error::TargetFull { path, files });
+    }
     walked?;
     if cancel.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
@@ -540,7 +558,7 @@ impl Plan<'_> {
             self.delete_extra(dest, &t);
         }
         for n in &t.nodes {
-            if self.cancel.load(Ordering::Relaxed) {
+            if self.cancel.load(Ordering::Relaxed) || self.shared.stop.load(Ordering::Relaxed) {
                 return Err(Error::Interrupted);
             }
             let sp = join(snap_path, &n.name);
@@ -911,6 +929,18 @@ struct FileJob {
     writing: Mutex<()>,
 }
 
+impl Drop for FileJob {
+    /// A split file whose parts did not all run (the restore stopped: a
+    /// full disk, Ctrl-C) is removed rather than left at its full length
+    /// with holes where the bytes were to go. Its walk created it, so it
+    /// is nobody else's file; a file in one part is created by its part.
+    fn drop(&mut self) {
+        if self.split && *self.parts_left.get_mut() > 0 {
+            let _ = std::fs::remove_file(&*self.dest);
+        }
+    }
+}
+
 /// A run of consecutive chunks of one file, written at `offset`.
 struct Part {
     file: Arc<FileJob>,
@@ -1029,7 +1059,11 @@ fn restore_part(
         }
         Some(e) => {
             let _ = std::fs::remove_file(dest);
-            if e.is_integrity() {
+            if e.is_no_space() {
+                let mut full = shared.full.lock().unwrap_or_else(|p| p.into_inner());
+                full.get_or_insert_with(|| dest.to_path_buf());
+                shared.stop.store(true, Ordering::Relaxed);
+            } else if e.is_integrity() {
                 shared.with(|s| s.damaged_files += 1);
                 shared.warn(dest, format!("not restored, its data is damaged: {e}"));
             } else {

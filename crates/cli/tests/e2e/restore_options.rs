@@ -235,3 +235,69 @@ fn large_files_restore_alike_through_the_cache_and_directly() {
         }
     }
 }
+
+/// A restore onto a disk without room for it stops at the first write that
+/// finds the disk full, says so and what to do, and leaves only whole
+/// files; once there is room, the same restore run again completes.
+#[test]
+fn a_restore_onto_a_full_disk_stops_keeps_whole_files_and_resumes() {
+    if !is_root() {
+        cannot_run("mounting a small ext4 needs root");
+    }
+    for tool in ["truncate", "mkfs.ext4", "mount"] {
+        if !have(tool) {
+            cannot_run(&format!("{tool} is missing"));
+        }
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    // Large files (written directly, split between workers) and small ones.
+    for i in 0..4u64 {
+        fs::write(src.join(format!("big{i}")), pseudo(12 << 20, 70 + i)).unwrap();
+    }
+    for i in 0..40u64 {
+        fs::write(src.join(format!("small{i:02}")), pseudo(20_000, 200 + i)).unwrap();
+    }
+    env.ok(&["init"]);
+    env.ok(&["backup", s(&src)]);
+    let spec = format!("latest:{}", s(&src));
+    // 80 MiB, of which a filler takes 40: the 49 MiB restored do not fit.
+    let disk = LoopDisk::new(env.dir.path(), "80M");
+    let filler = disk.mnt.join("filler");
+    fs::write(&filler, vec![1u8; 40 << 20]).unwrap();
+    let dest = disk.mnt.join("dest");
+    let r = env.run(&["restore", &spec, s(&dest)]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("is full") && r.stderr.contains("run the same restore again"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("warning:"),
+        "a warning per file instead of one error:\n{}",
+        r.stderr
+    );
+    // What is there is whole: every file left has the source's bytes.
+    let mut left = 0;
+    for e in fs::read_dir(&dest).unwrap() {
+        let e = e.unwrap();
+        let got = fs::read(e.path()).unwrap();
+        assert!(
+            got == fs::read(src.join(e.file_name())).unwrap(),
+            "{:?} was left incomplete",
+            e.file_name()
+        );
+        left += 1;
+    }
+    assert!(left < 44, "everything was restored onto a full disk");
+    // Room made: the same restore completes, keeping what was there.
+    fs::remove_file(&filler).unwrap();
+    let out = env.ok(&["restore", &spec, s(&dest)]);
+    if left > 0 {
+        assert!(out.contains("were kept"), "{out}");
+    }
+    let diffs = compare_trees(&src, &dest, true);
+    assert!(diffs.is_empty(), "{diffs:#?}");
+}

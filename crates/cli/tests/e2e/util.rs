@@ -570,3 +570,37 @@ pub fn command_out(program: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A fresh ext4 on a loop device, mounted; unmounted when dropped.
+pub struct LoopDisk {
+    pub mnt: PathBuf,
+}
+
+impl LoopDisk {
+    /// A disk of `size` (as `truncate -s` takes it), its image and mount
+    /// point in `dir`.
+    pub fn new(dir: &Path, size: &str) -> LoopDisk {
+        let img = dir.join("disk.img");
+        let mnt = dir.join("newdisk");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let ok = |c: &mut Command| {
+            let out = c.output().unwrap();
+            if !out.status.success() {
+                cannot_run(&format!(
+                    "{c:?} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+        };
+        ok(Command::new("truncate").args(["-s", size, s(&img)]));
+        ok(Command::new("mkfs.ext4").args(["-q", "-F", s(&img)]));
+        ok(Command::new("mount").args(["-o", "loop", s(&img), s(&mnt)]));
+        LoopDisk { mnt }
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+    }
+}

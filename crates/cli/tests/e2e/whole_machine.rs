@@ -7,7 +7,7 @@
 //! does all of `/`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::util::*;
@@ -40,38 +40,6 @@ const INSIDE: &[&str] = &[
     "/lib/x86_64-linux-gnu/",
     "/lib64/",
 ];
-
-/// A fresh ext4 on a loop device, mounted; unmounted when dropped.
-struct Disk {
-    mnt: PathBuf,
-}
-
-impl Disk {
-    fn new(dir: &Path, size: &str) -> Disk {
-        let img = dir.join("disk.img");
-        let mnt = dir.join("newdisk");
-        fs::create_dir_all(&mnt).unwrap();
-        let ok = |c: &mut Command| {
-            let out = c.output().unwrap();
-            if !out.status.success() {
-                cannot_run(&format!(
-                    "{c:?} failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-        };
-        ok(Command::new("truncate").args(["-s", size, s(&img)]));
-        ok(Command::new("mkfs.ext4").args(["-q", "-F", s(&img)]));
-        ok(Command::new("mount").args(["-o", "loop", s(&img), s(&mnt)]));
-        Disk { mnt }
-    }
-}
-
-impl Drop for Disk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).status();
-    }
-}
 
 /// `dpkg --verify` run at `root` (through chroot unless it is `/`): how
 /// many lines it printed, and those about paths inside what was backed
@@ -170,7 +138,7 @@ fn whole_machine_restored_to_a_new_disk_verifies_and_runs() {
     env.ok(&args);
     let (_, before) = dpkg_verify(Path::new("/"));
 
-    let disk = Disk::new(env.dir.path(), "3G");
+    let disk = LoopDisk::new(env.dir.path(), "3G");
     let out = env.ok(&["restore", "latest", s(&disk.mnt)]);
     assert!(!out.contains("not restored"), "{out}");
 
