@@ -243,6 +243,14 @@ impl<W: Write> Tar<'_, W> {
                 )),
             }
         }
+        // The contents are checked before any header is written: a
+        // header cannot be taken back.
+        let contents = match kind {
+            EntryType::Regular => {
+                Some(Contents::new(&mut self.reader, self.repo.index(), n, path)?)
+            }
+            _ => None,
+        };
         let records = pax_records(&pax);
         let mut x = Header::new_ustar();
         x.set_entry_type(EntryType::XHeader);
@@ -257,8 +265,7 @@ impl<W: Write> Tar<'_, W> {
             .append(&x, &records[..])
             .map_err(|e| io("write the tar stream", e))?;
         h.set_cksum();
-        if kind == EntryType::Regular {
-            let mut data = Contents::new(&mut self.reader, self.repo.index(), n, path)?;
+        if let Some(mut data) = contents {
             if let Some(sp) = sparse {
                 data.head = sp.map;
                 data.skip = sp.zero;

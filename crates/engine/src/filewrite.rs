@@ -282,6 +282,8 @@ impl WriteBehind {
                 self.in_flight = 0;
                 self.failed
                     .get_or_insert_with(|| io::Error::other("the writing thread stopped"));
+                // The next write starts a thread afresh.
+                self.thread = None;
                 AlignedBuf::default()
             }
         }
@@ -313,6 +315,10 @@ impl WriteBehind {
                 self.failed
                     .get_or_insert_with(|| io::Error::other("the writing thread stopped"));
                 self.free.push(job.buf);
+                // What it held is lost with it (`in_flight` says how
+                // much); the next write starts a thread afresh.
+                self.in_flight = 0;
+                self.thread = None;
             }
         }
     }

@@ -1028,6 +1028,13 @@ fn restore_part(
     let fd = match write_part(w, &part, shared, progress) {
         Ok(fd) => fd,
         Err(e) => {
+            // A full disk stops the restore even when this file failed
+            // already for another reason.
+            if e.is_no_space() {
+                let mut full = shared.full.lock().unwrap_or_else(|p| p.into_inner());
+                full.get_or_insert_with(|| file.dest.to_path_buf());
+                shared.stop.store(true, Ordering::Relaxed);
+            }
             let mut f = file.failed.lock().unwrap_or_else(|p| p.into_inner());
             if f.is_none() {
                 *f = Some(e);
@@ -1060,9 +1067,7 @@ fn restore_part(
         Some(e) => {
             let _ = std::fs::remove_file(dest);
             if e.is_no_space() {
-                let mut full = shared.full.lock().unwrap_or_else(|p| p.into_inner());
-                full.get_or_insert_with(|| dest.to_path_buf());
-                shared.stop.store(true, Ordering::Relaxed);
+                // Said once, by the restore's error.
             } else if e.is_integrity() {
                 shared.with(|s| s.damaged_files += 1);
                 shared.warn(dest, format!("not restored, its data is damaged: {e}"));
