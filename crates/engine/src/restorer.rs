@@ -240,6 +240,7 @@ pub fn restore(
         local,
         direct,
         big: Some(big_tx),
+        pending: Vec::new(),
         index: repo.index(),
         fresh_dirs: std::collections::HashSet::new(),
         includes: includes.as_ref(),
@@ -310,6 +311,7 @@ pub fn restore(
                 plan.entry(&start_path, &start_node, &dest, &tx, &mut repo.reader())
             };
             plan.flush(&tx);
+            plan.feed_big(true);
             r
         }));
         drop(tx);
@@ -490,6 +492,9 @@ struct Plan<'a> {
     /// Parts of large files, queued apart from the batches of small files
     /// (see [`next_batch`]).
     big: Option<crossbeam_channel::Sender<Batch>>,
+    /// Parts of the last two large files written through the page cache,
+    /// not queued yet (see [`Plan::queue_buffered`]).
+    pending: Vec<std::collections::VecDeque<Part>>,
     /// Directories this restore created (empty when made).
     fresh_dirs: std::collections::HashSet<PathBuf>,
     includes: Option<&'a Gitignore>,
@@ -701,6 +706,8 @@ impl Plan<'_> {
             failed: Mutex::new(None),
             writing: Mutex::new(()),
         });
+        let buffered = !job.direct;
+        let mut held = std::collections::VecDeque::new();
         for (k, &(first, offset)) in cuts.iter().enumerate() {
             let last = cuts.get(k + 1).map(|c| c.0).unwrap_or(n.content.len());
             let end = cuts.get(k + 1).map(|c| c.1).unwrap_or(off);
@@ -713,7 +720,11 @@ impl Plan<'_> {
                 && crate::filewrite::wants_direct(off)
                 && let Some(big) = &self.big
             {
-                let _ = big.send(vec![part]);
+                if buffered {
+                    held.push_back(part);
+                } else {
+                    let _ = big.send(vec![part]);
+                }
                 continue;
             }
             self.batch.push(part);
@@ -722,7 +733,68 @@ impl Plan<'_> {
                 self.flush(tx);
             }
         }
+        if !held.is_empty() {
+            self.queue_buffered(held);
+        }
         Ok(())
+    }
+
+    /// Queues the parts of a large file written through the page cache,
+    /// interleaved with those of the large file before it. Two workers
+    /// cannot copy into one file at once (the kernel holds its inode lock
+    /// through each write), so workers on parts of one file took turns at
+    /// the copy while a core could have copied into another file. On the
+    /// 4 GiB mixed corpus (four files of 700 MB), seven alternating pairs
+    /// took 3.07 s (median) interleaved against 3.34 s in file order;
+    /// writing each file in one part did about as well as interleaving,
+    /// but interleaving keeps the split, so that a lone large file is
+    /// still decoded on every core.
+    fn queue_buffered(&mut self, parts: std::collections::VecDeque<Part>) {
+        if self.pending.len() >= 2 {
+            self.interleave(false);
+        }
+        self.pending.push(parts);
+        self.feed_big(false);
+    }
+
+    /// Queues pending parts, one of each file in turn: until one file has
+    /// none left (or, with `all`, until none has any).
+    fn interleave(&mut self, all: bool) {
+        let Some(big) = &self.big else {
+            return;
+        };
+        while !self.pending.is_empty() {
+            for q in &mut self.pending {
+                if let Some(p) = q.pop_front() {
+                    let _ = big.send(vec![p]);
+                }
+            }
+            let before = self.pending.len();
+            self.pending.retain(|q| !q.is_empty());
+            if !all && self.pending.len() < before {
+                break;
+            }
+        }
+    }
+
+    /// Keeps the workers fed while large files wait for a partner: one
+    /// round of pending parts whenever the queue of large files runs
+    /// low, and all of them at the end of the walk (`last`).
+    fn feed_big(&mut self, last: bool) {
+        if last {
+            self.interleave(true);
+            return;
+        }
+        let low = self.big.as_ref().is_some_and(|b| b.len() < 2);
+        if low && !self.pending.is_empty() {
+            let big = self.big.as_ref().expect("checked");
+            for q in &mut self.pending {
+                if let Some(p) = q.pop_front() {
+                    let _ = big.send(vec![p]);
+                }
+            }
+            self.pending.retain(|q| !q.is_empty());
+        }
     }
 
     /// Whether the entry at `d` stays as it is (see [`Overwrite`]); one
@@ -825,6 +897,7 @@ impl Plan<'_> {
             self.batch_bytes = 0;
             let _ = tx.send(b);
         }
+        self.feed_big(false);
     }
 }
 
