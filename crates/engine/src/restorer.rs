@@ -8,8 +8,10 @@
 //! big file does not leave the other cores idle. From a local repository
 //! large files are queued apart from the small ones, and half the workers
 //! take them first; a restore too large for memory writes them to the disk
-//! directly (`filewrite`), so that while one worker waits on the disk
-//! another decodes small files. From a remote one (S3) every file goes
+//! directly (`filewrite`, from a thread per worker), and one that fits
+//! writes them through the page cache with the parts of two files
+//! interleaved, as two workers cannot copy into one file at once. From a
+//! remote one (S3) every file goes
 //! through the page cache: there the workers wait on the network, and
 //! waiting on the disk besides made restores take about 40% longer. Every
 //! chunk is authenticated before a byte of it is written; a file whose
