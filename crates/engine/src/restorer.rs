@@ -762,18 +762,8 @@ impl Plan<'_> {
     /// Queues pending parts, one of each file in turn: until one file has
     /// none left (or, with `all`, until none has any).
     fn interleave(&mut self, all: bool) {
-        let Some(big) = &self.big else {
-            return;
-        };
         while !self.pending.is_empty() {
-            for q in &mut self.pending {
-                if let Some(p) = q.pop_front() {
-                    let _ = big.send(vec![p]);
-                }
-            }
-            let before = self.pending.len();
-            self.pending.retain(|q| !q.is_empty());
-            if !all && self.pending.len() < before {
+            if self.round() && !all {
                 break;
             }
         }
@@ -785,18 +775,26 @@ impl Plan<'_> {
     fn feed_big(&mut self, last: bool) {
         if last {
             self.interleave(true);
-            return;
+        } else if self.big.as_ref().is_some_and(|b| b.len() < 2) {
+            self.round();
         }
-        let low = self.big.as_ref().is_some_and(|b| b.len() < 2);
-        if low && !self.pending.is_empty() {
-            let big = self.big.as_ref().expect("checked");
-            for q in &mut self.pending {
-                if let Some(p) = q.pop_front() {
-                    let _ = big.send(vec![p]);
-                }
+    }
+
+    /// Queues one part of each pending file; returns whether a file ran
+    /// out of parts.
+    fn round(&mut self) -> bool {
+        let Some(big) = &self.big else {
+            self.pending.clear();
+            return true;
+        };
+        for q in &mut self.pending {
+            if let Some(p) = q.pop_front() {
+                let _ = big.send(vec![p]);
             }
-            self.pending.retain(|q| !q.is_empty());
         }
+        let before = self.pending.len();
+        self.pending.retain(|q| !q.is_empty());
+        self.pending.len() < before
     }
 
     /// Whether the entry at `d` stays as it is (see [`Overwrite`]); one
@@ -1141,12 +1139,11 @@ fn restore_part(
         }
         Some(e) => {
             let _ = std::fs::remove_file(dest);
-            if e.is_no_space() {
-                // Said once, by the restore's error.
-            } else if e.is_integrity() {
+            // A full disk is said once, by the restore's error.
+            if e.is_integrity() {
                 shared.with(|s| s.damaged_files += 1);
                 shared.warn(dest, format!("not restored, its data is damaged: {e}"));
-            } else {
+            } else if !e.is_no_space() {
                 shared.warn(dest, format!("not restored: {e}"));
             }
         }
