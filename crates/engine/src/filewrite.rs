@@ -1,5 +1,6 @@
 //! Writing a restored file's bytes: holes for zeros, and direct I/O for
-//! large files of restores too large for memory.
+//! large files of restores too large for memory (and for copies of large
+//! files in any restore).
 //!
 //! A buffered write copies every byte into a page-cache page the kernel
 //! must first find memory for; on a VM whose free memory is handed back to

@@ -236,6 +236,64 @@ fn large_files_restore_alike_through_the_cache_and_directly() {
     }
 }
 
+/// Bytes of `p` in the page cache (`fincore`).
+fn cached(p: &Path) -> u64 {
+    let out = command_out(
+        "fincore",
+        &["--bytes", "--noheadings", "--raw", "-o", "RES", s(p)],
+    );
+    out.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("fincore said {out:?}"))
+}
+
+/// In a restore that fits in memory, large files go through the page
+/// cache, but a large file that copies one restored before it goes to the
+/// disk directly, its bytes copied from the first: the copy leaves no
+/// pages in the cache, and both files have the source's bytes.
+#[test]
+fn a_copy_of_a_large_file_is_copied_and_written_directly() {
+    if !is_root() {
+        cannot_run("mounting an ext4 (direct writes need a device) needs root");
+    }
+    for tool in ["truncate", "mkfs.ext4", "mount", "fincore"] {
+        if !have(tool) {
+            cannot_run(&format!("{tool} is missing"));
+        }
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let big = pseudo(24 << 20, 41);
+    fs::write(src.join("a-first"), &big).unwrap();
+    fs::write(src.join("b-copy"), &big).unwrap();
+    fs::write(src.join("c-other"), pseudo(6 << 20, 42)).unwrap();
+    env.ok(&["init"]);
+    env.ok(&["backup", s(&src)]);
+    let disk = LoopDisk::new(env.dir.path(), "200M");
+    let dest = disk.mnt.join("dest");
+    // One worker, so that the first file is whole before its copy starts.
+    let out = env.ok(&["--json", "restore", "--threads", "1", "latest", s(&dest)]);
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let restored = dest.join(src.strip_prefix("/").unwrap());
+    let (first, copy, other) = (
+        cached(&restored.join("a-first")),
+        cached(&restored.join("b-copy")),
+        cached(&restored.join("c-other")),
+    );
+    assert!(
+        first >= 12 << 20 && other >= 3 << 20,
+        "files that copy nothing were not written through the cache: {first} and {other} bytes cached"
+    );
+    assert_eq!(copy, 0, "the copy was written through the page cache");
+    assert!(
+        summary["bytes_copied"].as_u64().unwrap() >= 16 << 20,
+        "the copy's chunks were decoded again: {summary}"
+    );
+    let diffs = compare_trees(&src, &restored, true);
+    assert!(diffs.is_empty(), "{diffs:?}");
+}
+
 /// A restore onto a disk without room for it stops at the first write that
 /// finds the disk full, says so and what to do, and leaves only whole
 /// files; once there is room, the same restore run again completes.
