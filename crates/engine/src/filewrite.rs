@@ -92,6 +92,41 @@ pub(crate) fn fits_in_memory(bytes: u64) -> bool {
     available(&meminfo).is_some_and(|avail| bytes <= avail / 4)
 }
 
+/// Dirty bytes up to which the kernel lets programs write through the page
+/// cache freely: halfway between `vm.dirty_background_*`, where it starts
+/// writing back, and `vm.dirty_*`, where writers must wait. Past it the
+/// kernel makes writers wait in proportion (`balance_dirty_pages`), while
+/// its writeback takes the disk and a core; below it a buffered write
+/// costs a copy, and a restore ends before its bytes reach the disk.
+/// Each limit is its `_bytes` setting, or else its `_ratio` percent of
+/// the memory available.
+pub(crate) fn free_dirty_limit() -> Option<u64> {
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/vm/{name}"))
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    };
+    let avail = available(&std::fs::read_to_string("/proc/meminfo").ok()?)?;
+    let background = limit(
+        read("dirty_background_bytes")?,
+        read("dirty_background_ratio")?,
+        avail,
+    );
+    let throttled = limit(read("dirty_bytes")?, read("dirty_ratio")?, avail);
+    Some(background / 2 + throttled / 2)
+}
+
+/// One of the kernel's dirty limits: `bytes` if set, else `ratio` percent
+/// of `avail`.
+fn limit(bytes: u64, ratio: u64, avail: u64) -> u64 {
+    match bytes {
+        0 => avail / 100 * ratio.min(100),
+        b => b,
+    }
+}
+
 /// `MemAvailable` of `/proc/meminfo`, in bytes.
 fn available(meminfo: &str) -> Option<u64> {
     meminfo
@@ -707,6 +742,16 @@ mod tests {
         // This machine's: a restore of one byte fits, one of an exabyte not.
         assert!(fits_in_memory(1));
         assert!(!fits_in_memory(1 << 60));
+    }
+
+    #[test]
+    fn dirty_limits_are_bytes_when_set_else_a_share_of_memory() {
+        assert_eq!(limit(0, 10, 1000), 100);
+        assert_eq!(limit(5, 10, 1000), 5);
+        assert_eq!(limit(0, 250, 1000), 1000, "a ratio past 100");
+        // This machine's: between nothing and all of its memory.
+        let l = free_dirty_limit().expect("the kernel's dirty limits");
+        assert!(l > 0 && l < 1 << 50, "{l}");
     }
 
     #[test]

@@ -10,9 +10,7 @@
 //! take them first; a restore too large for memory writes them to the disk
 //! directly (`filewrite`, from a thread per worker), and one that fits
 //! writes them through the page cache with the parts of two files
-//! interleaved, as two workers cannot copy into one file at once, all but
-//! copies of large files restored before them: those are copied from the
-//! first and written directly (see `Plan::writes_directly`). From a
+//! interleaved, as two workers cannot copy into one file at once. From a
 //! remote one (S3) every file goes
 //! through the page cache: there the workers wait on the network, and
 //! waiting on the disk besides made restores take about 40% longer. Every
@@ -128,11 +126,25 @@ pub struct RestoreSummary {
 struct Shared {
     summary: Mutex<RestoreSummary>,
     seen: Mutex<HashMap<Id, Seen>>,
+    /// Told when a chunk is added to `seen`, for copies waiting on it.
+    seen_added: std::sync::Condvar,
     /// Where a write found the target's disk full: the restore stops
     /// (every file after would fail the same way).
     full: Mutex<Option<PathBuf>>,
     /// Set with `full`, read where workers and the walk check for Ctrl-C.
     stop: AtomicBool,
+    /// Workers still running: once none is, a copy waits no more for the
+    /// files it copies (their parts will not be written, after a panic).
+    workers: AtomicUsize,
+}
+
+/// Counts a worker out of [`Shared::workers`] however it ends.
+struct Running<'a>(&'a AtomicUsize);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Where a chunk of this restore was written.
@@ -171,6 +183,8 @@ impl Shared {
             map.clear();
         }
         map.insert(id, seen);
+        drop(map);
+        self.seen_added.notify_all();
     }
     fn with<T>(&self, f: impl FnOnce(&mut RestoreSummary) -> T) -> T {
         f(&mut self.summary.lock().unwrap_or_else(|p| p.into_inner()))
@@ -214,8 +228,10 @@ pub fn restore(
     let shared = Shared {
         summary: Mutex::new(RestoreSummary::default()),
         seen: Mutex::new(HashMap::new()),
+        seen_added: std::sync::Condvar::new(),
         full: Mutex::new(None),
         stop: AtomicBool::new(false),
+        workers: AtomicUsize::new(0),
     };
     let local = repo.storage().read_concurrency() == 1;
     let can_direct = local && crate::filewrite::direct_pays(&opts.target);
@@ -240,11 +256,18 @@ pub fn restore(
     };
     let (tx, rx) = bounded::<Batch>(threads);
     let (big_tx, big_rx) = bounded::<Batch>(BIG_QUEUE);
+    // Not bounded: the lane waits on the workers, never the walk on it.
+    let (copy_tx, copy_rx) = crossbeam_channel::unbounded::<Part>();
     let mut plan = Plan {
         local,
         direct,
-        can_direct,
-        copies: Copies::default(),
+        copies: (can_direct && !direct)
+            .then(|| {
+                let bytes = opts.expected_bytes?;
+                let over = bytes.saturating_sub(crate::filewrite::free_dirty_limit()?);
+                (over > 0).then(|| (Copies::default(), copy_tx, over))
+            })
+            .flatten(),
         big: Some(big_tx),
         pending: Vec::new(),
         index: repo.index(),
@@ -273,14 +296,10 @@ pub fn restore(
                 (rx.clone(), big_rx.clone())
             };
             let shared = &shared;
+            shared.workers.fetch_add(1, Ordering::AcqRel);
             s.spawn(move || {
-                let mut w = Worker {
-                    reader: repo.sequential_reader(),
-                    data: Vec::new(),
-                    holds: None,
-                    zero: false,
-                    sink: WriteBehind::default(),
-                };
+                let _running = Running(&shared.workers);
+                let mut w = Worker::new(repo, cancel);
                 while let Some(batch) = next_batch(&pref, &other) {
                     for part in batch {
                         if cancel.load(Ordering::Relaxed) || shared.stop.load(Ordering::Relaxed) {
@@ -293,6 +312,18 @@ pub fn restore(
         }
         drop(rx);
         drop(big_rx);
+        // Copies of large files, one after another, each chunk as soon as
+        // its first copy is written (see `Plan::copy_of`).
+        let shared = &shared;
+        s.spawn(move || {
+            let mut w = Worker::new(repo, cancel);
+            for part in copy_rx {
+                if cancel.load(Ordering::Relaxed) || shared.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                restore_part(&mut w, part, as_root, shared, progress);
+            }
+        });
         // A panic while planning must still close the queues: the scope
         // waits for the workers before it rethrows, and they wait on the
         // queues, so the restore would hang instead of failing.
@@ -322,6 +353,7 @@ pub fn restore(
         }));
         drop(tx);
         drop(plan.big.take());
+        drop(plan.copies.take());
         match planned {
             Ok(r) => r,
             Err(p) => std::panic::resume_unwind(p),
@@ -495,12 +527,11 @@ struct Plan<'a> {
     /// target is on a device (`filewrite::direct_pays`) and the restore
     /// is not known to fit in memory (`filewrite::fits_in_memory`).
     direct: bool,
-    /// Large files may be written directly (local repository, target on a
-    /// device): in a restore that fits in memory, those that are copies
-    /// (see [`Plan::writes_directly`]).
-    can_direct: bool,
-    /// The chunks of the large files queued so far, to tell copies.
-    copies: Copies,
+    /// In a restore that fits in memory with large files that may be
+    /// written directly (local repository, target on a device): the
+    /// chunks of the large files queued so far, and the lane that writes
+    /// copies of them (see [`Plan::copy_of`]).
+    copies: Option<(Copies, crossbeam_channel::Sender<Part>, u64)>,
     /// Parts of large files, queued apart from the batches of small files
     /// (see [`next_batch`]).
     big: Option<crossbeam_channel::Sender<Batch>>,
@@ -532,30 +563,50 @@ const BATCH_FILES: usize = 256;
 /// Files larger than this are split between workers.
 const PART_BYTES: u64 = 16 << 20;
 
-/// The chunks of the large files a restore has queued, to tell a file that
-/// copies them. Bounded: when full it starts again, as [`Shared::seen`]
-/// does, so a copy of a file queued long before may be taken for new.
+/// The chunks of the large files a restore has queued through the page
+/// cache, each with its file, to tell a file that copies them. Bounded:
+/// when full it starts again, as [`Shared::seen`] does, so a copy of a file
+/// queued long before may be taken for new.
 #[derive(Default)]
-struct Copies(std::collections::HashSet<Id>);
+struct Copies(HashMap<Id, Arc<FileJob>>);
 
 /// Chunks [`Copies`] holds at most (about 50 bytes each).
 const COPIES_MAX: usize = 64 << 10;
 
+/// What a copy waits for: chunks of files queued before it, and those
+/// files, until they are written.
+struct Sources {
+    ids: std::collections::HashSet<Id>,
+    jobs: Vec<Arc<FileJob>>,
+}
+
 impl Copies {
-    /// Whether at least half of the `len` bytes of `content` are in
-    /// chunks of files noted before; then notes `content`'s chunks.
-    /// `size` gives a chunk's length.
-    fn is_copy(&mut self, content: &[Id], len: u64, size: impl Fn(&Id) -> u64) -> bool {
-        let known: u64 = content
-            .iter()
-            .filter(|id| self.0.contains(id))
-            .map(size)
-            .sum();
+    /// What `content` (of `len` bytes) copies, when at least half of its
+    /// bytes are in chunks noted before; `size` gives a chunk's length.
+    fn sources(&self, content: &[Id], len: u64, size: impl Fn(&Id) -> u64) -> Option<Sources> {
+        let mut ids = std::collections::HashSet::new();
+        let mut jobs: Vec<Arc<FileJob>> = Vec::new();
+        let mut known = 0u64;
+        for id in content {
+            let Some(job) = self.0.get(id) else { continue };
+            known += size(id);
+            ids.insert(*id);
+            if !jobs.iter().any(|j| Arc::ptr_eq(j, job)) {
+                jobs.push(job.clone());
+            }
+        }
+        (known >= len.div_ceil(2)).then_some(Sources { ids, jobs })
+    }
+
+    /// Notes the chunks of `job`, a large file written through the cache.
+    fn note(&mut self, job: &Arc<FileJob>) {
+        let content = &job.node.content;
         if self.0.len() + content.len() > COPIES_MAX {
             self.0.clear();
         }
-        self.0.extend(content.iter().take(COPIES_MAX).copied());
-        known >= len.div_ceil(2)
+        for id in content.iter().take(COPIES_MAX) {
+            self.0.entry(*id).or_insert_with(|| job.clone());
+        }
     }
 }
 
@@ -734,18 +785,36 @@ impl Plan<'_> {
                 return Ok(());
             }
         }
+        let sources = self.copy_of(n, off);
         let job = Arc::new(FileJob {
             dest: Arc::from(d),
             node: n.clone(),
             split,
             fresh: self.fresh_dirs.contains(d.parent().unwrap_or(d)),
-            direct: self.writes_directly(n, off),
+            direct: (self.direct || sources.is_some()) && crate::filewrite::wants_direct(off),
+            sources,
             shared: SharedBlocks::default(),
             parts_left: AtomicUsize::new(cuts.len()),
             failed: Mutex::new(None),
             writing: Mutex::new(()),
         });
         let buffered = !job.direct;
+        if let Some((copies, lane, _)) = &mut self.copies
+            && crate::filewrite::wants_direct(off)
+        {
+            if job.sources.is_some() {
+                for (k, &(first, offset)) in cuts.iter().enumerate() {
+                    let last = cuts.get(k + 1).map(|c| c.0).unwrap_or(n.content.len());
+                    let _ = lane.send(Part {
+                        file: job.clone(),
+                        chunks: first..last,
+                        offset,
+                    });
+                }
+                return Ok(());
+            }
+            copies.note(&job);
+        }
         let mut held = std::collections::VecDeque::new();
         for (k, &(first, offset)) in cuts.iter().enumerate() {
             let last = cuts.get(k + 1).map(|c| c.0).unwrap_or(n.content.len());
@@ -755,18 +824,14 @@ impl Plan<'_> {
                 chunks: first..last,
                 offset,
             };
-            if self.local && crate::filewrite::wants_direct(off) && self.big.is_some() {
+            if self.local
+                && crate::filewrite::wants_direct(off)
+                && let Some(big) = &self.big
+            {
                 if buffered {
                     held.push_back(part);
                 } else {
-                    if !self.direct && !self.pending.is_empty() {
-                        // A copy goes after the files it copies, so that
-                        // its chunks are there to copy when it comes.
-                        self.interleave(true);
-                    }
-                    if let Some(big) = &self.big {
-                        let _ = big.send(vec![part]);
-                    }
+                    let _ = big.send(vec![part]);
                 }
                 continue;
             }
@@ -782,31 +847,35 @@ impl Plan<'_> {
         Ok(())
     }
 
-    /// Whether the file `n`, of `len` bytes, is written directly: every
-    /// large file of a restore too large for memory, and in one that
-    /// fits, large files that are for the most part copies of large files
-    /// queued before them (a copied disk image, a release kept twice).
-    /// Their chunks are copied from the page cache where the first copy
-    /// went, which costs the cores little, and written straight to the
-    /// disk, which in such a restore has time to spare: it only reads
-    /// packs. Through the page cache each byte would take a fresh page,
+    /// The files that a large file `n` of `len` bytes copies, when at
+    /// least half of its bytes are in chunks of large files queued before
+    /// it (a copied disk image, a release kept twice), in a restore that
+    /// fits in memory but passes the kernel's free dirty limit
+    /// (`filewrite::free_dirty_limit`), for as many bytes as it passes it
+    /// by. Such a file is written directly, by a lane of its own that
+    /// copies each chunk from the page cache as soon as the first copy's
+    /// worker has written it: that costs the cores little, and the disk,
+    /// which only reads packs while the rest goes to the cache, has time
+    /// for it. Through the cache, past that limit, the kernel makes the
+    /// writers wait for its writeback, and each byte takes a fresh page,
     /// which on a VM that hands freed memory back to its host faults
-    /// through to the host (see `filewrite`). On the 4 GiB mixed
-    /// corpus (two of its four 700 MB files are copies) five alternating
-    /// runs took 3.18-3.34 s against 4.04-5.30 s with every file through
-    /// the cache, and system time fell from 4.2-6.3 s to 2.0-2.4 s;
-    /// writing every other large file directly took 3.45-3.78 s, as the
-    /// copies of files written directly are decoded again.
-    fn writes_directly(&mut self, n: &Node, len: u64) -> bool {
-        if !crate::filewrite::wants_direct(len) {
-            return false;
-        }
-        if self.direct {
-            return true;
+    /// through to the host. On the 4 GiB mixed corpus (5 GB as its
+    /// snapshot counts, two of its four 700 MB files copies; the limit
+    /// here 3.5 GB) four alternating pairs took 2.68-2.82 s against
+    /// 2.93-3.44 s with the copies through the cache, system time 1.6-1.8
+    /// s against 3.1-4.1 s. Below the limit the writes cost only a copy
+    /// and end before they reach the disk: at 2 GiB, copies written
+    /// directly made the restore a fifth slower, waiting on the disk.
+    fn copy_of(&mut self, n: &Node, len: u64) -> Option<Sources> {
+        let (copies, _, budget) = self.copies.as_mut()?;
+        if !crate::filewrite::wants_direct(len) || *budget == 0 {
+            return None;
         }
         let index = self.index;
         let size = |id: &Id| index.get(id).map_or(0, |l| u64::from(l.raw_len));
-        self.can_direct && self.copies.is_copy(&n.content, len, size)
+        let sources = copies.sources(&n.content, len, size)?;
+        *budget = budget.saturating_sub(len);
+        Some(sources)
     }
 
     /// Queues the parts of a large file written through the page cache,
@@ -1059,6 +1128,8 @@ struct FileJob {
     fresh: bool,
     /// Written with direct I/O (see `filewrite`), every part of it.
     direct: bool,
+    /// What it copies, when it is a copy of large files before it.
+    sources: Option<Sources>,
     /// The blocks where its parts meet.
     shared: SharedBlocks,
     parts_left: AtomicUsize,
@@ -1100,23 +1171,53 @@ struct Worker<'r> {
     zero: bool,
     /// Direct writes, done on a thread of their own.
     sink: WriteBehind,
+    cancel: &'r AtomicBool,
 }
 
-impl Worker<'_> {
+impl<'r> Worker<'r> {
+    fn new(repo: &'r Repo, cancel: &'r AtomicBool) -> Self {
+        Worker {
+            reader: repo.sequential_reader(),
+            data: Vec::new(),
+            holds: None,
+            zero: false,
+            sink: WriteBehind::default(),
+            cancel,
+        }
+    }
+
     /// Puts the plaintext of chunk `id` in `data`: copied from where this
     /// restore wrote it before, or else loaded and verified. Returns true
     /// for a chunk decoded here that is large enough to be copied later.
-    fn fill(&mut self, id: &Id, shared: &Shared) -> Result<bool> {
+    /// A chunk of a copy (`sources`) is waited for until the file it
+    /// copies has it written.
+    fn fill(&mut self, id: &Id, sources: Option<&Sources>, shared: &Shared) -> Result<bool> {
         if self.holds == Some(*id) {
             return Ok(false);
         }
         self.holds = None;
-        let copy = shared
-            .seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let wait = sources.filter(|s| s.ids.contains(id));
+        let mut seen = shared.seen.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(s) = wait
+            && !seen.contains_key(id)
+            && s.jobs
+                .iter()
+                .any(|j| j.parts_left.load(Ordering::Acquire) > 0)
+            && shared.workers.load(Ordering::Acquire) > 0
+            && !self.cancel.load(Ordering::Relaxed)
+            && !shared.stop.load(Ordering::Relaxed)
+        {
+            // Timed: a file finishing (or failing) does not notify.
+            seen = shared
+                .seen_added
+                .wait_timeout(seen, std::time::Duration::from_millis(5))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let copy = seen
             .get(id)
             .map(|s| (s.path.clone(), s.offset, s.len, s.zero));
+        drop(seen);
         if let Some((path, offset, len, zero)) = copy {
             if zero {
                 self.data.clear();
@@ -1278,7 +1379,7 @@ fn write_chunks(
     let direct = file.direct;
     let mut pos = part.offset;
     for id in &file.node.content[part.chunks.clone()] {
-        let fresh = w.fill(id, shared)?;
+        let fresh = w.fill(id, file.sources.as_ref(), shared)?;
         // Two workers writing one file through the page cache contend
         // for its inode lock; see `FileJob::writing`.
         let _writing =
@@ -1323,8 +1424,27 @@ mod tests {
         }
     }
 
+    /// A large file of chunks `ids` in a directory this restore made.
+    fn job(ids: &[Id]) -> Arc<FileJob> {
+        Arc::new(FileJob {
+            dest: Arc::from(Path::new("/nonexistent/f")),
+            node: Node {
+                content: ids.to_vec(),
+                ..Node::default()
+            },
+            split: false,
+            fresh: true,
+            direct: false,
+            sources: None,
+            shared: SharedBlocks::default(),
+            parts_left: AtomicUsize::new(1),
+            failed: Mutex::new(None),
+            writing: Mutex::new(()),
+        })
+    }
+
     #[test]
-    fn a_file_is_a_copy_when_half_its_bytes_were_queued_before() {
+    fn a_file_copies_files_before_it_when_half_its_bytes_are_theirs() {
         let id = |i: u32| {
             let mut b = [0u8; 32];
             b[..4].copy_from_slice(&i.to_le_bytes());
@@ -1332,27 +1452,35 @@ mod tests {
         };
         // Chunk i is i KiB long.
         let size = |x: &Id| u64::from(u32::from_le_bytes(x.0[..4].try_into().unwrap())) << 10;
-        let file = |r: std::ops::Range<u32>| -> (Vec<Id>, u64) {
+        let ids = |r: std::ops::Range<u32>| -> (Vec<Id>, u64) {
             (
                 r.clone().map(id).collect(),
                 r.map(|i| u64::from(i) << 10).sum(),
             )
         };
         let mut c = Copies::default();
-        let (a, la) = file(1..100);
-        assert!(!c.is_copy(&a, la, size), "the first file copies nothing");
-        assert!(c.is_copy(&a, la, size), "an exact copy");
-        // Chunks 50..150: the known 50..100 are 3725 of 9950 KiB.
-        let (b, lb) = file(50..150);
-        assert!(!c.is_copy(&b, lb, size));
-        // 120..170: 120..150 known, 4035 of 7225 KiB.
-        let (d, ld) = file(120..170);
-        assert!(c.is_copy(&d, ld, size));
-        // Full, it starts again rather than grow.
-        let (e, le) = file(1000..1000 + COPIES_MAX as u32);
-        assert!(!c.is_copy(&e, le, size));
+        let (a, la) = ids(1..100);
+        assert!(c.sources(&a, la, size).is_none(), "nothing noted yet");
+        let first = job(&a);
+        c.note(&first);
+        let s = c.sources(&a, la, size).expect("an exact copy");
+        assert_eq!(s.ids.len(), 99);
+        assert!(s.jobs.len() == 1 && Arc::ptr_eq(&s.jobs[0], &first));
+        // Chunks 50..150: the 50..100 noted are 3725 of 9950 KiB.
+        let (b, lb) = ids(50..150);
+        assert!(c.sources(&b, lb, size).is_none());
+        c.note(&job(&b));
+        // 90..170: 90..100 of the first, 100..150 of the second, 7170 of
+        // 10360 KiB; chunks noted twice keep their first file.
+        let (d, ld) = ids(90..170);
+        let s = c.sources(&d, ld, size).expect("a copy of two files");
+        assert_eq!((s.ids.len(), s.jobs.len()), (60, 2));
+        assert!(Arc::ptr_eq(&s.jobs[0], &first));
+        // Full, the notes start again rather than grow.
+        let (e, _) = ids(1000..1000 + COPIES_MAX as u32);
+        c.note(&job(&e));
         assert!(c.0.len() <= COPIES_MAX);
-        assert!(!c.is_copy(&a, la, size), "forgotten when full");
+        assert!(c.sources(&a, la, size).is_none(), "forgotten when full");
     }
 
     #[test]

@@ -247,12 +247,48 @@ fn cached(p: &Path) -> u64 {
         .unwrap_or_else(|_| panic!("fincore said {out:?}"))
 }
 
-/// In a restore that fits in memory, large files go through the page
-/// cache, but a large file that copies one restored before it goes to the
-/// disk directly, its bytes copied from the first: the copy leaves no
-/// pages in the cache, and both files have the source's bytes.
+/// The kernel's free dirty limit as the restore reads it: halfway between
+/// the background and the throttling limits, each its `_bytes` setting or
+/// its `_ratio` percent of the memory available; and that memory.
+fn free_dirty_limit() -> (u64, u64) {
+    let read = |name: &str| -> u64 {
+        fs::read_to_string(format!("/proc/sys/vm/{name}"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap();
+    let avail = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+        .unwrap()
+        * 1024;
+    let limit = |bytes: u64, ratio: u64| {
+        if bytes > 0 {
+            bytes
+        } else {
+            avail / 100 * ratio
+        }
+    };
+    let background = limit(
+        read("dirty_background_bytes"),
+        read("dirty_background_ratio"),
+    );
+    let throttled = limit(read("dirty_bytes"), read("dirty_ratio"));
+    (background / 2 + throttled / 2, avail)
+}
+
+/// A restore that fits in memory writes large files through the page
+/// cache, and so does one that passes the kernel's free dirty limit, but
+/// there a large file that copies one restored before it goes to the disk
+/// directly, its bytes copied from the first: the copy leaves no pages in
+/// the cache, and every file has the source's bytes. Below the limit the
+/// copy goes through the cache like the rest.
 #[test]
 fn a_copy_of_a_large_file_is_copied_and_written_directly() {
+    use cairn_engine::restorer::{RestoreOptions, restore};
     if !is_root() {
         cannot_run("mounting an ext4 (direct writes need a device) needs root");
     }
@@ -270,28 +306,65 @@ fn a_copy_of_a_large_file_is_copied_and_written_directly() {
     fs::write(src.join("c-other"), pseudo(6 << 20, 42)).unwrap();
     env.ok(&["init"]);
     env.ok(&["backup", s(&src)]);
+    let storage = std::sync::Arc::new(cairn_storage::LocalStorage::new(&env.repo));
+    let repo = cairn_repo::Repo::open(
+        storage.clone(),
+        &cairn_repo::KeySource::Passphrase(PASS.into()),
+    )
+    .unwrap();
+    let (snaps, _) = cairn_repo::Repo::list_snapshots(&*storage).unwrap();
+    let root = snaps[0].envelope.root;
+    // The restore is told its size, as the CLI tells it a whole snapshot's:
+    // one past the free dirty limit that still fits in memory (a quarter
+    // of it), and one below.
+    let (limit, avail) = free_dirty_limit();
+    if limit >= avail / 4 {
+        cannot_run(&format!(
+            "the dirty limits (vm.dirty_*) leave no restore size between {limit} bytes and a quarter of the {avail} available"
+        ));
+    }
     let disk = LoopDisk::new(env.dir.path(), "200M");
-    let dest = disk.mnt.join("dest");
-    // One worker, so that the first file is whole before its copy starts.
-    let out = env.ok(&["--json", "restore", "--threads", "1", "latest", s(&dest)]);
-    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let restored = dest.join(src.strip_prefix("/").unwrap());
-    let (first, copy, other) = (
-        cached(&restored.join("a-first")),
-        cached(&restored.join("b-copy")),
-        cached(&restored.join("c-other")),
-    );
-    assert!(
-        first >= 12 << 20 && other >= 3 << 20,
-        "files that copy nothing were not written through the cache: {first} and {other} bytes cached"
-    );
-    assert_eq!(copy, 0, "the copy was written through the page cache");
-    assert!(
-        summary["bytes_copied"].as_u64().unwrap() >= 16 << 20,
-        "the copy's chunks were decoded again: {summary}"
-    );
-    let diffs = compare_trees(&src, &restored, true);
-    assert!(diffs.is_empty(), "{diffs:?}");
+    for (name, expected, direct) in [
+        ("over", limit / 2 + avail / 8, true),
+        ("under", 60 << 20, false),
+    ] {
+        let dest = disk.mnt.join(name);
+        let opts = RestoreOptions {
+            target: dest.clone(),
+            expected_bytes: Some(expected),
+            ..RestoreOptions::default()
+        };
+        let no = std::sync::atomic::AtomicBool::new(false);
+        let sum = restore(&repo, root, &opts, &Default::default(), &no).unwrap();
+        assert!(sum.warnings.is_empty(), "{:?}", sum.warnings);
+        let restored = dest.join(src.strip_prefix("/").unwrap());
+        let (first, copy, other) = (
+            cached(&restored.join("a-first")),
+            cached(&restored.join("b-copy")),
+            cached(&restored.join("c-other")),
+        );
+        assert!(
+            first >= 12 << 20 && other >= 3 << 20,
+            "{name}: files that copy nothing were not written through the cache: {first} and {other} bytes cached"
+        );
+        if direct {
+            assert_eq!(
+                copy, 0,
+                "{name}: the copy was written through the page cache"
+            );
+            // Every chunk of the copy was waited for and copied, however
+            // the workers went.
+            assert_eq!(
+                sum.bytes_copied,
+                24 << 20,
+                "{name}: copy's chunks decoded again"
+            );
+        } else {
+            assert!(copy >= 12 << 20, "{name}: the copy was written directly");
+        }
+        let diffs = compare_trees(&src, &restored, true);
+        assert!(diffs.is_empty(), "{name}: {diffs:?}");
+    }
 }
 
 /// A restore onto a disk without room for it stops at the first write that
