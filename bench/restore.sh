@@ -27,6 +27,8 @@ need_root restore.sh "it mounts a fresh filesystem for every restore"
 need restore.sh restic /usr/bin/time mkfs.ext4 losetup
 cairn=$(cairn_bin)
 raw=$here/restore-raw$suffix
+# A disk left mounted by an interrupted run would stop the rm.
+drop_loop_disk "$w/disk.img" "$w/mnt"
 rm -rf "$w"; mkdir -p "$w/mnt" "$raw"
 export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench
 export XDG_CACHE_HOME=$w/cache XDG_CONFIG_HOME=$w/config
