@@ -469,7 +469,6 @@ impl Repo {
             windows: Vec::new(),
             window_bytes: WINDOW_BYTES,
             tick: 0,
-            release: false,
             scratch: Vec::new(),
             joined: Vec::new(),
         }
@@ -486,10 +485,10 @@ impl Repo {
         // The config is authenticated, but a chunk size past reason would
         // only make the room useless, not larger.
         let largest = (self.config.chunk_max as usize).min(64 << 20);
-        let mut r = self.reader();
-        r.window_bytes = WINDOWS * (largest + WINDOW as usize);
-        r.release = true;
-        r
+        BlobReader {
+            window_bytes: WINDOWS * (largest + WINDOW as usize),
+            ..self.reader()
+        }
     }
 
     /// Loads and decodes a tree.
@@ -644,21 +643,9 @@ pub struct BlobReader<'r> {
     window_bytes: usize,
     /// Use counter, for evicting the least recently used window.
     tick: u64,
-    /// Lets the storage drop what it kept of each read (see
-    /// [`cairn_storage::Storage::release`]): a sequential reader reads
-    /// each stretch once.
-    release: bool,
     scratch: Vec<u8>,
     /// A record that spans blocks of the shared cache, put together.
     joined: Vec<u8>,
-}
-
-impl Drop for BlobReader<'_> {
-    fn drop(&mut self) {
-        for i in 0..self.windows.len() {
-            self.forget_ahead(i);
-        }
-    }
 }
 
 /// The bytes of a record [`BlobReader::locate`] found.
@@ -689,8 +676,6 @@ struct Window {
     /// How far into the pack reads were announced to the storage
     /// ([`Storage::prefetch`]).
     ahead: u64,
-    /// End of the last read from the pack.
-    done: u64,
 }
 
 /// Bytes a window reads ahead.
@@ -755,7 +740,6 @@ impl BlobReader<'_> {
                     buf: Vec::new(),
                     used: 0,
                     ahead: 0,
-                    done: 0,
                 });
                 self.windows.len() - 1
             }
@@ -763,13 +747,12 @@ impl BlobReader<'_> {
                 .min_by_key(|&i| self.windows[i].used)
                 .expect("windows are full"),
         };
-        if self.windows[i].pack != loc.pack || !sequential {
-            self.forget_ahead(i);
-            self.windows[i].ahead = 0;
-        }
         let w = &mut self.windows[i];
         // Emptied first, so a failed read leaves no stale window behind.
         w.buf.clear();
+        if w.pack != loc.pack || !sequential {
+            w.ahead = 0;
+        }
         w.pack = loc.pack;
         w.start = start;
         w.used = self.tick;
@@ -781,13 +764,7 @@ impl BlobReader<'_> {
             want,
             &mut w.buf,
         )?;
-        if self.release {
-            self.repo
-                .storage
-                .release(Kind::Pack, &pack.id.to_hex(), start, want);
-        }
         let read_to = start + want;
-        w.done = read_to;
         if sequential && read_to < pack.size && w.ahead < read_to + AHEAD / 2 {
             let from = w.ahead.max(read_to);
             let to = (read_to + AHEAD).min(pack.size);
@@ -809,20 +786,6 @@ impl BlobReader<'_> {
         }
         let a = (loc.offset - start) as usize;
         Ok((i, a, a + loc.length as usize))
-    }
-
-    /// Lets the storage drop what window `i` announced ahead but this
-    /// reader did not read, when it releases what it reads: another
-    /// reader read it already (a large file is split between workers, and
-    /// one reads ahead into the next one's stretch), or no one will.
-    fn forget_ahead(&self, i: usize) {
-        let w = &self.windows[i];
-        if self.release && w.ahead > w.done {
-            let pack = self.repo.index.pack(w.pack);
-            self.repo
-                .storage
-                .release(Kind::Pack, &pack.id.to_hex(), w.done, w.ahead - w.done);
-        }
     }
 
     /// Loads, authenticates and decompresses a blob; verifies that its

@@ -134,11 +134,6 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// on what it has (a local disk: the kernel reads them ahead). Never
     /// fails; the default does nothing.
     fn prefetch(&self, _kind: Kind, _name: &str, _offset: u64, _len: u64) {}
-    /// Says that the caller holds what it read of `len` bytes at `offset`
-    /// and will not read it again, so a storage that keeps what it reads
-    /// (a local disk: the page cache) may let it go. Never fails; the
-    /// default does nothing.
-    fn release(&self, _kind: Kind, _name: &str, _offset: u64, _len: u64) {}
     /// What a user should know about how this storage writes, found out
     /// by [`Storage::prepare`] (an S3 store that lets the last writer
     /// win); `None` when there is nothing to say.

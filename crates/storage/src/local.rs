@@ -232,21 +232,6 @@ impl Storage for LocalStorage {
         }
     }
 
-    /// A restore reads each stretch of its packs once; kept in the page
-    /// cache, they take gigabytes the restore's own writes then need, and
-    /// the kernel finds those in fresh pages instead of these, which on a
-    /// VM that hands freed memory back to its host fault through to it.
-    fn release(&self, kind: Kind, name: &str, offset: u64, len: u64) {
-        if let Ok((f, _)) = self.open(kind, name) {
-            let _ = rustix::fs::fadvise(
-                &f,
-                offset,
-                std::num::NonZeroU64::new(len),
-                rustix::fs::Advice::DontNeed,
-            );
-        }
-    }
-
     fn size(&self, kind: Kind, name: &str) -> Result<u64> {
         let p = self.path(kind, name)?;
         match fs::metadata(&p) {

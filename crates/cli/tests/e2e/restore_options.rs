@@ -247,69 +247,6 @@ fn cached(p: &Path) -> u64 {
         .unwrap_or_else(|_| panic!("fincore said {out:?}"))
 }
 
-/// A restore from a local repository reads each stretch of its packs
-/// once, and lets the page cache drop it: packs read for a restore take
-/// neither the memory its own writes need nor what other programs keep
-/// cached.
-#[test]
-fn a_restore_leaves_its_packs_out_of_the_page_cache() {
-    for tool in ["fincore", "dd", "stat"] {
-        if !have(tool) {
-            cannot_run(&format!("{tool} is missing"));
-        }
-    }
-    let env = Env::new();
-    let fs_type = command_out("stat", &["-f", "-c", "%T", s(env.dir.path())]);
-    if fs_type.trim() == "tmpfs" {
-        cannot_run("the test directory is on a tmpfs, whose files are all in memory");
-    }
-    let src = env.path("src");
-    fs::create_dir_all(src.join("small")).unwrap();
-    let big = pseudo(32 << 20, 51);
-    fs::write(src.join("big"), &big).unwrap();
-    for i in 0..50 {
-        fs::write(src.join(format!("small/{i}")), pseudo(20 << 10, 60 + i)).unwrap();
-    }
-    env.ok(&["init"]);
-    env.ok(&["backup", s(&src)]);
-    let mut packs = Vec::new();
-    let mut dirs = vec![env.repo.join("data")];
-    while let Some(d) = dirs.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                dirs.push(e.path());
-            } else {
-                packs.push(e.path());
-            }
-        }
-    }
-    let total: u64 = packs.iter().map(|p| fs::metadata(p).unwrap().len()).sum();
-    assert!(total >= 32 << 20, "packs of {total} bytes");
-    let in_cache = || packs.iter().map(|p| cached(p)).sum::<u64>();
-    // The backup synced its packs, so the kernel may drop them.
-    for p in &packs {
-        command_out("dd", &[&format!("if={}", s(p)), "iflag=nocache", "count=0"]);
-    }
-    let before = in_cache();
-    assert!(
-        before < total / 8,
-        "{before} of {total} pack bytes still cached after dropping them"
-    );
-    let dest = env.path("dest");
-    env.ok(&["restore", "latest", s(&dest)]);
-    let restored = dest.join(src.strip_prefix("/").unwrap());
-    let diffs = compare_trees(&src, &restored, true);
-    assert!(diffs.is_empty(), "{diffs:?}");
-    // What stays: the pages that two chunks share, and reads ahead the
-    // kernel had in flight when a stretch was let go.
-    let after = in_cache();
-    assert!(
-        after < total / 4,
-        "{after} of {total} pack bytes left in the page cache by the restore"
-    );
-}
-
 /// The kernel's free dirty limit as the restore reads it: halfway between
 /// the background and the throttling limits, each its `_bytes` setting or
 /// its `_ratio` percent of the memory available; and that memory.
