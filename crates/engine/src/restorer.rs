@@ -10,8 +10,12 @@
 //! take them first; a restore too large for memory writes them to the disk
 //! directly (`filewrite`, from a thread per worker), and one that fits
 //! writes them through the page cache with the parts of two files
-//! interleaved, as two workers cannot copy into one file at once. From a
-//! remote one (S3) every file goes
+//! interleaved, as two workers cannot copy into one file at once; past
+//! the kernel's free dirty limit, where its writeback would make the
+//! workers wait, copies of large files go to the disk directly, from a
+//! lane of their own that copies each chunk from the first copy as soon
+//! as it is written (`Plan::copy_of`). From a remote one (S3) every file
+//! goes
 //! through the page cache: there the workers wait on the network, and
 //! waiting on the disk besides made restores take about 40% longer. Every
 //! chunk is authenticated before a byte of it is written; a file whose
