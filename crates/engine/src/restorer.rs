@@ -15,9 +15,8 @@
 //! workers wait, copies of large files go to the disk directly, from a
 //! lane of their own that copies each chunk from the first copy as soon
 //! as it is written (`Plan::copy_of`). From a remote one (S3) every file
-//! goes
-//! through the page cache: there the workers wait on the network, and
-//! waiting on the disk besides made restores take about 40% longer. Every
+//! goes through the page cache: there the workers wait on the network,
+//! and waiting on the disk besides made restores take about 40% longer. Every
 //! chunk is authenticated before a byte of it is written; a file whose
 //! data is damaged is removed rather than left with wrong bytes. A chunk
 //! met again (a copied file, a repeated segment) is read back from the
