@@ -242,6 +242,15 @@ pub fn restore(
         && !opts
             .expected_bytes
             .is_some_and(crate::filewrite::fits_in_memory);
+    // A restore that fits in memory but passes the kernel's free dirty
+    // limit, by this many bytes (see `Plan::copy_of`).
+    let past_limit = (can_direct && !direct)
+        .then(|| {
+            let bytes = opts.expected_bytes?;
+            let over = bytes.saturating_sub(crate::filewrite::free_dirty_limit()?);
+            (over > 0).then_some(over)
+        })
+        .flatten();
     // Workers wait as well as compute: on pack reads from a cold disk, on
     // file creation, and over a network on every answer. A second worker
     // per core (up to eight more) keeps the cores busy through the waits:
@@ -249,14 +258,19 @@ pub fn restore(
     // three runs each, alternated) the median went from 9.1 s to 8.0 s
     // and peak memory from 76 to 110 MiB, and a 4 GiB restore through the
     // page cache took 3.4-4.5 s against 3.5-6.4 s. Over a network, at
-    // least as many as the storage takes reads at once.
+    // least as many as the storage takes reads at once. Past the free
+    // dirty limit packs are read without the page cache
+    // (`Repo::uncached_reader`) and so without the kernel's read-ahead:
+    // two more per core keep the cores busy while they wait.
     let threads = match opts.threads {
         0 => {
             let cores = crate::threads(0);
-            (cores + cores.min(8)).max(repo.storage().read_concurrency())
+            let more = cores.min(8) * if past_limit.is_some() { 2 } else { 1 };
+            (cores + more).max(repo.storage().read_concurrency())
         }
         n => n,
     };
+    let uncached = past_limit.is_some();
     let (tx, rx) = bounded::<Batch>(threads);
     let (big_tx, big_rx) = bounded::<Batch>(BIG_QUEUE);
     // Not bounded: the lane waits on the workers, never the walk on it.
@@ -264,13 +278,7 @@ pub fn restore(
     let mut plan = Plan {
         local,
         direct,
-        copies: (can_direct && !direct)
-            .then(|| {
-                let bytes = opts.expected_bytes?;
-                let over = bytes.saturating_sub(crate::filewrite::free_dirty_limit()?);
-                (over > 0).then(|| (Copies::default(), copy_tx, over))
-            })
-            .flatten(),
+        copies: past_limit.map(|over| (Copies::default(), copy_tx, over)),
         big: Some(big_tx),
         pending: Vec::new(),
         index: repo.index(),
@@ -302,7 +310,7 @@ pub fn restore(
             shared.workers.fetch_add(1, Ordering::AcqRel);
             s.spawn(move || {
                 let _running = Running(&shared.workers);
-                let mut w = Worker::new(repo, cancel);
+                let mut w = Worker::new(repo, uncached, cancel);
                 while let Some(batch) = next_batch(&pref, &other) {
                     for part in batch {
                         if cancel.load(Ordering::Relaxed) || shared.stop.load(Ordering::Relaxed) {
@@ -319,7 +327,7 @@ pub fn restore(
         // its first copy is written (see `Plan::copy_of`).
         let shared = &shared;
         s.spawn(move || {
-            let mut w = Worker::new(repo, cancel);
+            let mut w = Worker::new(repo, uncached, cancel);
             for part in copy_rx {
                 if cancel.load(Ordering::Relaxed) || shared.stop.load(Ordering::Relaxed) {
                     return;
@@ -1178,9 +1186,13 @@ struct Worker<'r> {
 }
 
 impl<'r> Worker<'r> {
-    fn new(repo: &'r Repo, cancel: &'r AtomicBool) -> Self {
+    fn new(repo: &'r Repo, uncached: bool, cancel: &'r AtomicBool) -> Self {
         Worker {
-            reader: repo.sequential_reader(),
+            reader: if uncached {
+                repo.uncached_reader()
+            } else {
+                repo.sequential_reader()
+            },
             data: Vec::new(),
             holds: None,
             zero: false,

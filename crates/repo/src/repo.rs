@@ -469,6 +469,7 @@ impl Repo {
             windows: Vec::new(),
             window_bytes: WINDOW_BYTES,
             tick: 0,
+            uncached: false,
             scratch: Vec::new(),
             joined: Vec::new(),
         }
@@ -488,6 +489,21 @@ impl Repo {
         BlobReader {
             window_bytes: WINDOWS * (largest + WINDOW as usize),
             ..self.reader()
+        }
+    }
+
+    /// A [`Repo::sequential_reader`] whose reads bypass the storage's
+    /// cache (a local disk: direct I/O, no page cache), for a restore
+    /// whose own writes fill the page cache past the kernel's free dirty
+    /// limit. There every page the cache takes for a pack is a page the
+    /// writes then find elsewhere, fresh (on a VM that hands freed memory
+    /// back to its host, a fault through to it), and the copy out of the
+    /// cache costs a core besides. Its reads are not read ahead: the
+    /// caller keeps more readers busy instead.
+    pub fn uncached_reader(&self) -> BlobReader<'_> {
+        BlobReader {
+            uncached: true,
+            ..self.sequential_reader()
         }
     }
 
@@ -643,6 +659,9 @@ pub struct BlobReader<'r> {
     window_bytes: usize,
     /// Use counter, for evicting the least recently used window.
     tick: u64,
+    /// Reads bypass the storage's cache (see
+    /// [`cairn_storage::Storage::get_range_uncached`]).
+    uncached: bool,
     scratch: Vec<u8>,
     /// A record that spans blocks of the shared cache, put together.
     joined: Vec<u8>,
@@ -676,6 +695,9 @@ struct Window {
     /// How far into the pack reads were announced to the storage
     /// ([`Storage::prefetch`]).
     ahead: u64,
+    /// Where in `buf` the bytes read start, and how many there are.
+    skip: usize,
+    len: usize,
 }
 
 /// Bytes a window reads ahead.
@@ -704,17 +726,17 @@ impl BlobReader<'_> {
         let end = loc.offset + u64::from(loc.length);
         self.tick += 1;
         if let Some(i) = self.windows.iter().position(|w| {
-            w.pack == loc.pack && loc.offset >= w.start && end <= w.start + w.buf.len() as u64
+            w.pack == loc.pack && loc.offset >= w.start && end <= w.start + w.len as u64
         }) {
             self.windows[i].used = self.tick;
-            let a = (loc.offset - self.windows[i].start) as usize;
+            let a = self.windows[i].skip + (loc.offset - self.windows[i].start) as usize;
             return Ok((i, a, a + loc.length as usize));
         }
         // A read past the middle of this pack's window continues it.
         let same = self
             .windows
             .iter()
-            .position(|w| w.pack == loc.pack && loc.offset >= w.start + w.buf.len() as u64 / 2);
+            .position(|w| w.pack == loc.pack && loc.offset >= w.start + w.len as u64 / 2);
         let sequential = same.is_some();
         // Reading forward (restore, check) gets a window ahead. A small
         // record met out of order gets a window around it: trees are
@@ -740,6 +762,8 @@ impl BlobReader<'_> {
                     buf: Vec::new(),
                     used: 0,
                     ahead: 0,
+                    skip: 0,
+                    len: 0,
                 });
                 self.windows.len() - 1
             }
@@ -749,23 +773,36 @@ impl BlobReader<'_> {
         };
         let w = &mut self.windows[i];
         // Emptied first, so a failed read leaves no stale window behind.
-        w.buf.clear();
+        w.len = 0;
         if w.pack != loc.pack || !sequential {
             w.ahead = 0;
         }
         w.pack = loc.pack;
         w.start = start;
         w.used = self.tick;
-        cairn_storage::read_exact_range(
-            &*self.repo.storage,
-            Kind::Pack,
-            &pack.id.to_hex(),
-            start,
-            want,
-            &mut w.buf,
-        )?;
+        w.skip = if self.uncached {
+            self.repo.storage.get_range_uncached(
+                Kind::Pack,
+                &pack.id.to_hex(),
+                start,
+                want,
+                &mut w.buf,
+            )?
+        } else {
+            w.buf.clear();
+            cairn_storage::read_exact_range(
+                &*self.repo.storage,
+                Kind::Pack,
+                &pack.id.to_hex(),
+                start,
+                want,
+                &mut w.buf,
+            )?;
+            0
+        };
+        w.len = want as usize;
         let read_to = start + want;
-        if sequential && read_to < pack.size && w.ahead < read_to + AHEAD / 2 {
+        if !self.uncached && sequential && read_to < pack.size && w.ahead < read_to + AHEAD / 2 {
             let from = w.ahead.max(read_to);
             let to = (read_to + AHEAD).min(pack.size);
             w.ahead = to;
@@ -783,8 +820,9 @@ impl BlobReader<'_> {
             };
             held -= self.windows[j].buf.capacity();
             self.windows[j].buf = Vec::new();
+            self.windows[j].len = 0;
         }
-        let a = (loc.offset - start) as usize;
+        let a = self.windows[i].skip + (loc.offset - start) as usize;
         Ok((i, a, a + loc.length as usize))
     }
 

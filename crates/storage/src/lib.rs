@@ -134,6 +134,22 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// on what it has (a local disk: the kernel reads them ahead). Never
     /// fails; the default does nothing.
     fn prefetch(&self, _kind: Kind, _name: &str, _offset: u64, _len: u64) {}
+    /// Reads exactly `len` bytes at `offset` into `buf`, bypassing any
+    /// cache the storage keeps (a local disk: the page cache), for a
+    /// reader that reads each stretch once. Returns where in `buf` the
+    /// bytes start: past it and after them `buf` may hold anything. The
+    /// default reads as [`read_exact_range`] does.
+    fn get_range_uncached(
+        &self,
+        kind: Kind,
+        name: &str,
+        offset: u64,
+        len: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<usize> {
+        read_exact_range(self, kind, name, offset, len, buf)?;
+        Ok(0)
+    }
     /// What a user should know about how this storage writes, found out
     /// by [`Storage::prepare`] (an S3 store that lets the last writer
     /// win); `None` when there is nothing to say.
@@ -150,8 +166,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 /// Reads exactly `len` bytes at `offset` into `buf`: a store that hands
 /// back fewer or more (a remote one, a hostile one) is an
 /// [`Error::Short`], never a buffer a reader would index past.
-pub fn read_exact_range(
-    st: &dyn Storage,
+pub fn read_exact_range<S: Storage + ?Sized>(
+    st: &S,
     kind: Kind,
     name: &str,
     offset: u64,

@@ -218,6 +218,76 @@ impl Storage for LocalStorage {
         Ok(())
     }
 
+    /// With direct I/O: the bytes go from the disk into `buf`, without a
+    /// page-cache page to take and fill and copy out of. Falls back to a
+    /// read through the cache where the filesystem refuses direct I/O.
+    fn get_range_uncached(
+        &self,
+        kind: Kind,
+        name: &str,
+        offset: u64,
+        len: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<usize> {
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        const ALIGN: u64 = 4096;
+        let p = self.path(kind, name)?;
+        let f = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+            .open(&p)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.not_found(kind, name)),
+            Err(_) => {
+                crate::read_exact_range(self, kind, name, offset, len, buf)?;
+                return Ok(0);
+            }
+        };
+        let size = f.metadata().map_err(|e| Error::io("stat", &p, e))?.len();
+        let Some(end) = offset.checked_add(len).filter(|&e| e <= size) else {
+            return Err(Error::Short {
+                kind,
+                name: name.to_string(),
+            });
+        };
+        let from = offset / ALIGN * ALIGN;
+        let to = end.div_ceil(ALIGN) * ALIGN;
+        let span = usize::try_from(to - from).map_err(|_| Error::Short {
+            kind,
+            name: name.to_string(),
+        })?;
+        // Grown (and zeroed) only when too small: its old bytes are
+        // overwritten, not cleared, for each read.
+        let need = span + ALIGN as usize;
+        if buf.len() < need {
+            buf.clear();
+            buf.resize(need, 0);
+        }
+        let at = buf.as_ptr().align_offset(ALIGN as usize);
+        let mut done = 0usize;
+        let want = (end - from) as usize;
+        while done < want {
+            match f.read_at(&mut buf[at + done..at + span], from + done as u64) {
+                Ok(0) => {
+                    return Err(Error::Short {
+                        kind,
+                        name: name.to_string(),
+                    });
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(22) && done == 0 => {
+                    // EINVAL: alignment the device does not take.
+                    crate::read_exact_range(self, kind, name, offset, len, buf)?;
+                    return Ok(0);
+                }
+                Err(e) => return Err(Error::io("read", &p, e)),
+            }
+        }
+        Ok(at + (offset - from) as usize)
+    }
+
     /// A read opens the file anew, which starts the kernel's read-ahead
     /// from nothing each time; without this hint a restore waited on the
     /// disk for every window of a pack it read.
@@ -355,6 +425,62 @@ impl Storage for LocalStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Uncached reads give the bytes asked for wherever they start and
+    /// end, in a buffer reused across reads of every size, on a disk
+    /// (direct I/O) and on a tmpfs (which refuses it: read through the
+    /// cache); past the end of the object they fail as a short read.
+    #[test]
+    fn uncached_reads_give_exact_bytes_at_any_offset() {
+        let bytes: Vec<u8> = (0..3 * 4096 + 123u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let tmpfs = std::path::Path::new("/dev/shm");
+        let dirs = [
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir_in(tmpfs).expect("a directory in /dev/shm"),
+        ];
+        for d in &dirs {
+            let s = LocalStorage::new(d.path());
+            s.create_layout().unwrap();
+            s.put(Kind::Pack, "abcd", &bytes).unwrap();
+            let mut buf = Vec::new();
+            let size = bytes.len() as u64;
+            for (offset, len) in [
+                (0, size),
+                (1, 3),
+                (4095, 2),
+                (4096, 4096),
+                (5000, 7000),
+                (size - 1, 1),
+                (0, 1),
+                (123, size - 123),
+            ] {
+                let at = s
+                    .get_range_uncached(Kind::Pack, "abcd", offset, len, &mut buf)
+                    .unwrap();
+                let (o, l) = (offset as usize, len as usize);
+                assert!(
+                    buf[at..at + l] == bytes[o..o + l],
+                    "{}: {len} bytes at {offset}",
+                    d.path().display()
+                );
+            }
+            for (offset, len) in [(size - 1, 2), (size, 1), (u64::MAX, 1)] {
+                assert!(
+                    matches!(
+                        s.get_range_uncached(Kind::Pack, "abcd", offset, len, &mut buf),
+                        Err(Error::Short { .. })
+                    ),
+                    "{len} bytes at {offset}"
+                );
+            }
+            assert!(matches!(
+                s.get_range_uncached(Kind::Pack, "ffff", 0, 1, &mut buf),
+                Err(Error::NotFound { .. })
+            ));
+        }
+    }
 
     #[test]
     fn put_get_list_delete() {

@@ -283,21 +283,26 @@ fn free_dirty_limit() -> (u64, u64) {
 /// A restore that fits in memory writes large files through the page
 /// cache, and so does one that passes the kernel's free dirty limit, but
 /// there a large file that copies one restored before it goes to the disk
-/// directly, its bytes copied from the first: the copy leaves no pages in
-/// the cache, and every file has the source's bytes. Below the limit the
-/// copy goes through the cache like the rest.
+/// directly, its bytes copied from the first, and packs are read around
+/// the cache: the copy and the packs leave no pages in the cache, and
+/// every file has the source's bytes. Below the limit the copy and the
+/// packs go through the cache like the rest.
 #[test]
 fn a_copy_of_a_large_file_is_copied_and_written_directly() {
     use cairn_engine::restorer::{RestoreOptions, restore};
     if !is_root() {
         cannot_run("mounting an ext4 (direct writes need a device) needs root");
     }
-    for tool in ["truncate", "mkfs.ext4", "mount", "fincore"] {
+    for tool in ["truncate", "mkfs.ext4", "mount", "fincore", "dd", "stat"] {
         if !have(tool) {
             cannot_run(&format!("{tool} is missing"));
         }
     }
     let env = Env::new();
+    let fs_type = command_out("stat", &["-f", "-c", "%T", s(env.dir.path())]);
+    if fs_type.trim() == "tmpfs" {
+        cannot_run("the test directory is on a tmpfs, whose files are all in memory");
+    }
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
     let big = pseudo(24 << 20, 41);
@@ -323,6 +328,20 @@ fn a_copy_of_a_large_file_is_copied_and_written_directly() {
             "the dirty limits (vm.dirty_*) leave no restore size between {limit} bytes and a quarter of the {avail} available"
         ));
     }
+    let mut packs = Vec::new();
+    let mut dirs = vec![env.repo.join("data")];
+    while let Some(d) = dirs.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else {
+                packs.push(e.path());
+            }
+        }
+    }
+    let total: u64 = packs.iter().map(|p| fs::metadata(p).unwrap().len()).sum();
+    let packs_cached = || packs.iter().map(|p| cached(p)).sum::<u64>();
     let disk = LoopDisk::new(env.dir.path(), "200M");
     for (name, expected, direct) in [
         ("over", limit / 2 + avail / 8, true),
@@ -334,8 +353,18 @@ fn a_copy_of_a_large_file_is_copied_and_written_directly() {
             expected_bytes: Some(expected),
             ..RestoreOptions::default()
         };
+        // The backup synced its packs, so the kernel may drop them.
+        for p in &packs {
+            command_out("dd", &[&format!("if={}", s(p)), "iflag=nocache", "count=0"]);
+        }
+        let before = packs_cached();
+        assert!(
+            before < total / 8,
+            "{before} of {total} pack bytes still cached after dropping them"
+        );
         let no = std::sync::atomic::AtomicBool::new(false);
         let sum = restore(&repo, root, &opts, &Default::default(), &no).unwrap();
+        let after = packs_cached();
         assert!(sum.warnings.is_empty(), "{:?}", sum.warnings);
         let restored = dest.join(src.strip_prefix("/").unwrap());
         let (first, copy, other) = (
@@ -352,6 +381,11 @@ fn a_copy_of_a_large_file_is_copied_and_written_directly() {
                 copy, 0,
                 "{name}: the copy was written through the page cache"
             );
+            // Pages two reads share may stay.
+            assert!(
+                after < total / 16,
+                "{name}: {after} of {total} pack bytes read into the page cache"
+            );
             // Every chunk of the copy was waited for and copied, however
             // the workers went.
             assert_eq!(
@@ -361,6 +395,10 @@ fn a_copy_of_a_large_file_is_copied_and_written_directly() {
             );
         } else {
             assert!(copy >= 12 << 20, "{name}: the copy was written directly");
+            assert!(
+                after >= total / 2,
+                "{name}: {after} of {total} pack bytes read through the page cache"
+            );
         }
         let diffs = compare_trees(&src, &restored, true);
         assert!(diffs.is_empty(), "{name}: {diffs:?}");
