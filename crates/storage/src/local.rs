@@ -277,8 +277,9 @@ impl Storage for LocalStorage {
                 }
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.raw_os_error() == Some(22) && done == 0 => {
-                    // EINVAL: alignment the device does not take.
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                    // An alignment the device does not take (or a short
+                    // read that left the next one unaligned).
                     crate::read_exact_range(self, kind, name, offset, len, buf)?;
                     return Ok(0);
                 }
