@@ -108,7 +108,7 @@ pub(crate) fn free_dirty_limit() -> Option<u64> {
             .parse::<u64>()
             .ok()
     };
-    let avail = available(&std::fs::read_to_string("/proc/meminfo").ok()?)?;
+    let avail = memory_available()?;
     let background = limit(
         read("dirty_background_bytes")?,
         read("dirty_background_ratio")?,
@@ -125,6 +125,11 @@ fn limit(bytes: u64, ratio: u64, avail: u64) -> u64 {
         0 => avail / 100 * ratio.min(100),
         b => b,
     }
+}
+
+/// The memory available now (`MemAvailable`), in bytes.
+pub(crate) fn memory_available() -> Option<u64> {
+    available(&std::fs::read_to_string("/proc/meminfo").ok()?)
 }
 
 /// `MemAvailable` of `/proc/meminfo`, in bytes.

@@ -141,6 +141,16 @@ struct Shared {
     workers: AtomicUsize,
 }
 
+/// The kernel's free dirty limit and the memory available now, in bytes,
+/// which decide how a restore of a known size writes (see
+/// `Plan::copy_of`): for a caller that wants a restore on either side.
+pub fn memory_limits() -> Option<(u64, u64)> {
+    Some((
+        crate::filewrite::free_dirty_limit()?,
+        crate::filewrite::memory_available()?,
+    ))
+}
+
 /// Counts a worker out of [`Shared::workers`] however it ends.
 struct Running<'a>(&'a AtomicUsize);
 

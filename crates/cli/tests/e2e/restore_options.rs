@@ -247,39 +247,6 @@ fn cached(p: &Path) -> u64 {
         .unwrap_or_else(|_| panic!("fincore said {out:?}"))
 }
 
-/// The kernel's free dirty limit as the restore reads it: halfway between
-/// the background and the throttling limits, each its `_bytes` setting or
-/// its `_ratio` percent of the memory available; and that memory.
-fn free_dirty_limit() -> (u64, u64) {
-    let read = |name: &str| -> u64 {
-        fs::read_to_string(format!("/proc/sys/vm/{name}"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let meminfo = fs::read_to_string("/proc/meminfo").unwrap();
-    let avail = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
-        .unwrap()
-        * 1024;
-    let limit = |bytes: u64, ratio: u64| {
-        if bytes > 0 {
-            bytes
-        } else {
-            avail / 100 * ratio
-        }
-    };
-    let background = limit(
-        read("dirty_background_bytes"),
-        read("dirty_background_ratio"),
-    );
-    let throttled = limit(read("dirty_bytes"), read("dirty_ratio"));
-    (background / 2 + throttled / 2, avail)
-}
-
 /// A restore that fits in memory writes large files through the page
 /// cache, and so does one that passes the kernel's free dirty limit, but
 /// there a large file that copies one restored before it goes to the disk
@@ -322,7 +289,8 @@ fn a_copy_of_a_large_file_is_copied_and_written_directly() {
     // The restore is told its size, as the CLI tells it a whole snapshot's:
     // one past the free dirty limit that still fits in memory (a quarter
     // of it), and one below.
-    let (limit, avail) = free_dirty_limit();
+    let (limit, avail) = cairn_engine::restorer::memory_limits()
+        .expect("the kernel's dirty limits and available memory");
     if limit >= avail / 4 {
         cannot_run(&format!(
             "the dirty limits (vm.dirty_*) leave no restore size between {limit} bytes and a quarter of the {avail} available"
