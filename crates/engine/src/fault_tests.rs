@@ -279,6 +279,64 @@ fn backup_with_a_fault_at_any_call_keeps_the_repository_whole() {
     }
 }
 
+/// A reader that bypasses the storage's cache (a restore past the free
+/// dirty limit reads packs with direct I/O) reads each large chunk once
+/// going forward: a window read past a chunk runs into the next one,
+/// which is then read again whole, and without a cache that is the
+/// disk's time (on the 4 GiB corpus, 2.0 GB read of a 1.3 GB repository).
+#[test]
+fn uncached_reads_take_each_large_chunk_once() {
+    let f = Fixture::empty((64 << 10, 128 << 10, 256 << 10));
+    f.write("big", pseudo(6 << 20, 9));
+    let mut repo = f.open(f.base.clone()).unwrap();
+    let opts = BackupOptions {
+        paths: vec![f.src()],
+        hostname: "test".into(),
+        pack_size: 16 << 20,
+        threads: 1,
+        ..BackupOptions::default()
+    };
+    let cancel = AtomicBool::new(false);
+    backup(&mut repo, &opts, &Progress::default(), &cancel).unwrap();
+    let st = Arc::new(FaultyStorage::new(f.base.clone(), Fault::Fail, 0));
+    let repo = f.open(st.clone()).unwrap();
+    let (snaps, _) = Repo::list_snapshots(&**repo.storage()).unwrap();
+    let path = f.src().join("big");
+    let node = crate::walk::find(&repo, snaps[0].envelope.root, path.to_str().unwrap()).unwrap();
+    assert!(node.content.len() > 20, "{} chunks", node.content.len());
+    let (mut records, mut small) = (0u64, 0u64);
+    for uncached in [true, false] {
+        let before = st.pack_bytes_read();
+        let mut r = if uncached {
+            repo.uncached_reader()
+        } else {
+            repo.sequential_reader()
+        };
+        let mut plain = Vec::new();
+        for (k, id) in node.content.iter().enumerate() {
+            r.load_into(id, &mut plain).unwrap();
+            let loc = repo.index().get(id).unwrap();
+            if uncached {
+                records += u64::from(loc.length);
+                // The file's last chunk may be small; a small record gets
+                // a window (of 1 MiB), for the small files after it.
+                small += u64::from(loc.length < 64 << 10);
+            }
+            assert_eq!(plain.len(), loc.raw_len as usize, "chunk {k}");
+        }
+        let read = st.pack_bytes_read() - before;
+        if uncached {
+            assert!(
+                (records..=records + small * (1 << 20)).contains(&read),
+                "uncached reads: {read} of {records}, {small} small records"
+            );
+        } else {
+            // Through a cache, windows run ahead, and that is cheap.
+            assert!(read > records, "cached reads: {read} of {records}");
+        }
+    }
+}
+
 /// A restore copies chunks it wrote before instead of fetching them again.
 /// A chunk met twice in one large file is copied from its first place,
 /// which must hold its bytes by then: not still in the staging buffer of

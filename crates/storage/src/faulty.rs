@@ -45,6 +45,8 @@ pub struct FaultyStorage {
     fault: Fault,
     at: u64,
     calls: AtomicU64,
+    /// Bytes of packs handed out by ranged reads.
+    pack_bytes: AtomicU64,
     hit: Mutex<Option<Hit>>,
     read_concurrency: usize,
 }
@@ -57,6 +59,7 @@ impl FaultyStorage {
             fault,
             at,
             calls: AtomicU64::new(0),
+            pack_bytes: AtomicU64::new(0),
             hit: Mutex::new(None),
             read_concurrency: 1,
         }
@@ -72,6 +75,12 @@ impl FaultyStorage {
     /// Calls made so far.
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Bytes of packs read by ranged reads so far, for a test of how much
+    /// a reader reads.
+    pub fn pack_bytes_read(&self) -> u64 {
+        self.pack_bytes.load(Ordering::SeqCst)
     }
 
     /// The call the fault hit, if it came.
@@ -140,7 +149,14 @@ impl Storage for FaultyStorage {
         match self.this_one("get_range", kind) {
             Some(Fault::Fail) => Err(self.failure("get")),
             Some(f) => Ok(altered(f, self.inner.get_range(kind, name, offset, len)?)),
-            None => self.inner.get_range(kind, name, offset, len),
+            None => {
+                let got = self.inner.get_range(kind, name, offset, len)?;
+                if kind == Kind::Pack {
+                    self.pack_bytes
+                        .fetch_add(got.len() as u64, Ordering::SeqCst);
+                }
+                Ok(got)
+            }
         }
     }
 
