@@ -51,10 +51,10 @@ const BUFFERS: usize = 2;
 /// to take than small ones: `dd` through the cache of a fresh ext4 took
 /// 1.0-1.9 s of system time per GB in writes of 1 MiB (2.6 s in 2 MiB)
 /// against 0.21-0.35 s in writes of 64-512 KiB. A chunk (512 KiB on
-/// average, up to 2 MiB, by default) is written in pieces of this size. In restores
-/// the gain did not show through the machine's noise (system time at 4
-/// GiB even in five alternating pairs, wall time at 1 and 2 GiB too); the
-/// extra calls cost nothing measurable either.
+/// average, up to 2 MiB, by default) is written in pieces of this size.
+/// In restores the gain did not show through the machine's noise (system
+/// time at 4 GiB even in five alternating pairs, wall time at 1 and 2 GiB
+/// too); the extra calls cost nothing measurable either.
 const PIECE: usize = 512 << 10;
 /// Files smaller than this are written buffered: a direct write waits for
 /// the device, which costs more than the copy for a small file.

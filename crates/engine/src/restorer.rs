@@ -952,7 +952,8 @@ impl Plan<'_> {
     /// queued one after the other, the lanes copied the first while the
     /// second's source was written, and then the whole second at the end,
     /// at the disk's pace, with the cores idle (on the 4 GiB corpus, the
-    /// last 0.2-0.5 s of a 3.5 s restore; 40 ms with copies side by side).
+    /// last 0.2-0.5 s of a 3.5 s restore; 40 ms with copies side by side
+    /// and two lanes, see [`COPY_LANES`]).
     fn feed_copies(&mut self, last: bool) {
         let Some((_, lanes, _)) = &self.copies else {
             self.copy_pending.clear();
