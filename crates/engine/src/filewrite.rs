@@ -534,6 +534,34 @@ impl<'a> PartWriter<'a> {
         Ok(())
     }
 
+    /// Appends `len` bytes that `fill` puts straight into the staging
+    /// buffer, when this part is written directly and they fit there
+    /// whole; returns whether they were appended. Nothing is if `fill`
+    /// fails (or they do not fit): the caller then writes them the usual
+    /// way.
+    pub(crate) fn write_with(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> io::Result<()>,
+    ) -> io::Result<bool> {
+        let at = self.fill;
+        let Some(st) = self.stage.as_mut() else {
+            return Ok(false);
+        };
+        if self.pos < self.stage_off || at + len > st.buf.cap {
+            return Ok(false);
+        }
+        if fill(&mut st.buf.as_mut()[at..at + len]).is_err() {
+            return Ok(false);
+        }
+        self.fill += len;
+        self.pos += len as u64;
+        if self.fill == st.buf.cap {
+            self.flush()?;
+        }
+        Ok(true)
+    }
+
     /// Appends `len` zero bytes, as a hole where blocks allow.
     pub(crate) fn zeros(&mut self, len: u64) -> io::Result<()> {
         let end = self.pos + len;

@@ -161,6 +161,7 @@ impl Drop for Running<'_> {
 }
 
 /// Where a chunk of this restore was written.
+#[derive(Clone)]
 struct Seen {
     path: Arc<Path>,
     offset: u64,
@@ -1254,16 +1255,9 @@ impl<'r> Worker<'r> {
         }
     }
 
-    /// Puts the plaintext of chunk `id` in `data`: copied from where this
-    /// restore wrote it before, or else loaded and verified. Returns true
-    /// for a chunk decoded here that is large enough to be copied later.
-    /// A chunk of a copy (`sources`) is waited for until the file it
-    /// copies has it written.
-    fn fill(&mut self, id: &Id, sources: Option<&Sources>, shared: &Shared) -> Result<bool> {
-        if self.holds == Some(*id) {
-            return Ok(false);
-        }
-        self.holds = None;
+    /// Where this restore wrote chunk `id` before, if it did: for a chunk
+    /// of a copy (`sources`), once the file it copies has it written.
+    fn written(&self, id: &Id, sources: Option<&Sources>, shared: &Shared) -> Option<Seen> {
         let wait = sources.filter(|s| s.ids.contains(id));
         let mut seen = shared.seen.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(s) = wait
@@ -1282,22 +1276,59 @@ impl<'r> Worker<'r> {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        let copy = seen
-            .get(id)
-            .map(|s| (s.path.clone(), s.offset, s.len, s.zero));
-        drop(seen);
-        if let Some((path, offset, len, zero)) = copy {
-            if zero {
+        seen.get(id).cloned()
+    }
+
+    /// Copies chunk `id` of a copy written directly from where this
+    /// restore wrote it before straight into `out`'s staging buffer,
+    /// where it fits there whole: a read into the worker's buffer and a
+    /// copy from it into the stage cost the lanes a copy of every byte
+    /// they write. Returns its length, or `None` when the chunk is to go
+    /// the usual way ([`Worker::fill`]).
+    fn copy_into(
+        &mut self,
+        id: &Id,
+        sources: &Sources,
+        shared: &Shared,
+        out: &mut PartWriter<'_>,
+    ) -> std::io::Result<Option<usize>> {
+        if self.holds == Some(*id) {
+            return Ok(None);
+        }
+        let Some(seen) = self.written(id, Some(sources), shared).filter(|s| !s.zero) else {
+            return Ok(None);
+        };
+        let copied =
+            out.write_with(seen.len, |buf| read_back_into(&seen.path, seen.offset, buf))?;
+        if copied {
+            self.holds = None;
+            shared.with(|s| s.bytes_copied += seen.len as u64);
+        }
+        Ok(copied.then_some(seen.len))
+    }
+
+    /// Puts the plaintext of chunk `id` in `data`: copied from where this
+    /// restore wrote it before, or else loaded and verified. Returns true
+    /// for a chunk decoded here that is large enough to be copied later.
+    /// A chunk of a copy (`sources`) is waited for until the file it
+    /// copies has it written.
+    fn fill(&mut self, id: &Id, sources: Option<&Sources>, shared: &Shared) -> Result<bool> {
+        if self.holds == Some(*id) {
+            return Ok(false);
+        }
+        self.holds = None;
+        if let Some(seen) = self.written(id, sources, shared) {
+            if seen.zero {
                 self.data.clear();
-                self.data.resize(len, 0);
+                self.data.resize(seen.len, 0);
                 self.zero = true;
                 self.holds = Some(*id);
                 return Ok(false);
             }
-            if read_back(&path, offset, len, &mut self.data).is_ok() {
+            if read_back(&seen.path, seen.offset, seen.len, &mut self.data).is_ok() {
                 self.zero = false;
                 self.holds = Some(*id);
-                shared.with(|s| s.bytes_copied += len as u64);
+                shared.with(|s| s.bytes_copied += seen.len as u64);
                 return Ok(false);
             }
         }
@@ -1315,13 +1346,18 @@ impl<'r> Worker<'r> {
 /// the chunk is decoded instead) if the file is gone or shorter, such as
 /// a file removed because another of its chunks was damaged.
 fn read_back(path: &Path, offset: u64, len: usize, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    buf.clear();
+    buf.resize(len, 0);
+    read_back_into(path, offset, buf)
+}
+
+/// [`read_back`] into `buf`, all of it.
+fn read_back_into(path: &Path, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
     use std::os::unix::fs::{FileExt, OpenOptionsExt};
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)?;
-    buf.clear();
-    buf.resize(len, 0);
     f.read_exact_at(buf, offset)
 }
 
@@ -1447,6 +1483,15 @@ fn write_chunks(
     let direct = file.direct;
     let mut pos = part.offset;
     for id in &file.node.content[part.chunks.clone()] {
+        if let Some(sources) = file.sources.as_ref().filter(|_| direct)
+            && let Some(len) = w
+                .copy_into(id, sources, shared, &mut out)
+                .map_err(|e| io("write", e))?
+        {
+            pos += len as u64;
+            progress.bytes.fetch_add(len as u64, Ordering::Relaxed);
+            continue;
+        }
         let fresh = w.fill(id, file.sources.as_ref(), shared)?;
         // Two workers writing one file through the page cache contend
         // for its inode lock; see `FileJob::writing`.
