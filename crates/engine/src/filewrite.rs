@@ -963,6 +963,71 @@ mod tests {
         }
     }
 
+    /// Bytes filled straight into the stage land where `write` would have
+    /// put them; bytes that do not fit whole, a fill that fails, a part's
+    /// first partial block and a buffered part are left to `write`.
+    #[test]
+    fn bytes_filled_into_the_stage_read_back_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = pattern((9 << 20) + 777, 13);
+        for (offset, direct) in [(0usize, true), (5000, true), (0, false)] {
+            let p = dir.path().join(format!("f-{offset}-{direct}"));
+            let f = Arc::new(File::create_new(&p).unwrap());
+            f.set_len(data.len() as u64).unwrap();
+            let shared = SharedBlocks::default();
+            let mut sink = WriteBehind::default();
+            if offset > 0 {
+                // The part before, so that the block both share is written.
+                let mut head = PartWriter::new(&f, 0, false, Some((&mut sink, &shared))).unwrap();
+                head.write(&data[..offset]).unwrap();
+                head.finish().unwrap();
+            }
+            let mut out = PartWriter::new(
+                &f,
+                offset as u64,
+                true,
+                direct.then_some((&mut sink, &shared)),
+            )
+            .unwrap();
+            let (mut filled, mut refused) = (0, 0);
+            for (k, c) in data[offset..].chunks(700_001).enumerate() {
+                let fails = k % 5 == 3;
+                let took = out
+                    .write_with(c.len(), |buf| {
+                        buf.fill(0xee);
+                        if fails {
+                            return Err(io::Error::other("source gone"));
+                        }
+                        buf.copy_from_slice(c);
+                        Ok(())
+                    })
+                    .unwrap();
+                assert!(!(took && fails), "a failed fill was appended");
+                if took {
+                    filled += 1;
+                } else {
+                    refused += 1;
+                    out.write(c).unwrap();
+                }
+            }
+            out.finish().unwrap();
+            assert!(
+                shared.0.lock().unwrap().is_empty(),
+                "a shared block was not written"
+            );
+            let got = std::fs::read(&p).unwrap();
+            assert!(got == data, "offset {offset}, direct {direct}");
+            if direct {
+                assert!(
+                    filled > 5 && refused > 2,
+                    "{filled} filled, {refused} refused"
+                );
+            } else {
+                assert_eq!(filled, 0, "a buffered part has no stage");
+            }
+        }
+    }
+
     #[test]
     fn a_write_failing_behind_the_worker_fails_its_part_only() {
         let dir = tempfile::tempdir().unwrap();
