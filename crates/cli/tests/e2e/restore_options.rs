@@ -355,11 +355,14 @@ fn a_copy_of_a_large_file_is_copied_and_written_directly() {
                 "{name}: {after} of {total} pack bytes read into the page cache"
             );
             // Every chunk of the copy was waited for and copied, however
-            // the workers went.
-            assert_eq!(
-                sum.bytes_copied,
-                24 << 20,
-                "{name}: copy's chunks decoded again"
+            // the workers went; but a last chunk under 64 KiB, which is
+            // decoded again rather than copied (chunks are at least 128
+            // KiB, so no other is that small, and where the last cut
+            // falls depends on the repository's chunker key).
+            assert!(
+                (24 << 20) - (64 << 10) < sum.bytes_copied && sum.bytes_copied <= 24 << 20,
+                "{name}: copy's chunks decoded again: {} bytes copied",
+                sum.bytes_copied
             );
         } else {
             assert!(copy >= 12 << 20, "{name}: the copy was written directly");
