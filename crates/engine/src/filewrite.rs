@@ -1076,7 +1076,7 @@ mod tests {
         write_parts(&p, &data, &[777_777], 100_000);
         assert!(std::fs::read(&p).unwrap() == data);
         // Chunks larger than a piece, at offsets off the blocks: written
-        // in pieces, each where it belongs, zeros left as holes.
+        // in pieces, each where it belongs.
         let p = dir.path().join("pieces");
         write_parts(&p, &data, &[PIECE + 4097], 2 * PIECE + 3);
         assert!(std::fs::read(&p).unwrap() == data);

@@ -1283,28 +1283,26 @@ impl<'r> Worker<'r> {
     /// restore wrote it before straight into `out`'s staging buffer,
     /// where it fits there whole: a read into the worker's buffer and a
     /// copy from it into the stage cost the lanes a copy of every byte
-    /// they write. Returns its length, or `None` when the chunk is to go
-    /// the usual way ([`Worker::fill`]).
+    /// they write. Returns its length, or else where it was written
+    /// before, if anywhere, for [`Worker::fill_from`]. The caller checks
+    /// that `data` does not hold it already.
     fn copy_into(
         &mut self,
         id: &Id,
         sources: &Sources,
         shared: &Shared,
         out: &mut PartWriter<'_>,
-    ) -> std::io::Result<Option<usize>> {
-        if self.holds == Some(*id) {
-            return Ok(None);
-        }
-        let Some(seen) = self.written(id, Some(sources), shared).filter(|s| !s.zero) else {
-            return Ok(None);
+    ) -> std::io::Result<std::result::Result<usize, Option<Seen>>> {
+        let seen = self.written(id, Some(sources), shared);
+        let Some(s) = seen.as_ref().filter(|s| !s.zero) else {
+            return Ok(Err(seen));
         };
-        let copied =
-            out.write_with(seen.len, |buf| read_back_into(&seen.path, seen.offset, buf))?;
-        if copied {
-            self.holds = None;
-            shared.with(|s| s.bytes_copied += seen.len as u64);
+        if !out.write_with(s.len, |buf| read_back_into(&s.path, s.offset, buf))? {
+            return Ok(Err(seen));
         }
-        Ok(copied.then_some(seen.len))
+        self.holds = None;
+        shared.with(|sum| sum.bytes_copied += s.len as u64);
+        Ok(Ok(s.len))
     }
 
     /// Puts the plaintext of chunk `id` in `data`: copied from where this
@@ -1316,8 +1314,15 @@ impl<'r> Worker<'r> {
         if self.holds == Some(*id) {
             return Ok(false);
         }
+        let seen = self.written(id, sources, shared);
+        self.fill_from(id, seen, shared)
+    }
+
+    /// [`Worker::fill`] once [`Worker::written`] has said where the chunk
+    /// was written before (`seen`).
+    fn fill_from(&mut self, id: &Id, seen: Option<Seen>, shared: &Shared) -> Result<bool> {
         self.holds = None;
-        if let Some(seen) = self.written(id, sources, shared) {
+        if let Some(seen) = seen {
             if seen.zero {
                 self.data.clear();
                 self.data.resize(seen.len, 0);
@@ -1483,16 +1488,22 @@ fn write_chunks(
     let direct = file.direct;
     let mut pos = part.offset;
     for id in &file.node.content[part.chunks.clone()] {
-        if let Some(sources) = file.sources.as_ref().filter(|_| direct)
-            && let Some(len) = w
-                .copy_into(id, sources, shared, &mut out)
-                .map_err(|e| io("write", e))?
-        {
-            pos += len as u64;
-            progress.bytes.fetch_add(len as u64, Ordering::Relaxed);
-            continue;
-        }
-        let fresh = w.fill(id, file.sources.as_ref(), shared)?;
+        let fresh = match file.sources.as_ref().filter(|_| direct) {
+            Some(sources) if w.holds != Some(*id) => {
+                match w
+                    .copy_into(id, sources, shared, &mut out)
+                    .map_err(|e| io("write", e))?
+                {
+                    Ok(len) => {
+                        pos += len as u64;
+                        progress.bytes.fetch_add(len as u64, Ordering::Relaxed);
+                        continue;
+                    }
+                    Err(seen) => w.fill_from(id, seen, shared)?,
+                }
+            }
+            _ => w.fill(id, file.sources.as_ref(), shared)?,
+        };
         // Two workers writing one file through the page cache contend
         // for its inode lock; see `FileJob::writing`.
         let _writing =
