@@ -208,6 +208,27 @@ impl SealKey {
             })
     }
 
+    /// Opens `nonce || ciphertext || tag` where it lies and returns the
+    /// plaintext, which takes the ciphertext's place: a restore opens
+    /// records in the buffer they were read into, where
+    /// [`SealKey::open_into`] copies every byte first. On failure ring
+    /// zeroes the ciphertext's place, so no unauthenticated plaintext is
+    /// left behind.
+    pub fn open_in_place<'a>(&self, aad: &[u8], sealed: &'a mut [u8]) -> Result<&'a mut [u8]> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(Error::Truncated(sealed.len()));
+        }
+        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+        let at = rest.len() - TAG_LEN;
+        let (ct, tag) = rest.split_at_mut(at);
+        let nonce: [u8; NONCE_LEN] = (&*nonce).try_into().expect("nonce length");
+        let tag: [u8; TAG_LEN] = (&*tag).try_into().expect("tag length");
+        let (key, n) = xchacha(&self.0, &nonce);
+        key.open_in_place_separate_tag(n, Aad::from(aad), Tag::from(tag), ct, 0..)
+            .map_err(|_| Error::Auth)?;
+        Ok(ct)
+    }
+
     /// Opens `nonce || ciphertext || tag`, checking it against `aad`.
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
         let mut out = Vec::new();
@@ -408,7 +429,17 @@ mod tests {
             let k = SealKey::from_bytes([7; 32]);
             let s = k.seal(&aad, &data).unwrap();
             prop_assert_eq!(s.len(), data.len() + SEAL_OVERHEAD);
-            prop_assert_eq!(k.open(&aad, &s).unwrap(), data);
+            prop_assert_eq!(&k.open(&aad, &s).unwrap(), &data);
+            let mut place = s.clone();
+            prop_assert_eq!(&*k.open_in_place(&aad, &mut place).unwrap(), &data[..]);
+            let mut bad = s.clone();
+            let last = bad.len() - 1;
+            bad[last] ^= 1;
+            prop_assert_eq!(k.open_in_place(&aad, &mut bad), Err(Error::Auth));
+            // No unauthenticated plaintext is left behind.
+            prop_assert!(bad[NONCE_LEN..last + 1 - TAG_LEN].iter().all(|&b| b == 0));
+            let mut short = s[..SEAL_OVERHEAD - 1].to_vec();
+            prop_assert_eq!(k.open_in_place(&aad, &mut short), Err(Error::Truncated(SEAL_OVERHEAD - 1)));
         }
 
         /// The HChaCha20 + ring construction is XChaCha20-Poly1305: its

@@ -337,6 +337,76 @@ fn uncached_reads_take_each_large_chunk_once() {
     }
 }
 
+/// Large records are opened in the window they were read into, which
+/// leaves their bytes there decrypted: a record met again (a file that
+/// repeats a chunk further on, two files sharing one) is read again,
+/// never opened twice or taken as read. For compressed and stored
+/// chunks, through each kind of reader.
+#[test]
+fn records_opened_in_place_are_read_again_when_met_again() {
+    let f = Fixture::empty((128 << 10, 256 << 10, 512 << 10));
+    // Hex digits: compressed to about half, so records stay large.
+    let text: Vec<u8> = pseudo(1 << 20, 12)
+        .iter()
+        .flat_map(|b| format!("{b:02x}").into_bytes())
+        .collect();
+    f.write("random", pseudo(3 << 20, 11));
+    f.write("text", text);
+    let mut repo = f.open(f.base.clone()).unwrap();
+    let opts = BackupOptions {
+        paths: vec![f.src()],
+        hostname: "test".into(),
+        threads: 1,
+        ..BackupOptions::default()
+    };
+    let cancel = AtomicBool::new(false);
+    backup(&mut repo, &opts, &Progress::default(), &cancel).unwrap();
+    let repo = f.open(f.base.clone()).unwrap();
+    let (snaps, _) = Repo::list_snapshots(&**repo.storage()).unwrap();
+    for name in ["random", "text"] {
+        let path = f.src().join(name);
+        let want = std::fs::read(&path).unwrap();
+        let node =
+            crate::walk::find(&repo, snaps[0].envelope.root, path.to_str().unwrap()).unwrap();
+        let n = node.content.len();
+        assert!(n > 4, "{name}: {n} chunks");
+        let mut at = vec![0usize];
+        for id in &node.content {
+            let l = repo.index().get(id).unwrap();
+            at.push(at.last().unwrap() + l.raw_len as usize);
+        }
+        // Large records, compressed in the text, stored as they are in
+        // the random bytes.
+        assert!(
+            node.content.iter().any(|id| {
+                let l = repo.index().get(id).unwrap();
+                l.length >= 64 << 10 && (l.length < l.raw_len) == (name == "text")
+            }),
+            "{name}: no large record of its kind"
+        );
+        // Forward, back to the start, over again, and each chunk twice.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.extend([0, 1, 0, 2, 1, 0]);
+        order.extend((0..n).flat_map(|k| [k, k]));
+        for kind in 0..3 {
+            let mut r = match kind {
+                0 => repo.reader(),
+                1 => repo.sequential_reader(),
+                _ => repo.uncached_reader(),
+            };
+            let mut plain = Vec::new();
+            for &k in &order {
+                r.load_into(&node.content[k], &mut plain)
+                    .unwrap_or_else(|e| panic!("{name}, reader {kind}, chunk {k}: {e}"));
+                assert!(
+                    plain == want[at[k]..at[k + 1]],
+                    "{name}, reader {kind}, chunk {k}"
+                );
+            }
+        }
+    }
+}
+
 /// A restore copies chunks it wrote before instead of fetching them again.
 /// A chunk met twice in one large file is copied from its first place,
 /// which must hold its bytes by then: not still in the staging buffer of

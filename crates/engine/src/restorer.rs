@@ -1237,6 +1237,8 @@ struct Worker<'r> {
     /// Direct writes, done on a thread of their own.
     sink: WriteBehind,
     cancel: &'r AtomicBool,
+    /// The directory the last file was created in, held open.
+    dir: Option<(PathBuf, rustix::fd::OwnedFd)>,
 }
 
 impl<'r> Worker<'r> {
@@ -1252,7 +1254,37 @@ impl<'r> Worker<'r> {
             zero: false,
             sink: WriteBehind::default(),
             cancel,
+            dir: None,
         }
+    }
+
+    /// Creates the file `dest`, which must not exist, relative to its
+    /// directory held open: the files of a batch mostly share one, and a
+    /// path looked up from the root at every file was 2% of a restore's
+    /// CPU time. Like `O_EXCL` on the whole path, it never follows a
+    /// symlink in the file's place.
+    fn create(&mut self, dest: &Path) -> std::io::Result<File> {
+        use rustix::fs::{Mode, OFlags};
+        let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
+            return OpenOptions::new().write(true).create_new(true).open(dest);
+        };
+        if self.dir.as_ref().is_none_or(|(p, _)| p != parent) {
+            self.dir = None;
+            let fd = rustix::fs::open(
+                parent,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            self.dir = Some((parent.to_path_buf(), fd));
+        }
+        let (_, dir) = self.dir.as_ref().expect("opened above");
+        let f = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o666),
+        )?;
+        Ok(File::from(f))
     }
 
     /// Where this restore wrote chunk `id` before, if it did: for a chunk
@@ -1453,7 +1485,7 @@ fn write_part(
         if !file.fresh {
             remove_existing(dest);
         }
-        OpenOptions::new().write(true).create_new(true).open(dest)
+        w.create(dest)
     }
     .map_err(|e| io("create", e))?;
     let f = Arc::new(f);

@@ -149,28 +149,36 @@ impl BlobSealer {
 }
 
 /// Opens a record read from a pack into `out`: checks the header names
-/// `want`, opens the seal, decompresses. The caller verifies the keyed
-/// hash. `scratch` holds the decrypted payload; both buffers are reused
-/// across calls, so the restore and check loops do not allocate per blob.
-pub fn open_record(
-    record: &[u8],
+/// `want`, opens the seal where the record lies (which leaves its bytes
+/// changed, whether or not it opens: callers that need them copy them
+/// first), decompresses. The caller verifies the keyed hash. `out` is
+/// reused across calls, so the restore and check loops do not allocate
+/// per blob.
+pub fn open_record_in_place(
+    record: &mut [u8],
     want: &Id,
     key: &SealKey,
     raw_len: u32,
-    scratch: &mut Vec<u8>,
     out: &mut Vec<u8>,
     object: impl Fn() -> String,
 ) -> Result<(BlobKind, Vec<Id>)> {
-    let rec = decode_record(record).map_err(|e| Error::corrupt(object(), e))?;
-    if rec.header.id != *want {
+    let (header, aad_len, sealed_len) = {
+        let rec = decode_record(record).map_err(|e| Error::corrupt(object(), e))?;
+        (rec.header, rec.aad.len(), rec.sealed.len())
+    };
+    if header.id != *want {
         return Err(Error::corrupt(
             object(),
-            format!("record holds blob {} instead", rec.header.id.short()),
+            format!("record holds blob {} instead", header.id.short()),
         ));
     }
-    key.open_into(rec.aad, rec.sealed, scratch)
+    // The sealed bytes end the record (`decode_record` checks it), after
+    // the header and their length.
+    let (head, sealed) = record.split_at_mut(record.len() - sealed_len);
+    let payload = key
+        .open_in_place(&head[..aad_len], sealed)
         .map_err(|e| Error::corrupt(object(), e))?;
-    let (&comp, body) = scratch
+    let (&comp, body) = payload
         .split_first()
         .ok_or_else(|| Error::corrupt(object(), "empty payload"))?;
     out.clear();
@@ -201,7 +209,7 @@ pub fn open_record(
             format!("payload is {} bytes, index says {raw_len}", out.len()),
         ));
     }
-    Ok((rec.header.kind, rec.header.refs))
+    Ok((header.kind, header.refs))
 }
 
 thread_local! {
@@ -244,19 +252,19 @@ mod tests {
     fn roundtrip(s: &mut BlobSealer, key: &SealKey, plain: &[u8]) -> Compression {
         let id = Id([9; 32]);
         let b = s.seal(BlobKind::Chunk, id, Vec::new(), plain).unwrap();
-        let (mut scratch, mut out) = (Vec::new(), Vec::new());
-        open_record(
-            &b.record,
+        let mut out = Vec::new();
+        open_record_in_place(
+            &mut b.record.clone(),
             &id,
             key,
             plain.len() as u32,
-            &mut scratch,
             &mut out,
             || "test".into(),
         )
         .unwrap();
         assert_eq!(out, plain);
-        Compression::from_u8(scratch[0]).unwrap()
+        let rec = decode_record(&b.record).unwrap();
+        Compression::from_u8(key.open(rec.aad, rec.sealed).unwrap()[0]).unwrap()
     }
 
     /// Large chunks are tried on their first 64 KiB, as the start of the

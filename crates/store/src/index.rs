@@ -14,7 +14,7 @@ use cairn_format::index::IndexPack;
 use cairn_format::pack::WRAPPED_LEN;
 
 use crate::Result;
-use crate::table::{Table, TableBuilder};
+use crate::table::{MemTable, Table, TableBuilder};
 
 /// A pack as the index knows it.
 #[derive(Clone, Debug)]
@@ -183,15 +183,15 @@ impl Index {
     /// A table on disk is left alone: only this run's additions stay in
     /// the map, and a backup adds none.
     pub fn merge(&mut self) {
-        let Table::Mem(sorted) = &mut self.table else {
-            return;
-        };
-        if self.recent.is_empty() {
+        if self.recent.is_empty() || !matches!(self.table, Table::Mem(_)) {
             return;
         }
+        let Table::Mem(sorted) = std::mem::take(&mut self.table) else {
+            unreachable!("checked above");
+        };
         let mut add: Vec<(Id, Location)> = self.recent.drain().collect();
         add.sort_unstable_by_key(|a| a.0);
-        let old = std::mem::take(sorted);
+        let old = sorted.into_entries();
         let mut out = Vec::with_capacity(old.len() + add.len());
         let (mut i, mut j) = (0, 0);
         while i < old.len() && j < add.len() {
@@ -213,7 +213,7 @@ impl Index {
         }
         out.extend_from_slice(&old[i..]);
         out.extend_from_slice(&add[j..]);
-        *sorted = out;
+        self.table = Table::Mem(MemTable::new(out));
     }
 
     /// Where a blob is, if indexed.
