@@ -407,6 +407,83 @@ fn records_opened_in_place_are_read_again_when_met_again() {
     }
 }
 
+/// Files created with their mode (no `fchmod` after) end with exactly
+/// the modes stored, whatever the umask takes away, with setuid and
+/// sticky bits, and under a directory whose default ACL would have
+/// given new files other modes.
+#[test]
+fn files_end_with_their_modes_under_a_umask_and_a_default_acl() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::empty((4 << 10, 16 << 10, 64 << 10));
+    let modes = [
+        0o644, 0o600, 0o755, 0o666, 0o777, 0o640, 0o400, 0o4755, 0o2750, 0o1644,
+    ];
+    for m in modes {
+        f.write(&format!("d/{m:o}"), format!("mode {m:o}").into_bytes());
+        let p = f.src().join(format!("d/{m:o}"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+    let mut repo = f.open(f.base.clone()).unwrap();
+    let opts = BackupOptions {
+        paths: vec![f.src()],
+        hostname: "test".into(),
+        ..BackupOptions::default()
+    };
+    let cancel = AtomicBool::new(false);
+    backup(&mut repo, &opts, &Progress::default(), &cancel).unwrap();
+    let repo = f.open(f.base.clone()).unwrap();
+    let (snaps, _) = Repo::list_snapshots(&**repo.storage()).unwrap();
+    // A default ACL granting others nothing: new files under it (and
+    // under the directories the restore creates there, which inherit
+    // it) would lose their bits for others. The xattr's form: version 2,
+    // then entries of tag, permissions and ID: user::rwx, group::rwx,
+    // other::---.
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm) in [(0x01u16, 7u16), (0x04, 7), (0x20, 0)] {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&u32::MAX.to_le_bytes());
+    }
+    for with_acl in [false, true] {
+        let dest = tempfile::tempdir_in(f.dir.path()).unwrap();
+        if with_acl {
+            rustix::fs::setxattr(
+                dest.path(),
+                "system.posix_acl_default",
+                &acl,
+                rustix::fs::XattrFlags::empty(),
+            )
+            .expect("a default ACL on the restore's target (a filesystem with POSIX ACLs)");
+            assert!(crate::meta::has_default_acl(dest.path()));
+        }
+        let sum = restore(
+            &repo,
+            snaps[0].envelope.root,
+            &RestoreOptions {
+                target: dest.path().to_path_buf(),
+                threads: 2,
+                ..Default::default()
+            },
+            &Progress::default(),
+            &cancel,
+        )
+        .unwrap();
+        assert!(sum.warnings.is_empty(), "{:?}", sum.warnings);
+        let below = dest
+            .path()
+            .join(f.src().strip_prefix("/").unwrap())
+            .join("d");
+        for m in modes {
+            let md = std::fs::metadata(below.join(format!("{m:o}"))).unwrap();
+            assert_eq!(
+                md.permissions().mode() & 0o7777,
+                m,
+                "mode {m:o}, default ACL {with_acl}"
+            );
+        }
+    }
+}
+
 /// A restore copies chunks it wrote before instead of fetching them again.
 /// A chunk met twice in one large file is copied from its first place,
 /// which must hold its bytes by then: not still in the staging buffer of

@@ -214,7 +214,14 @@ pub fn apply(path: &Path, n: &Node, as_root: bool) -> io::Result<ApplyOutcome> {
 /// [`apply`] for a regular file that is open for writing: the same steps
 /// through the descriptor, which spares the kernel resolving a long path
 /// four times per file (a restore of many small files is mostly this).
-pub fn apply_file(f: &std::fs::File, n: &Node, as_root: bool) -> io::Result<ApplyOutcome> {
+/// `mode_set`: the file was created with its mode, which is not set
+/// again.
+pub fn apply_file(
+    f: &std::fs::File,
+    n: &Node,
+    as_root: bool,
+    mode_set: bool,
+) -> io::Result<ApplyOutcome> {
     let mut out = ApplyOutcome::default();
     let uid = rustix::fs::Uid::from_raw(n.uid);
     let gid = rustix::fs::Gid::from_raw(n.gid);
@@ -238,7 +245,9 @@ pub fn apply_file(f: &std::fs::File, n: &Node, as_root: bool) -> io::Result<Appl
             }
         }
     }
-    rustix::fs::fchmod(f, Mode::from_raw_mode(n.mode))?;
+    if !mode_set {
+        rustix::fs::fchmod(f, Mode::from_raw_mode(n.mode))?;
+    }
     let t = Timespec {
         tv_sec: n.mtime.sec,
         tv_nsec: i64::from(n.mtime.nsec) as _,
@@ -251,6 +260,23 @@ pub fn apply_file(f: &std::fs::File, n: &Node, as_root: bool) -> io::Result<Appl
         },
     )?;
     Ok(out)
+}
+
+/// The process's umask, from `/proc/self/status` (reading it through
+/// `umask(2)` means setting it, which other threads would see).
+pub fn umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let v = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(v.trim(), 8).ok()
+}
+
+/// Whether directory `d` has a default ACL (its new files take their
+/// mode from it rather than from the umask). Unknown counts as yes.
+pub fn has_default_acl(d: &Path) -> bool {
+    match rustix::fs::getxattr(d, "system.posix_acl_default", &mut [0u8; 0][..]) {
+        Ok(_) => true,
+        Err(e) => !(e == rustix::io::Errno::NODATA || unsupported(e)),
+    }
 }
 
 /// Sets mtime (and atime to the same value) without following symlinks.
