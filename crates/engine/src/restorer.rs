@@ -295,8 +295,7 @@ pub fn restore(
         pending: Vec::new(),
         copy_pending: Vec::new(),
         index: repo.index(),
-        fresh_dirs: std::collections::HashSet::new(),
-        plain_dirs: std::collections::HashSet::new(),
+        fresh_dirs: HashMap::new(),
         umask: crate::meta::umask(),
         includes: includes.as_ref(),
         excludes: excludes.as_ref(),
@@ -422,7 +421,7 @@ pub fn restore(
     for (dest, node) in plan.dirs.iter().rev() {
         // `never` leaves a directory that was there with its own mode,
         // owner and times (its mtime moves as missing entries come back).
-        if plan.overwrite == Overwrite::Never && !plan.fresh_dirs.contains(dest) {
+        if plan.overwrite == Overwrite::Never && !plan.fresh_dirs.contains_key(dest) {
             shared.with(|s| s.kept += 1);
             continue;
         }
@@ -572,11 +571,10 @@ struct Plan<'a> {
     /// Parts of copies not given to the lanes yet (see
     /// [`Plan::feed_copies`]).
     copy_pending: Vec<std::collections::VecDeque<Part>>,
-    /// Directories this restore created (empty when made).
-    fresh_dirs: std::collections::HashSet<PathBuf>,
-    /// Of those, the ones without a default ACL, where a file created
-    /// with a mode gets that mode less the umask (see [`exact_mode`]).
-    plain_dirs: std::collections::HashSet<PathBuf>,
+    /// Directories this restore created (empty when made), and whether
+    /// each is without a default ACL, so that a file created there with a
+    /// mode gets that mode less the umask (see [`exact_mode`]).
+    fresh_dirs: HashMap<PathBuf, bool>,
     /// The process's umask, if known.
     umask: Option<u32>,
     includes: Option<&'a Gitignore>,
@@ -694,7 +692,7 @@ impl Plan<'_> {
             }
             Err(e) => return Err(e.into()),
         };
-        if self.delete && !self.fresh_dirs.contains(dest) {
+        if self.delete && !self.fresh_dirs.contains_key(dest) {
             self.delete_extra(dest, &t);
         }
         for n in &t.nodes {
@@ -831,15 +829,14 @@ impl Plan<'_> {
             }
         }
         let sources = self.copy_of(n, off);
+        let plain = self.fresh_dirs.get(d.parent().unwrap_or(d)).copied();
         let job = Arc::new(FileJob {
             dest: Arc::from(d),
             node: n.clone(),
             split,
-            fresh: self.fresh_dirs.contains(d.parent().unwrap_or(d)),
-            mode: (!split
-                && self.plain_dirs.contains(d.parent().unwrap_or(d))
-                && exact_mode(n, self.umask))
-            .then_some(n.mode & 0o777),
+            fresh: plain.is_some(),
+            mode: (!split && plain == Some(true) && exact_mode(n, self.umask))
+                .then_some(n.mode & 0o777),
             direct: (self.direct || sources.is_some()) && crate::filewrite::wants_direct(off),
             sources,
             shared: SharedBlocks::default(),
@@ -1015,7 +1012,7 @@ impl Plan<'_> {
     fn keep_existing(&mut self, d: &Path, n: &Node) -> bool {
         use std::os::unix::fs::MetadataExt;
         if self.overwrite == Overwrite::Always
-            || d.parent().is_some_and(|p| self.fresh_dirs.contains(p))
+            || d.parent().is_some_and(|p| self.fresh_dirs.contains_key(p))
         {
             return false;
         }
@@ -1087,7 +1084,7 @@ impl Plan<'_> {
     }
 
     fn mkdir(&mut self, d: &Path) -> Result<()> {
-        if self.fresh_dirs.contains(d) {
+        if self.fresh_dirs.contains_key(d) {
             return Ok(());
         }
         match std::fs::symlink_metadata(d) {
@@ -1100,10 +1097,8 @@ impl Plan<'_> {
             path: d.to_path_buf(),
             source: e,
         })?;
-        self.fresh_dirs.insert(d.to_path_buf());
-        if !crate::meta::has_default_acl(d) {
-            self.plain_dirs.insert(d.to_path_buf());
-        }
+        self.fresh_dirs
+            .insert(d.to_path_buf(), !crate::meta::has_default_acl(d));
         Ok(())
     }
 

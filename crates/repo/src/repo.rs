@@ -699,7 +699,7 @@ struct Window {
     skip: usize,
     len: usize,
     /// Ranges of `buf` holding records opened in place (see
-    /// [`IN_PLACE`]): no longer as read, so a record there is read again.
+    /// [`LARGE`]): no longer as read, so a record there is read again.
     spent: Vec<(usize, usize)>,
 }
 
@@ -717,14 +717,15 @@ impl Window {
     }
 }
 
-/// Records at least this large are opened in the window they were read
-/// into rather than copied out first: copying each record before
+/// Records at least this large are read alone by an uncached reader (see
+/// [`BlobReader::record`]), and opened in the window they were read into
+/// rather than copied out first: copying each record before
 /// decrypting it was 2-3% of a restore's CPU time. Smaller ones are copied,
 /// as a record opened in place has to be read again if it is met again,
 /// and small ones met again in one window are common (copies of small
 /// files in one batch); large ones met again are mostly copied from where
 /// the restore wrote them.
-const IN_PLACE: u32 = 64 << 10;
+const LARGE: u32 = 64 << 10;
 
 /// Bytes a window reads ahead.
 const WINDOW: u64 = 1 << 20;
@@ -776,7 +777,7 @@ impl BlobReader<'_> {
         // record, which then does not fit and is read again whole, and
         // without a cache behind it that is the disk's time. On the 4 GiB
         // mixed corpus windows read 2.0 GB of a 1.3 GB repository.
-        let large = loc.length >= 64 << 10;
+        let large = loc.length >= LARGE;
         let start = if sequential || large || self.uncached {
             loc.offset
         } else {
@@ -906,7 +907,7 @@ impl BlobReader<'_> {
     ) -> Result<(BlobKind, Option<Parsed>)> {
         let at = self.locate(id, loc)?;
         let record = match at {
-            Record::Window(w, a, b) if loc.length >= IN_PLACE => {
+            Record::Window(w, a, b) if loc.length >= LARGE => {
                 let w = &mut self.windows[w];
                 w.spent.push((a, b));
                 &mut w.buf[a..b]
